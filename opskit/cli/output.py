@@ -1,0 +1,72 @@
+"""Everything opskit prints goes through here: one-line messages, tables, JSON, live progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 - one return per JSON kind
+    """Dataclasses, enums, datetimes and paths as plain JSON values (datetimes as ISO 8601)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def emit_json(value: Any) -> None:
+    """Print one JSON document to stdout (the `--json` face of a result object)."""
+    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
+
+
+def line(text: str = "", *, err: bool = False) -> None:
+    """Print one line."""
+    click.echo(text, err=err)
+
+
+def is_terminal() -> bool:
+    """True when stdout is a terminal (live displays, colours)."""
+    return sys.stdout.isatty()
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> None:
+    """A table: rich on a terminal, aligned plain text otherwise (stable for scripts and tests)."""
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        rich_table = Table(title=title, header_style="bold")
+        for h in headers:
+            rich_table.add_column(h)
+        for row in cells:
+            rich_table.add_row(*row)
+        Console().print(rich_table)
+        return
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]
+    if title:
+        click.echo(title)
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip())
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())

@@ -1,0 +1,38 @@
+"""Durations are written the way people write them, and bad ones say what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from opskit import durations
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("10m", 600),
+        ("24h", 86400),
+        ("1h30m", 5400),
+        ("1d", 86400),
+        ("45", 45),
+    ],
+)
+def test_durations_people_write_are_understood(text: str, seconds: float) -> None:
+    """500ms, 30s, 10m, 24h and combinations all parse to the seconds a person means."""
+    assert durations.parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "-5s", "5s10"])
+def test_a_bad_duration_names_the_expected_form(text: str) -> None:
+    """A duration opskit cannot read is rejected with the forms it accepts."""
+    with pytest.raises(durations.DurationError, match="expected a duration like"):
+        durations.parse_seconds(text)
+
+
+def test_durations_print_short() -> None:
+    """Long waits print as 1d2h or 5m, not as a raw number of seconds."""
+    assert durations.format_seconds(93600) == "1d2h"
+    assert durations.format_seconds(300) == "5m"
+    assert durations.format_seconds(0.25) == "250ms"

@@ -1,0 +1,1 @@
+"""Launchers for real servers on loopback; each waits until it answers and stops its daemon in finally."""
