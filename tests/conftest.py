@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from opskit.cli import main
+from tests.servers.sshd import sshd  # noqa: F401 - the private OpenSSH fixture, for any test
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,502 @@
+"""`opskit dns ...`: the TTL gate before a switch, the switch itself, and the propagation watch after it."""
+
+# dnspython and rich load inside each command, so `opskit --help` stays fast:
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from opskit import durations
+from opskit.cli import output
+from opskit.errors import Blocked, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from opskit.dns.check import CheckOptions
+    from opskit.dns.report import CheckReport
+    from opskit.dns.wait import ServerState
+
+TYPES = click.Choice(["A", "AAAA", "CNAME", "MX", "TXT", "SRV"], case_sensitive=False)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _seconds(option: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return durations.parse_seconds(text)
+    except durations.DurationError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _time(option: str, text: str | None) -> datetime | None:
+    """ISO 8601 (a time without a zone is UTC)."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option}: expected a time like 2026-11-24T01:12:00Z, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def server_options(func: Any) -> Any:
+    """--nameserver, --resolver, --auth-port, --query-timeout, --retries: shared by every dns command."""
+    for option in reversed(
+        [
+            click.option(
+                "--nameserver",
+                "nameservers",
+                multiple=True,
+                metavar="HOST[:PORT]|NAME=ADDR:PORT",
+                help="Ask this authoritative server (repeatable); NAME=ADDR:PORT pins a discovered NS name.",
+            ),
+            click.option(
+                "--resolver",
+                "resolvers",
+                multiple=True,
+                metavar="HOST[:PORT]",
+                help="Also look into this resolver's cache (repeatable).",
+            ),
+            click.option(
+                "--auth-port",
+                type=click.IntRange(1, 65535),
+                default=53,
+                show_default=True,
+                help="Port of discovered nameservers (NS records carry no port).",
+            ),
+            click.option(
+                "--query-timeout",
+                default="2s",
+                show_default=True,
+                metavar="DURATION",
+                help="Time per query attempt.",
+            ),
+            click.option(
+                "--retries",
+                type=click.IntRange(0, 10),
+                default=2,
+                show_default=True,
+                help="Extra attempts after a timeout.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _check_options(
+    *,
+    nameservers: tuple[str, ...],
+    resolvers: tuple[str, ...],
+    auth_port: int,
+    query_timeout: str,
+    retries: int,
+    types: tuple[str, ...] = (),
+    max_ttl: str = "600s",
+    changes: str | None = None,
+    lowered_at: str | None = None,
+    previous_ttl: str | None = None,
+) -> CheckOptions:
+    from opskit.dns import history
+    from opskit.dns.check import DEFAULT_TYPES, CheckOptions
+    from opskit.dns.query import QueryOptions
+    from opskit.dns.servers import parse_nameservers, parse_servers
+    from opskit.dns.verdict import Lowering, Policy
+
+    at = _time("--lowered-at", lowered_at)
+    previous = _seconds("--previous-ttl", previous_ttl)
+    if (at is None) != (previous is None):
+        raise UsageError("--lowered-at and --previous-ttl go together")
+    lowering = Lowering(at, int(previous)) if at is not None and previous is not None else None
+    max_ttl_s = _seconds("--max-ttl", max_ttl) or 0.0
+    return CheckOptions(
+        types=tuple(t.upper() for t in types) or DEFAULT_TYPES,
+        policy=Policy.for_max(int(max_ttl_s), changes),
+        nameservers=parse_nameservers(nameservers, auth_port),
+        resolvers=tuple(parse_servers("--resolver", resolvers)),
+        query=QueryOptions(
+            timeout_s=_seconds("--query-timeout", query_timeout) or 2.0, retries=retries
+        ),
+        lowering=lowering,
+        lowerings=tuple(history.lowerings(history.read())),
+    )
+
+
+@click.group()
+def dns() -> None:
+    """DNS readiness: the TTL gate before the switch, the switch, the propagation watch.
+
+    \b
+    Example:
+      opskit dns check dispatch.example.net --max-ttl 10m
+      opskit dns wait dispatch.example.net --expect 203.0.113.10 --resolver 1.1.1.1
+    """
+
+
+@dns.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=TYPES,
+    help="Record type (repeatable; default A and AAAA).",
+)
+@click.option(
+    "--max-ttl",
+    default="600s",
+    show_default=True,
+    metavar="DURATION",
+    help="Largest effective TTL allowed at switch time.",
+)
+@click.option(
+    "--changes", metavar="NAME", help="The CNAME-chain link the switch changes (gate on its TTL)."
+)
+@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
+@server_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
+    """Say whether NAME can be switched now: every authoritative server, every CNAME link, every cache.
+
+    READY when every authoritative server answers, all agree (answers, TTLs, SOA serials) and the
+    effective TTL is at most --max-ttl; otherwise NOT READY with each reason and its fix.
+    Exit 0 ready, 1 not ready, 2 usage error, 3 no usable answer.
+
+    \b
+    Example:
+      opskit dns check dispatch.example.net --max-ttl 10m
+      opskit dns check www.example.test --auth-port 53531 \\
+          --nameserver ns1.example.test=127.0.0.2:53531 --resolver 127.0.0.1:53535 --json
+    """
+    from opskit.dns.check import check as run_check
+    from opskit.dns.report import public
+
+    options = _check_options(**kw)
+    report = run_check(list(names), options, now=_now())
+    if as_json:
+        output.emit_json(public(report))
+    else:
+        _render_check(report)
+    if report.blocked:
+        return ExitCode.BLOCKED
+    return ExitCode.OK if report.ready else ExitCode.NEGATIVE
+
+
+def _render_check(report: CheckReport) -> None:
+    for rec in report.records:
+        title = f"{rec.name.rstrip('.')} {rec.type}: effective TTL {rec.ttl if rec.ttl is not None else '?'} s"
+        output.line(title)
+        for link in rec.chain:
+            data = ", ".join(link.answers) if link.answers else link.rcode
+            output.line(f"  {link.name} {link.ttl} {link.type} {data}")
+        output.table(
+            ["nameserver", "answers", "ttl", "serial", "error"],
+            [
+                [ns.server, ", ".join(ns.answers) or "-", ns.ttl, ns.serial, ns.error or ""]
+                for ns in rec.nameservers
+            ],
+        )
+        if rec.resolvers:
+            output.table(
+                ["resolver", "answers", "ttl left", "error"],
+                [
+                    [
+                        r.server,
+                        ", ".join(r.answers) or ("not cached" if not r.cached else "-"),
+                        r.ttl_remaining,
+                        r.error or "",
+                    ]
+                    for r in rec.resolvers
+                ],
+            )
+        for problem in rec.problems:
+            output.line(f"  ✗ {problem}")
+        for note in rec.notes:
+            output.line(f"  · {note}")
+        output.line()
+    output.line(report.verdict)
+
+
+@dns.command()
+@click.argument("name")
+@click.option(
+    "--switch-at", required=True, metavar="TIME", help="When the switch is planned (ISO 8601, UTC)."
+)
+@click.option(
+    "--target-ttl",
+    default="300s",
+    show_default=True,
+    metavar="DURATION",
+    help="The TTL to lower to before the switch.",
+)
+@click.option(
+    "--type", "types", multiple=True, type=TYPES, help="Record type (default A and AAAA)."
+)
+@click.option("--changes", metavar="NAME", help="The CNAME-chain link the switch changes.")
+@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
+@server_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(name: str, switch_at: str, target_ttl: str, as_json: bool, **kw: Any) -> ExitCode:
+    """Lay out the timeline of a planned switch: lower the TTL by, safe from, last old answer.
+
+    Exit 0 when the plan works, 1 when it is too late to lower the TTL in time.
+
+    \b
+    Example:
+      opskit dns plan dispatch.example.net --switch-at 2026-11-24T02:00:00Z --target-ttl 5m
+    """
+    from opskit.dns.plan import plan as make
+
+    at = _time("--switch-at", switch_at) or _now()
+    target = int(_seconds("--target-ttl", target_ttl) or 0)
+    result = make(name, _check_options(**kw), switch_at=at, target_ttl=target, now=_now())
+    if as_json:
+        output.emit_json(result)
+    else:
+        output.line(
+            f"{result.name.rstrip('.')} {result.type}: TTL {result.current_ttl} s now, target {result.target_ttl} s"
+        )
+        output.table(
+            ["when (UTC)", "what"],
+            [[f"{s.at:%Y-%m-%d %H:%M:%S}" if s.at else "-", s.what] for s in result.steps],
+        )
+        for problem in result.problems:
+            output.line(f"✗ {problem}")
+        output.line("PLAN OK" if result.feasible else "PLAN NOT FEASIBLE")
+    return ExitCode.OK if result.feasible else ExitCode.NEGATIVE
+
+
+@dns.command()
+@click.argument("name")
+@click.option(
+    "--expect",
+    "expected",
+    multiple=True,
+    required=True,
+    metavar="ADDR",
+    help="The answer every server must return (repeatable: the exact set).",
+)
+@click.option(
+    "--type", "types", multiple=True, type=TYPES, help="Record type (default: from the addresses)."
+)
+@click.option(
+    "--timeout",
+    default="10m",
+    show_default=True,
+    metavar="DURATION",
+    help="Give up after this long.",
+)
+@click.option(
+    "--interval", default="2s", show_default=True, metavar="DURATION", help="Time between rounds."
+)
+@server_options
+@click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON.")
+def wait(
+    *,
+    name: str,
+    expected: tuple[str, ...],
+    types: tuple[str, ...],
+    timeout: str,
+    interval: str,
+    as_json: bool,
+    **kw: Any,
+) -> ExitCode:
+    """Watch NAME until every authoritative server and resolver returns exactly the --expect set.
+
+    A live table shows each server, what it returns and when it should flip (from its remaining TTL;
+    resolvers that clamp TTLs or serve stale answers get one extra stale period).
+    Exit 0 when all flipped, 1 on timeout, 3 when no server answers at all.
+
+    \b
+    Example:
+      opskit dns wait dispatch.example.net --expect 203.0.113.10 --resolver 127.0.0.1:5354 --timeout 15m
+    """
+    from opskit.dns.wait import WaitOptions
+    from opskit.dns.wait import wait as run_wait
+
+    opts = _check_options(types=types, **kw)
+    options = WaitOptions(
+        nameservers=opts.nameservers,
+        resolvers=opts.resolvers,
+        types=tuple(t.upper() for t in types),
+        query=opts.query,
+        timeout_s=_seconds("--timeout", timeout) or 0.0,
+        interval_s=_seconds("--interval", interval) or 1.0,
+    )
+    live = _Live(enabled=not as_json and output.is_terminal(), quiet=as_json)
+    try:
+        result = run_wait(name, expected, options, on_round=live.update, clock=_now)
+    finally:
+        live.stop()
+    if as_json:
+        output.emit_json(result)
+    if result.blocked:
+        why = "; ".join(f"{s.server} {s.error}" for s in result.servers)
+        raise Blocked(f"no server answered for {name}: {why}")
+    if not as_json:
+        if result.stale:
+            output.line(f"served the old answer while watched: {', '.join(result.stale)}")
+        output.line(
+            f"FLIPPED: every server returns {', '.join(result.expected)} ({result.waited_s:.1f} s)"
+            if result.done
+            else f"TIMED OUT after {result.waited_s:.1f} s: not every server returns {', '.join(result.expected)}"
+        )
+    return ExitCode.OK if result.done else ExitCode.NEGATIVE
+
+
+def _rows(states: list[ServerState] | tuple[ServerState, ...]) -> list[list[object]]:
+    return [
+        [
+            s.server,
+            s.role,
+            ", ".join(s.answers) or (s.error or "-"),
+            s.ttl,
+            "yes"
+            if s.flipped
+            else (f"{s.predicted_flip:%H:%M:%S} UTC" if s.predicted_flip else "no"),
+            s.label or "",
+        ]
+        for s in states
+    ]
+
+
+HEADERS = ["server", "role", "returns", "ttl", "flipped / predicted", "note"]
+
+
+class _Live:
+    """A rich Live table on a terminal; plain lines (one per server and round) otherwise."""
+
+    def __init__(self, *, enabled: bool, quiet: bool) -> None:
+        self.enabled, self.quiet = enabled, quiet
+        self._live: Any = None
+        self._round = 0
+
+    def update(self, states: Any) -> None:
+        self._round += 1
+        if self.quiet:
+            return
+        if not self.enabled:
+            stamp = f"{_now():%H:%M:%S}"
+            for row in _rows(states):
+                output.line(f"{stamp} " + "  ".join(str(c) for c in row if c not in (None, "")))
+            return
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(title=f"round {self._round}")
+        for h in HEADERS:
+            table.add_column(h)
+        for row in _rows(states):
+            table.add_row(*("" if c is None else str(c) for c in row))
+        if self._live is None:
+            self._live = Live(table, refresh_per_second=4)
+            self._live.start()
+        else:
+            self._live.update(table)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+
+@dns.command()
+@click.option(
+    "--server", required=True, metavar="HOST[:PORT]", help="The primary that accepts updates."
+)
+@click.option("--zone", required=True, help="The zone to update.")
+@click.option("--name", "record_name", required=True, help="The record's name.")
+@click.option(
+    "--type", "rtype", default="A", show_default=True, type=TYPES, help="The record type."
+)
+@click.option(
+    "--set",
+    "values",
+    multiple=True,
+    required=True,
+    metavar="ADDR",
+    help="The new values (repeatable: the whole RRset).",
+)
+@click.option("--ttl", metavar="DURATION", help="The new TTL (default: keep the current one).")
+@click.option(
+    "--tsig-key-file",
+    type=click.Path(dir_okay=False),
+    help="TSIG key (BIND format, as tsig-keygen writes).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def update(
+    *,
+    server: str,
+    zone: str,
+    record_name: str,
+    rtype: str,
+    values: tuple[str, ...],
+    ttl: str | None,
+    tsig_key_file: str | None,
+    as_json: bool,
+) -> ExitCode:
+    """Switch (or lower the TTL of) a record with an RFC 2136 dynamic update, then verify it.
+
+    The RRset is read first; a lowered TTL is journaled with the time and the previous TTL so a later
+    `dns check` knows when the switch is safe. Exit 0 when the server shows the new records.
+
+    \b
+    Example:
+      opskit dns update --server 127.0.0.3:53531 --zone example.test --name dispatch.example.test \\
+          --type A --set 192.0.2.50 --ttl 5m --tsig-key-file lab.key
+    """
+    from opskit.dns import history
+    from opskit.dns.servers import parse_servers
+    from opskit.dns.update import load_key_file, replace_rrset
+
+    target = parse_servers("--server", [server])[0]
+    key = load_key_file(tsig_key_file) if tsig_key_file else None
+    ttl_s = _seconds("--ttl", ttl)
+    result = replace_rrset(
+        target,
+        zone,
+        record_name,
+        rtype,
+        values,
+        ttl_s=int(ttl_s) if ttl_s is not None else None,
+        key=key,
+        now=_now(),
+    )
+    if result.ttl_lowered is not None:
+        history.record({"fact": history.FACT, **result.ttl_lowered})
+    if as_json:
+        output.emit_json(result)
+    else:
+        before = (
+            f"{', '.join(result.before.values)} ttl {result.before.ttl}"
+            if result.before
+            else "nothing"
+        )
+        after = (
+            f"{', '.join(result.after.values)} ttl {result.after.ttl}"
+            if result.after
+            else "nothing"
+        )
+        output.line(
+            f"{result.name.rstrip('.')} {result.type} on {result.server}: {before} -> {after}"
+        )
+        if result.ttl_lowered:
+            output.line(
+                f"TTL lowered from {result.before.ttl if result.before else '?'} s: recorded in {history.changes_file()}"
+            )
+        output.line(
+            "VERIFIED"
+            if result.verified
+            else "NOT VERIFIED: the server does not show the new records"
+        )
+    return ExitCode.OK if result.verified else ExitCode.NEGATIVE

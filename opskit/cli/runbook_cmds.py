@@ -1,0 +1,502 @@
+"""`opskit validate|plan|run|resume|status|note|rollback`: thin faces over `opskit.runbook`."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from opskit.cli import output
+from opskit.errors import ExitCode, RunbookProblems, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATE_DIR_HELP = "Where journals live (env OPSKIT_STATE_DIR; default ./.opskit)."
+
+
+def state_dir_option(fn: F) -> F:
+    return click.option(
+        "--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="OPSKIT_STATE_DIR",
+        default=".opskit", show_default=True, help=STATE_DIR_HELP,
+    )(fn)  # fmt: skip
+
+
+def operator_option(fn: F) -> F:
+    return click.option(
+        "--operator", envvar="OPSKIT_OPERATOR", default=None,
+        help="Your name in the journal (env OPSKIT_OPERATOR; default: your login).",
+    )(fn)  # fmt: skip
+
+
+def vars_options(fn: F) -> F:
+    fn = click.option("--vars-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                      help="A YAML mapping of variables.")(fn)  # fmt: skip
+    return click.option(
+        "--var", "var", multiple=True, metavar="K=V", help="Set a variable (repeatable)."
+    )(fn)
+
+
+def gate_options(fn: F) -> F:
+    fn = click.option("--approve", multiple=True, metavar="STEP_ID",
+                      help="Approve this step's gate in advance (repeatable; passes critical gates).")(fn)  # fmt: skip
+    fn = click.option(
+        "--yes", is_flag=True, help="Answer yes to confirm and typed gates (never critical)."
+    )(fn)
+    return click.option("--accept-new-host-keys", is_flag=True,
+                        help="Record unknown SSH host keys in known_hosts (a changed key is still refused).")(fn)  # fmt: skip
+
+
+def reports_problems(fn: F) -> F:
+    """An invalid runbook: one `FILE:LINE:COL: message` line per problem on stderr, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RunbookProblems as exc:
+            for problem in exc.problems:
+                output.line(str(problem), err=True)
+            count = len(exc.problems)
+            output.line(
+                f"opskit: {count} problem{'s' if count != 1 else ''}; nothing ran", err=True
+            )
+            return ExitCode.BAD_INPUT
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _operator(name: str | None) -> str:
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def _overrides(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if vars_file is not None:
+        import yaml  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+        try:
+            loaded = yaml.safe_load(vars_file.read_text())
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--vars-file {vars_file}: not YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--vars-file {vars_file}: expected a mapping of names to values")
+        values.update({str(k): v for k, v in loaded.items()})
+    for item in var:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--var {item!r}: expected NAME=VALUE")
+        values[key.strip()] = value
+    return values
+
+
+def _options(state_dir: Path, operator: str | None, **kw: Any) -> Any:
+    from opskit.runbook.engine import RunOptions  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    approve = frozenset(kw.pop("approve", ()) or ())
+    return RunOptions(state_dir=state_dir, operator=_operator(operator), approve=approve,
+                      interactive=sys.stdin.isatty(), **kw)  # fmt: skip
+
+
+def _interrupt_on_sigterm() -> None:
+    """`kill PID` stops the current step like Ctrl-C does, so the journal says how to resume."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class ConsoleReporter:
+    """Live output: step banners, `[host] line`, progress; prompts at a terminal."""
+
+    def __init__(self, *, quiet_steps: bool = False, err: bool = False) -> None:
+        self.quiet_steps = quiet_steps
+        self.err = err
+        self.tty = output.is_terminal() and not err
+        self._last_progress = 0.0
+
+    def started(self, run_id: str, mode: str) -> None:
+        if mode == "dry-run":
+            return
+        suffix = {"run": "", "resume": " (resumed)", "rollback": " (rollback)"}.get(mode, "")
+        output.line(f"run id: {run_id}{suffix}", err=self.err)
+
+    def step_begin(
+        self, step_id: str, title: str, hosts: tuple[str, ...], command: str | None
+    ) -> None:
+        where = f" on {', '.join(hosts)}" if hosts else ""
+        output.line(
+            f"==> {step_id}{where}" + (f": {title}" if title != step_id else ""), err=self.err
+        )
+        if command:
+            output.line(f"    $ {command}", err=self.err)
+
+    def output(self, host: str, line: str) -> None:
+        output.line(f"[{host}] {line}", err=self.err)
+
+    def progress(self, step_id: str, message: str, fraction: float | None) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self._last_progress < 5:
+            return
+        self._last_progress = now
+        pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
+        text = f"... {step_id}{pct} {message}"
+        if self.tty:
+            click.echo("\r" + text.ljust(78), nl=False)
+        else:
+            output.line(text, err=self.err)
+
+    def step_end(self, step_id: str, status: str, summary: str, duration_s: float) -> None:
+        if self.quiet_steps:
+            return
+        if self.tty:
+            click.echo("\r" + " " * 78 + "\r", nl=False)
+        mark = {"succeeded": "ok", "skipped": "skip", "undone": "undone", "nothing": "--"}.get(
+            status, status.upper()
+        )
+        tail = f": {summary}" if summary else ""
+        output.line(f"<== {mark} {step_id} ({duration_s:.2f}s){tail}", err=self.err)
+
+    def ask(self, question: str) -> str | None:
+        try:
+            return str(click.prompt(question, default="", show_default=False, err=True))
+        except click.exceptions.Abort:
+            return None
+
+    def warn(self, text: str) -> None:
+        output.line(f"warning: {text}", err=True)
+
+
+@click.command()
+@click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
+@vars_options
+@reports_problems
+def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> ExitCode:
+    """Check a runbook without running anything; one FILE:LINE:COL line per problem.
+
+    Exit 0 when valid, 2 with every problem listed on stderr.
+
+    \b
+    Example:
+      opskit validate runbooks/night-cutover.yaml
+    """
+    from opskit.runbook.validate import load_runbook  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    loaded = load_runbook(runbook, _overrides(var, vars_file))
+    output.line(f"ok: {runbook}: {len(loaded.steps)} steps, {len(loaded.hosts)} hosts")
+    return ExitCode.OK
+
+
+def _render_plan(plan: Any) -> None:
+    owners = sorted({s.owner for s in plan.steps if s.owner})
+    groups: list[tuple[str | None, list[Any]]] = [(None, plan.steps)]
+    if owners:
+        groups = [(o, [s for s in plan.steps if s.owner == o]) for o in owners]
+        rest = [s for s in plan.steps if not s.owner]
+        if rest:
+            groups.append(("(no owner)", rest))
+    for owner, steps in groups:
+        rows = [
+            (s.id, s.status, ", ".join(s.hosts) or "local", s.command or "", s.reason)
+            for s in steps
+        ]
+        output.table(
+            ("STEP", "STATUS", "HOST", "COMMAND", "NOTE"),
+            rows,
+            title=f"owner: {owner}" if owner else None,
+        )
+    for h in plan.hosts:
+        state = "ok" if h.ok else "UNREACHABLE"
+        output.line(
+            f"host {h.name} ({h.address}): {state}" + (f": {h.problem}" if h.problem else "")
+        )
+    from opskit.durations import format_seconds  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    output.line(f"forecast: {format_seconds(plan.forecast_s)} (waits, predicted waits and probes)")
+    counts: dict[str, int] = {}
+    for s in plan.steps:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    verdict = "nothing blocks" if plan.ok else "BLOCKED: a probe failed or a host is unreachable"
+    output.line(f"plan {plan.run_id} (journaled as a dry-run): {summary}; {verdict}")
+
+
+def _plan(runbook: Path, options: Any, as_json: bool) -> ExitCode:
+    from opskit.runbook.rehearsal import rehearse  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    reporter = ConsoleReporter(quiet_steps=True, err=as_json)
+    plan = rehearse(runbook, options, reporter)
+    if as_json:
+        output.emit_json(plan)
+    else:
+        _render_plan(plan)
+    return ExitCode.OK if plan.ok else ExitCode.NEGATIVE
+
+
+@click.command()
+@click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
+@vars_options
+@click.option("--offline", is_flag=True, help="Execute nothing at all: no probes, no host checks.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the plan as JSON (keys: steps, hosts, forecast_s...).",
+)
+@click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Record unknown SSH host keys while checking hosts.",
+)
+@operator_option
+@state_dir_option
+@reports_problems
+def plan(  # noqa: PLR0917 - click passes every option as an argument
+         runbook: Path, var: tuple[str, ...], vars_file: Path | None, offline: bool, as_json: bool,
+         accept_new_host_keys: bool, operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
+    """Rehearse a runbook: render every step, run probes for real, change nothing.
+
+    Each step gets one status: would_run, probe_ok, probe_failed, skip, gate, unknown (needs a value only
+    the run produces) or done. Every host is checked for reachability and login. The rehearsal is
+    journaled as a dry-run. Exit 0 when nothing blocks, 1 when a probe fails or a host is unreachable.
+
+    \b
+    Example:
+      opskit plan runbooks/night-cutover.yaml --var new=198.51.100.20
+      opskit plan runbooks/night-cutover.yaml --offline --json
+    """
+    options = _options(state_dir, operator, overrides=_overrides(var, vars_file), offline=offline,
+                       accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+    return _plan(runbook, options, as_json)
+
+
+def _outcome(outcome: Any) -> ExitCode:
+    if outcome.state == "succeeded":
+        output.line(f"succeeded: {outcome.message} (run {outcome.run_id})")
+    else:
+        output.line(f"{outcome.state.upper()}: {outcome.message}")
+        if outcome.resume_hint:
+            output.line(f"to continue: {outcome.resume_hint}")
+    return ExitCode(outcome.exit_code)
+
+
+@click.command()
+@click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
+@vars_options
+@gate_options
+@click.option("--dry-run", is_flag=True, help="Rehearse instead (same as `opskit plan`).")
+@click.option("--offline", is_flag=True, help="With --dry-run: execute nothing at all.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@operator_option
+@state_dir_option
+@reports_problems
+def run(  # noqa: PLR0917 - click passes every option as an argument
+        runbook: Path, var: tuple[str, ...], vars_file: Path | None, approve: tuple[str, ...], yes: bool,
+        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, operator: str | None,
+        state_dir: Path) -> ExitCode:  # fmt: skip
+    """Run a runbook for real, journaled step by step; prints the run id first.
+
+    Output streams live with the host as prefix. Gates ask at a terminal; without one they stop the run
+    (exit 3) unless approved with --approve STEP_ID. Exit 0 success, 1 a step failed, 2 invalid runbook,
+    3 stopped at a gate, 130 interrupted (the run can be resumed).
+
+    \b
+    Example:
+      opskit run runbooks/night-cutover.yaml --operator alice
+      opskit run runbooks/night-cutover.yaml --approve stop-old --approve go-dns
+    """
+    overrides = _overrides(var, vars_file)
+    if dry_run:
+        options = _options(state_dir, operator, overrides=overrides, offline=offline,
+                           accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+        return _plan(runbook, options, as_json)
+    if offline or as_json:
+        raise UsageError("--offline and --json go with --dry-run (or use `opskit plan`)")
+    from opskit.runbook import engine  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    options = _options(state_dir, operator, overrides=overrides, yes=yes, approve=approve,
+                       accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+    _interrupt_on_sigterm()
+    return _outcome(engine.run(runbook, options, ConsoleReporter()))
+
+
+@click.command()
+@click.argument("run_id")
+@click.option(
+    "--rerun-in-doubt", is_flag=True, help="Run a step that was in flight when the run died again."
+)
+@click.option(
+    "--skip-in-doubt",
+    is_flag=True,
+    help="Count a step that was in flight as done without running it.",
+)
+@click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="Resume even though the runbook changed since the run started.",
+)
+@gate_options
+@operator_option
+@state_dir_option
+@reports_problems
+def resume(  # noqa: PLR0917 - click passes every option as an argument
+           run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
+           approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
+           state_dir: Path) -> ExitCode:  # fmt: skip
+    """Continue a run after its last finished step; no finished step runs twice.
+
+    A step that started but never finished is in doubt: its check: decides; without one it runs again only
+    when idempotent: true or with --rerun-in-doubt (or is skipped with --skip-in-doubt). Captured values
+    come back from the journal. Refuses a changed runbook unless --accept-changes.
+
+    \b
+    Example:
+      opskit resume 20251123-031002-a1b2 --operator bob
+      opskit resume 20251123-031002-a1b2 --skip-in-doubt
+    """
+    if rerun_in_doubt and skip_in_doubt:
+        raise UsageError("choose one of --rerun-in-doubt and --skip-in-doubt")
+    from opskit.runbook.resume import resume as resume_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    options = _options(state_dir, operator, yes=yes, approve=approve, accept_new_host_keys=accept_new_host_keys,
+                       rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes)  # fmt: skip
+    _interrupt_on_sigterm()
+    return _outcome(resume_run(run_id, options, ConsoleReporter()))
+
+
+@click.command()
+@click.argument("run_id", required=False)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON (keys: run_id, runbook, mode, state, steps, notes).",
+)
+@state_dir_option
+def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
+    """List runs, or show one run: every step's status, attempts, duration, approvals and the notes.
+
+    \b
+    Example:
+      opskit status
+      opskit status 20251123-031002-a1b2 --json
+    """
+    from opskit.runbook import replay  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    if run_id is None:
+        runs = replay.list_runs(state_dir)
+        if as_json:
+            output.emit_json(runs)
+        elif not runs:
+            output.line(f"no runs in {state_dir}")
+        else:
+            rows = [(r.run_id, r.runbook_name, r.mode, r.state, f"{r.done}/{r.total}", r.operator, r.started_at)
+                    for r in runs]  # fmt: skip
+            output.table(("RUN", "RUNBOOK", "MODE", "STATE", "DONE", "OPERATOR", "STARTED"), rows)
+        return ExitCode.OK
+    state = replay.load_run(state_dir, run_id)
+    for warning in state.warnings:
+        output.line(f"warning: {warning}", err=True)
+    if as_json:
+        output.emit_json(state)
+        return ExitCode.OK
+    output.line(f"run {state.run_id}: {state.runbook_name} ({state.mode}, {state.state})")
+    output.line(
+        f"runbook: {state.runbook}  operator: {state.operator}  started: {state.started_at}"
+    )
+    rows = []
+    for s in state.steps:
+        duration = "" if s.duration_s is None else f"{s.duration_s:.2f}s"
+        captured = ", ".join(f"{k}={v}" for k, v in s.captured.items())
+        rows.append(
+            (
+                s.id,
+                s.status,
+                str(s.attempts),
+                duration,
+                s.owner or "",
+                s.approved_by or "",
+                captured,
+            )
+        )
+    output.table(
+        ("STEP", "STATUS", "ATTEMPTS", "DURATION", "OWNER", "APPROVED BY", "CAPTURED"), rows
+    )
+    for note_ in state.notes:
+        output.line(f"note {note_.ts} {note_.operator}: {note_.text}")
+    if state.message:
+        output.line(f"{state.state}: {state.message}")
+    if state.resume_hint:
+        output.line(f"to continue: {state.resume_hint}")
+    return ExitCode.OK
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("text")
+@operator_option
+@state_dir_option
+def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitCode:
+    """Add a hand-over note to a run's journal (shown by status and the report).
+
+    \b
+    Example:
+      opskit note 20251123-031002-a1b2 "db synced, waiting for the client to switch DNS"
+    """
+    from opskit.redaction import Masker  # noqa: PLC0415 - imported on first use, keeps start-up fast
+    from opskit.runbook.journal import JOURNAL, Journal, run_dir  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    journal = Journal(run_dir(state_dir, run_id) / JOURNAL, Masker())
+    try:
+        journal.append("note", text=text, operator=_operator(operator))
+    finally:
+        journal.close()
+    output.line(f"noted on run {run_id}")
+    return ExitCode.OK
+
+
+@click.command()
+@click.argument("run_id")
+@click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="Roll back even though the runbook changed since the run.",
+)
+@click.option("--accept-new-host-keys", is_flag=True, help="Record unknown SSH host keys.")
+@operator_option
+@state_dir_option
+@reports_problems
+def rollback(run_id: str, accept_changes: bool, accept_new_host_keys: bool, operator: str | None,
+             state_dir: Path) -> ExitCode:  # fmt: skip
+    """Undo a run's succeeded steps, newest first; stops at an irreversible step.
+
+    Exit 0 when everything was undone, 1 when an undo failed, 3 when it stopped at the point of no return.
+
+    \b
+    Example:
+      opskit rollback 20251123-031002-a1b2 --operator bob
+    """
+    from opskit.runbook.rollback import rollback as rollback_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    options = _options(
+        state_dir,
+        operator,
+        accept_changes=accept_changes,
+        accept_new_host_keys=accept_new_host_keys,
+    )
+    outcome = rollback_run(run_id, options, ConsoleReporter())
+    output.line(("done: " if outcome.exit_code == ExitCode.OK else "STOPPED: ") + outcome.message)
+    return ExitCode(outcome.exit_code)

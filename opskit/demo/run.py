@@ -1,0 +1,240 @@
+"""`opskit demo`: the shipped night-cutover runbook played for real against loopback stand-ins.
+
+Everything it starts (DNS server, services, phones, bridge) it stops again, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opskit.demo import stage as st
+from opskit.demo.fleet import FleetSummary
+from opskit.demo.reporter import DemoReporter, Show
+from opskit.demo.timescale import TimeScale
+from opskit.errors import ExitCode, UsageError
+
+# The critical gate and the customer's manual step of the shipped runbook, approved up front as "demo".
+APPROVED = frozenset({"point-of-no-return", "customer-ready"})
+OPERATOR = "demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `opskit demo` was asked."""
+
+    state_dir: Path
+    dry_run: bool = False
+    window: str | None = "02:00-05:00"
+    clients: int = 12
+    scale: TimeScale = field(default_factory=TimeScale)
+    runbook: Path | None = None
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """How the rehearsal went; `--json` prints this object."""
+
+    run_id: str | None
+    state: str
+    exit_code: int
+    dry_run: bool
+    scale: str
+    ttl_verdicts: list[str]
+    drain_safe: bool
+    drain_summary: str | None
+    fleet: FleetSummary | None
+    old_stopped: bool
+    report_md: str | None
+    report_html: str | None
+    wall_s: float
+    forecast_s: float | None = None
+    forecast_real_s: float | None = None
+    window_s: float | None = None
+    fits_window: bool | None = None
+    message: str = ""
+
+
+def shipped_runbook() -> Path:
+    """runbooks/night-cutover.yaml of this checkout (or of the current directory)."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        candidate = base / "runbooks" / "night-cutover.yaml"
+        if candidate.is_file():
+            return candidate
+    raise UsageError("runbooks/night-cutover.yaml not found: run the demo from the opskit checkout")
+
+
+def window_seconds(window: str) -> float:
+    """The length of a window "02:00-05:00" (past midnight allowed: "23:00-02:00" is 3 h)."""
+    try:
+        start, end = (part.strip() for part in window.split("-", 1))
+        minutes = [int(t.split(":")[0]) * 60 + int(t.split(":")[1]) for t in (start, end)]
+    except (ValueError, IndexError):
+        raise UsageError(f"--window: expected HH:MM-HH:MM, got {window!r}") from None
+    if not all(0 <= m < 24 * 60 for m in minutes):
+        raise UsageError(f"--window: times must be between 00:00 and 23:59, got {window!r}")
+    length = (minutes[1] - minutes[0]) % (24 * 60)
+    return float(length * 60)
+
+
+def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:
+    """The runbook's vars pointed at the loopback pieces; durations scaled (1 s here = 1 h by default)."""
+    ctl = f"{shlex.quote(sys.executable)} -m opskit demo ctl {stage.control.port}"
+
+    def scaled(real_s: float) -> str:
+        return f"{scale.ttl(real_s)}s"
+
+    return {
+        "domain": st.NAME,
+        "zone": st.ZONE.rstrip("."),
+        "old_address": st.OLD_ADDRESS,
+        "new_address": st.NEW_ADDRESS,
+        "service_port": str(stage.port),
+        "old_host": "local",
+        "new_host": "local",
+        "nameserver": stage.auth.address,
+        "tsig_key_file": str(stage.key_file),
+        "max_ttl": scaled(600),
+        "low_ttl": scaled(300),
+        "stop_old_writes": f"{ctl} read-only old",
+        "start_old_writes": f"{ctl} read-write old",
+        "sync_data": "echo 'rehearsal: 1200 rows copied to the new host'",
+        "start_new": f"{ctl} start new",
+        "stop_new": f"{ctl} stop new",
+        "new_is_running": f"{ctl} status new | grep -q running",
+        "stop_old": f"{ctl} stop old",
+        "start_old": f"{ctl} start old",
+        "old_is_stopped": f"{ctl} status old | grep -q stopped",
+        "bridge_stats_file": str(stage.stats_file),
+        "bridge_nudge_after": scaled(3600),
+        "drain_margin": scaled(3600),
+        "drain_quiet": scaled(2 * 3600),
+        "drain_timeout": "90s",
+        "propagation_timeout": "30s",
+    }
+
+
+def run_demo(options: DemoOptions, show: Show) -> DemoResult:
+    """Play the night; the result says what the verdicts were and that everything stopped."""
+    from opskit.runbook.engine import RunOptions, run  # noqa: PLC0415 - the engine loads its actions lazily
+
+    runbook = options.runbook or shipped_runbook()
+    window_s = window_seconds(options.window) if options.window else None
+    started = time.monotonic()
+    show(options.scale.banner())
+    config = st.StageConfig(clients=options.clients, scale=options.scale)
+    with st.Stage(config) as stage:
+        show(
+            f"DNS: {st.NAME} A {st.OLD_ADDRESS} ttl {options.scale.ttl(config.real_old_ttl_s)}s "
+            f"on {stage.auth.address}; old {stage.old.address}, new {stage.new.address}; "
+            f"{options.clients} phones"
+        )
+        answered = stage.wait_connected()
+        show(f"{answered} phones connected, all to the old host.")
+        reporter = DemoReporter(
+            stage, show, state_dir=options.state_dir, switch_ttl_s=options.scale.ttl(300)
+        )
+        run_options = RunOptions(
+            state_dir=options.state_dir,
+            operator=OPERATOR,
+            overrides=demo_vars(stage, options.scale),
+            approve=APPROVED,
+        )
+        if options.dry_run:
+            return _rehearse(
+                runbook=runbook,
+                run_options=run_options,
+                reporter=reporter,
+                options=options,
+                stage=stage,
+                started=started,
+                window_s=window_s,
+            )
+        outcome = run(runbook, run_options, reporter)
+        reporter.dashboard("end of the run", force=True)
+        fleet = stage.fleet_summary()
+        old_stopped = not stage.old.running
+    result = DemoResult(
+        run_id=outcome.run_id,
+        state=outcome.state,
+        exit_code=int(outcome.exit_code),
+        dry_run=False,
+        scale=options.scale.banner(),
+        ttl_verdicts=reporter.ttl_verdicts,
+        drain_safe=reporter.drain_safe,
+        drain_summary=reporter.drain_summary,
+        fleet=fleet,
+        old_stopped=old_stopped,
+        report_md=None,
+        report_html=None,
+        wall_s=round(time.monotonic() - started, 1),
+        message=outcome.message,
+    )
+    return _with_reports(result, options.state_dir)
+
+
+def _rehearse(
+    *,
+    runbook: Path,
+    run_options: Any,
+    reporter: DemoReporter,
+    options: DemoOptions,
+    stage: st.Stage,
+    started: float,
+    window_s: float | None,
+) -> DemoResult:
+    """`--dry-run`: the plan (probes real, nothing mutated) and the night's forecast against the window."""
+    from opskit.runbook.rehearsal import rehearse  # noqa: PLC0415
+
+    live = stage.auth.records(st.NAME)
+    plan = rehearse(runbook, run_options, reporter)
+    for step in plan.steps:
+        reporter.show(f"  {step.status:<13} {step.id}: {step.reason or step.command or ''}")
+    # Lowering the TTL means waiting out the TTL caches hold now, before the switch is safe.
+    ttl_wait_s = float(live[0]) if live else 0.0
+    forecast = plan.forecast_s + ttl_wait_s
+    forecast_real = options.scale.real_s(forecast)
+    fits = None if window_s is None else forecast_real <= window_s
+    return DemoResult(
+        run_id=plan.run_id,
+        state="planned" if plan.ok else "blocked",
+        exit_code=int(ExitCode.OK if plan.ok else ExitCode.NEGATIVE),
+        dry_run=True,
+        scale=options.scale.banner(),
+        ttl_verdicts=reporter.ttl_verdicts,
+        drain_safe=False,
+        drain_summary=None,
+        fleet=stage.fleet_summary(),
+        old_stopped=False,
+        report_md=None,
+        report_html=None,
+        wall_s=round(time.monotonic() - started, 1),
+        forecast_s=round(forecast, 1),
+        forecast_real_s=round(forecast_real),
+        window_s=window_s,
+        fits_window=fits,
+        message="nothing blocks" if plan.ok else "a probe failed: see the plan",
+    )
+
+
+def _with_reports(result: DemoResult, state_dir: Path) -> DemoResult:
+    """Write report.md and report.html into the run's directory."""
+    if result.run_id is None:
+        return result
+    from dataclasses import replace  # noqa: PLC0415
+
+    from opskit.report import build_report, render_html, render_markdown  # noqa: PLC0415
+
+    run_dir = state_dir / "runs" / result.run_id
+    model = build_report(run_dir)
+    paths = {}
+    for name, text in (("report.md", render_markdown(model)), ("report.html", render_html(model))):
+        path = run_dir / name
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        paths[name] = str(path)
+    return replace(result, report_md=paths["report.md"], report_html=paths["report.html"])

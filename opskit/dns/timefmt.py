@@ -1,0 +1,36 @@
+"""Times as an operator reads them at night: UTC, seconds only when they matter, never rounded early."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+
+def ceil_minute(when: datetime) -> datetime:
+    """Round up to the next whole minute: a "safe from" time must never be shown early."""
+    if when.second == 0 and when.microsecond == 0:
+        return when
+    return when.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def ceil_second(when: datetime) -> datetime:
+    """Round up to the next whole second."""
+    if when.microsecond == 0:
+        return when
+    return when.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def when(moment: datetime, now: datetime) -> str:
+    """ "01:12:05 UTC" within ten minutes of now, "01:12 UTC" today, "2026-11-24 01:12 UTC" otherwise."""
+    ahead = abs((moment - now).total_seconds())
+    if ahead < 600:
+        return f"{ceil_second(moment):%H:%M:%S} UTC"
+    rounded = ceil_minute(moment)
+    if rounded.date() == now.date():
+        return f"{rounded:%H:%M} UTC"
+    return f"{rounded:%Y-%m-%d %H:%M} UTC"
+
+
+def whole_seconds(seconds: float) -> int:
+    """Seconds rounded up (a remaining TTL of 7.2 s can still serve in its 8th second)."""
+    return math.ceil(seconds)

@@ -1,0 +1,288 @@
+"""READY or NOT READY, with each reason and its fix: pure, with the clock injected.
+
+The safe switch time is T_pub + TTL_old, not T_lower + TTL_new: caches that fetched the record before the
+lowered TTL was published keep it for the full old TTL (lab finding in dns-anchors.md section 0).
+A low TTL seen now proves nothing about when it was lowered, so without a journaled lowering, explicit
+--lowered-at/--previous-ttl, or resolver evidence, the verdict says what it would need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from opskit.dns.chain import gate_link
+from opskit.dns.dnssec import expiry_problem
+from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
+from opskit.dns.timefmt import when
+
+# The longest a common resolver keeps anything (unbound cache-max-ttl default); used only to say what an
+# unknown lowering time would have to be, never to declare a switch safe.
+ASSUMED_MAX_CACHE_TTL_S = 86400
+DEFAULT_MAX_TTL_S = 600
+DEFAULT_TARGET_TTL_S = 300
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The gate: the largest TTL allowed at switch time and the TTL the fix suggests."""
+
+    max_ttl_s: int = DEFAULT_MAX_TTL_S
+    target_ttl_s: int = DEFAULT_TARGET_TTL_S
+    changes: str | None = None
+
+    @classmethod
+    def for_max(cls, max_ttl_s: int, changes: str | None = None) -> Policy:
+        return cls(max_ttl_s, min(DEFAULT_TARGET_TTL_S, max_ttl_s), changes)
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """When a TTL was lowered and what it was before (journaled by `dns update` or given by flags)."""
+
+    lowered_at: datetime
+    previous_ttl_s: int
+    name: str | None = None  # None: applies to every record checked
+    type: str | None = None
+    new_ttl_s: int | None = None
+
+    @property
+    def safe_after(self) -> datetime:
+        return self.lowered_at + timedelta(seconds=self.previous_ttl_s)
+
+    def applies_to(self, name: str, rtype: str) -> bool:
+        same_name = self.name is None or _bare(self.name) == _bare(name)
+        return same_name and (self.type is None or self.type.upper() == rtype.upper())
+
+
+@dataclass(frozen=True)
+class RecordVerdict:
+    """The decision for one record."""
+
+    ready: bool
+    blocked: bool
+    safe_after: datetime | None
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Overall:
+    """The decision for the whole check, in one line."""
+
+    ready: bool
+    blocked: bool
+    safe_after: datetime | None
+    verdict: str
+
+
+def _bare(name: str) -> str:
+    return name.lower().rstrip(".")
+
+
+def _fingerprint(
+    ns: NameserverAnswer,
+) -> tuple[tuple[str, str, int | None, tuple[str, ...], str], ...]:
+    return tuple((lk.name.lower(), lk.type, lk.ttl, lk.answers, lk.rcode) for lk in ns.chain)
+
+
+def _show(ns: NameserverAnswer) -> str:
+    data = ", ".join(ns.answers) if ns.answers else (ns.chain[-1].rcode if ns.chain else "nothing")
+    return f"{ns.server} {data} ttl {ns.ttl} serial {ns.serial}"
+
+
+def disagreements(nameservers: Sequence[NameserverAnswer]) -> list[str]:
+    """Answers, TTLs and serials that differ between authoritative servers (same serial != same data)."""
+    answered = [ns for ns in nameservers if ns.error is None]
+    problems: list[str] = []
+    groups: dict[object, list[NameserverAnswer]] = {}
+    for ns in answered:
+        groups.setdefault(_fingerprint(ns), []).append(ns)
+    if len(groups) > 1:
+        shown = "; ".join(_show(ns) for ns in answered)
+        serials = {ns.serial for ns in answered}
+        why = (
+            f" under the same SOA serial {serials.pop()} (a zone changed without a serial bump)"
+            if len(serials) == 1
+            else ""
+        )
+        problems.append(
+            f"authoritative servers disagree{why}: {shown}; make every server serve the same zone "
+            "(bump the serial, reload, NOTIFY the secondaries) before the switch"
+        )
+    serials_seen = {ns.serial for ns in answered if ns.serial is not None}
+    if len(serials_seen) > 1:
+        newest = max(serials_seen, key=lambda s: sum(_newer(s, o) for o in serials_seen))
+        lagging = ", ".join(
+            f"{ns.server} has {ns.serial}" for ns in answered if ns.serial != newest
+        )
+        problems.append(
+            f"SOA serials differ (newest {newest}; {lagging}): wait until every server has "
+            "transferred the zone, or send NOTIFY"
+        )
+    return problems
+
+
+def _newer(a: int, b: int) -> bool:
+    """RFC 1982 serial arithmetic: a is newer than b."""
+    return a != b and ((a - b) % 2**32) < 2**31
+
+
+def judge_record(
+    report: RecordReport, *, policy: Policy, lowering: Lowering | None, now: datetime
+) -> RecordVerdict:
+    """Decide one record from what the servers said."""
+    problems: list[str] = []
+    notes: list[str] = []
+    answered = [ns for ns in report.nameservers if ns.error is None]
+    if not answered:
+        why = (
+            "; ".join(f"{ns.server} {ns.error}" for ns in report.nameservers) or "no server to ask"
+        )
+        return RecordVerdict(False, True, None, (f"no authoritative server answered: {why}",), ())
+    for ns in report.nameservers:
+        if ns.error is not None:
+            problems.append(f"{ns.server} {ns.error}: every authoritative server must answer")
+    problems += disagreements(report.nameservers)
+    link = gate_link(report.chain, policy.changes)
+    safe_after: datetime | None = None
+    if link is None or link.ttl is None:
+        problems.append(f"no TTL for {_bare(report.name)} {report.type} (no data, no SOA)")
+    elif link.ttl > policy.max_ttl_s:
+        safe_after = now + timedelta(seconds=link.ttl)
+        problems.append(_too_long(link, report, policy, safe_after, now))
+    else:
+        safe_after, more = _lowering_evidence(report, link, policy, lowering, now, notes)
+        problems += more
+    for lk in report.chain:
+        if lk.dnssec is not None and lk.ttl is not None:
+            what = f"{_bare(lk.name)} {lk.type}"
+            p = expiry_problem(what, lk.dnssec, safe_after, now, lk.ttl)
+            if p:
+                problems.append(p)
+            key = (
+                f", DNSKEY TTL {lk.dnssec.dnskey_ttl} s" if lk.dnssec.dnskey_ttl is not None else ""
+            )
+            notes.append(
+                f"{what} is signed: RRSIG TTL {lk.dnssec.rrsig_ttl} s{key}, signature valid until "
+                f"{when(lk.dnssec.rrsig_expires, now)} (validators cache these too)"
+            )
+    notes += _resolver_notes(report.resolvers, now)
+    return RecordVerdict(not problems, False, safe_after, tuple(problems), tuple(notes))
+
+
+def _too_long(
+    link: Link, report: RecordReport, policy: Policy, safe: datetime, now: datetime
+) -> str:
+    path = f" (via the CNAME chain of {_bare(report.name)})" if len(report.chain) > 1 else ""
+    if link.negative:
+        return (
+            f"{_bare(link.name)} {link.type} does not exist yet ({link.rcode}) and resolvers cache that "
+            f"for {link.ttl} s (min of SOA TTL and SOA MINIMUM), above the {policy.max_ttl_s} s limit: "
+            f"lower the SOA MINIMUM of {report.zone or 'the zone'} to {policy.target_ttl_s}, or create the "
+            f"record now; the switch is safe from {when(safe, now)}"
+        )
+    return (
+        f"TTL {link.ttl} s of {_bare(link.name)} {link.type}{path} is above the {policy.max_ttl_s} s limit: "
+        f"lower the TTL of {_bare(link.name)} {link.type} from {link.ttl} to {policy.target_ttl_s} now; "
+        f"the switch is safe from {when(safe, now)}"
+    )
+
+
+def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
+    report: RecordReport,
+    link: Link,
+    policy: Policy,
+    lowering: Lowering | None,
+    now: datetime,
+    notes: list[str],
+) -> tuple[datetime | None, list[str]]:
+    """When the switch is safe for a TTL that is low now, from the best evidence there is."""
+    ttl = link.ttl or 0
+    what = f"{_bare(link.name)} {link.type}"
+    if lowering is not None and lowering.applies_to(link.name, link.type):
+        safe = lowering.safe_after
+        if safe > now:
+            return safe, [
+                f"the TTL of {what} was lowered from {lowering.previous_ttl_s} s at "
+                f"{when(lowering.lowered_at, now)}: caches may hold the old answer for the old TTL; "
+                f"wait until {when(safe, now)} before the switch"
+            ]
+        notes.append(
+            f"the TTL of {what} was lowered from {lowering.previous_ttl_s} s at "
+            f"{when(lowering.lowered_at, now)}: every cache has expired the old TTL since {when(safe, now)}"
+        )
+        return safe, []
+    held = [r for r in report.resolvers if r.error is None and r.ttl_remaining is not None]
+    if held:
+        top = max(held, key=lambda r: r.ttl_remaining or 0)
+        remaining = top.ttl_remaining or 0
+        if remaining > max(ttl, policy.max_ttl_s):
+            safe = now + timedelta(seconds=remaining)
+            return safe, [
+                f"resolver {top.server} still holds {what} for {remaining} s, above the "
+                f"{policy.max_ttl_s} s limit (an old TTL): it may serve the old answer until "
+                f"{when(safe, now)}; the switch is safe from then"
+            ]
+    # only a cache that already held the record is evidence; one this probe filled says nothing
+    witnesses = [r for r in held if not r.primed]
+    if witnesses:
+        notes.append(
+            f"no sampled resolver holds {what} longer than {max(ttl, policy.max_ttl_s)} s "
+            f"({len(witnesses)} sampled); caches not sampled may still hold an older TTL"
+        )
+        return now, []
+    notes.append(
+        f"TTL is {ttl} s now; safe only if it was lowered at least {ASSUMED_MAX_CACHE_TTL_S} s ago "
+        "(give --lowered-at and --previous-ttl, or lower it with `opskit dns update`, which records when)"
+    )
+    return None, []
+
+
+def _resolver_notes(resolvers: Sequence[ResolverAnswer], now: datetime) -> list[str]:
+    notes: list[str] = []
+    for r in resolvers:
+        if r.error is not None:
+            notes.append(f"resolver {r.server} {r.error}")
+            continue
+        if not r.cached:
+            notes.append(f"resolver {r.server} does not hold it (not cached)")
+        elif r.serves_until is not None:
+            data = ", ".join(r.answers) if r.answers else (r.rcode or "a negative answer")
+            notes.append(f"{r.server} may serve {data} until {when(r.serves_until, now)}")
+        if r.label:
+            notes.append(f"resolver {r.server} {r.label}")
+        if r.primed:
+            notes.append(
+                f"resolver {r.server} refused a cache peek (RD=0) or answered with the full TTL: "
+                "this probe may have primed its cache"
+            )
+    return notes
+
+
+def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime) -> Overall:
+    """The whole check: READY only when every record is; blocked when a record had no usable answer."""
+    blocked = [r for r, v in verdicts if v.blocked]
+    waiting = [(r, v) for r, v in verdicts if not v.ready and not v.blocked]
+    known = [v.safe_after for _, v in verdicts]
+    safe_after = max(known) if known and all(s is not None for s in known) else None  # type: ignore[type-var]
+    if blocked:
+        names = ", ".join(f"{_bare(r.name)} {r.type}" for r in blocked)
+        return Overall(False, True, None, f"BLOCKED: no usable answer for {names}")
+    if waiting:
+        names = ", ".join(f"{_bare(r.name)} {r.type}" for r, _ in waiting)
+        tail = f"; safe from {when(safe_after, now)}" if safe_after and safe_after > now else ""
+        return Overall(False, False, safe_after, f"NOT READY: {names}{tail}")
+    ttls = [r.ttl for r, _ in verdicts if r.ttl is not None]
+    top = max(ttls) if ttls else 0
+    if safe_after is None:
+        return Overall(
+            True,
+            False,
+            None,
+            f"READY (if the TTL was lowered long enough ago): effective TTL {top} s",
+        )
+    return Overall(
+        True, False, safe_after, f"READY: effective TTL {top} s, safe since {when(safe_after, now)}"
+    )

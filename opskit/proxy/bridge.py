@@ -1,0 +1,280 @@
+"""Start, stop and read a bridge, whatever its engine.
+
+The built-in engine is `forwarder.py`, a single standard-library file: it runs in this process
+(`run_builtin`), as a detached local process (`spawn_builtin`), or on an old host after an SFTP copy
+(`FORWARDER_PATH` + `forwarder_argv`). The HAProxy engine and HTTP mode live in `opskit.proxy.haproxy`
+and `opskit.proxy.http_mode`, imported only when asked for; each exposes `run(config)` and `spawn(config)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from opskit.errors import Blocked, Negative, UsageError
+from opskit.proxy import stats
+from opskit.proxy.config import BridgeConfig, split_host_port
+from opskit.proxy.stats import BridgeStats
+
+__all__ = [
+    "FORWARDER_PATH",
+    "BridgeConfig",
+    "forwarder_argv",
+    "probe",
+    "run",
+    "run_builtin",
+    "spawn",
+    "spawn_builtin",
+    "status",
+    "stop",
+]
+
+FORWARDER_PATH = Path(__file__).with_name("forwarder.py")
+PROBE_LINE = (
+    b"OPSKIT-BRIDGE-PROBE/1\r\n"  # forwarder.PROBE_LINE: connections that send it are not counted
+)
+_OUR_PROCESSES = ("forwarder", "opskit", "haproxy", "mitm")  # what a pid we signal must be running
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def forwarder_argv(config: BridgeConfig) -> list[str]:
+    """The arguments after `python3 forwarder.py` that make it this bridge (locally or on the old host)."""
+    argv = ["--listen", config.listen, "--to", config.to, "--stats-file", str(config.stats_file)]
+    if config.pid_file is not None:
+        argv += ["--pid-file", str(config.pid_file)]
+    argv += [
+        "--max-connections",
+        str(config.max_connections),
+        "--connect-timeout",
+        _seconds(config.connect_timeout_s),
+        "--half-close-timeout",
+        _seconds(config.half_close_timeout_s),
+        "--drain-timeout",
+        _seconds(config.drain_timeout_s),
+        "--stats-interval",
+        _seconds(config.stats_interval_s),
+    ]
+    if config.idle_timeout_s is not None:
+        argv += ["--idle-timeout", _seconds(config.idle_timeout_s)]
+    if config.proxy_protocol is not None:
+        argv += ["--proxy-protocol", config.proxy_protocol]
+    if config.nudge_after_s is not None:
+        argv += ["--nudge-after", _seconds(config.nudge_after_s)]
+    if config.nudge_not_before is not None:
+        argv += ["--nudge-not-before", config.nudge_not_before]
+    return argv
+
+
+def _validate(config: BridgeConfig) -> None:
+    for name, value in (("--listen", config.listen), ("--to", config.to)):
+        try:
+            split_host_port(value)
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+    if config.mode == "http" and config.proxy_protocol is not None:
+        raise UsageError(
+            "--proxy-protocol is for --mode tcp (HTTP mode adds X-Forwarded-For instead)"
+        )
+    if config.max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
+
+
+def _engine_module(config: BridgeConfig) -> Any:
+    name = "opskit.proxy.http_mode" if config.mode == "http" else "opskit.proxy.haproxy"
+    return importlib.import_module(name)
+
+
+def run(config: BridgeConfig) -> BridgeStats | None:
+    """Run the bridge in the foreground until SIGTERM or Ctrl-C; its final stats."""
+    _validate(config)
+    if config.mode == "tcp" and config.engine == "builtin":
+        return run_builtin(config)
+    result: BridgeStats | None = _engine_module(config).run(config)
+    return result
+
+
+def run_builtin(config: BridgeConfig) -> BridgeStats:
+    """The built-in engine in this process (uvloop when importable) until SIGTERM or Ctrl-C.
+
+    Its log lines go to stderr; the final table is left to the caller (the final stats are returned).
+    """
+    from opskit.proxy import forwarder  # noqa: PLC0415 - argparse and asyncio only when a bridge runs
+
+    _validate(config)
+    options = forwarder.Options(
+        forwarder.build_parser().parse_args([*forwarder_argv(config), "--quiet"])
+    )
+    code = forwarder.run(options, log=sys.stderr, out=sys.stdout)
+    final = status(config.stats_file)
+    if code != 0:
+        raise Blocked(
+            f"bridge on {config.listen} did not start: {final.ended or 'see the log above'}"
+        )
+    return final
+
+
+def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
+    """Start the bridge as a detached process that outlives this one; its pid."""
+    _validate(config)
+    if config.mode == "tcp" and config.engine == "builtin":
+        return spawn_builtin(config, python=python)
+    module = _engine_module(config)
+    if not hasattr(module, "spawn"):
+        raise UsageError(
+            f"--detach is not available for --mode {config.mode} --engine {config.engine}"
+        )
+    pid: int = module.spawn(config)
+    return pid
+
+
+def spawn_builtin(
+    config: BridgeConfig, *, python: str = sys.executable, ready_timeout_s: float = 10.0
+) -> int:
+    """The built-in engine as a detached process (own session, log in config.log_file); its pid.
+
+    Returns once the stats file says this process is running; Negative when it exited instead.
+    """
+    _validate(config)
+    log_file = config.log_file or config.stats_file.with_suffix(".log")
+    for directory in {config.stats_file.parent, log_file.parent}:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [python, str(FORWARDER_PATH), *forwarder_argv(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,  # Ctrl-C in this terminal must not reach the bridge
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Negative(f"bridge on {config.listen} exited at start: {_tail(log_file)}")
+        try:
+            current = stats.load(config.stats_file)
+        except Blocked:
+            current = None
+        if current is not None and current.pid == proc.pid and current.state == "running":
+            return proc.pid
+        time.sleep(0.05)
+    raise Negative(f"bridge on {config.listen} did not report running within {ready_timeout_s:g}s")
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "no log"
+
+
+def status(stats_file: Path) -> BridgeStats:
+    """The bridge's current stats; Blocked (exit 3) when there is no stats file."""
+    return stats.load(stats_file)
+
+
+def _pid_from(stats_file: Path | None, pid_file: Path | None) -> int:
+    if pid_file is not None:
+        try:
+            return int(pid_file.read_text().strip())
+        except FileNotFoundError:
+            raise Blocked(f"{pid_file}: no pid file (is the bridge running?)") from None
+        except (OSError, ValueError) as exc:
+            raise Blocked(f"{pid_file}: cannot read a pid: {exc}") from None
+    if stats_file is None:
+        raise UsageError("give --stats-file or --pid-file")
+    current = stats.load(stats_file)
+    if current.pid is None or current.state == "stopped":
+        raise Blocked(f"{stats_file}: the bridge is not running (state {current.state})")
+    return current.pid
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent has not reaped it yet
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return False
+    return any(word in cmdline for word in _OUR_PROCESSES)
+
+
+def stop(
+    *, stats_file: Path | None = None, pid_file: Path | None = None, timeout_s: float = 30.0
+) -> BridgeStats | None:
+    """SIGTERM the bridge, wait until it exits (a second SIGTERM closes what is left); its final stats.
+
+    Blocked when it is not running; Negative when it is still running after timeout_s (+ 5 s grace).
+    """
+    pid = _pid_from(stats_file, pid_file)
+    if not _is_alive(pid):
+        raise Blocked(f"the bridge (pid {pid}) is not running")
+    if not _is_ours(pid):
+        raise Blocked(
+            f"pid {pid} is not an opskit bridge (the pid file is stale); not signalling it"
+        )
+    os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, timeout_s):
+        os.kill(
+            pid, signal.SIGTERM
+        )  # the second signal closes the remaining bridged connections now
+        if not _wait_gone(pid, 5.0):
+            raise Negative(
+                f"the bridge (pid {pid}) is still running {timeout_s + 5:g}s after SIGTERM"
+            )
+    return stats.load(stats_file) if stats_file is not None and stats_file.exists() else None
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def probe(host: str, port: int, timeout_s: float = 2.0) -> str:
+    """Ask a built-in bridge whether it reaches the new host ("ok" or "upstream-down ...").
+
+    This is opskit's own readiness probe: the bridge does not count it as client traffic.
+    Blocked when nothing answers on host:port.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(PROBE_LINE)
+            answer = b""
+            while not answer.endswith(b"\n") and len(answer) < 512:
+                chunk = sock.recv(512)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError as exc:
+        raise Blocked(f"no bridge answers on {host}:{port}: {exc}") from None
+    text = answer.decode("utf-8", "replace").strip()
+    if not text.startswith("OPSKIT-BRIDGE "):
+        raise Blocked(f"{host}:{port} answered, but not as an opskit bridge: {text[:60]!r}")
+    return text.removeprefix("OPSKIT-BRIDGE ")

@@ -1,0 +1,236 @@
+"""Build the report model from a run's journal: pure functions over the list of events."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from opskit.actions import REGISTRY
+from opskit.errors import Blocked
+from opskit.redaction import Masker
+from opskit.report import source
+from opskit.report.model import Approval, Note, Report, StepRecord, TimelineEntry
+from opskit.report.traffic import parse_ts, traffic_series
+from opskit.runbook.journal import JOURNAL
+from opskit.runbook.replay import replay
+
+_DONE = {"succeeded", "ok", "done", "skipped", "skip", "probe_ok"}
+_OUTPUT_TAIL = 5
+
+
+def find_run_dir(run_id: str, state_dir: Path | None = None) -> Path:
+    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, default ./.opskit)."""
+    base = state_dir or Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
+    run_dir = base / "runs" / run_id
+    if not (run_dir / JOURNAL).exists():
+        known = sorted(p.name for p in (base / "runs").glob("*") if p.is_dir())
+        hint = f" (runs here: {', '.join(known[-5:])})" if known else ""
+        raise Blocked(f"no run {run_id!r} in {base}{hint}")
+    return run_dir
+
+
+def build_report(run_dir: Path, *, secrets: Iterable[str] = ()) -> Report:
+    """The report of the run in `run_dir`; every string masked again with `secrets` and the run's own."""
+    read = source.read_run(run_dir)
+    started = _first(read.events, "run_started")
+    masker = Masker([*secrets, *source.runbook_secrets(_text(started, "runbook"))])
+    events = [masker.value(e) for e in read.events] if masker else read.events
+    report = from_events(run_dir.name, events, warnings=read.warnings, state=read.state.state)
+    traffic = traffic_series(run_dir, report.steps)
+    return Report(**{**report.__dict__, "traffic": traffic})
+
+
+def from_events(
+    run_id: str, events: list[dict[str, Any]], *, warnings: list[str], state: str | None = None
+) -> Report:
+    """The report model from journal events (oldest first); `state` from the engine's replay."""
+    started = _first(events, "run_started")
+    finished = _last(events, "run_finished")
+    replayed = replay(list[Mapping[str, Any]](events))
+    steps = _steps(events, started, {s.id: s.status for s in replayed.steps})
+    state = state or replayed.state
+    done = [s.id for s in steps if s.status in _DONE]
+    remains = [s.id for s in steps if s.status not in _DONE]
+    started_at = _text(started, "ts")
+    finished_at = _text(finished, "ts")
+    return Report(
+        run_id=run_id,
+        runbook=_text(started, "runbook", "runbook_path", "path"),
+        mode=_text(started, "mode"),
+        state=state,
+        operator=_text(started, "operator"),
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=_between(started_at, finished_at),
+        steps=steps,
+        notes=[
+            Note(
+                at=_text(e, "ts"),
+                author=_text(e, "operator", "author"),
+                text=_text(e, "text", "note") or "",
+            )
+            for e in events
+            if e.get("event") == "note"
+        ],
+        timeline=_timeline(events),
+        done=done,
+        remains=remains,
+        resume_command=_resume_command(run_id, state, steps),
+        traffic=None,
+        warnings=warnings,
+    )
+
+
+def _steps(
+    events: list[dict[str, Any]], started: dict[str, Any] | None, statuses: dict[str, str]
+) -> list[StepRecord]:
+    order: list[str] = []
+    info: dict[str, dict[str, Any]] = {}
+
+    def entry(step_id: str) -> dict[str, Any]:
+        if step_id not in info:
+            order.append(step_id)
+            info[step_id] = {"status": "pending", "attempts": 0, "approvals": [], "output": []}
+        return info[step_id]
+
+    for planned in (started or {}).get("steps") or []:
+        meta = planned if isinstance(planned, dict) else {"id": str(planned)}
+        if meta.get("id"):
+            entry(str(meta["id"])).update(meta=meta)
+    for event in events:
+        step_id = _text(event, "step", "step_id")
+        if step_id is None:
+            continue
+        rec = entry(step_id)
+        kind = event.get("event")
+        if kind == "step_started":
+            rec.setdefault("started_at", _text(event, "ts"))
+            rec["attempts"] = max(rec["attempts"], int(event.get("attempt") or 1))
+            meta = rec.setdefault("meta", {})
+            meta.update({k: v for k, v in event.items() if v is not None})
+            meta.setdefault("uses", _uses_of(_text(event, "command")))
+        elif kind == "step_finished":
+            rec.update(finished=event, finished_at=_text(event, "ts"))
+            rec["attempts"] = int(event.get("attempts") or rec["attempts"] or 1)
+        elif kind == "gate":
+            rec["approvals"].append(_approval(step_id, event))
+        elif kind == "output":
+            text = _text(event, "line", "text", "data")
+            if text:
+                rec["output"].extend(text.splitlines())
+    for step_id, status in statuses.items():
+        entry(step_id)["status"] = status
+    return [_step_record(step_id, info[step_id]) for step_id in order]
+
+
+def _step_record(step_id: str, rec: dict[str, Any]) -> StepRecord:
+    meta: dict[str, Any] = rec.get("meta") or {}
+    fin: dict[str, Any] = rec.get("finished") or {}
+    status = rec["status"]
+    values = {**(fin.get("captured") or {}), **(fin.get("values") or {})}
+    duration = fin.get("duration_s")
+    return StepRecord(
+        id=step_id,
+        title=_text(meta, "title", "name") or step_id,
+        owner=_text(meta, "owner"),
+        kind=_text(meta, "kind"),
+        uses=_text(meta, "uses"),
+        status=status,
+        attempts=int(rec["attempts"]),
+        duration_s=float(duration) if isinstance(duration, int | float) else None,
+        started_at=rec.get("started_at"),
+        finished_at=rec.get("finished_at"),
+        approvals=rec["approvals"],
+        values=values,
+        summary=_text(fin, "summary", "message", "error") or "",
+        rc=fin.get("rc") if isinstance(fin.get("rc"), int) else None,
+        output_tail=rec["output"][-_OUTPUT_TAIL:],
+    )
+
+
+def _approval(step_id: str, event: dict[str, Any]) -> Approval:
+    answer = event.get("answer", event.get("approved"))
+    approved = answer is True or str(answer).lower() in {"yes", "y", "approved", "true", "ok"}
+    level = _text(event, "level") or "confirm"
+    via = _text(event, "via")
+    return Approval(
+        step=step_id,
+        operator=_text(event, "operator", "by") or "unknown",
+        level=f"{level}, {via}" if via else level,
+        approved=approved,
+        at=_text(event, "ts"),
+    )
+
+
+def _resume_command(run_id: str, state: str, steps: list[StepRecord]) -> str | None:
+    if state not in {"failed", "aborted", "interrupted"}:
+        return None
+    command = f"opskit resume {run_id}"
+    state_dir = os.environ.get("OPSKIT_STATE_DIR")
+    if state_dir and Path(state_dir) != Path(".opskit"):
+        command = f"OPSKIT_STATE_DIR={state_dir} {command}"
+    in_doubt = [s for s in steps if s.status == "in_doubt" and not s.values]
+    if in_doubt:
+        command += "  # then decide the step in doubt: --rerun-in-doubt or --skip-in-doubt"
+    return command
+
+
+def _timeline(events: list[dict[str, Any]]) -> list[TimelineEntry]:
+    out = []
+    for e in events:
+        at, kind = _text(e, "ts"), e.get("event")
+        step = _text(e, "step", "step_id") or ""
+        what = None
+        if kind == "run_started":
+            what = (
+                f"run started by {_text(e, 'operator') or 'unknown'} ({_text(e, 'mode') or 'run'})"
+            )
+        elif kind == "step_started":
+            what = f"{step} started"
+        elif kind == "step_finished":
+            summary = _text(e, "summary") or ""
+            what = f"{step} {_text(e, 'status') or 'finished'}" + (
+                f": {summary}" if summary else ""
+            )
+        elif kind == "gate":
+            ap = _approval(step, e)
+            what = f"{step} gate {'approved' if ap.approved else 'refused'} by {ap.operator} ({ap.level})"
+        elif kind == "note":
+            what = f"note: {_text(e, 'text', 'note') or ''}"
+        elif kind == "run_finished":
+            what = f"run {_text(e, 'state', 'status') or 'finished'}"
+        if what and at:
+            out.append(TimelineEntry(at=at, what=what))
+    return out
+
+
+def _uses_of(command: str | None) -> str | None:
+    """The action a step used, from the command the engine journals ("dns.update {...}")."""
+    word = (command or "").split(" ", 1)[0]
+    return word if word in REGISTRY else None
+
+
+def _first(events: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((e for e in events if e.get("event") == kind), None)
+
+
+def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((e for e in reversed(events) if e.get("event") == kind), None)
+
+
+def _text(event: dict[str, Any] | None, *keys: str) -> str | None:
+    """The first of `keys` present in the event, as text (journals of other versions name fields alike)."""
+    if not event:
+        return None
+    for key in keys:
+        value = event.get(key)
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def _between(start: str | None, end: str | None) -> float | None:
+    a, b = parse_ts(start), parse_ts(end)
+    return (b - a).total_seconds() if a and b else None

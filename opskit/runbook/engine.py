@@ -1,0 +1,395 @@
+"""Run a runbook for real, one journaled step at a time; `resume.py` continues one, `rehearsal.py` plans one.
+
+The order of writes is the safety argument: `step_started` is fsynced before a step's command starts and
+`step_finished` after it ends, so after any crash a step is either finished (with its outcome), in doubt
+(started, never finished), or never started. Nothing else is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opskit import __version__, actions
+from opskit.errors import ExitCode, HostKeyError, OpskitError, TransportDropped, TransportError
+from opskit.runbook import gates
+from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
+from opskit.runbook.journal import new_run_id, private_dir, runs_dir, utc_now
+from opskit.runbook.lock import RunLock
+from opskit.runbook.model import GateLevel, Runbook, Step
+from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.templates import (
+    TemplateProblem,
+    names,
+    render,
+    render_value,
+    secret_env_name,
+    truth,
+)
+from opskit.runbook.validate import load_runbook
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a run/resume/plan needs besides the runbook."""
+
+    state_dir: Path
+    operator: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    yes: bool = False
+    approve: frozenset[str] = frozenset()
+    interactive: bool = False
+    accept_new_host_keys: bool = False
+    offline: bool = False
+    rerun_in_doubt: bool = False
+    skip_in_doubt: bool = False
+    accept_changes: bool = False
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run (or resume) ended; `exit_code` is what the command exits with."""
+
+    run_id: str
+    state: str  # succeeded | failed | aborted | interrupted
+    exit_code: ExitCode
+    message: str = ""
+    failed_step: str | None = None
+    resume_hint: str | None = None
+
+
+class Stop(Exception):
+    """Ends the run early with a state and exit code."""
+
+    def __init__(self, state: str, code: ExitCode, message: str, step: str | None = None) -> None:
+        super().__init__(message)
+        self.state, self.code, self.message, self.step = state, code, message, step
+
+
+@dataclass
+class Attempt:
+    """The outcome of one attempt of a step on one host."""
+
+    ok: bool
+    summary: str
+    rc: int | None = None
+    stdout: str = ""
+    timed_out: bool = False
+    blocked: bool = False
+    values: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    undo: Mapping[str, Any] | None = None
+
+
+def _reachability_failure(exc: BaseException) -> bool:
+    """Only a host that could not be reached is retried by default: nothing ran there."""
+    return isinstance(exc, TransportError) and not isinstance(exc, HostKeyError | TransportDropped)
+
+
+def step_infos(runbook: Runbook) -> list[dict[str, Any]]:
+    """The plan of a run as journaled in `run_started` (so `status` needs no runbook file)."""
+    return [
+        {"id": s.id, "name": s.name, "kind": str(s.kind), "owner": s.owner, "hosts": list(s.on)}
+        for s in runbook.steps
+    ]
+
+
+def open_new_run(runbook: Runbook, options: RunOptions, reporter: Reporter, mode: str,
+                 secrets: Mapping[str, str]) -> tuple[Session, RunLock]:  # fmt: skip
+    """Create runs/<ID>/ (0700), take its lock, journal `run_started`."""
+    run_id = new_run_id(utc_now())
+    private_dir(options.state_dir)
+    directory = private_dir(private_dir(runs_dir(options.state_dir)) / run_id)
+    lock = RunLock(directory, options.operator)
+    session = Session.open(runbook, run_id, directory, options.state_dir, reporter, options.operator,
+                           accept_new_host_keys=options.accept_new_host_keys, secrets=secrets)  # fmt: skip
+    session.journal.append(
+        "run_started", run_id=run_id, runbook=str(runbook.path), runbook_name=runbook.name,
+        sha256=runbook.sha256, mode=mode, operator=options.operator, host=socket.gethostname(),
+        pid=os.getpid(), version=__version__, overrides=dict(options.overrides),
+        vars={k: v for k, v in session.base.items() if k not in ("run_id", "operator")},
+        steps=step_infos(runbook),
+    )  # fmt: skip
+    reporter.started(run_id, mode)
+    return session, lock
+
+
+def run(path: Path, options: RunOptions, reporter: Reporter) -> RunOutcome:
+    """Run a runbook from the start (raises RunbookProblems before anything runs when it is invalid)."""
+    runbook = load_runbook(path, options.overrides)
+    secrets = read_secrets(runbook)
+    session, lock = open_new_run(runbook, options, reporter, "run", secrets)
+    try:
+        return Runner(session, options).execute(done=set())
+    finally:
+        session.close()
+        lock.release()
+
+
+class Runner:
+    """Executes the steps of one session in order."""
+
+    def __init__(self, session: Session, options: RunOptions) -> None:
+        self.s = session
+        self.o = options
+        self.journal = session.journal
+        self.reporter = session.reporter
+
+    def execute(self, done: set[str]) -> RunOutcome:
+        try:
+            for step in self.s.runbook.steps:
+                if step.id in done:
+                    continue
+                attempt = self.step(step)
+                if not attempt.ok and not step.continue_on_error:
+                    code = ExitCode.BLOCKED if attempt.blocked else ExitCode.NEGATIVE
+                    raise Stop("failed", code, f"step {step.id} failed: {attempt.summary}", step.id)
+        except Stop as stop:
+            return self.finish(stop.state, stop.code, stop.message, stop.step)
+        except KeyboardInterrupt:
+            return self.finish("interrupted", ExitCode.INTERRUPTED, "interrupted (Ctrl-C)")
+        return self.finish("succeeded", ExitCode.OK, "all steps done")
+
+    def finish(
+        self, state: str, code: ExitCode, message: str, step: str | None = None
+    ) -> RunOutcome:
+        hint = None if state == "succeeded" else f"opskit resume {self.s.run_id}"
+        self.journal.append(
+            "run_finished", state=state, exit_code=int(code), message=message, resume_hint=hint
+        )
+        return RunOutcome(self.s.run_id, state, code, self.s.masker.text(message), step, hint)
+
+    # --- one step -------------------------------------------------------------------------------------
+
+    def context(self, step: Step, view: Mapping[str, Any]) -> dict[str, Any]:
+        return step_context(step, self.s.base, view, self.s.captures)
+
+    def step(self, step: Step) -> Attempt:
+        started = time.monotonic()
+        try:
+            ctx = self.context(step, self.s.secrets)
+            if step.when is not None and not truth(step.when, ctx):
+                self.journal.append("step_finished", step=step.id, status="skipped", attempts=0, duration_s=0.0,
+                                    summary="when: is false")  # fmt: skip
+                self.reporter.step_end(step.id, "skipped", "when: is false", 0.0)
+                return Attempt(ok=True, summary="skipped")
+            hosts = render_hosts(step, ctx)
+            display = self.display_command(step)
+        except TemplateProblem as exc:
+            self.journal.append("step_finished", step=step.id, status="failed", attempts=0, duration_s=0.0,
+                                summary=str(exc))  # fmt: skip
+            self.reporter.step_end(step.id, "failed", str(exc), 0.0)
+            return Attempt(ok=False, summary=str(exc))
+        if step.gate or step.manual:
+            self.gate(step)
+        self.reporter.step_begin(step.id, step.title, hosts, display)
+        try:
+            result, attempts = self.perform(step, ctx, hosts, display)
+        except KeyboardInterrupt:
+            self.journal.append("step_finished", step=step.id, status="in_doubt", attempts=1,
+                                duration_s=round(time.monotonic() - started, 3),
+                                summary="stopped by Ctrl-C while it ran")  # fmt: skip
+            raise Stop("interrupted", ExitCode.INTERRUPTED,
+                       f"interrupted while {step.id} ran: it may have partly taken effect", step.id) from None  # fmt: skip
+        except TransportDropped as exc:
+            self.journal.append("step_finished", step=step.id, status="in_doubt", attempts=1,
+                                duration_s=round(time.monotonic() - started, 3), summary=str(exc))  # fmt: skip
+            raise Stop("failed", ExitCode.NEGATIVE,
+                       f"{exc}: step {step.id} is in doubt; check by hand, then resume", step.id) from None  # fmt: skip
+        duration = round(time.monotonic() - started, 3)
+        status = "succeeded" if result.ok else "failed"
+        captured: dict[str, Any] = {}
+        if result.ok and step.capture:
+            captured[step.capture] = dict(result.values) if step.uses else result.stdout.strip()
+            self.s.captures.update(captured)
+        self.s.add_facts(result.facts)
+        self.journal.append(
+            "step_finished", step=step.id, status=status, rc=result.rc, attempts=attempts, duration_s=duration,
+            summary=result.summary, captured=captured, values=dict(result.values), facts=dict(result.facts),
+            undo=None if result.undo is None else dict(result.undo), timed_out=result.timed_out,
+        )  # fmt: skip
+        self.reporter.step_end(step.id, status, self.s.masker.text(result.summary), duration)
+        return result
+
+    def display_command(self, step: Step, view: Mapping[str, Any] | None = None) -> str | None:
+        """What the operator sees for the step: the command with secrets as ***."""
+        view = self.context(step, self.s.display_view) if view is None else view
+        return self.s.masker.text(self._display(step, view) or "") or None
+
+    def _display(self, step: Step, view: Mapping[str, Any]) -> str | None:
+        if step.run:
+            return render(step.run, view)
+        if step.uses:
+            return (
+                f"{step.uses} {render_value(dict(step.with_), view)}" if step.with_ else step.uses
+            )
+        if step.manual:
+            return "manual: " + render(step.manual, view)
+        if step.wait_s is not None:
+            return f"wait {step.wait_s:g}s"
+        return None
+
+    def gate(self, step: Step) -> None:
+        level = step.gate.level if step.gate else GateLevel.CONFIRM
+        view = self.context(step, self.s.display_view)
+        if step.manual:
+            who = f" ({step.owner})" if step.owner else ""
+            prompt = f"MANUAL{who}: {render(step.manual, view)} Done?"
+        else:
+            prompt = render(step.gate.prompt if step.gate else "", view)
+        decision = gates.decide(step.id, level, approved=self.o.approve, yes=self.o.yes,
+                                interactive=self.o.interactive)  # fmt: skip
+        verdict, via = decision.verdict, decision.via
+        if verdict == "ask":
+            answer = self.reporter.ask(gates.question(step.id, level, prompt))
+            verdict, via = (
+                ("approved" if gates.accepts(step.id, level, answer) else "refused"),
+                "terminal",
+            )
+        self.journal.append("gate", step=step.id, level=str(level), prompt=prompt, answer=verdict,
+                            operator=self.o.operator, via=via or "none", reason=decision.reason)  # fmt: skip
+        if verdict != "approved":
+            why = decision.reason or "the operator said no"
+            raise Stop("aborted", ExitCode.BLOCKED, f"stopped at gate {step.id}: {why}", step.id)
+
+    def perform(self, step: Step, ctx: Mapping[str, Any], hosts: tuple[str, ...],
+                display: str | None) -> tuple[Attempt, int]:  # fmt: skip
+        if step.run:
+            return self.on_hosts(
+                step, hosts, lambda host, n: self.command(step, ctx, host, display, n)
+            )
+        if step.uses:
+            params = render_value(dict(step.with_), ctx)
+            try:
+                action = actions.load(step.uses).from_params(actions.Params(params))
+            except (OpskitError, ImportError) as exc:
+                return Attempt(ok=False, summary=f"{step.uses}: {exc}"), 0
+            return self.on_hosts(
+                step, hosts, lambda host, n: self.action(step, action, host, display, n)
+            )
+        self.journal.append(
+            "step_started", step=step.id, attempt=1, hosts=list(hosts), command=display
+        )
+        if step.wait_s is not None:
+            return self.wait(step, step.wait_s), 1
+        return Attempt(ok=True, summary="confirmed" if step.manual else "gate passed"), 1
+
+    def wait(self, step: Step, total_s: float) -> Attempt:
+        deadline = time.monotonic() + total_s
+        while (left := deadline - time.monotonic()) > 0:
+            self.reporter.progress(
+                step.id, f"waiting, {left:.0f}s left", 1 - left / total_s if total_s else 1.0
+            )
+            time.sleep(min(left, 0.5))
+        return Attempt(ok=True, summary=f"waited {total_s:g}s")
+
+    def on_hosts(self, step: Step, hosts: tuple[str, ...],
+                 once: Callable[[str | None, int], Attempt]) -> tuple[Attempt, int]:  # fmt: skip
+        """Each host in turn, each with the step's retry policy; the first failing host ends the step."""
+        result, most = Attempt(ok=True, summary=""), 0
+        for host in hosts or (None,):
+            result, attempts = self.with_retry(step, host, once)
+            most = max(most, attempts)
+            if not result.ok:
+                break
+        return result, most
+
+    def with_retry(self, step: Step, host: str | None,
+                   once: Callable[[str | None, int], Attempt]) -> tuple[Attempt, int]:  # fmt: skip
+        policy = step.retry
+        count = 0
+
+        def attempt() -> Attempt:
+            nonlocal count
+            count += 1
+            try:
+                return once(host, count)
+            except HostKeyError as exc:
+                return Attempt(ok=False, summary=str(exc))
+            except TransportError as exc:
+                if count >= policy.attempts:
+                    return Attempt(ok=False, summary=str(exc))
+                raise
+
+        if policy.attempts <= 1:
+            return attempt(), count
+        import tenacity  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+        wait: Any = (
+            tenacity.wait_exponential(multiplier=policy.delay_s, max=policy.max_delay_s)
+            if policy.backoff == "exponential"
+            else tenacity.wait_fixed(policy.delay_s)
+        )
+        retry: Any = tenacity.retry_if_exception(_reachability_failure)
+        if policy.on == "any":
+            retry = retry | tenacity.retry_if_result(lambda r: not r.ok)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(policy.attempts), wait=wait, retry=retry, reraise=True,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            before_sleep=lambda state: self.reporter.warn(f"{step.id}: attempt {state.attempt_number} failed, retrying"),
+        )  # fmt: skip
+        return retrying(attempt), count
+
+    def command(self, step: Step, ctx: Mapping[str, Any], host: str | None, display: str | None,
+                attempt: int) -> Attempt:  # fmt: skip
+        label = host or LOCAL
+        shell_ctx = self.context(step, self.s.shell_view)
+        command = render(step.run or "", shell_ctx)
+        env = self.environment(step, ctx, step.run or "")
+        self.journal.append(
+            "step_started", step=step.id, attempt=attempt, hosts=[label], command=display
+        )
+        transport = self.s.transport(host)
+        res = transport.run(command, env=env, timeout_s=step.timeout_s,
+                            on_output=self.s.sink(step.id, label))  # fmt: skip
+        if res.timed_out:
+            summary = f"timed out after {step.timeout_s:g}s on {label}"
+        elif res.rc == 0:
+            summary = f"exit 0 on {label}"
+        else:
+            summary = f"exit {res.rc} on {label}"
+        return Attempt(
+            ok=res.ok, summary=summary, rc=res.rc, stdout=res.stdout, timed_out=res.timed_out
+        )
+
+    def environment(self, step: Step, ctx: Mapping[str, Any], template: str) -> dict[str, str]:
+        """Secrets the command refers to (as $OPSKIT_SECRET_*) plus the step's `env:`, rendered."""
+        env = {k: str(render(v, ctx)) for k, v in step.env.items()}
+        try:
+            used = names(template)
+        except TemplateProblem:
+            used = set()
+        for name in used & set(self.s.secrets):
+            env[secret_env_name(name)] = self.s.secrets[name]
+        return env
+
+    def action(
+        self, step: Step, action: Any, host: str | None, display: str | None, attempt: int
+    ) -> Attempt:
+        self.journal.append(
+            "step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL], command=display
+        )
+        actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
+        try:
+            result = action.run(actx)
+        except (TransportError, KeyboardInterrupt):
+            raise
+        except OpskitError as exc:
+            return Attempt(ok=False, summary=str(exc), blocked=exc.exit_code == ExitCode.BLOCKED)
+        except Exception as exc:  # noqa: BLE001 - a faulty action fails its step, journaled, not the process
+            return Attempt(ok=False, summary=f"{step.uses} crashed: {type(exc).__name__}: {exc}")
+        for line in (result.detail or "").splitlines():
+            self.s.emit(step.id, host or LOCAL, "stdout", line)
+        timed_out = actx.timed_out and not result.ok
+        summary = (
+            f"timed out after {step.timeout_s:g}s: {result.summary}"
+            if timed_out
+            else result.summary
+        )
+        return Attempt(ok=result.ok, summary=summary, blocked=result.blocked, timed_out=timed_out,
+                       values=result.values, facts=result.facts, undo=result.undo)  # fmt: skip

@@ -1,0 +1,425 @@
+"""Runbook YAML -> `Runbook`, with every structural problem collected at its FILE:LINE:COL.
+
+Structure only (fields, types, durations, includes); names and templates are checked in `validate.py`.
+An `include:` item pulls in a playbook (a list of steps, or a mapping with `vars:` and `steps:`); its
+`with:` becomes a variable scope for those steps, and an optional `id:` prefixes their ids
+(`restart-new.stop`) so one playbook can be included twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opskit import durations
+from opskit.errors import RunbookInvalid, SourceLocation
+from opskit.runbook.model import (
+    Gate,
+    GateLevel,
+    HostRef,
+    Kind,
+    Retry,
+    Runbook,
+    SecretRef,
+    Step,
+    Undo,
+)
+from opskit.runbook.templates import is_template
+from opskit.runbook.yamlnodes import Y, read
+
+TOP_FIELDS = ("name", "description", "vars", "secrets", "hosts", "defaults", "steps")
+STEP_FIELDS = (
+    "id", "name", "kind", "on", "run", "uses", "with", "check", "undo", "gate", "capture", "wait",
+    "manual", "when", "timeout", "retry", "idempotent", "env", "continue_on_error", "owner",
+)  # fmt: skip
+INCLUDE_FIELDS = ("include", "with", "id", "owner")
+HOST_FIELDS = ("address", "port", "user", "key_file", "known_hosts")
+RETRY_FIELDS = ("attempts", "delay", "backoff", "max_delay", "on")
+ACTIONS = ("run", "uses", "wait", "manual")
+MAX_INCLUDE_DEPTH = 8
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the current directory when below it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+@dataclass
+class _Scope:
+    layers: tuple[dict[str, Any], ...] = ()
+    prefix: str = ""
+    owner: str | None = None
+    chain: tuple[Path, ...] = ()
+
+
+@dataclass
+class _Load:
+    problems: list[RunbookInvalid] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)
+    timeout_s: float | None = None
+    retry: dict[str, Y] = field(default_factory=dict)
+
+    def bad(self, where: SourceLocation, problem: str) -> None:
+        self.problems.append(RunbookInvalid(where, problem))
+
+    def fields(
+        self, y: Y, allowed: tuple[str, ...], what: str, required: tuple[str, ...] = ()
+    ) -> bool:
+        """Check a mapping's keys; False when `y` is not a mapping at all."""
+        if not y.is_map:
+            self.bad(y.loc, f"{what} must be a mapping")
+            return False
+        for key, value in y.value.items():
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                tip = (
+                    f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
+                )
+                self.bad(value.key_loc or value.loc, f"unknown field '{key}' in {what}{tip}")
+        for key in required:
+            if key not in y.value or y.value[key].value is None:
+                self.bad(y.loc, f"missing field '{key}' in {what}")
+        return True
+
+    def text(self, y: Y | None, what: str) -> str | None:
+        if y is None or y.value is None:
+            return None
+        if isinstance(y.value, bool) or not isinstance(y.value, str | int | float):
+            self.bad(y.loc, f"{what} must be text")
+            return None
+        return str(y.value)
+
+    def flag(self, y: Y | None, what: str) -> bool:
+        if y is None or y.value is None:
+            return False
+        if not isinstance(y.value, bool):
+            self.bad(y.loc, f"{what} must be true or false, got {y.value!r}")
+            return False
+        return y.value
+
+    def duration(self, y: Y | None, what: str) -> float | None:
+        if y is None or y.value is None:
+            return None
+        try:
+            return durations.parse_seconds(y.value)
+        except durations.DurationError:
+            self.bad(y.loc, f"bad duration {y.value!r} for {what} (use 500ms, 30s, 10m or 24h)")
+            return None
+
+    def mapping(self, y: Y | None, what: str) -> dict[str, Y]:
+        if y is None or y.value is None:
+            return {}
+        if not y.is_map:
+            self.bad(y.loc, f"{what} must be a mapping")
+            return {}
+        return dict(y.value)
+
+
+def load(
+    path: Path, overrides: dict[str, Any] | None = None
+) -> tuple[Runbook | None, list[RunbookInvalid]]:
+    """Parse a runbook file; returns the runbook (None when unusable) and every structural problem."""
+    st = _Load()
+    display = display_path(path)
+    root, raw = read(path, display, st.problems)
+    st.sources.append(path.resolve())
+    st.digest.update(raw)
+    if root is None:
+        return None, st.problems
+    if not st.fields(root, TOP_FIELDS, "the runbook", required=("name", "steps")):
+        return None, st.problems
+    top = root.value
+    defaults = st.mapping(top.get("defaults"), "defaults")
+    for key, value in defaults.items():
+        if key not in ("timeout", "retry"):
+            st.bad(
+                value.key_loc or value.loc,
+                f"unknown field '{key}' in defaults (allowed: timeout, retry)",
+            )
+    st.timeout_s = st.duration(defaults.get("timeout"), "defaults.timeout")
+    if "retry" in defaults and st.fields(defaults["retry"], RETRY_FIELDS, "retry"):
+        st.retry = dict(defaults["retry"].value)
+    var_ys = st.mapping(top.get("vars"), "vars")
+    variables = {k: v.plain() for k, v in var_ys.items()}
+    variables.update(overrides or {})
+    locs = {f"vars.{k}": v.loc for k, v in var_ys.items()}
+    hosts = _hosts(st, top.get("hosts"), locs)
+    steps: list[Step] = []
+    steps_y = top.get("steps")
+    if steps_y is not None and steps_y.value is not None:
+        _steps(st, steps_y, _Scope(chain=(path.resolve(),)), path, steps)
+    runbook = Runbook(
+        name=st.text(top.get("name"), "name") or "",
+        description=st.text(top.get("description"), "description") or "",
+        path=path.resolve(),
+        sha256=st.digest.hexdigest(),
+        steps=tuple(steps),
+        vars=variables,
+        secrets=_secrets(st, top.get("secrets")),
+        hosts=hosts,
+        timeout_s=st.timeout_s,
+        sources=tuple(st.sources),
+        locs=locs,
+    )
+    return runbook, st.problems
+
+
+def _steps(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> None:
+    if not y.is_list:
+        st.bad(y.loc, "steps must be a list")
+        return
+    for item in y.value:
+        if item.is_map and "include" in item.value:
+            _include(st, item, scope, path, out)
+        else:
+            step = _step(st, item, scope)
+            if step is not None:
+                out.append(step)
+
+
+def _include(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> None:
+    st.fields(y, INCLUDE_FIELDS, "include")
+    target_y = y.value["include"]
+    target = st.text(target_y, "include")
+    if target is None:
+        return
+    candidates = [path.parent / target, path.parent.parent / target, Path.cwd() / target]
+    found = next((c.resolve() for c in candidates if c.is_file()), None)
+    if found is None:
+        looked = ", ".join(sorted({display_path(c.parent.resolve()) for c in candidates}))
+        st.bad(target_y.loc, f"include '{target}' does not exist (looked in {looked})")
+        return
+    if found in scope.chain or len(scope.chain) > MAX_INCLUDE_DEPTH:
+        st.bad(target_y.loc, f"include '{target}' includes itself")
+        return
+    node, raw = read(found, display_path(found), st.problems)
+    st.sources.append(found)
+    st.digest.update(raw)
+    if node is None:
+        return
+    layer: dict[str, Any] = {}
+    steps_y: Y | None = node
+    if node.is_map:
+        st.fields(node, ("description", "vars", "steps"), "playbook", required=("steps",))
+        layer.update({k: v.plain() for k, v in st.mapping(node.value.get("vars"), "vars").items()})
+        steps_y = node.value.get("steps")
+    with_y = y.value.get("with")
+    layer.update({k: v.plain() for k, v in st.mapping(with_y, "with").items()})
+    prefix = st.text(y.value.get("id"), "id")
+    inner = _Scope(
+        layers=(*scope.layers, layer),
+        prefix=f"{scope.prefix}{prefix}." if prefix else scope.prefix,
+        owner=st.text(y.value.get("owner"), "owner") or scope.owner,
+        chain=(*scope.chain, found),
+    )
+    if steps_y is not None:
+        _steps(st, steps_y, inner, found, out)
+
+
+def _step(st: _Load, y: Y, scope: _Scope) -> Step | None:  # noqa: PLR0912 - one branch per field
+    if not st.fields(y, STEP_FIELDS, "step", required=("id",)):
+        return None
+    f: dict[str, Y] = y.value
+    locs = {k: v.loc for k, v in f.items()}
+    step_id = st.text(f.get("id"), "id")
+    if step_id is None:
+        return None
+    if not _ID.fullmatch(step_id):
+        st.bad(f["id"].loc, f"step id '{step_id}' must be letters, digits, '-', '_' or '.'")
+    present = [a for a in ACTIONS if a in f]
+    if len(present) > 1:
+        st.bad(
+            f[present[1]].key_loc or y.loc,
+            f"a step has one of run, uses, wait, manual (found {' and '.join(present)})",
+        )
+    if not present and "gate" not in f:
+        st.bad(y.loc, f"step '{step_id}' does nothing: give it run, uses, wait, manual or gate")
+    kind = Kind.MUTATE
+    if "kind" in f:
+        try:
+            kind = Kind(str(f["kind"].value))
+        except ValueError:
+            st.bad(
+                f["kind"].loc,
+                f"kind must be probe, mutate or irreversible, got {f['kind'].value!r}",
+            )
+    on: tuple[str, ...] = ()
+    if "on" in f:
+        if f["on"].is_list:
+            on = tuple(t for t in (st.text(h, "on") for h in f["on"].value) if t)
+        elif (single := st.text(f["on"], "on")) is not None:
+            on = (single,)
+    capture = st.text(f.get("capture"), "capture")
+    if capture is not None and not _NAME.fullmatch(capture):
+        st.bad(
+            f["capture"].loc,
+            f"capture must be a variable name (letters, digits, _), got {capture!r}",
+        )
+    for key, value in st.mapping(f.get("with"), "with").items():
+        locs[f"with.{key}"] = value.key_loc or value.loc
+    env: dict[str, str] = {}
+    for key, value in st.mapping(f.get("env"), "env").items():
+        env[key] = st.text(value, f"env.{key}") or ""
+        locs[f"env.{key}"] = value.loc
+    when_y = f.get("when")
+    when = (
+        when_y.value
+        if when_y is not None and isinstance(when_y.value, bool)
+        else st.text(when_y, "when")
+    )
+    return Step(
+        id=f"{scope.prefix}{step_id}",
+        loc=y.loc,
+        name=st.text(f.get("name"), "name"),
+        kind=kind,
+        kind_explicit="kind" in f,
+        on=on,
+        run=st.text(f.get("run"), "run"),
+        uses=st.text(f.get("uses"), "uses"),
+        with_=f["with"].plain() if "with" in f and f["with"].is_map else {},
+        check=st.text(f.get("check"), "check"),
+        undo=_undo(st, f.get("undo")),
+        gate=_gate(st, f.get("gate")),
+        capture=capture,
+        wait_s=st.duration(f.get("wait"), "wait"),
+        manual=st.text(f.get("manual"), "manual"),
+        when=when,
+        timeout_s=st.duration(f.get("timeout"), "timeout") if "timeout" in f else st.timeout_s,
+        retry=_retry(st, f.get("retry"), locs),
+        idempotent=st.flag(f.get("idempotent"), "idempotent"),
+        env=env,
+        continue_on_error=st.flag(f.get("continue_on_error"), "continue_on_error"),
+        owner=st.text(f.get("owner"), "owner") or scope.owner,
+        scope=scope.layers,
+        locs=locs,
+    )
+
+
+def _undo(st: _Load, y: Y | None) -> Undo | None:
+    if y is None or y.value is None:
+        return None
+    if not y.is_map:
+        return Undo(run=st.text(y, "undo"), loc=y.loc)
+    st.fields(y, ("run", "uses", "with"), "undo")
+    f = y.value
+    if ("run" in f) == ("uses" in f):
+        st.bad(y.loc, "undo needs exactly one of run or uses")
+    with_ = f["with"].plain() if "with" in f and f["with"].is_map else {}
+    return Undo(
+        run=st.text(f.get("run"), "undo.run"),
+        uses=st.text(f.get("uses"), "undo.uses"),
+        with_=with_,
+        loc=y.loc,
+    )
+
+
+def _gate(st: _Load, y: Y | None) -> Gate | None:
+    if y is None or y.value is None:
+        return None
+    if not y.is_map:
+        return Gate(prompt=st.text(y, "gate") or "")
+    st.fields(y, ("prompt", "level"), "gate", required=("prompt",))
+    level = GateLevel.CONFIRM
+    if "level" in y.value:
+        try:
+            level = GateLevel(str(y.value["level"].value))
+        except ValueError:
+            st.bad(
+                y.value["level"].loc,
+                f"gate level must be confirm, typed or critical, got {y.value['level'].value!r}",
+            )
+    return Gate(prompt=st.text(y.value.get("prompt"), "prompt") or "", level=level)
+
+
+def _retry(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> Retry:
+    merged = dict(st.retry)
+    if y is not None and st.fields(y, RETRY_FIELDS, "retry"):
+        merged.update(y.value)
+    for key, value in merged.items():
+        locs[f"retry.{key}"] = value.loc
+    attempts = 1
+    if "attempts" in merged:
+        value = merged["attempts"].value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            st.bad(
+                merged["attempts"].loc, f"retry.attempts must be a whole number >= 1, got {value!r}"
+            )
+        else:
+            attempts = value
+    backoff = st.text(merged.get("backoff"), "retry.backoff") or "fixed"
+    if backoff not in ("fixed", "exponential"):
+        st.bad(
+            merged["backoff"].loc, f"retry.backoff must be fixed or exponential, got {backoff!r}"
+        )
+    on = st.text(merged.get("on"), "retry.on") or "transport"
+    if on not in ("transport", "any"):
+        st.bad(merged["on"].loc, f"retry.on must be transport or any, got {on!r}")
+    delay = st.duration(merged.get("delay"), "retry.delay")
+    max_delay = st.duration(merged.get("max_delay"), "retry.max_delay")
+    return Retry(
+        attempts=attempts,
+        delay_s=1.0 if delay is None else delay,
+        backoff=backoff,
+        max_delay_s=30.0 if max_delay is None else max_delay,
+        on=on,
+    )
+
+
+def _hosts(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> dict[str, HostRef]:
+    hosts: dict[str, HostRef] = {}
+    for name, entry in st.mapping(y, "hosts").items():
+        if not entry.is_map:
+            address = st.text(entry, f"hosts.{name}")
+            if address:
+                hosts[name] = HostRef(name=name, address=address, loc=entry.loc)
+            continue
+        if not st.fields(entry, HOST_FIELDS, f"host '{name}'", required=("address",)):
+            continue
+        f = entry.value
+        locs.update({f"hosts.{name}.{k}": v.loc for k, v in f.items()})
+        port = 22
+        if "port" in f:
+            value = f["port"].value
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
+                port = value
+            elif not is_template(value):
+                st.bad(f["port"].loc, f"port must be a number from 1 to 65535, got {value!r}")
+        hosts[name] = HostRef(
+            name=name,
+            address=st.text(f.get("address"), "address") or "",
+            port=port,
+            user=st.text(f.get("user"), "user"),
+            key_file=st.text(f.get("key_file"), "key_file"),
+            known_hosts=st.text(f.get("known_hosts"), "known_hosts"),
+            loc=entry.key_loc or entry.loc,
+        )
+    return hosts
+
+
+def _secrets(st: _Load, y: Y | None) -> dict[str, SecretRef]:
+    secrets: dict[str, SecretRef] = {}
+    for name, entry in st.mapping(y, "secrets").items():
+        if not st.fields(entry, ("env", "file"), f"secret '{name}'"):
+            continue
+        if ("env" in entry.value) == ("file" in entry.value):
+            st.bad(entry.loc, f"secret '{name}' needs exactly one of env or file")
+            continue
+        secrets[name] = SecretRef(
+            name=name,
+            env=st.text(entry.value.get("env"), "env"),
+            file=st.text(entry.value.get("file"), "file"),
+            loc=entry.key_loc or entry.loc,
+        )
+    return secrets

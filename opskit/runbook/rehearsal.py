@@ -1,0 +1,225 @@
+"""`opskit plan` / `run --dry-run`: every step rendered, probes executed for real, nothing else executed.
+
+The rehearsal is journaled like a run (mode `dry-run`), so a reviewer can sign off on what was planned.
+A probe's capture is real (it ran), so later steps that use it are planned with the real value; a capture of
+a mutating step is not known yet, so steps that need it are `unknown` and show `<name>` in their command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from opskit import actions
+from opskit.errors import OpskitError, TransportError
+from opskit.runbook import plan as P
+from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
+from opskit.runbook.engine import Runner, RunOptions, open_new_run
+from opskit.runbook.model import Kind, Step
+from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.templates import (
+    TemplateProblem,
+    expression_names,
+    is_template,
+    names,
+    render_value,
+    truth,
+)
+from opskit.runbook.validate import load_runbook
+
+
+def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: frozenset[str] = frozenset(),
+             captures: Mapping[str, Any] | None = None) -> P.Plan:  # fmt: skip
+    """Plan a run (journaled as a dry-run); `done`/`captures` come from a journal when planning a resume."""
+    runbook = load_runbook(path, options.overrides)
+    secrets = read_secrets(runbook)
+    session, lock = open_new_run(runbook, options, reporter, "dry-run", secrets)
+    try:
+        session.captures.update(captures or {})
+        r = _Rehearsal(session, options, done)
+        hosts = r.check_hosts()
+        steps = [r.plan_step(step) for step in runbook.steps]
+        ok = P.is_ok(steps, hosts)
+        forecast = P.forecast_s(steps)
+        code = 0 if ok else 1
+        session.journal.append("run_finished", state="succeeded" if ok else "failed", exit_code=code,
+                               message="nothing blocks" if ok else "a probe failed or a host is unreachable",
+                               forecast_s=forecast)  # fmt: skip
+        return P.Plan(session.run_id, str(runbook.path), runbook.name, "dry-run", ok, steps, hosts, forecast,
+                      offline=options.offline)  # fmt: skip
+    finally:
+        session.close()
+        lock.release()
+
+
+class _Rehearsal:
+    def __init__(self, session: Session, options: RunOptions, done: frozenset[str]) -> None:
+        self.s = session
+        self.o = options
+        self.done = done
+        self.runner = Runner(session, options)
+        self.host_ok: dict[str, bool] = {}
+
+    @property
+    def unknown(self) -> set[str]:
+        """Captured names whose value only a real run produces."""
+        return set(self.s.runbook.captures) - set(self.s.captures)
+
+    def _static_hosts(self, step: Step) -> tuple[str, ...]:
+        try:
+            return render_hosts(step, self.display_ctx(step))
+        except TemplateProblem:
+            return ()
+
+    def check_hosts(self) -> list[P.HostCheck]:
+        """Connect and authenticate to every host a step would use (nothing runs there)."""
+        used: list[str] = []
+        for step in self.s.runbook.steps:
+            for h in self._static_hosts(step):
+                if h not in used and h not in (LOCAL, "localhost"):
+                    used.append(h)
+        out = []
+        for name in used:
+            spec = self.s.host_spec(name)
+            address = f"{spec.address}:{spec.port}" if spec else LOCAL
+            if self.o.offline:
+                out.append(P.HostCheck(name, address, True, "not checked (--offline)"))
+                continue
+            try:
+                self.s.transport(name).check_reachable()
+                out.append(P.HostCheck(name, address, True))
+                self.host_ok[name] = True
+            except TransportError as exc:
+                out.append(P.HostCheck(name, address, False, exc.problem))
+                self.host_ok[name] = False
+        return out
+
+    def display_ctx(self, step: Step) -> dict[str, Any]:
+        placeholders = {n: f"<{n}>" for n in self.unknown}
+        return step_context(
+            step, self.s.base, self.s.display_view, {**placeholders, **self.s.captures}
+        )
+
+    def plan_step(self, step: Step) -> P.PlanStep:
+        hosts: tuple[str, ...] = ()
+        command: str | None = None
+        reason = ""
+        facts = P.StepFacts(done=step.id in self.done, is_gate=bool(step.gate or step.manual),
+                            is_probe=step.kind is Kind.PROBE and bool(step.run or step.uses))  # fmt: skip
+        duration: float | None = None
+        predicted = step.wait_s
+        try:
+            view = self.display_ctx(step)
+            hosts = render_hosts(step, view)
+            command = self.runner.display_command(step, view)
+            facts = _replace(facts, host_ok=all(self.host_ok.get(h, True) for h in hosts))
+            facts = _replace(facts, when=self._when(step), needs_runtime=self._needs_runtime(step))
+        except TemplateProblem as exc:
+            facts, reason = _replace(facts, needs_runtime=True), str(exc)
+        status = P.step_status(facts)
+        if status == P.WOULD_RUN and facts.is_probe and not self.o.offline:
+            started = time.monotonic()
+            ok, reason, predicted_probe = self.execute_probe(step, hosts, command)
+            duration = round(time.monotonic() - started, 3)
+            predicted = predicted_probe if predicted_probe is not None else predicted
+            status = P.step_status(_replace(facts, probe_ok=ok))
+        elif status == P.WOULD_RUN and step.uses and not self.o.offline:
+            ok, reason, predicted_action = self.rehearse_action(step, None)
+            predicted = predicted_action if predicted_action is not None else predicted
+            status = P.step_status(_replace(facts, rehearsal_ok=ok))
+        elif not facts.host_ok:
+            reason = "host unreachable"
+        reason = reason or _reason(status, step, self.unknown)
+        planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
+                             self.s.masker.text(reason), duration, predicted)  # fmt: skip
+        self.s.journal.append("step_planned", step=step.id, status=status, hosts=list(hosts), command=command,
+                              reason=planned.reason, duration_s=duration, predicted_wait_s=predicted)  # fmt: skip
+        self.s.reporter.step_end(step.id, status, planned.reason, duration or 0.0)
+        return planned
+
+    def _needs_runtime(self, step: Step) -> bool:
+        fields: list[Any] = [step.run, *step.on, *step.env.values(), *_strings(step.with_)]
+        for layer in step.scope:
+            fields.extend(_strings(layer))
+        unknown = self.unknown
+        return any(is_template(f) and names(f) & unknown for f in fields)
+
+    def _when(self, step: Step) -> bool | None:
+        if step.when is None:
+            return True
+        if isinstance(step.when, str) and expression_names(step.when) & self.unknown:
+            return None
+        return truth(step.when, step_context(step, self.s.base, self.s.secrets, self.s.captures))
+
+    def execute_probe(
+        self, step: Step, hosts: tuple[str, ...], command: str | None
+    ) -> tuple[bool, str, float | None]:
+        """Run a probe for real; its capture becomes known for the steps after it."""
+        if step.uses:
+            ok, reason, predicted = self.rehearse_action(step, hosts[0] if hosts else None)
+            return ok, reason, predicted
+        self.s.reporter.step_begin(step.id, step.title, hosts, command)
+        ctx = step_context(step, self.s.base, self.s.secrets, self.s.captures)
+        try:
+            attempt, _ = self.runner.on_hosts(
+                step, hosts, lambda host, n: self.runner.command(step, ctx, host, command, n)
+            )
+        except TransportError as exc:
+            return False, str(exc), None
+        if attempt.ok and step.capture:
+            self.s.captures[step.capture] = attempt.stdout.strip()
+        return attempt.ok, attempt.summary, None
+
+    def rehearse_action(self, step: Step, host: str | None) -> tuple[bool, str, float | None]:
+        ctx = step_context(step, self.s.base, self.s.secrets, self.s.captures)
+        try:
+            action = actions.load(step.uses or "").from_params(
+                actions.Params(render_value(dict(step.with_), ctx))
+            )
+            result = action.rehearse(
+                StepContext(self.s, step.id, host, dry_run=True, timeout_s=step.timeout_s)
+            )
+        except (OpskitError, ImportError) as exc:
+            return False, str(exc), None
+        except Exception as exc:  # noqa: BLE001 - a faulty action fails its row of the plan, not the plan
+            return False, f"{step.uses} crashed: {type(exc).__name__}: {exc}", None
+        for line in (result.detail or "").splitlines():
+            self.s.emit(step.id, host or LOCAL, "stdout", line)
+        if result.ok and step.capture and step.kind is Kind.PROBE:
+            self.s.captures[step.capture] = dict(result.values)
+        self.s.add_facts(result.facts)
+        return result.ok, result.summary, result.predicted_wait_s
+
+
+def _strings(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return [value]
+
+
+def _replace(facts: P.StepFacts, **changes: Any) -> P.StepFacts:
+    from dataclasses import replace  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    return replace(facts, **changes)
+
+
+def _reason(status: str, step: Step, unknown: set[str]) -> str:  # noqa: PLR0911 - one per status
+    if status == P.SKIP:
+        return "when: is false"
+    if status == P.UNKNOWN:
+        return "depends on a value only the run produces (" + ", ".join(sorted(unknown)) + ")"
+    if status == P.GATE:
+        level = step.gate.level if step.gate else "confirm"
+        who = f" ({step.owner})" if step.owner and step.manual else ""
+        return f"manual step{who}: someone must act and confirm" if step.manual else f"{level} gate"
+    if status == P.DONE:
+        return "done (journal)"
+    if step.wait_s is not None:
+        return f"waits {step.wait_s:g}s"
+    if status == P.WOULD_RUN and step.kind is Kind.PROBE:
+        return "probe not executed (--offline)"
+    return ""

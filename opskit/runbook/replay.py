@@ -1,0 +1,260 @@
+"""A run's state, derived only from its journal events (nothing else is stored, nothing can disagree).
+
+Public API (stable; the report generator and `opskit status` use it):
+
+- `load_run(state_dir, run_id) -> RunState`: every step's status, attempts, duration, approvals, captures,
+  the notes, the run's state and how to resume it. Raises `UsageError` for an unknown run id.
+- `list_runs(state_dir) -> list[RunSummary]`: every run, newest first.
+- `load_events(state_dir, run_id) -> JournalRead`: the raw events (for a timeline), plus warnings.
+- `replay(events, *, live=False) -> RunState`: the pure function behind `load_run` (`live`: the run's lock is
+  held right now, so a started step is running rather than in doubt).
+
+Run states: running | succeeded | failed | aborted | interrupted. Step statuses: pending | running |
+in_doubt | succeeded | failed | skipped | undone | undo_failed, and in a dry-run the plan's statuses
+(would_run | probe_ok | probe_failed | skip | gate | unknown | done).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opskit.runbook.journal import JOURNAL, JournalRead, read_journal, run_dir, runs_dir
+from opskit.runbook.lock import is_locked
+
+FINISHED_OK = ("succeeded", "skipped")
+
+
+@dataclass(frozen=True)
+class StepState:
+    """One step as the journal tells it."""
+
+    id: str
+    status: str
+    attempts: int = 0
+    duration_s: float | None = None
+    name: str | None = None
+    kind: str = "mutate"
+    owner: str | None = None
+    hosts: list[str] = field(default_factory=list)
+    command: str | None = None
+    rc: int | None = None
+    summary: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    approved_by: str | None = None
+    captured: dict[str, Any] = field(default_factory=dict)
+    has_undo_data: bool = False
+
+
+@dataclass(frozen=True)
+class Note:
+    """A hand-over note."""
+
+    ts: str
+    operator: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Everything `opskit status RUN_ID --json` prints; field names are the JSON keys."""
+
+    run_id: str
+    runbook: str
+    mode: str
+    state: str
+    steps: list[StepState]
+    notes: list[Note]
+    runbook_name: str = ""
+    sha256: str = ""
+    operator: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    message: str = ""
+    resume_hint: str | None = None
+    forecast_s: float | None = None
+    rolled_back: bool = False
+    vars: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def step(self, step_id: str) -> StepState | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    @property
+    def captured(self) -> dict[str, Any]:
+        """Every captured value, in step order (what a resume restores)."""
+        out: dict[str, Any] = {}
+        for s in self.steps:
+            out.update(s.captured)
+        return out
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of `opskit status`."""
+
+    run_id: str
+    runbook_name: str
+    runbook: str
+    mode: str
+    state: str
+    operator: str
+    started_at: str | None
+    done: int
+    total: int
+
+
+def load_events(state_dir: Path, run_id: str) -> JournalRead:
+    """The raw events of a run (UsageError when there is no such run)."""
+    return read_journal(run_dir(state_dir, run_id) / JOURNAL)
+
+
+def load_run(state_dir: Path, run_id: str) -> RunState:
+    """The state of a run, replayed from its journal."""
+    directory = run_dir(state_dir, run_id)
+    read = read_journal(directory / JOURNAL)
+    state = replay(read.events, live=is_locked(directory))
+    if read.warnings:
+        state = _with(state, warnings=[*read.warnings, *state.warnings])
+    return state
+
+
+def list_runs(state_dir: Path) -> list[RunSummary]:
+    """Every run in the state directory, newest first."""
+    root = runs_dir(state_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for directory in sorted(root.iterdir(), reverse=True):
+        if not (directory / JOURNAL).is_file():
+            continue
+        st = replay(read_journal(directory / JOURNAL).events, live=is_locked(directory))
+        done = sum(
+            1 for s in st.steps if s.status in (*FINISHED_OK, "probe_ok", "would_run", "done")
+        )
+        out.append(
+            RunSummary(st.run_id or directory.name, st.runbook_name, st.runbook, st.mode, st.state,
+                       st.operator, st.started_at, done, len(st.steps))
+        )  # fmt: skip
+    return out
+
+
+def _with(state: RunState, **changes: Any) -> RunState:
+    from dataclasses import replace  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    return replace(state, **changes)
+
+
+def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunState:  # noqa: PLR0912, PLR0915 - one branch per event
+    """The pure fold of events into a RunState."""
+    head: dict[str, Any] = {}
+    steps: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    notes: list[Note] = []
+    finished: Mapping[str, Any] | None = None
+    rolled_back = False
+
+    def slot(step_id: str) -> dict[str, Any]:
+        if step_id not in steps:
+            steps[step_id] = {"id": step_id, "status": "pending"}
+            order.append(step_id)
+        return steps[step_id]
+
+    for ev in events:
+        kind = ev.get("event")
+        step_id = str(ev.get("step", ""))
+        if kind == "run_started":
+            head = dict(ev)
+            for info in ev.get("steps", []):
+                s = slot(str(info["id"]))
+                s.update(
+                    {k: info.get(k) for k in ("name", "kind", "owner") if info.get(k) is not None}
+                )
+                s["hosts"] = list(info.get("hosts", []))
+        elif kind == "resumed":
+            finished = None
+        elif kind == "rollback_started":
+            rolled_back = True
+        elif kind == "step_started":
+            s = slot(step_id)
+            s.update(
+                status="running",
+                attempts=int(ev.get("attempt", 1)),
+                started_at=s.get("started_at") or ev["ts"],
+            )
+            if ev.get("command") is not None:
+                s["command"] = ev["command"]
+            if ev.get("hosts"):
+                s["hosts"] = list(ev["hosts"])
+        elif kind == "step_finished":
+            s = slot(step_id)
+            s.update(
+                status=str(ev.get("status", "failed")),
+                attempts=int(ev.get("attempts", s.get("attempts", 0)) or 0),
+                duration_s=ev.get("duration_s"),
+                rc=ev.get("rc"),
+                summary=str(ev.get("summary", "") or ""),
+                finished_at=ev["ts"],
+                captured=dict(ev.get("captured") or {}),
+                has_undo_data=ev.get("undo") is not None,
+            )
+        elif kind == "step_planned":
+            s = slot(step_id)
+            s.update(
+                status=str(ev.get("status")),
+                command=ev.get("command"),
+                summary=str(ev.get("reason") or ""),
+            )
+            s["duration_s"] = ev.get("duration_s")
+            if ev.get("hosts"):
+                s["hosts"] = list(ev["hosts"])
+        elif kind == "gate":
+            s = slot(step_id)
+            if ev.get("answer") == "approved":
+                via = ev.get("via")
+                s["approved_by"] = (
+                    f"{ev.get('operator')} ({via})" if via else str(ev.get("operator"))
+                )
+        elif kind == "undo_finished":
+            slot(step_id)["status"] = "undone" if ev.get("status") == "succeeded" else "undo_failed"
+        elif kind == "note":
+            notes.append(Note(str(ev["ts"]), str(ev.get("operator", "")), str(ev.get("text", ""))))
+        elif kind == "run_finished":
+            finished = ev
+
+    if finished is not None:
+        state = str(finished.get("state", "failed"))
+    elif live:
+        state = "running"
+    else:
+        state = "interrupted"
+    for s in steps.values():
+        if s["status"] == "running" and state != "running":
+            s["status"] = "in_doubt"
+    run_id = str(head.get("run_id", ""))
+    resume_hint = None
+    if head.get("mode") == "run" and state in ("failed", "aborted", "interrupted"):
+        resume_hint = f"opskit resume {run_id}"
+    return RunState(
+        run_id=run_id,
+        runbook=str(head.get("runbook", "")),
+        runbook_name=str(head.get("runbook_name", "")),
+        sha256=str(head.get("sha256", "")),
+        mode=str(head.get("mode", "run")),
+        state=state,
+        steps=[StepState(**steps[i]) for i in order],
+        notes=notes,
+        operator=str(head.get("operator", "")),
+        started_at=head.get("ts"),
+        finished_at=finished.get("ts") if finished else None,
+        exit_code=finished.get("exit_code") if finished else None,
+        message=str(finished.get("message", "")) if finished else "",
+        resume_hint=resume_hint,
+        forecast_s=finished.get("forecast_s") if finished else None,
+        rolled_back=rolled_back,
+        vars=dict(head.get("vars") or {}),
+    )

@@ -1,0 +1,155 @@
+"""Continue a run from its journal: finished steps are not run again, an in-doubt step is never re-run silently.
+
+A step is in doubt when it started and never finished (the process died, the connection dropped, Ctrl-C).
+Its `check:` decides whether it took effect; without one it is re-run only when `idempotent: true` or the
+operator says `--rerun-in-doubt`, or marked skipped with `--skip-in-doubt` (brevdev/brev-cli#459 is the
+double execution this prevents).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from opskit.errors import Blocked, ExitCode, TransportError, UsageError
+from opskit.runbook.context import LOCAL, Reporter, Session, read_secrets
+from opskit.runbook.engine import Runner, RunOptions, RunOutcome
+from opskit.runbook.journal import JOURNAL, read_journal, run_dir
+from opskit.runbook.lock import RunLock, is_locked
+from opskit.runbook.model import Runbook, Step
+from opskit.runbook.replay import RunState, replay
+from opskit.runbook.scope import render_hosts
+from opskit.runbook.templates import render
+from opskit.runbook.validate import load_runbook
+
+DONE_STATUSES = ("succeeded", "skipped")
+
+
+def in_doubt_action(step: Step, *, rerun: bool, skip: bool) -> str:
+    """check | rerun | skip | refuse: what a resume does with a step that started and never finished."""
+    if step.check:
+        return "check"
+    if step.idempotent or rerun:
+        return "rerun"
+    if skip:
+        return "skip"
+    return "refuse"
+
+
+def load_for_resume(
+    state_dir: Path, run_id: str, *, accept_changes: bool
+) -> tuple[RunState, Runbook, list[dict[str, Any]]]:
+    """The run's state and its runbook, refusing a dry-run or a runbook changed since the run started."""
+    directory = run_dir(state_dir, run_id)
+    read = read_journal(directory / JOURNAL)
+    state = replay(read.events, live=is_locked(directory))
+    if state.mode != "run":
+        raise UsageError(f"run {run_id} is a {state.mode} rehearsal; there is nothing to resume")
+    start = next((e for e in read.events if e.get("event") == "run_started"), {})
+    overrides = dict(start.get("overrides") or {})
+    runbook = load_runbook(Path(state.runbook), overrides)
+    if runbook.sha256 != state.sha256 and not accept_changes:
+        raise UsageError(
+            f"{state.runbook} changed since run {run_id} started (sha256 {state.sha256[:12]} -> "
+            f"{runbook.sha256[:12]}); review the change, then resume with --accept-changes"
+        )
+    return state, runbook, read.events
+
+
+def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
+    """Continue a run after its last finished step."""
+    state, runbook, events = load_for_resume(
+        options.state_dir, run_id, accept_changes=options.accept_changes
+    )
+    if state.state == "succeeded":
+        return RunOutcome(
+            run_id, "succeeded", ExitCode.OK, f"run {run_id} already succeeded; nothing to resume"
+        )
+    decisions: list[tuple[Step, str]] = []
+    for s in state.steps:
+        step = runbook.step(s.id)
+        if s.status != "in_doubt" or step is None:
+            continue
+        action = in_doubt_action(step, rerun=options.rerun_in_doubt, skip=options.skip_in_doubt)
+        if action == "refuse":
+            raise Blocked(
+                f"step {step.id} is in doubt (it started at {s.started_at} and never finished) and has no check:; "
+                "verify by hand whether it took effect, then resume with --rerun-in-doubt or --skip-in-doubt"
+            )
+        decisions.append((step, action))
+    secrets = read_secrets(runbook)
+    directory = run_dir(options.state_dir, run_id)
+    lock = RunLock(directory, options.operator)
+    session = Session.open(runbook, run_id, directory, options.state_dir, reporter, options.operator,
+                           accept_new_host_keys=options.accept_new_host_keys, secrets=secrets)  # fmt: skip
+    try:
+        session.captures.update(state.captured)
+        for ev in events:
+            if ev.get("event") == "step_finished" and ev.get("facts"):
+                session.add_facts(dict(ev["facts"]))
+        session.journal.append(
+            "resumed", operator=options.operator, host=socket.gethostname(), pid=os.getpid(),
+            sha256=runbook.sha256, accepted_changes=runbook.sha256 != state.sha256,
+            restored=sorted(state.captured),
+        )  # fmt: skip
+        reporter.started(run_id, "resume")
+        done = {s.id for s in state.steps if s.status in DONE_STATUSES}
+        runner = Runner(session, options)
+        for step, action in decisions:
+            done |= _settle(runner, step, action)
+        return runner.execute(done)
+    finally:
+        session.close()
+        lock.release()
+
+
+def _settle(runner: Runner, step: Step, action: str) -> set[str]:
+    """Journal the decision on an in-doubt step; the ids that now count as done."""
+    journal = runner.journal
+    if action == "check":
+        passed, why = _check_passes(runner, step)
+        decision = "done" if passed else "rerun"
+        journal.append(
+            "in_doubt", step=step.id, decision=decision, reason=why, operator=runner.o.operator
+        )
+        if passed:
+            journal.append("step_finished", step=step.id, status="succeeded", attempts=1, duration_s=0.0,
+                           summary=f"in doubt; {why}")  # fmt: skip
+            runner.reporter.step_end(step.id, "succeeded", f"in doubt; {why}", 0.0)
+            return {step.id}
+        return set()
+    reason = {
+        "rerun": "idempotent: true" if step.idempotent else "--rerun-in-doubt",
+        "skip": "--skip-in-doubt",
+    }[action]
+    journal.append(
+        "in_doubt", step=step.id, decision=action, reason=reason, operator=runner.o.operator
+    )
+    if action == "skip":
+        journal.append("step_finished", step=step.id, status="skipped", attempts=0, duration_s=0.0,
+                       summary="in doubt; skipped by the operator (--skip-in-doubt)")  # fmt: skip
+        runner.reporter.step_end(step.id, "skipped", "in doubt; skipped (--skip-in-doubt)", 0.0)
+        return {step.id}
+    return set()
+
+
+def _check_passes(runner: Runner, step: Step) -> tuple[bool, str]:
+    """Run the step's `check:` on its hosts: exit 0 everywhere means the step took effect."""
+    ctx = runner.context(step, runner.s.secrets)
+    shell = runner.context(step, runner.s.shell_view)
+    command = render(step.check or "", shell)
+    env = runner.environment(step, ctx, step.check or "")
+    for host in render_hosts(step, ctx) or (None,):
+        label = host or LOCAL
+        try:
+            res = runner.s.transport(host).run(
+                command, env=env, timeout_s=step.timeout_s,
+                on_output=runner.s.sink(step.id, label),
+            )  # fmt: skip
+        except TransportError as exc:
+            raise Blocked(f"cannot run the check of in-doubt step {step.id}: {exc}") from None
+        if not res.ok:
+            return False, f"check failed on {label} (exit {res.rc}): running it again"
+    return True, "check passed: it took effect, not running it again"

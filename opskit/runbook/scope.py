@@ -1,0 +1,41 @@
+"""The variables a step's templates see: vars, secrets (in one of three views), captures, include scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opskit.runbook.model import Runbook, Step
+from opskit.runbook.templates import TemplateProblem, render, render_value
+
+BUILTINS = ("run_id", "operator")
+
+
+def base_vars(runbook: Runbook, builtins: Mapping[str, Any]) -> dict[str, Any]:
+    """`vars:` rendered in order (a var may use an earlier one), plus run_id and operator."""
+    ctx: dict[str, Any] = dict(builtins)
+    for name, value in runbook.vars.items():
+        try:
+            ctx[name] = render_value(value, ctx)
+        except TemplateProblem as exc:
+            where = runbook.locs.get(f"vars.{name}")
+            raise TemplateProblem(f"{where}: vars.{name}: {exc}" if where else str(exc)) from None
+    return ctx
+
+
+def step_context(
+    step: Step,
+    base: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    captures: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The context of one step; each include layer is rendered in the scope around it."""
+    ctx: dict[str, Any] = {**base, **secrets, **captures}
+    for layer in step.scope:
+        ctx = {**ctx, **{k: render_value(v, ctx) for k, v in layer.items()}}
+    return ctx
+
+
+def render_hosts(step: Step, ctx: Mapping[str, Any]) -> tuple[str, ...]:
+    """The step's `on:` host names with templates filled (a playbook may say `on: "{{ host }}"`)."""
+    return tuple(render(h, ctx).strip() for h in step.on)

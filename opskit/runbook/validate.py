@@ -1,0 +1,252 @@
+"""Every problem of a runbook at once, each at its FILE:LINE:COL; nothing runs from an invalid runbook.
+
+`load_runbook()` is the only way the engine gets a `Runbook`: structure (loader), then names, hosts,
+templates, actions and their `with:` (each action's own `from_params`), retry rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from opskit import actions
+from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation
+from opskit.redaction import MASK
+from opskit.runbook import loader
+from opskit.runbook.model import Kind, Runbook, Step
+from opskit.runbook.scope import BUILTINS, base_vars
+from opskit.runbook.templates import (
+    TemplateProblem,
+    expression_names,
+    is_template,
+    names,
+    render,
+    render_value,
+)
+
+
+def load_runbook(path: Path, overrides: Mapping[str, Any] | None = None) -> Runbook:
+    """The validated runbook; raises RunbookProblems listing every problem, in file order."""
+    runbook, problems = loader.load(path, dict(overrides or {}))
+    if runbook is not None:
+        runbook, more = check(runbook)
+        problems.extend(more)
+    if problems or runbook is None:
+        order = {str(p): i for i, p in enumerate(runbook.sources if runbook else [])}
+        problems.sort(key=lambda p: (order.get(p.where.file, 0), p.where.line, p.where.col))
+        raise RunbookProblems(_unique(problems))
+    return runbook
+
+
+def _unique(problems: list[RunbookInvalid]) -> list[RunbookInvalid]:
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+class _Checker:
+    def __init__(self, runbook: Runbook) -> None:
+        self.runbook = runbook
+        self.problems: list[RunbookInvalid] = []
+        self.captures = runbook.captures
+        self.static: dict[str, Any] = {}
+
+    def bad(self, where: SourceLocation, problem: str) -> None:
+        self.problems.append(RunbookInvalid(where, problem))
+
+    def names_ok(
+        self, src: Any, known: set[str], where: SourceLocation, captured: set[str]
+    ) -> None:
+        """Report undefined names in a template (or in every string of a nested value)."""
+        if isinstance(src, Mapping):
+            for v in src.values():
+                self.names_ok(v, known, where, captured)
+            return
+        if isinstance(src, list):
+            for v in src:
+                self.names_ok(v, known, where, captured)
+            return
+        if not is_template(src):
+            return
+        try:
+            used = names(src)
+        except TemplateProblem as exc:
+            self.bad(where, str(exc))
+            return
+        self._report_unknown(used, known, where, captured)
+
+    def _report_unknown(
+        self, used: set[str], known: set[str], where: SourceLocation, captured: set[str]
+    ) -> None:
+        for name in sorted(used - known - captured):
+            if name in self.captures:
+                self.bad(
+                    where,
+                    f"variable '{name}' is captured by step '{self.captures[name]}', which runs later",
+                )
+            else:
+                self.bad(where, f"undefined variable '{name}'")
+
+
+def check(runbook: Runbook) -> tuple[Runbook, list[RunbookInvalid]]:
+    """Semantic checks; returns the runbook with each `uses:` step's kind taken from its action."""
+    c = _Checker(runbook)
+    builtins = {n: n.upper() for n in BUILTINS}
+    try:
+        c.static = base_vars(runbook, builtins)
+    except TemplateProblem as exc:
+        c.bad(SourceLocation(loader.display_path(runbook.path), 1, 1), str(exc))
+        c.static = {**builtins, **runbook.vars}
+    for name, secret in runbook.secrets.items():
+        c.static[name] = MASK
+        if name in runbook.vars and secret.loc:
+            c.bad(secret.loc, f"secret '{name}' has the same name as a variable")
+    for name, host in runbook.hosts.items():
+        for key in ("address", "user", "key_file", "known_hosts"):
+            value = getattr(host, key)
+            where = runbook.locs.get(f"hosts.{name}.{key}", host.loc)
+            if where is not None:
+                c.names_ok(value, set(c.static), where, set())
+    seen: dict[str, Step] = {}
+    captured: set[str] = set()
+    steps = []
+    for step in runbook.steps:
+        if step.id in seen:
+            first = seen[step.id].loc
+            c.bad(
+                step.where("id"),
+                f"duplicate step id '{step.id}' (first at {first.file}:{first.line})",
+            )
+        seen[step.id] = step
+        steps.append(_check_step(c, step, captured))
+        if step.capture:
+            captured.add(step.capture)
+    return dataclasses.replace(runbook, steps=tuple(steps)), c.problems
+
+
+def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: PLR0912 - one check per field
+    known = set(c.static)
+    ctx: dict[str, Any] = dict(c.static)
+    for layer in step.scope:
+        c.names_ok(dict(layer), set(ctx), step.loc, captured)
+        ctx = {**ctx, **{k: _try_render(v, ctx) for k, v in layer.items()}}
+        known |= set(layer)
+    for field_name in ("name", "run", "check", "manual", "capture"):
+        c.names_ok(getattr(step, field_name), known, step.where(field_name), captured)
+    if step.gate:
+        c.names_ok(step.gate.prompt, known, step.where("gate"), captured)
+    if isinstance(step.when, str):
+        try:
+            c._report_unknown(expression_names(step.when), known, step.where("when"), captured)
+        except TemplateProblem as exc:
+            c.bad(step.where("when"), str(exc))
+    for key, value in step.env.items():
+        c.names_ok(value, known, step.where(f"env.{key}"), captured)
+    for key, value in step.with_.items():
+        c.names_ok(value, known, step.where(f"with.{key}"), captured)
+    _check_hosts(c, step, known, ctx, captured)
+    if step.capture and len(step.on) > 1:
+        c.bad(step.where("capture"), "capture needs a single host (the step runs on several)")
+    if step.retry.on == "any" and not (step.check or step.idempotent):
+        c.bad(
+            step.where("retry.on"),
+            "retry.on: any re-runs a failed command: allowed only with check: or idempotent: true",
+        )
+    if step.undo is not None and step.undo.loc is not None:
+        c.names_ok(step.undo.run, known, step.undo.loc, captured)
+        c.names_ok(dict(step.undo.with_), known, step.undo.loc, captured)
+        if step.undo.uses:
+            _check_action(c, step.undo.uses, step.undo.with_, step.undo.loc, {}, ctx, captured)
+    if step.uses:
+        kind = _check_action(c, step.uses, step.with_, step.where("uses"), step.locs, ctx, captured)
+        if kind is not None and not step.kind_explicit:
+            return dataclasses.replace(step, kind=kind)
+    if step.wait_s is not None and not step.kind_explicit:
+        return dataclasses.replace(step, kind=Kind.PROBE)  # waiting changes nothing
+    return step
+
+
+def _check_hosts(
+    c: _Checker, step: Step, known: set[str], ctx: Mapping[str, Any], captured: set[str]
+) -> None:
+    hosts = c.runbook.hosts
+    for entry in step.on:
+        c.names_ok(entry, known, step.where("on"), captured)
+        try:
+            name = render(entry, ctx).strip()
+        except TemplateProblem:
+            continue  # reported above, or depends on a captured value
+        if name not in hosts and name not in ("local", "localhost"):
+            choices = ", ".join(sorted(hosts)) or "none defined"
+            c.bad(step.where("on"), f"unknown host '{name}' (hosts: {choices})")
+
+
+def _try_render(value: Any, ctx: Mapping[str, Any]) -> Any:
+    try:
+        return render_value(value, ctx)
+    except TemplateProblem:
+        return value
+
+
+def _check_action(  # noqa: PLR0917 - private, called twice
+    c: _Checker,
+    name: str,
+    with_: Mapping[str, Any],
+    where: SourceLocation,
+    locs: Mapping[str, SourceLocation],
+    ctx: Mapping[str, Any],
+    captured: set[str],
+) -> Kind | None:
+    try:
+        cls = actions.load(name)
+    except actions.UnknownAction as exc:
+        c.bad(where, str(exc))
+        return None
+    except ImportError as exc:
+        c.bad(where, f"action '{name}' is registered but cannot be imported ({exc})")
+        return None
+    raw, deferred = render_params(with_, ctx, captured)
+    try:
+        cls.from_params(actions.Params(raw, frozenset(deferred)))
+    except actions.ParamError as exc:
+        key_where = (
+            locs.get(f"with.{exc.key}", locs.get("with", where))
+            if exc.key
+            else locs.get("with", where)
+        )
+        c.bad(key_where, f"{name}: {exc}")
+    return Kind(str(cls.kind))
+
+
+def render_params(
+    with_: Mapping[str, Any], ctx: Mapping[str, Any], runtime_names: set[str] | Mapping[str, Any]
+) -> tuple[dict[str, Any], set[str]]:
+    """`with:` rendered where possible; keys whose templates need a value only a run produces are deferred."""
+    raw: dict[str, Any] = {}
+    deferred: set[str] = set()
+    for key, value in with_.items():
+        try:
+            raw[key] = render_value(value, ctx)
+        except TemplateProblem:
+            if _uses_any(value, set(runtime_names)):
+                deferred.add(key)
+            else:
+                raw[key] = value
+    return raw, deferred
+
+
+def _uses_any(value: Any, wanted: set[str]) -> bool:
+    if isinstance(value, Mapping):
+        return any(_uses_any(v, wanted) for v in value.values())
+    if isinstance(value, list):
+        return any(_uses_any(v, wanted) for v in value)
+    try:
+        return bool(names(value) & wanted) if is_template(value) else False
+    except TemplateProblem:
+        return False

@@ -1,0 +1,141 @@
+"""`opskit plan` / `run --dry-run`: probes run for real, nothing mutates, every step gets one honest status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from opskit.errors import ExitCode
+from opskit.runbook.plan import StepFacts, step_status
+from tests.conftest import Invoke
+from tests.runbook.helpers import events, write
+
+REHEARSAL = """
+    name: rehearsal
+    vars: {{dir: "{dir}", mode: real}}
+    steps:
+      - id: probe-up
+        kind: probe
+        run: echo probe-ran; echo probed > {dir}/probe-evidence
+        capture: probed
+      - id: mutate
+        run: touch {dir}/marker
+        owner: us
+      - id: stamp
+        run: date +%s
+        capture: started_at
+      - id: later
+        run: echo {{{{ started_at }}}} {{{{ probed }}}}
+      - id: only-in-test
+        when: "mode == 'test'"
+        run: touch {dir}/never
+      - id: confirm
+        gate: {{prompt: "Go?", level: critical}}
+      - id: call-client
+        manual: "Ask the sysadmin to switch DNS"
+        owner: customer-sysadmin
+      - id: pause
+        wait: 2s
+"""
+
+
+def test_dry_run_executes_probes_and_nothing_else(opskit: Invoke, tmp_path: Path) -> None:
+    """The probe ran (its evidence file exists), the mutating step left no marker, and statuses are honest."""
+    path = write(tmp_path, REHEARSAL.format(dir=tmp_path))
+
+    result = opskit("plan", str(path), "--json", expect=ExitCode.OK)
+
+    plan = json.loads(result.stdout)
+    status = {s["id"]: s["status"] for s in plan["steps"]}
+    assert status == {
+        "probe-up": "probe_ok", "mutate": "would_run", "stamp": "would_run", "later": "unknown",
+        "only-in-test": "skip", "confirm": "gate", "call-client": "gate", "pause": "would_run",
+    }  # fmt: skip
+    assert (tmp_path / "probe-evidence").exists()
+    assert not (tmp_path / "marker").exists()
+    assert not (tmp_path / "never").exists()
+    later = next(s for s in plan["steps"] if s["id"] == "later")
+    assert later["command"] == "echo <started_at> probe-ran"  # the probe's capture is real
+    assert plan["forecast_s"] >= 2.0
+    assert plan["mode"] == "dry-run"
+
+
+def test_run_dry_run_is_journaled_as_a_rehearsal(opskit: Invoke, tmp_path: Path) -> None:
+    """`run --dry-run` is the same rehearsal, and its journal says mode dry-run with every planned status."""
+    path = write(tmp_path, REHEARSAL.format(dir=tmp_path))
+
+    result = opskit("run", str(path), "--dry-run", expect=ExitCode.OK)
+
+    assert not (tmp_path / "marker").exists()
+    assert "owner: customer-sysadmin" in result.stdout and "owner: us" in result.stdout
+    assert "forecast:" in result.stdout
+    (rid,) = [p.name for p in (tmp_path / "state" / "runs").iterdir()]
+    evs = events(tmp_path / "state", rid)
+    assert evs[0]["event"] == "run_started" and evs[0]["mode"] == "dry-run"
+    planned = [e["step"] for e in evs if e["event"] == "step_planned"]
+    assert len(planned) == 8
+    status = opskit("status", rid, "--json", expect=ExitCode.OK)
+    assert json.loads(status.stdout)["mode"] == "dry-run"
+
+
+def test_failing_probe_blocks_the_plan(opskit: Invoke, tmp_path: Path) -> None:
+    """A probe that fails makes the plan exit 1 and says which one."""
+    path = write(tmp_path, """
+        name: blocked
+        steps:
+          - id: new-up
+            kind: probe
+            run: "exit 3"
+          - id: switch
+            run: "true"
+    """)
+
+    result = opskit("plan", str(path), expect=ExitCode.NEGATIVE)
+
+    assert "probe_failed" in result.stdout
+    assert "BLOCKED" in result.stdout
+
+
+def test_offline_plan_executes_nothing(opskit: Invoke, tmp_path: Path) -> None:
+    """With --offline even probes stay unexecuted but are shown as would_run, never as skipped."""
+    path = write(tmp_path, f"""
+        name: offline
+        steps:
+          - id: look
+            kind: probe
+            run: touch {tmp_path}/probe-ran
+    """)
+
+    result = opskit("plan", str(path), "--offline", "--json", expect=ExitCode.OK)
+
+    assert json.loads(result.stdout)["steps"][0]["status"] == "would_run"
+    assert not (tmp_path / "probe-ran").exists()
+
+
+def test_secret_is_masked_in_the_plan(opskit: Invoke, tmp_path: Path) -> None:
+    """A secret in a command is shown as *** in the plan and never printed."""
+    path = write(tmp_path, """
+        name: secret-plan
+        secrets: {db_pw: {env: PLAN_DB_PW}}
+        steps:
+          - id: sync
+            run: mysqldump -p{{ db_pw }} app
+    """)
+
+    result = opskit("plan", str(path), env={"PLAN_DB_PW": "hunter2-plan"}, expect=ExitCode.OK)
+
+    assert "mysqldump -p*** app" in result.stdout
+    assert "hunter2-plan" not in result.stdout + result.stderr
+
+
+def test_status_priority_never_hides_a_command() -> None:
+    """Only a false `when:` skips; a gate or a runtime dependency is shown as such, done wins over all."""
+    assert step_status(StepFacts(when=False)) == "skip"
+    assert step_status(StepFacts(when=None)) == "unknown"
+    assert step_status(StepFacts(is_gate=True, needs_runtime=True)) == "gate"
+    assert step_status(StepFacts(needs_runtime=True)) == "unknown"
+    assert step_status(StepFacts(done=True, when=False)) == "done"
+    assert step_status(StepFacts(is_probe=True, probe_ok=False)) == "probe_failed"
+    assert step_status(StepFacts(is_probe=True, host_ok=False)) == "probe_failed"
+    assert step_status(StepFacts(rehearsal_ok=False)) == "probe_failed"
+    assert step_status(StepFacts()) == "would_run"

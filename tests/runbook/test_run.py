@@ -1,0 +1,261 @@
+"""`opskit run`: live output, honest exit codes, gates that fail closed, secrets that never leak."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+from opskit.errors import ExitCode
+from tests.conftest import Invoke
+from tests.runbook.helpers import events, lines, run_id, write
+
+
+def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: Path) -> None:
+    """The first line is the run id; each output line carries its host; status shows every step."""
+    path = write(tmp_path, """
+        name: basic
+        steps:
+          - id: hello
+            run: echo hello
+          - id: stamp
+            run: echo 42
+            capture: answer
+          - id: use
+            run: echo answer={{ answer }}
+    """)
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    assert result.stdout.splitlines()[0].startswith("run id: ")
+    assert "[local] hello" in result.stdout
+    assert "[local] answer=42" in result.stdout
+    rid = run_id(result.stdout)
+    state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    assert state["state"] == "succeeded" and state["mode"] == "run"
+    assert [(s["id"], s["status"], s["attempts"]) for s in state["steps"]] == [
+        ("hello", "succeeded", 1), ("stamp", "succeeded", 1), ("use", "succeeded", 1),
+    ]  # fmt: skip
+    assert state["steps"][1]["captured"] == {"answer": "42"}
+    assert all(isinstance(s["duration_s"], float) for s in state["steps"])
+
+
+def test_failed_step_exits_1_and_says_how_to_resume(opskit: Invoke, tmp_path: Path) -> None:
+    """A failing command stops the run with exit 1, the later step does not run, and resume is suggested."""
+    path = write(tmp_path, f"""
+        name: fails
+        steps:
+          - id: tolerated
+            run: "exit 4"
+            continue_on_error: true
+          - id: broken
+            run: "exit 2"
+          - id: after
+            run: touch {tmp_path}/after
+    """)
+
+    result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+    rid = run_id(result.stdout)
+    assert "step broken failed: exit 2 on local" in result.stdout
+    assert f"to continue: opskit resume {rid}" in result.stdout
+    assert not (tmp_path / "after").exists()
+    state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    assert state["state"] == "failed"
+    assert [s["status"] for s in state["steps"]] == ["failed", "failed", "pending"]
+
+
+def test_when_false_skips_the_step(opskit: Invoke, tmp_path: Path) -> None:
+    """A step whose `when:` is false is skipped and journaled as skipped."""
+    path = write(tmp_path, f"""
+        name: conditional
+        vars: {{env: staging}}
+        steps:
+          - id: prod-only
+            when: "env == 'production'"
+            run: touch {tmp_path}/prod
+          - id: templated
+            when: "{{{{ env == 'staging' }}}}"
+            run: touch {tmp_path}/staging
+    """)
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    assert not (tmp_path / "prod").exists()
+    assert (tmp_path / "staging").exists()
+    state = json.loads(opskit("status", run_id(result.stdout), "--json", expect=ExitCode.OK).stdout)
+    assert [s["status"] for s in state["steps"]] == ["skipped", "succeeded"]
+
+
+def test_timeout_stops_a_hanging_step(opskit: Invoke, tmp_path: Path) -> None:
+    """A step past its timeout is stopped and fails with 'timed out', well before the command would end."""
+    path = write(tmp_path, """
+        name: slow
+        steps:
+          - id: hang
+            run: sleep 30
+            timeout: 300ms
+    """)
+    started = time.monotonic()
+
+    result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+    assert time.monotonic() - started < 10
+    assert "timed out after 0.3s" in result.stdout
+
+
+def test_retry_any_reruns_an_idempotent_step_until_it_passes(opskit: Invoke, tmp_path: Path) -> None:
+    """With retry.on: any, a flaky idempotent step is retried and the journal counts the attempts."""
+    counter = tmp_path / "count"
+    path = write(tmp_path, f"""
+        name: flaky
+        steps:
+          - id: flaky
+            run: echo x >> {counter}; test $(wc -l < {counter}) -ge 3
+            idempotent: true
+            retry: {{attempts: 5, delay: 10ms, backoff: exponential, on: any}}
+          - id: not-retried
+            run: echo y >> {tmp_path}/once; exit 1
+            retry: {{attempts: 5, delay: 10ms}}
+    """)
+
+    result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+    assert len(lines(counter)) == 3
+    assert len(lines(tmp_path / "once")) == 1  # retry.on: transport never re-runs a failed command
+    state = json.loads(opskit("status", run_id(result.stdout), "--json", expect=ExitCode.OK).stdout)
+    assert [(s["status"], s["attempts"]) for s in state["steps"]] == [("succeeded", 3), ("failed", 1)]
+
+
+GATED = """
+    name: gated
+    steps:
+      - id: prepare
+        run: echo prepared >> {dir}/log
+      - id: stop-old
+        gate: {{prompt: "Drivers will disconnect. Stop dispatch now?", level: {level}}}
+        run: echo stopped >> {dir}/log
+"""
+
+
+def test_gate_without_terminal_fails_closed(opskit: Invoke, tmp_path: Path) -> None:
+    """Without a terminal a gate stops the run with exit 3 and its step does not run."""
+    path = write(tmp_path, GATED.format(dir=tmp_path, level="confirm"))
+
+    result = opskit("run", str(path), expect=ExitCode.BLOCKED)
+
+    assert lines(tmp_path / "log") == ["prepared"]
+    assert "stopped at gate stop-old" in result.stdout
+    assert "--approve stop-old" in result.stdout
+    gate = [e for e in events(tmp_path / "state", run_id(result.stdout)) if e["event"] == "gate"]
+    assert gate[0]["answer"] == "refused"
+
+
+def test_gate_passes_with_approve_and_names_the_operator(opskit: Invoke, tmp_path: Path) -> None:
+    """`--approve STEP_ID` passes the gate; the journal and status record who approved it."""
+    path = write(tmp_path, GATED.format(dir=tmp_path, level="critical"))
+
+    result = opskit(
+        "run", str(path), "--approve", "stop-old", "--operator", "alice", expect=ExitCode.OK
+    )
+
+    assert lines(tmp_path / "log") == ["prepared", "stopped"]
+    state = json.loads(opskit("status", run_id(result.stdout), "--json", expect=ExitCode.OK).stdout)
+    assert state["steps"][1]["approved_by"] == "alice (--approve)"
+
+
+def test_yes_never_passes_a_critical_gate(opskit: Invoke, tmp_path: Path) -> None:
+    """`--yes` passes confirm gates but a critical gate still stops the run."""
+    confirm = write(tmp_path, GATED.format(dir=tmp_path, level="confirm"), "confirm.yaml")
+    critical = write(tmp_path, GATED.format(dir=tmp_path, level="critical"), "critical.yaml")
+
+    opskit("run", str(confirm), "--yes", expect=ExitCode.OK)
+    result = opskit("run", str(critical), "--yes", expect=ExitCode.BLOCKED)
+
+    assert "--yes does not pass it" in result.stdout
+
+
+def test_manual_step_is_a_gate_for_its_owner(opskit: Invoke, tmp_path: Path) -> None:
+    """A manual step stops a headless run; approved, it is journaled as confirmed."""
+    path = write(tmp_path, """
+        name: manual
+        vars: {domain: dispatch.example.net}
+        steps:
+          - id: call-client
+            owner: customer-sysadmin
+            manual: "Ask the customer's sysadmin to point {{ domain }} at the new host"
+    """)
+
+    opskit("run", str(path), expect=ExitCode.BLOCKED)
+    result = opskit("run", str(path), "--approve", "call-client", expect=ExitCode.OK)
+
+    gate = [e for e in events(tmp_path / "state", run_id(result.stdout)) if e["event"] == "gate"][0]
+    assert "MANUAL (customer-sysadmin): Ask the customer's sysadmin" in gate["prompt"]
+
+
+def test_secret_appears_nowhere(opskit: Invoke, tmp_path: Path) -> None:
+    """A secret used by commands is absent from stdout, stderr and every file in the state directory."""
+    secret = "s3cr3t-Pa55w0rd"
+    path = write(tmp_path, f"""
+        name: secretive
+        secrets:
+          db_pw: {{env: TEST_DB_PW}}
+          token: {{file: {tmp_path}/token}}
+        steps:
+          - id: use
+            run: echo "pw={{{{ db_pw }}}}"; echo "env=$OPSKIT_SECRET_DB_PW"; echo "$MY_TOKEN"
+            env: {{MY_TOKEN: "{{{{ token }}}}"}}
+          - id: argv
+            run: ps -eo args | grep -c "s3cr3t""-Pa55w0rd" || true
+          - id: fails
+            run: echo "{{{{ db_pw }}}}" >&2; exit 1
+    """)
+    (tmp_path / "token").write_text("tok-ABCDEFG-123\n")
+
+    result = opskit("run", str(path), env={"TEST_DB_PW": secret}, expect=ExitCode.NEGATIVE)
+
+    out = result.stdout + result.stderr
+    assert secret not in out and "tok-ABCDEFG-123" not in out
+    assert "[local] pw=***" in result.stdout and "[local] env=***" in result.stdout
+    assert "[local] ***" in result.stdout
+    assert "[local] 1" in result.stdout  # only the grep itself: the secret is in no other argv
+    for file in (tmp_path / "state").rglob("*"):
+        if file.is_file():
+            text = file.read_text()
+            assert secret not in text and "tok-ABCDEFG-123" not in text, file
+
+
+def test_state_dir_is_private(opskit: Invoke, tmp_path: Path) -> None:
+    """The state directory and each run directory are 0700; journal and lock files are 0600."""
+    path = write(tmp_path, "name: perms\nsteps:\n  - id: a\n    run: 'true'\n")
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    state = tmp_path / "state"
+    run_dir = state / "runs" / run_id(result.stdout)
+    for directory in (state, state / "runs", run_dir):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    for file in run_dir.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def test_notes_are_journaled_and_shown(opskit: Invoke, tmp_path: Path) -> None:
+    """`opskit note` adds a hand-over note that status shows with its author."""
+    path = write(tmp_path, "name: notes\nsteps:\n  - id: a\n    run: 'true'\n")
+    rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
+
+    opskit("note", rid, "db synced, waiting for DNS", "--operator", "bob", expect=ExitCode.OK)
+
+    state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    assert state["notes"][0]["text"] == "db synced, waiting for DNS"
+    assert state["notes"][0]["operator"] == "bob"
+    listing = opskit("status", expect=ExitCode.OK)
+    assert rid in listing.stdout and "succeeded" in listing.stdout
+
+
+def test_unknown_run_id_is_one_line(opskit: Invoke) -> None:
+    """Asking for a run that does not exist exits 2 with a hint, not a traceback."""
+    result = opskit("status", "20990101-000000-ffff", expect=ExitCode.BAD_INPUT)
+
+    assert result.stderr.startswith("opskit: no run '20990101-000000-ffff'")
