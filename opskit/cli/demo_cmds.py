@@ -84,7 +84,7 @@ def _summary(result: Any) -> None:
                 else ""
             )
         )
-        line(f"Plan: {result.message} (run id {result.run_id})")
+        line(f"Plan {result.run_id}: {result.message}.")
         return
     fleet = result.fleet
     if fleet is not None:

@@ -348,12 +348,15 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
     is_flag=True,
     help="Resume even though the runbook changed since the run started.",
 )
+@click.option("--dry-run", is_flag=True, help="Plan the rest instead: finished steps show as done.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @gate_options
 @operator_option
 @state_dir_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
            run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
+           dry_run: bool, as_json: bool,
            approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
            state_dir: Path) -> ExitCode:  # fmt: skip
     """Continue a run after its last finished step; no finished step runs twice.
@@ -366,9 +369,20 @@ def resume(  # noqa: PLR0917 - click passes every option as an argument
     Example:
       opskit resume 20251123-031002-a1b2 --operator bob
       opskit resume 20251123-031002-a1b2 --skip-in-doubt
+      opskit resume 20251123-031002-a1b2 --dry-run
     """
     if rerun_in_doubt and skip_in_doubt:
         raise UsageError("choose one of --rerun-in-doubt and --skip-in-doubt")
+    if dry_run:
+        from opskit.runbook.resume import plan_resume  # noqa: PLC0415 - imported on first use
+
+        options = _options(state_dir, operator, accept_changes=accept_changes)
+        planned = plan_resume(run_id, options, ConsoleReporter(quiet_steps=True, err=as_json))
+        if as_json:
+            output.emit_json(planned)
+        else:
+            _render_plan(planned)
+        return ExitCode.OK if planned.ok else ExitCode.NEGATIVE
     from opskit.runbook.resume import resume as resume_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, yes=yes, approve=approve, accept_new_host_keys=accept_new_host_keys,

@@ -201,6 +201,8 @@ class AuthServer:
 
     def records(self, name: str, rdtype: str = "A") -> tuple[int, list[str]] | None:
         """(ttl, values) of one RRset as served now; None when it does not exist."""
+        if not name.endswith(".") and (name + ".").endswith("." + self.origin):
+            name += "."  # a full name written without the final dot
         rdataset = self.zone.get_rdataset(
             dns.name.from_text(name, dns.name.from_text(self.origin)),  # relative to the zone
             dns.rdatatype.from_text(rdtype),

@@ -22,6 +22,8 @@ TTL_STEPS = ("ttl-check", "ttl-gate")
 DRAIN_STEP = "drained"
 BRIDGE_STOP_STEP = "bridge-stop"
 DASHBOARD_EVERY_S = 1.0
+_GOOD = frozenset({"succeeded", "probe_ok", "would_run", "done"})
+_BAD = frozenset({"failed", "probe_failed", "in_doubt", "interrupted"})
 
 
 class DemoReporter:
@@ -50,7 +52,8 @@ class DemoReporter:
     def step_begin(
         self, step_id: str, title: str, hosts: tuple[str, ...], command: str | None
     ) -> None:
-        self.show(f"{self._clock()} ▶ {step_id}: {title}")
+        shown = command if "{{" in title and command else title
+        self.show(f"{self._clock()} ▶ {step_id}: {shown}")
 
     def output(self, host: str, line: str) -> None:
         self.show(f"{'':>9}{host}| {line}")
@@ -60,7 +63,7 @@ class DemoReporter:
 
     def step_end(self, step_id: str, status: str, summary: str, duration_s: float) -> None:
         self.statuses[step_id] = status
-        mark = "✓" if status == "succeeded" else ("-" if status == "skipped" else "✗")
+        mark = "✗" if status in _BAD else ("✓" if status in _GOOD else "·")
         self.show(
             f"{self._clock()} {mark} {step_id} {status} in {format_seconds(duration_s)}: {summary}"
         )

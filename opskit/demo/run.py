@@ -16,11 +16,13 @@ from opskit.demo import stage as st
 from opskit.demo.fleet import FleetSummary
 from opskit.demo.reporter import DemoReporter, Show
 from opskit.demo.timescale import TimeScale
+from opskit.durations import format_seconds
 from opskit.errors import ExitCode, UsageError
 
 # The critical gate and the customer's manual step of the shipped runbook, approved up front as "demo".
 APPROVED = frozenset({"point-of-no-return", "customer-ready"})
 OPERATOR = "demo"
+PROPAGATION_STEP = "switch.propagated"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class DemoResult:
     drain_summary: str | None
     fleet: FleetSummary | None
     old_stopped: bool
+    bridge_pid: int | None
     report_md: str | None
     report_html: str | None
     wall_s: float
@@ -169,6 +172,7 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
         drain_summary=reporter.drain_summary,
         fleet=fleet,
         old_stopped=old_stopped,
+        bridge_pid=stage.bridge_pid,
         report_md=None,
         report_html=None,
         wall_s=round(time.monotonic() - started, 1),
@@ -192,13 +196,27 @@ def _rehearse(
 
     live = stage.auth.records(st.NAME)
     plan = rehearse(runbook, run_options, reporter)
-    for step in plan.steps:
-        reporter.show(f"  {step.status:<13} {step.id}: {step.reason or step.command or ''}")
-    # Lowering the TTL means waiting out the TTL caches hold now, before the switch is safe.
+    # Lowering the TTL means waiting out the TTL caches hold now before the switch is safe; the rest of
+    # the night is what the plan forecasts (dns.wait and traffic.drained predict their own waits).
     ttl_wait_s = float(live[0]) if live else 0.0
-    forecast = plan.forecast_s + ttl_wait_s
+    # dns.wait predicts from the TTL published now; after the lowering it waits only the low TTL.
+    propagation = [s for s in plan.steps if s.id == PROPAGATION_STEP]
+    rest_s = plan.forecast_s + sum(
+        options.scale.ttl(300) - (s.predicted_wait_s or 0.0) for s in propagation
+    )
+    forecast = rest_s + ttl_wait_s
     forecast_real = options.scale.real_s(forecast)
     fits = None if window_s is None else forecast_real <= window_s
+    scale = options.scale
+    advice = (
+        f"the night takes about {scale.both(forecast)}: {scale.both(ttl_wait_s)} waiting out the "
+        f"live TTL after lowering it, then {scale.both(rest_s)} for the rest"
+    )
+    if fits is False and scale.real_s(rest_s) <= (window_s or 0):
+        advice += (
+            f"; lower the TTL at least {format_seconds(scale.real_s(ttl_wait_s))} before the window "
+            "opens and the rest fits"
+        )
     return DemoResult(
         run_id=plan.run_id,
         state="planned" if plan.ok else "blocked",
@@ -210,6 +228,7 @@ def _rehearse(
         drain_summary=None,
         fleet=stage.fleet_summary(),
         old_stopped=False,
+        bridge_pid=None,
         report_md=None,
         report_html=None,
         wall_s=round(time.monotonic() - started, 1),
@@ -217,7 +236,7 @@ def _rehearse(
         forecast_real_s=round(forecast_real),
         window_s=window_s,
         fits_window=fits,
-        message="nothing blocks" if plan.ok else "a probe failed: see the plan",
+        message=("nothing blocks; " if plan.ok else "a probe says no (see the plan); ") + advice,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import tempfile
 import time
@@ -23,7 +24,8 @@ from opskit.demo.fleet import Fleet, FleetConfig
 from opskit.demo.loop import BackgroundLoop
 from opskit.demo.services import Service
 from opskit.demo.timescale import TimeScale
-from opskit.errors import Blocked
+from opskit.errors import Blocked, OpskitError
+from opskit.proxy import bridge as bridge_process
 from opskit.proxy import stats as bridge_stats
 from opskit.report.traffic import append_sample
 
@@ -89,6 +91,7 @@ class Stage:
         self.run_dir: Path | None = None  # set once the run id is known: samples go there
         self._sampler: asyncio.Task[None] | None = None
         self._started: list[Any] = []
+        self.bridge_pid: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class Stage:
     def close(self) -> None:
         """Stop everything this stage started (phones first, DNS last); safe to call twice."""
         try:
+            self._stop_bridge()
             if self._sampler is not None:
                 self.loop.loop.call_soon_threadsafe(self._sampler.cancel)
                 self._sampler = None
@@ -140,6 +144,18 @@ class Stage:
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
+
+    def _stop_bridge(self) -> None:
+        """A bridge the run started and did not stop (it failed or was interrupted) is stopped here."""
+        current = self.bridge()
+        if current is None or current.pid is None:
+            return
+        self.bridge_pid = current.pid
+        if current.state != "stopped":
+            with contextlib.suppress(OpskitError, OSError):
+                bridge_process.stop(stats_file=self.stats_file, timeout_s=5)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(current.pid, os.WNOHANG)  # reap it: it was started as our child
 
     # -- what the run and the screen read -------------------------------------------------------
 

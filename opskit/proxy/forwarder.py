@@ -489,7 +489,7 @@ class Conn(asyncio.Protocol):
         self.cancel_connect_timer()
         host, port = self.bridge.opts.to
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        self.fail(f"new host {host}:{port} refused or failed: {reason}")
+        self.fail(f"could not connect to the new host {host}:{port}: {reason}")
 
     def fail(self, reason: str) -> None:
         if self.closed:

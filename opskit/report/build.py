@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,12 @@ def from_events(
     steps = _steps(events, started, {s.id: s.status for s in replayed.steps})
     state = state or replayed.state
     done = [s.id for s in steps if s.status in _DONE]
-    remains = [s.id for s in steps if s.status not in _DONE]
+    # A failed step the run went past (continue_on_error) is history, not work left.
+    remains = [
+        s.id
+        for s in steps
+        if s.status not in _DONE and not (state == "succeeded" and s.status == "failed")
+    ]
     started_at = _text(started, "ts")
     finished_at = _text(finished, "ts")
     return Report(
@@ -118,14 +124,25 @@ def _steps(
             rec["approvals"].append(_approval(step_id, event))
         elif kind == "output":
             text = _text(event, "line", "text", "data")
-            if text:
-                rec["output"].extend(text.splitlines())
+            for out_line in (text or "").splitlines():
+                if not rec["output"] or rec["output"][-1] != out_line:  # retries repeat themselves
+                    rec["output"].append(out_line)
     for step_id, status in statuses.items():
         entry(step_id)["status"] = status
-    return [_step_record(step_id, info[step_id]) for step_id in order]
+    variables = dict((started or {}).get("vars") or {})
+    return [_step_record(step_id, info[step_id], variables) for step_id in order]
 
 
-def _step_record(step_id: str, rec: dict[str, Any]) -> StepRecord:
+def _title(meta: dict[str, Any], step_id: str, variables: dict[str, Any]) -> str:
+    """The step's name with the run's vars filled in; the id when a name needs an include's scope."""
+    title = _text(meta, "title", "name") or step_id
+    for key, value in variables.items():
+        if isinstance(value, str | int | float):
+            title = re.sub(r"\{\{\s*" + re.escape(key) + r"\s*\}\}", str(value), title)
+    return step_id if "{{" in title else title
+
+
+def _step_record(step_id: str, rec: dict[str, Any], variables: dict[str, Any]) -> StepRecord:
     meta: dict[str, Any] = rec.get("meta") or {}
     fin: dict[str, Any] = rec.get("finished") or {}
     status = rec["status"]
@@ -133,7 +150,7 @@ def _step_record(step_id: str, rec: dict[str, Any]) -> StepRecord:
     duration = fin.get("duration_s")
     return StepRecord(
         id=step_id,
-        title=_text(meta, "title", "name") or step_id,
+        title=_title(meta, step_id, variables),
         owner=_text(meta, "owner"),
         kind=_text(meta, "kind"),
         uses=_text(meta, "uses"),

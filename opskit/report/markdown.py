@@ -8,6 +8,7 @@ from typing import Any
 from opskit.durations import format_seconds
 from opskit.report.model import Report, StepRecord
 
+_VALUE_MAX = 80
 _ICON = {"succeeded": "done", "ok": "done", "failed": "FAILED", "in_doubt": "IN DOUBT"}
 
 
@@ -123,7 +124,8 @@ def values_text(values: dict[str, Any]) -> str:
     parts = []
     for key, value in shown.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+        if len(text) <= _VALUE_MAX:  # long structures stay in the journal and `--format json`
+            parts.append(f"{key}={text}")
     return "; ".join(parts)
 
 

@@ -130,7 +130,7 @@ class _Rehearsal:
             predicted = predicted_action if predicted_action is not None else predicted
             status = P.step_status(_replace(facts, rehearsal_ok=ok))
         elif not facts.host_ok:
-            reason = "host unreachable"
+            reason = "host check failed"
         reason = reason or _reason(status, step, self.unknown)
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
                              self.s.masker.text(reason), duration, predicted)  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from opskit.runbook.engine import Runner, RunOptions, RunOutcome
 from opskit.runbook.journal import JOURNAL, read_journal, run_dir
 from opskit.runbook.lock import RunLock, is_locked
 from opskit.runbook.model import Runbook, Step
+from opskit.runbook.plan import Plan
+from opskit.runbook.rehearsal import rehearse
 from opskit.runbook.replay import RunState, replay
 from opskit.runbook.scope import render_hosts
 from opskit.runbook.templates import render
@@ -56,6 +59,17 @@ def load_for_resume(
             f"{runbook.sha256[:12]}); review the change, then resume with --accept-changes"
         )
     return state, runbook, read.events
+
+
+def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
+    """Rehearse what a resume would do: finished steps are `done`, captured values come from the journal."""
+    state, runbook, events = load_for_resume(
+        options.state_dir, run_id, accept_changes=options.accept_changes
+    )
+    done = frozenset(s.id for s in state.steps if s.status in DONE_STATUSES)
+    start = next((e for e in events if e.get("event") == "run_started"), {})
+    options = replace(options, overrides=dict(start.get("overrides") or {}))
+    return rehearse(runbook.path, options, reporter, done=done, captures=state.captured)
 
 
 def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from opskit.transport.base import CommandResult, HostSpec, OutputSink, Transport
+from opskit.transport.local import LocalTransport
 
 
 def connect(spec: HostSpec | None, *, accept_new_host_keys: bool = False) -> Transport:
     """The transport for a runbook host (None: this machine); SSH connects lazily on first use."""
     if spec is None:
-        from opskit.transport.local import LocalTransport
-
         return LocalTransport()
     # paramiko costs ~0.2 s to import: only runs that touch a remote host pay for it.
-    from opskit.transport.ssh import SshTransport
+    from opskit.transport.ssh import SshTransport  # noqa: PLC0415 - paramiko only when SSH is used
 
     return SshTransport(spec, accept_new_host_keys=accept_new_host_keys)
 
 
-__all__ = ["CommandResult", "HostSpec", "OutputSink", "Transport", "connect"]
+__all__ = ["CommandResult", "HostSpec", "LocalTransport", "OutputSink", "Transport", "connect"]

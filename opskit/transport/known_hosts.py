@@ -13,12 +13,10 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import paramiko
 
 from opskit.errors import HostKeyError
-
-if TYPE_CHECKING:
-    import paramiko
 
 _write_lock = threading.Lock()
 
@@ -73,7 +71,6 @@ def changed_key_error(
 
 def make_policy(label: str, path: Path, accept_new: bool) -> paramiko.MissingHostKeyPolicy:
     """A paramiko policy for keys missing from known_hosts: refuse, or record when accept_new."""
-    import paramiko
 
     class _VerifyOrRecord(paramiko.MissingHostKeyPolicy):
         def missing_host_key(

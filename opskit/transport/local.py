@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from opskit.transport.base import CommandResult, OutputSink
 from opskit.transport.streams import StreamTail
@@ -43,12 +44,12 @@ def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = _KILL_GRACE_S) -
         return
 
 
-def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
-    assert proc.stdin is not None
+def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
+    # A command that exits without reading its stdin is not an error.
     with contextlib.suppress(BrokenPipeError, OSError):
-        proc.stdin.write(data)
+        pipe.write(data)
     with contextlib.suppress(BrokenPipeError, OSError):
-        proc.stdin.close()
+        pipe.close()
 
 
 class LocalTransport:
@@ -86,9 +87,9 @@ class LocalTransport:
         tails["stderr"] = StreamTail("stderr", on_output, **kw)
         timed_out = False
         try:
-            if stdin is not None:
+            if stdin is not None and proc.stdin is not None:
                 threading.Thread(
-                    target=_feed_stdin, args=(proc, stdin.encode()), daemon=True
+                    target=_feed_stdin, args=(proc.stdin, stdin.encode()), daemon=True
                 ).start()
             timed_out = self._pump(proc, tails, deadline)
             if timed_out:
@@ -118,11 +119,10 @@ class LocalTransport:
         proc: subprocess.Popen[bytes], tails: dict[str, StreamTail], deadline: float | None
     ) -> bool:
         """Stream both pipes until they close (or go quiet after exit); True when the deadline hit."""
-        assert proc.stdout is not None
-        assert proc.stderr is not None
         sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, tails["stdout"])
-        sel.register(proc.stderr, selectors.EVENT_READ, tails["stderr"])
+        for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+            if pipe is not None:
+                sel.register(pipe, selectors.EVENT_READ, tails[name])
         exited_at: float | None = None
         try:
             while sel.get_map():
@@ -138,9 +138,7 @@ class LocalTransport:
                     else:
                         sel.unregister(key.fileobj)
                 if proc.poll() is not None:
-                    if events:
-                        exited_at = time.monotonic()
-                    elif exited_at is None:
+                    if events or exited_at is None:
                         exited_at = time.monotonic()
                     elif time.monotonic() - exited_at > _DRAIN_QUIET_S:
                         break

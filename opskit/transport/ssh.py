@@ -1,1 +1,330 @@
-"""placeholder"""
+"""Commands on a runbook host over SSH (paramiko): one verified connection per host, reused for the run.
+
+Failure meanings follow `Transport`: TransportError = nothing ran (retry is safe), HostKeyError =
+never retried, TransportDropped = the link died while a command ran (the step is in doubt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import paramiko
+
+from opskit.errors import HostKeyError, TransportDropped, TransportError
+from opskit.transport import known_hosts, remote_script
+from opskit.transport.base import CommandResult, HostSpec, OutputSink
+from opskit.transport.ssh_config import SshTarget, resolve
+from opskit.transport.streams import StreamTail
+
+# Background children that keep stdout open would hold the channel forever after the command exits.
+_DRAIN_QUIET_S = 0.5
+_CANCEL_WAIT_S = 5.0
+
+
+def _socket_problem(exc: OSError, where: str, timeout_s: float) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {where}: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"{where} timed out after {timeout_s:g} s (nothing ran)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where} refuses connections (is sshd running on that port?)"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return f"no route to {where}"
+    return f"cannot connect to {where}: {exc.strerror or exc}"
+
+
+class SshTransport:
+    """Runs commands on one runbook host over SSH; connects on first use."""
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        accept_new_host_keys: bool = False,
+        ssh_config: Path | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._spec = spec
+        self._accept_new = accept_new_host_keys
+        self._ssh_config = ssh_config
+        self._connect_timeout_s = connect_timeout_s
+        self._client: paramiko.SSHClient | None = None
+        self._target: SshTarget | None = None
+        self._lock = threading.Lock()
+        self.connections_opened = 0
+
+    @property
+    def label(self) -> str:
+        return self._spec.name
+
+    @property
+    def target(self) -> SshTarget:
+        """Where this transport connects, after ~/.ssh/config is applied."""
+        if self._target is None:
+            self._target = resolve(self._spec, self._ssh_config)
+        return self._target
+
+    def _where(self) -> str:
+        t = self.target
+        return f"{t.user}@{t.hostname}:{t.port}"
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connected(self) -> paramiko.SSHClient:
+        """The live client, opening (or reopening after a drop) the one connection this host uses."""
+        with self._lock:
+            client = self._client
+            if client is not None:
+                transport = client.get_transport()
+                if transport is not None and transport.is_active():
+                    return client
+                client.close()
+                self._client = None
+            self._client = self._open()
+            self.connections_opened += 1
+            return self._client
+
+    def _open(self) -> paramiko.SSHClient:
+        target = self.target
+        where = self._where()
+        for key_file in target.key_files:
+            if not Path(key_file).is_file():
+                raise TransportError(self.label, f"key file {key_file} does not exist")
+        client = paramiko.SSHClient()
+        if target.known_hosts.is_file():
+            try:
+                client.get_host_keys().load(str(target.known_hosts))
+            except (OSError, paramiko.SSHException) as exc:
+                raise TransportError(
+                    self.label, f"cannot read {target.known_hosts}: {exc}"
+                ) from None
+        client.set_missing_host_key_policy(
+            known_hosts.make_policy(self.label, target.known_hosts, self._accept_new)
+        )
+        try:
+            sock = socket.create_connection(
+                (target.hostname, target.port), timeout=self._connect_timeout_s
+            )
+        except OSError as exc:
+            raise TransportError(
+                self.label,
+                _socket_problem(exc, f"{target.hostname}:{target.port}", self._connect_timeout_s),
+            ) from None
+        try:
+            client.connect(
+                target.hostname,
+                port=target.port,
+                username=target.user,
+                # paramiko documents (and accepts) a list here; its stubs say str.
+                key_filename=list(target.key_files) or None,  # type: ignore[arg-type]
+                allow_agent=True,
+                look_for_keys=not target.key_files,
+                sock=sock,
+                timeout=self._connect_timeout_s,
+                banner_timeout=self._connect_timeout_s,
+                auth_timeout=self._connect_timeout_s,
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            entry = known_hosts.host_entry_name(target.hostname, target.port)
+            raise known_hosts.changed_key_error(
+                self.label, entry, exc.key, exc.expected_key, target.known_hosts
+            ) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise TransportError(
+                self.label,
+                f"the key for {where} is passphrase-protected; load it into ssh-agent (ssh-add)",
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            tried = ", ".join(target.key_files) or "ssh-agent and default keys"
+            raise TransportError(
+                self.label,
+                f"authentication failed for {where} (tried {tried}); check key_file, ssh-agent "
+                "and the host's authorized_keys",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            problem = (
+                _socket_problem(exc, where, self._connect_timeout_s)
+                if isinstance(exc, OSError)
+                else f"SSH handshake with {where} failed: {exc}"
+            )
+            raise TransportError(self.label, problem) from None
+        transport = client.get_transport()
+        if transport is not None:
+            # Notices a dead peer during long quiet commands instead of waiting on TCP for minutes.
+            transport.set_keepalive(15)
+        return client
+
+    def check_reachable(self) -> None:
+        """Connect and authenticate (host key verified); runs nothing."""
+        self._connected()
+
+    def close(self) -> None:
+        """Close the host's connection; a later command reconnects."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        timeout_s: float | None = None,
+        on_output: OutputSink | None = None,
+    ) -> CommandResult:
+        """Run `command` in bash on the host; env and the command itself travel over stdin."""
+        header = remote_script.stdin_header(command, env)
+        client = self._connected()
+        started = time.monotonic()
+        token = secrets.token_hex(8)
+        transport = client.get_transport()
+        try:
+            if transport is None:
+                raise paramiko.SSHException("not connected")
+            chan = transport.open_session(timeout=self._connect_timeout_s)
+            chan.exec_command(remote_script.exec_line(token))
+            # Until the header line is complete the remote shell has run nothing.
+            chan.sendall(header)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._forget_dead_client()
+            raise TransportError(
+                self.label, f"could not start the command on {self._where()}: {exc} (nothing ran)"
+            ) from None
+        tails = {
+            "stdout": StreamTail("stdout", on_output),
+            "stderr": StreamTail("stderr", on_output),
+        }
+        deadline = None if timeout_s is None else started + timeout_s
+        try:
+            if stdin:
+                chan.sendall(stdin.encode())
+            chan.shutdown_write()
+            timed_out = self._pump(chan, tails, deadline)
+        except (paramiko.SSHException, OSError, EOFError):
+            timed_out = False  # the drop is diagnosed below from the transport's state
+        except BaseException:
+            # Ctrl-C: stop the remote command too, not only our end of it.
+            self._cancel(client, token)
+            chan.close()
+            raise
+        for tail in tails.values():
+            tail.close()
+        if timed_out:
+            self._cancel(client, token)
+            chan.close()
+            rc = -1
+        else:
+            rc = self._exit_code(chan, transport)
+        return CommandResult(
+            command=command,
+            rc=rc,
+            stdout=tails["stdout"].text(),
+            stderr=tails["stderr"].text(),
+            duration_s=time.monotonic() - started,
+            timed_out=timed_out,
+        )
+
+    @staticmethod
+    def _pump(chan: paramiko.Channel, tails: dict[str, StreamTail], deadline: float | None) -> bool:
+        """Stream the channel until the command exits; True when the deadline came first."""
+        exited_at: float | None = None
+        while True:
+            while chan.recv_ready():
+                tails["stdout"].feed(chan.recv(65536))
+            while chan.recv_stderr_ready():
+                tails["stderr"].feed(chan.recv_stderr(65536))
+            now = time.monotonic()
+            if chan.exit_status_ready():
+                if chan.eof_received or chan.closed:
+                    return False
+                if exited_at is None:
+                    exited_at = now
+                elif now - exited_at > _DRAIN_QUIET_S:
+                    return False
+            if deadline is not None and now >= deadline:
+                return True
+            wait_s = 0.2 if deadline is None else max(0.01, min(0.2, deadline - now))
+            if chan.eof_received:
+                # No more data will come; the exit status is the next (and last) event.
+                chan.status_event.wait(wait_s)
+            else:
+                select.select([chan], [], [], wait_s)
+
+    def _exit_code(self, chan: paramiko.Channel, transport: paramiko.Transport | None) -> int:
+        if chan.exit_status != -1:
+            return chan.exit_status
+        # No exit status: the link died, or the remote shell was killed by a signal.
+        deadline = time.monotonic() + 1.0
+        while transport is not None and transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if transport is None or not transport.is_active():
+            self._forget_dead_client()
+            raise TransportDropped(
+                self.label,
+                f"the connection to {self._where()} dropped while the command ran; it may or may "
+                "not have taken effect (step in doubt)",
+            )
+        return -1
+
+    def _cancel(self, client: paramiko.SSHClient, token: str) -> None:
+        """Best effort: stop the remote process group of the command named by `token`."""
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                return
+            chan = transport.open_session(timeout=2.0)
+            chan.exec_command(remote_script.cancel_line(token))
+            chan.shutdown_write()
+            chan.status_event.wait(_CANCEL_WAIT_S)
+            chan.close()
+
+    def _forget_dead_client(self) -> None:
+        with self._lock:
+            client = self._client
+            transport = client.get_transport() if client is not None else None
+            if client is not None and (transport is None or not transport.is_active()):
+                client.close()
+                self._client = None
+
+    # -- files ------------------------------------------------------------------------------
+
+    def put_file(self, local: Path, remote: str, *, mode: int = 0o600) -> None:
+        """Copy `local` to `remote` over SFTP; the mode is set before any content is written."""
+        client = self._connected()
+        # SFTP paths are relative to the login directory, which is what "~/" means to a shell.
+        path = remote[2:] if remote.startswith("~/") else remote
+        try:
+            with client.open_sftp() as sftp, sftp.open(path, "wb") as dst, open(local, "rb") as src:
+                dst.chmod(mode)
+                dst.set_pipelined(True)
+                while chunk := src.read(32768):
+                    dst.write(chunk)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                self._forget_dead_client()
+                raise TransportDropped(
+                    self.label, f"the connection dropped while copying {local} to {remote}"
+                ) from None
+            raise TransportError(
+                self.label, f"could not copy {local} to {self._where()}:{remote}: {exc}"
+            ) from None

@@ -7,6 +7,8 @@ import getpass
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
+
 from opskit.transport.base import HostSpec
 
 
@@ -27,8 +29,6 @@ def resolve(spec: HostSpec, config_path: Path | None = None) -> SshTarget:
     HostSpec cannot tell "port: 22" from no port at all, so a config Port applies when the runbook
     says 22 (the default), as `ssh -p` would not have been given either.
     """
-    import paramiko
-
     path = config_path if config_path is not None else Path.home() / ".ssh" / "config"
     found: dict[str, object] = {}
     if path.is_file():

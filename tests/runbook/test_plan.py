@@ -67,11 +67,13 @@ def test_run_dry_run_is_journaled_as_a_rehearsal(opskit: Invoke, tmp_path: Path)
     result = opskit("run", str(path), "--dry-run", expect=ExitCode.OK)
 
     assert not (tmp_path / "marker").exists()
-    assert "owner: customer-sysadmin" in result.stdout and "owner: us" in result.stdout
+    assert "owner: customer-sysadmin" in result.stdout
+    assert "owner: us" in result.stdout
     assert "forecast:" in result.stdout
     (rid,) = [p.name for p in (tmp_path / "state" / "runs").iterdir()]
     evs = events(tmp_path / "state", rid)
-    assert evs[0]["event"] == "run_started" and evs[0]["mode"] == "dry-run"
+    assert evs[0]["event"] == "run_started"
+    assert evs[0]["mode"] == "dry-run"
     planned = [e["step"] for e in evs if e["event"] == "step_planned"]
     assert len(planned) == 8
     status = opskit("status", rid, "--json", expect=ExitCode.OK)
@@ -80,7 +82,9 @@ def test_run_dry_run_is_journaled_as_a_rehearsal(opskit: Invoke, tmp_path: Path)
 
 def test_failing_probe_blocks_the_plan(opskit: Invoke, tmp_path: Path) -> None:
     """A probe that fails makes the plan exit 1 and says which one."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: blocked
         steps:
           - id: new-up
@@ -88,7 +92,8 @@ def test_failing_probe_blocks_the_plan(opskit: Invoke, tmp_path: Path) -> None:
             run: "exit 3"
           - id: switch
             run: "true"
-    """)
+    """,
+    )
 
     result = opskit("plan", str(path), expect=ExitCode.NEGATIVE)
 
@@ -98,13 +103,16 @@ def test_failing_probe_blocks_the_plan(opskit: Invoke, tmp_path: Path) -> None:
 
 def test_offline_plan_executes_nothing(opskit: Invoke, tmp_path: Path) -> None:
     """With --offline even probes stay unexecuted but are shown as would_run, never as skipped."""
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: offline
         steps:
           - id: look
             kind: probe
             run: touch {tmp_path}/probe-ran
-    """)
+    """,
+    )
 
     result = opskit("plan", str(path), "--offline", "--json", expect=ExitCode.OK)
 
@@ -114,13 +122,16 @@ def test_offline_plan_executes_nothing(opskit: Invoke, tmp_path: Path) -> None:
 
 def test_secret_is_masked_in_the_plan(opskit: Invoke, tmp_path: Path) -> None:
     """A secret in a command is shown as *** in the plan and never printed."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: secret-plan
         secrets: {db_pw: {env: PLAN_DB_PW}}
         steps:
           - id: sync
             run: mysqldump -p{{ db_pw }} app
-    """)
+    """,
+    )
 
     result = opskit("plan", str(path), env={"PLAN_DB_PW": "hunter2-plan"}, expect=ExitCode.OK)
 

@@ -14,7 +14,9 @@ from tests.runbook.helpers import events, lines, run_id, write
 
 def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: Path) -> None:
     """The first line is the run id; each output line carries its host; status shows every step."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: basic
         steps:
           - id: hello
@@ -24,7 +26,8 @@ def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: P
             capture: answer
           - id: use
             run: echo answer={{ answer }}
-    """)
+    """,
+    )
 
     result = opskit("run", str(path), expect=ExitCode.OK)
 
@@ -33,7 +36,8 @@ def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: P
     assert "[local] answer=42" in result.stdout
     rid = run_id(result.stdout)
     state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
-    assert state["state"] == "succeeded" and state["mode"] == "run"
+    assert state["state"] == "succeeded"
+    assert state["mode"] == "run"
     assert [(s["id"], s["status"], s["attempts"]) for s in state["steps"]] == [
         ("hello", "succeeded", 1), ("stamp", "succeeded", 1), ("use", "succeeded", 1),
     ]  # fmt: skip
@@ -43,7 +47,9 @@ def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: P
 
 def test_failed_step_exits_1_and_says_how_to_resume(opskit: Invoke, tmp_path: Path) -> None:
     """A failing command stops the run with exit 1, the later step does not run, and resume is suggested."""
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: fails
         steps:
           - id: tolerated
@@ -53,7 +59,8 @@ def test_failed_step_exits_1_and_says_how_to_resume(opskit: Invoke, tmp_path: Pa
             run: "exit 2"
           - id: after
             run: touch {tmp_path}/after
-    """)
+    """,
+    )
 
     result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
 
@@ -68,7 +75,9 @@ def test_failed_step_exits_1_and_says_how_to_resume(opskit: Invoke, tmp_path: Pa
 
 def test_when_false_skips_the_step(opskit: Invoke, tmp_path: Path) -> None:
     """A step whose `when:` is false is skipped and journaled as skipped."""
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: conditional
         vars: {{env: staging}}
         steps:
@@ -78,7 +87,8 @@ def test_when_false_skips_the_step(opskit: Invoke, tmp_path: Path) -> None:
           - id: templated
             when: "{{{{ env == 'staging' }}}}"
             run: touch {tmp_path}/staging
-    """)
+    """,
+    )
 
     result = opskit("run", str(path), expect=ExitCode.OK)
 
@@ -90,13 +100,16 @@ def test_when_false_skips_the_step(opskit: Invoke, tmp_path: Path) -> None:
 
 def test_timeout_stops_a_hanging_step(opskit: Invoke, tmp_path: Path) -> None:
     """A step past its timeout is stopped and fails with 'timed out', well before the command would end."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: slow
         steps:
           - id: hang
             run: sleep 30
             timeout: 300ms
-    """)
+    """,
+    )
     started = time.monotonic()
 
     result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
@@ -105,10 +118,14 @@ def test_timeout_stops_a_hanging_step(opskit: Invoke, tmp_path: Path) -> None:
     assert "timed out after 0.3s" in result.stdout
 
 
-def test_retry_any_reruns_an_idempotent_step_until_it_passes(opskit: Invoke, tmp_path: Path) -> None:
+def test_retry_any_reruns_an_idempotent_step_until_it_passes(
+    opskit: Invoke, tmp_path: Path
+) -> None:
     """With retry.on: any, a flaky idempotent step is retried and the journal counts the attempts."""
     counter = tmp_path / "count"
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: flaky
         steps:
           - id: flaky
@@ -118,14 +135,18 @@ def test_retry_any_reruns_an_idempotent_step_until_it_passes(opskit: Invoke, tmp
           - id: not-retried
             run: echo y >> {tmp_path}/once; exit 1
             retry: {{attempts: 5, delay: 10ms}}
-    """)
+    """,
+    )
 
     result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
 
     assert len(lines(counter)) == 3
     assert len(lines(tmp_path / "once")) == 1  # retry.on: transport never re-runs a failed command
     state = json.loads(opskit("status", run_id(result.stdout), "--json", expect=ExitCode.OK).stdout)
-    assert [(s["status"], s["attempts"]) for s in state["steps"]] == [("succeeded", 3), ("failed", 1)]
+    assert [(s["status"], s["attempts"]) for s in state["steps"]] == [
+        ("succeeded", 3),
+        ("failed", 1),
+    ]
 
 
 GATED = """
@@ -178,26 +199,33 @@ def test_yes_never_passes_a_critical_gate(opskit: Invoke, tmp_path: Path) -> Non
 
 def test_manual_step_is_a_gate_for_its_owner(opskit: Invoke, tmp_path: Path) -> None:
     """A manual step stops a headless run; approved, it is journaled as confirmed."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: manual
         vars: {domain: dispatch.example.net}
         steps:
           - id: call-client
             owner: customer-sysadmin
             manual: "Ask the customer's sysadmin to point {{ domain }} at the new host"
-    """)
+    """,
+    )
 
     opskit("run", str(path), expect=ExitCode.BLOCKED)
     result = opskit("run", str(path), "--approve", "call-client", expect=ExitCode.OK)
 
-    gate = [e for e in events(tmp_path / "state", run_id(result.stdout)) if e["event"] == "gate"][0]
+    gate = next(
+        e for e in events(tmp_path / "state", run_id(result.stdout)) if e["event"] == "gate"
+    )
     assert "MANUAL (customer-sysadmin): Ask the customer's sysadmin" in gate["prompt"]
 
 
 def test_secret_appears_nowhere(opskit: Invoke, tmp_path: Path) -> None:
     """A secret used by commands is absent from stdout, stderr and every file in the state directory."""
-    secret = "s3cr3t-Pa55w0rd"
-    path = write(tmp_path, f"""
+    secret = "s3cr3t-Pa55w0rd"  # noqa: S105 - a made-up secret the test hunts for
+    path = write(
+        tmp_path,
+        f"""
         name: secretive
         secrets:
           db_pw: {{env: TEST_DB_PW}}
@@ -210,20 +238,24 @@ def test_secret_appears_nowhere(opskit: Invoke, tmp_path: Path) -> None:
             run: ps -eo args | grep -c "s3cr3t""-Pa55w0rd" || true
           - id: fails
             run: echo "{{{{ db_pw }}}}" >&2; exit 1
-    """)
+    """,
+    )
     (tmp_path / "token").write_text("tok-ABCDEFG-123\n")
 
     result = opskit("run", str(path), env={"TEST_DB_PW": secret}, expect=ExitCode.NEGATIVE)
 
     out = result.stdout + result.stderr
-    assert secret not in out and "tok-ABCDEFG-123" not in out
-    assert "[local] pw=***" in result.stdout and "[local] env=***" in result.stdout
+    assert secret not in out
+    assert "tok-ABCDEFG-123" not in out
+    assert "[local] pw=***" in result.stdout
+    assert "[local] env=***" in result.stdout
     assert "[local] ***" in result.stdout
     assert "[local] 1" in result.stdout  # only the grep itself: the secret is in no other argv
     for file in (tmp_path / "state").rglob("*"):
         if file.is_file():
             text = file.read_text()
-            assert secret not in text and "tok-ABCDEFG-123" not in text, file
+            assert secret not in text, file
+            assert "tok-ABCDEFG-123" not in text, file
 
 
 def test_state_dir_is_private(opskit: Invoke, tmp_path: Path) -> None:
@@ -251,7 +283,8 @@ def test_notes_are_journaled_and_shown(opskit: Invoke, tmp_path: Path) -> None:
     assert state["notes"][0]["text"] == "db synced, waiting for DNS"
     assert state["notes"][0]["operator"] == "bob"
     listing = opskit("status", expect=ExitCode.OK)
-    assert rid in listing.stdout and "succeeded" in listing.stdout
+    assert rid in listing.stdout
+    assert "succeeded" in listing.stdout
 
 
 def test_unknown_run_id_is_one_line(opskit: Invoke) -> None:

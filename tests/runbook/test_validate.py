@@ -26,29 +26,36 @@ def test_every_problem_is_reported_at_its_line_and_column(opskit: Invoke, tmp_pa
 
 def test_valid_runbook_exits_zero(opskit: Invoke, tmp_path: Path) -> None:
     """A valid runbook says ok with its step count."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: fine
         steps:
           - id: one
             run: "true"
-    """)
+    """,
+    )
 
     result = opskit("validate", str(path), expect=ExitCode.OK)
 
-    assert "ok:" in result.stdout and "1 steps" in result.stdout
+    assert "ok:" in result.stdout
+    assert "1 steps" in result.stdout
 
 
 def test_invalid_runbook_runs_nothing(opskit: Invoke, tmp_path: Path) -> None:
     """`run` of an invalid runbook exits 2 before any step: the marker of a valid step is never written."""
     marker = tmp_path / "marker"
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: half-broken
         steps:
           - id: first
             run: touch {marker}
           - id: second
             run: echo {{{{ missing }}}}
-    """)
+    """,
+    )
 
     result = opskit("run", str(path), expect=ExitCode.BAD_INPUT)
 
@@ -59,7 +66,9 @@ def test_invalid_runbook_runs_nothing(opskit: Invoke, tmp_path: Path) -> None:
 
 def test_retry_on_any_needs_check_or_idempotent(opskit: Invoke, tmp_path: Path) -> None:
     """`retry.on: any` on a step that could double-apply is rejected, pointing at `on`."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: retries
         steps:
           - id: risky
@@ -69,7 +78,8 @@ def test_retry_on_any_needs_check_or_idempotent(opskit: Invoke, tmp_path: Path) 
             run: "false"
             idempotent: true
             retry: {attempts: 3, on: any}
-    """)
+    """,
+    )
 
     result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
 
@@ -90,7 +100,9 @@ def test_yaml_syntax_error_is_one_located_line(opskit: Invoke, tmp_path: Path) -
 
 def test_capture_used_before_it_is_made(opskit: Invoke, tmp_path: Path) -> None:
     """A variable captured by a later step is named as such, not just 'undefined'."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: order
         steps:
           - id: use
@@ -98,7 +110,8 @@ def test_capture_used_before_it_is_made(opskit: Invoke, tmp_path: Path) -> None:
           - id: make
             run: date +%s
             capture: started
-    """)
+    """,
+    )
 
     result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
 
@@ -107,7 +120,9 @@ def test_capture_used_before_it_is_made(opskit: Invoke, tmp_path: Path) -> None:
 
 def test_action_parameters_are_checked_at_their_line(opskit: Invoke, tmp_path: Path) -> None:
     """A bad `with:` key of a built-in action is reported at that key's line."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: params
         steps:
           - id: dns
@@ -115,7 +130,8 @@ def test_action_parameters_are_checked_at_their_line(opskit: Invoke, tmp_path: P
             with:
               name: example.test
               bogus_key: 1
-    """)
+    """,
+    )
 
     result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
 
@@ -128,16 +144,18 @@ def test_include_with_vars_and_prefix(opskit: Invoke, tmp_path: Path) -> None:
     (tmp_path / "playbooks" / "restart.yaml").write_text(
         (Path(__file__).parents[2] / "playbooks" / "service-restart.yaml").read_text()
     )
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: uses-playbook
         steps:
           - include: playbooks/restart.yaml
             id: restart-web
             with: {service: web, host: local, systemctl: "echo"}
-    """)
+    """,
+    )
 
     result = opskit("plan", str(path), "--offline", "--json", expect=ExitCode.OK)
 
     assert '"id": "restart-web.stop"' in result.stdout
     assert '"command": "echo stop web"' in result.stdout
-

@@ -94,18 +94,16 @@ def test_captured_output_keeps_only_the_tail_but_streams_everything() -> None:
     assert result.stdout.endswith("19999\n20000\n")
 
 
-def test_put_file_copies_with_the_mode_asked() -> None:
+def test_put_file_copies_with_the_mode_asked(tmp_path: Path) -> None:
     """put_file writes the file with exactly the requested permissions."""
-    src = Path(f"/tmp/opskit-put-{uuid.uuid4().hex}")
-    dst = Path(f"{src}.copy")
+    src = tmp_path / "payload"
+    dst = tmp_path / "copy"
     src.write_text("payload")
-    try:
-        LocalTransport().put_file(src, str(dst), mode=0o640)
-        assert dst.read_text() == "payload"
-        assert stat.S_IMODE(os.stat(dst).st_mode) == 0o640
-    finally:
-        src.unlink()
-        dst.unlink(missing_ok=True)
+
+    LocalTransport().put_file(src, str(dst), mode=0o640)
+
+    assert dst.read_text() == "payload"
+    assert stat.S_IMODE(os.stat(dst).st_mode) == 0o640
 
 
 def test_connect_without_a_host_is_local() -> None:

@@ -1,0 +1,508 @@
+"""The HAProxy engine: render a `mode tcp` config, run HAProxy as a child, and keep the same stats file.
+
+For traffic beyond one Python core (about 10k req/s, 500 MiB/s or 20k connections) and for a bridge that
+must outlive the terminal (proxy-anchors.md section 7). opskit stays the parent: it starts
+`haproxy -db -f CFG` in the foreground, reads per-connection log lines from HAProxy's stdout (client,
+bytes each way, termination state), polls the stats socket every second (`show stat`: scur, stot, bin,
+bout, lastsess; `show sess`: who is connected now), and writes the stats file of opskit/proxy/stats.py,
+so `opskit traffic` works unchanged. It never connects to the frontend itself: readiness comes from the
+stats socket, so no probe is counted as a client.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from opskit.errors import Blocked, OpskitError
+from opskit.proxy.config import BridgeConfig
+from opskit.proxy.stats import BridgeStats, ClientStats, from_json
+from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, write_atomic
+
+LOG_TAG = "OPSKIT"
+# One line per finished connection: client, bytes client->server (%U), server->client (%B), state, time.
+LOG_FORMAT = f"{LOG_TAG} %ci %cp %U %B %ts %Tt"
+FD_RESERVE = 200  # fds HAProxy needs besides two per bridged connection (listeners, logs, socket)
+UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+READY_TIMEOUT_S = 10.0
+LONG_TIMEOUT = "24h"  # "off" for a bridge: HAProxy warns about missing timeouts, so a very long one
+
+
+class HaproxyFailed(OpskitError):
+    """HAProxy would not start or died; the message carries its own last words."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where the engine keeps its config and stats socket (private: 0700 directory, 0600 files)."""
+
+    config: Path
+    socket: Path
+
+
+def paths_for(config: BridgeConfig) -> Paths:
+    """The config next to the stats file; the socket there too unless the path is too long for AF_UNIX."""
+    base = config.stats_file.with_suffix("")
+    sock = Path(f"{base}.haproxy.sock")
+    if len(str(sock)) > UNIX_PATH_MAX:
+        sock = Path(tempfile.mkdtemp(prefix="opskit-haproxy-")) / "stats.sock"
+    return Paths(config=Path(f"{base}.haproxy.cfg"), socket=sock)
+
+
+def fd_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (HAProxy inherits it); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def fitting_maxconn(wanted: int, nofile: int) -> int:
+    """The largest maxconn HAProxy can honour with `nofile` descriptors.
+
+    Two per bridged connection, plus splice pipes (maxpipes = maxconn / 4, two fds each): HAProxy
+    refuses to start when it cannot raise its limit to about 2.5 x maxconn (measured: "Cannot raise
+    FD limit to 40027, limit is 20000"). A third keeps a margin.
+    """
+    return max(1, min(wanted, (nofile - FD_RESERVE) // 3))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return LONG_TIMEOUT
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render_config(config: BridgeConfig, *, socket_path: Path, maxconn: int) -> str:
+    """haproxy.cfg for one bridge: TCP passthrough, half-close bounds, stats socket, log to stdout."""
+    lhost, lport = config.listen_host_port
+    thost, tport = config.to_host_port
+    listen, target = _addr(lhost, lport), _addr(thost, tport)
+    idle = _duration(config.idle_timeout_s)
+    fin = _duration(config.half_close_timeout_s)
+    send_proxy = {"v1": " send-proxy", "v2": " send-proxy-v2", None: ""}[config.proxy_protocol]
+    # Proxy names carry the addresses, so a bare `show stat` says which bridge it is.
+    return f"""# Written by opskit for the bridge {listen} -> {target}; regenerated on every start.
+global
+    log stdout format raw daemon
+    stats socket {socket_path} mode 600 level admin
+    maxconn {maxconn}
+    hard-stop-after {_duration(config.drain_timeout_s)}
+
+defaults
+    mode tcp
+    log global
+    log-format "{LOG_FORMAT}"
+    option splice-auto
+    timeout connect {_duration(config.connect_timeout_s)}
+    timeout client {idle}
+    timeout server {idle}
+    timeout tunnel {idle}
+    timeout client-fin {fin}
+    timeout server-fin {fin}
+
+frontend opskit-{listen}
+    bind {listen}
+    maxconn {maxconn}
+    default_backend to-{target}
+
+backend to-{target}
+    server new {target}{send_proxy}
+"""
+
+
+# ----- the stats socket -----
+
+
+def ask(socket_path: Path, command: str, *, timeout_s: float = 5.0) -> str:
+    """Send one command to the stats socket and return its whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def parse_show_stat(text: str) -> list[dict[str, str]]:
+    """`show stat` CSV as one dict per proxy/server row."""
+    body = text.lstrip("# ")
+    return [row for row in csv.DictReader(io.StringIO(body)) if row.get("pxname")]
+
+
+def parse_show_sess(text: str, frontend: str | None = None) -> dict[str, int]:
+    """Live sessions per client address (the stats socket's own session is not a client)."""
+    per_client: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        src = fields.get("src", "")
+        if not fields.get("proto", "").startswith("tcp") or (
+            frontend and fields.get("fe") != frontend
+        ):
+            continue
+        address = src.rsplit(":", 1)[0].strip("[]")
+        per_client[address] = per_client.get(address, 0) + 1
+    return per_client
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def read_socket(socket_path: Path, *, timeout_s: float = 5.0) -> BridgeStats:
+    """One live reading of a HAProxy stats socket as BridgeStats (clients: those connected now)."""
+    try:
+        rows = parse_show_stat(ask(socket_path, "show stat", timeout_s=timeout_s))
+        live = parse_show_sess(ask(socket_path, "show sess", timeout_s=timeout_s))
+    except OSError as exc:
+        raise Blocked(
+            f"{socket_path}: no answer from the HAProxy stats socket ({exc.strerror or exc})"
+        ) from None
+    front = next((r for r in rows if r["svname"] == "FRONTEND"), None)
+    back = next((r for r in rows if r["svname"] == "BACKEND"), None)
+    server = next((r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")), None)
+    if front is None or back is None:
+        raise Blocked(f"{socket_path}: HAProxy reports no frontend/backend (not an opskit bridge?)")
+    now = time.time()
+    lastsess = _int(back.get("lastsess")) if back.get("lastsess") not in (None, "", "-1") else None
+    clients = [
+        ClientStats(addr, n, n, 0, 0, iso(now) or "", iso(now) or "") for addr, n in live.items()
+    ]
+    return BridgeStats(
+        listener=front["pxname"].removeprefix("opskit-"),
+        target=(server or {}).get("addr") or back["pxname"].removeprefix("to-"),
+        engine="haproxy",
+        mode="tcp",
+        started_at=iso(now) or "",
+        updated_at=iso(now) or "",
+        pid=None,
+        state="running",
+        active=_int(front.get("scur")),
+        total=_int(front.get("stot")),
+        bytes_in=_int(front.get("bin")),
+        bytes_out=_int(front.get("bout")),
+        errors=_int(back.get("econ")),
+        last_activity=iso(now - lastsess) if lastsess is not None else None,
+        clients=clients,
+    )
+
+
+# ----- the running engine -----
+
+
+def parse_log_line(line: str) -> tuple[str, int, int, bool] | None:
+    """(client, bytes_in, bytes_out, error) from one of our log lines; None for anything else."""
+    parts = line.split()
+    if len(parts) < 6 or parts[0] != LOG_TAG:
+        return None
+    client, uploaded, downloaded, state = parts[1], _int(parts[3]), _int(parts[4]), parts[5]
+    # %ts: the second letter is the session state at the end; "C" = it never reached the new host
+    # (refused, connect timeout), which is the per-client error the issue asks for.
+    error = len(state) == 2 and state[1] == "C" and state[0] in "Ss"
+    return client, uploaded, downloaded, error
+
+
+class Engine:
+    """HAProxy as a child plus the loop that turns its logs and stats socket into the stats file."""
+
+    def __init__(self, config: BridgeConfig, *, haproxy: str = "haproxy") -> None:
+        self.config = config
+        self.binary = shutil.which(haproxy) or shutil.which(haproxy, path="/usr/sbin:/sbin")
+        if not self.binary:
+            raise HaproxyFailed(
+                "haproxy is not installed here (apt-get install haproxy), or use --engine builtin"
+            )
+        self.paths = paths_for(config)
+        self.tally = Tally()
+        self.started_at = time.time()
+        self.proc: subprocess.Popen[str] | None = None
+        self.tail: list[str] = []
+        self.stop_reason: str | None = None
+        self.live: dict[str, int] = {}
+        # Totals continued from a previous run's stats file: HAProxy's own counters start at 0.
+        self.base: tuple[int, int, int] = (0, 0, 0)
+        self.closed: dict[str, int] = {}  # finished connections per client (from the logs)
+        self.last_counts: tuple[int, int, int] = (0, 0, 0)
+        lhost, lport = config.listen_host_port
+        self.frontend = f"opskit-{_addr(lhost, lport)}"
+        self.log: IO[str] | None = None
+
+    # -- setup --
+    def write_config(self) -> Path:
+        maxconn = fitting_maxconn(self.config.max_connections, fd_limit())
+        text = render_config(self.config, socket_path=self.paths.socket, maxconn=maxconn)
+        self.paths.config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.paths.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        return self.paths.config
+
+    def start(self) -> None:
+        """Start HAProxy and return once its stats socket answers (HaproxyFailed with its words if not)."""
+        self.tally.restore(self.config.stats_file)
+        self.base = (self.tally.total, self.tally.bytes_in, self.tally.bytes_out)
+        self.closed = {a: c.total for a, c in self.tally.clients.items()}
+        cfg = self.write_config()
+        check = subprocess.run(
+            [str(self.binary), "-c", "-q", "-f", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if check.returncode != 0:
+            raise HaproxyFailed(f"haproxy rejected {cfg}: {_last_words(check.stderr)}")
+        self.paths.socket.unlink(missing_ok=True)
+        if self.config.log_file:
+            self.log = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop
+        self.proc = subprocess.Popen(
+            [str(self.binary), "-db", "-f", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        threading.Thread(
+            target=self._read_logs, args=(self.proc.stdout,), name="haproxy-logs", daemon=True
+        ).start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                time.sleep(0.1)  # let the reader thread collect its last words
+                raise HaproxyFailed(f"haproxy exited {self.proc.returncode}: {self._words()}")
+            try:
+                ask(self.paths.socket, "show info", timeout_s=1.0)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            self.kill()
+            raise HaproxyFailed(f"haproxy's stats socket did not answer within {READY_TIMEOUT_S} s")
+        self.write("running")
+
+    def _words(self) -> str:
+        return _last_words("\n".join(self.tail))
+
+    def _read_logs(self, stream: IO[str]) -> None:
+        for line in stream:
+            parsed = parse_log_line(line)
+            if parsed is None:
+                self.tail = [*self.tail[-20:], line.rstrip()]
+                if self.log:
+                    self.log.write(line)
+                    self.log.flush()
+                continue
+            address, bytes_in, bytes_out, error = parsed
+            now = time.time()
+            with self.tally.lock:
+                row = self.tally.client(address, now)
+                self.closed[address] = self.closed.get(address, 0) + 1
+                row.total = self.closed[address] + row.active
+                row.bytes_in += bytes_in
+                row.bytes_out += bytes_out
+                row.errors += int(error)
+                self.tally.errors += int(error)
+                self.tally.touch(row, now)
+
+    # -- polling --
+    def poll(self) -> None:
+        """Fold one `show stat` + `show sess` reading into the tally."""
+        rows = parse_show_stat(ask(self.paths.socket, "show stat"))
+        live = parse_show_sess(ask(self.paths.socket, "show sess"), self.frontend)
+        front = next(r for r in rows if r["pxname"] == self.frontend and r["svname"] == "FRONTEND")
+        counts = (_int(front.get("stot")), _int(front.get("bin")), _int(front.get("bout")))
+        now = time.time()
+        with self.tally.lock:
+            moved = counts != self.last_counts
+            self.last_counts = counts
+            self.tally.active = _int(front.get("scur"))
+            self.tally.total = self.base[0] + counts[0]
+            self.tally.bytes_in = self.base[1] + counts[1]
+            self.tally.bytes_out = self.base[2] + counts[2]
+            for address, n in live.items():
+                row = self.tally.client(address, now)
+                if n > self.live.get(address, 0):
+                    self.tally.touch(row, now)  # a new connection since the last poll
+            for address, row in self.tally.clients.items():
+                row.active = live.get(address, 0)
+                row.total = self.closed.get(address, 0) + row.active
+            if moved:
+                self.tally.last_activity = now
+                self.tally.dirty = True
+            self.live = live
+
+    def write(self, state: str, ended: str | None = None) -> dict[str, Any]:
+        data = self.tally.snapshot(
+            listener=self.config.listen,
+            target=self.config.to,
+            engine="haproxy",
+            mode="tcp",
+            started_at=iso(self.started_at),
+            pid=os.getpid(),
+            state=state,
+            ended=ended,
+            haproxy_socket=str(self.paths.socket),
+            haproxy_config=str(self.paths.config),
+        )
+        write_atomic(self.config.stats_file, data)
+        return data
+
+    def serve(self) -> BridgeStats:
+        """Poll and write until SIGTERM/SIGINT or HAProxy dies; then drain, stop, write the end."""
+        assert self.proc is not None  # noqa: S101 - start() ran
+        last_write = time.monotonic()
+        interval = max(0.1, self.config.stats_interval_s)
+        while self.stop_reason is None and self.proc.poll() is None:
+            time.sleep(interval)
+            try:
+                self.poll()
+            except (OSError, StopIteration):
+                continue  # HAProxy busy or exiting: the next round tells
+            if self.tally.dirty or time.monotonic() - last_write >= HEARTBEAT_S:
+                self.write("running")
+                last_write = time.monotonic()
+        return self.stop(self.stop_reason or f"error: haproxy exited {self.proc.returncode}")
+
+    def stop(self, reason: str) -> BridgeStats:
+        """Soft-stop HAProxy (stop accepting; bridged connections get until hard-stop-after)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.write("stopping", reason)
+            self.proc.send_signal(signal.SIGUSR1)
+            try:
+                self.proc.wait(timeout=self.config.drain_timeout_s + 5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        time.sleep(0.1)  # the log reader folds the last connections in
+        with self.tally.lock:
+            self.tally.active = 0
+            for row in self.tally.clients.values():
+                row.active = 0
+        data = self.write("stopped", reason)
+        if self.log:
+            self.log.close()
+        if self.paths.socket.parent.name.startswith("opskit-haproxy-"):
+            shutil.rmtree(self.paths.socket.parent, ignore_errors=True)
+        return from_json(data)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _last_words(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    alerts = [ln for ln in lines if "ALERT" in ln] or lines
+    return " | ".join(alerts[-3:]) or "no output"
+
+
+def run(config: BridgeConfig) -> BridgeStats:
+    """Run the HAProxy engine in the foreground until SIGTERM or Ctrl-C; the final stats."""
+    engine = Engine(config)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if engine.stop_reason is not None and engine.proc is not None:
+            engine.proc.terminate()  # a second signal: close the bridged connections now
+            return
+        engine.stop_reason = "sigint" if signum == signal.SIGINT else "sigterm"
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if config.pid_file:
+        config.pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config.pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        engine.start()
+        return engine.serve()
+    except BaseException:
+        engine.kill()
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if config.pid_file:
+            config.pid_file.unlink(missing_ok=True)
+
+
+def config_to_json(config: BridgeConfig) -> str:
+    """The config as JSON (paths as text), for the detached child's command line."""
+    return json.dumps(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    )
+
+
+def config_from_json(text: str) -> BridgeConfig:
+    """The inverse of config_to_json."""
+    raw = json.loads(text)
+    for key in ("stats_file", "pid_file", "log_file"):
+        if raw.get(key) is not None:
+            raw[key] = Path(raw[key])
+    return BridgeConfig(**raw)
+
+
+def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
+    """Start the engine detached (its own session: it outlives this terminal); its pid once it runs."""
+    log = open(config.log_file or os.devnull, "a", encoding="utf-8")  # noqa: SIM115 - handed to the child
+    with log:
+        proc = subprocess.Popen(
+            [python, "-m", "opskit.proxy.haproxy", config_to_json(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + READY_TIMEOUT_S + 5
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HaproxyFailed(
+                f"the HAProxy bridge exited {proc.returncode} at start"
+                + (f"; see {config.log_file}" if config.log_file else "")
+            )
+        try:
+            data = json.loads(config.stats_file.read_text(encoding="utf-8"))
+            if data.get("pid") == proc.pid and data.get("state") == "running":
+                return proc.pid
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    proc.terminate()
+    raise HaproxyFailed(f"the HAProxy bridge did not write {config.stats_file} in time")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m opskit.proxy.haproxy CONFIG_JSON`: the detached engine."""
+    try:
+        stats = run(config_from_json(argv[0]))
+    except OpskitError as exc:
+        print(f"opskit: {exc}", file=sys.stderr)  # noqa: T201 - a detached process's log
+        return int(exc.exit_code)
+    return 0 if stats.ended in ("sigterm", "sigint") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""The whole rehearsal, end to end: the shipped runbook against the loopback night, then nothing left."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from opskit.demo import stage
+from opskit.demo.run import DemoOptions, run_demo
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _listening_on(addresses: tuple[str, ...]) -> list[str]:
+    """TCP listeners on the given IPv4 addresses (from /proc/net/tcp)."""
+    wanted = {"".join(f"{int(b):02X}" for b in reversed(a.split("."))): a for a in addresses}
+    found = []
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        address, port = local.split(":")
+        if state == "0A" and address in wanted:
+            found.append(f"{wanted[address]}:{int(port, 16)}")
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+def test_the_rehearsal_moves_every_phone_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """TTL gate NOT READY then READY, all phones on the new host, drain safe, old stopped, all cleaned up."""
+    threads_before = {t.ident for t in threading.enumerate()}
+    lines: list[str] = []
+
+    result = run_demo(DemoOptions(state_dir=tmp_path / "state", clients=8), lines.append)
+
+    transcript = "\n".join(lines)
+    assert result.state == "succeeded", transcript + f"\n{result.message}"
+    assert result.exit_code == 0
+    assert result.ttl_verdicts == ["NOT READY", "READY"]
+    assert result.fleet is not None
+    assert result.fleet.all_on_new, result.fleet
+    assert result.fleet.attempts_to_old_after_switch >= result.fleet.carried_by_bridge > 0
+    assert result.drain_safe, result.drain_summary
+    assert result.old_stopped
+    assert "1 s here = 1h on a real night" in transcript
+    assert result.report_html is not None
+    assert "Connections through the bridge" in Path(result.report_html).read_text()
+    assert result.report_md is not None
+    assert "point-of-no-return" in Path(result.report_md).read_text()
+
+    left = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
+    assert not left, f"threads left running: {left}"
+    assert _children(os.getpid()) == []
+    assert _listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)) == []
+    assert result.bridge_pid is not None
+    assert not _pid_alive(result.bridge_pid), f"bridge pid {result.bridge_pid} still running"

@@ -1,0 +1,152 @@
+"""Small raw-socket clients and backends for the bridge tests (loopback only, every wait bounded)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def http_get(
+    host: str, port: int, path: str, *, bind: str | None = None, timeout_s: float = 10.0
+) -> tuple[int, bytes]:
+    """One HTTP/1.0 GET over a fresh connection: (status, body)."""
+    with socket.create_connection(
+        (host, port), timeout=timeout_s, source_address=(bind, 0) if bind else None
+    ) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: new-host.example.test\r\n\r\n".encode())
+        data = read_to_eof(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+def read_to_eof(sock: socket.socket, limit: int = 1 << 30) -> bytes:
+    """Everything the peer sends until it closes (bounded by the socket's timeout and `limit`)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def fd_count(pid: int) -> int:
+    """Open file descriptors of a process."""
+    import os  # noqa: PLC0415
+
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for row in f:
+            if row.startswith("VmRSS:"):
+                return int(row.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@contextmanager
+def late_reply_backend(delay_s: float, reply_size: int = 65536) -> Iterator[int]:
+    """A backend that reads until the client's FIN, waits `delay_s`, then replies and closes; its port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve_one(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            read_to_eof(conn)
+            time.sleep(delay_s)
+            try:
+                conn.sendall(b"r" * reply_size)
+            except OSError:
+                return
+
+    def accept_loop() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        listener.close()
+
+
+@contextmanager
+def silent_backend() -> Iterator[int]:
+    """A backend that accepts and never sends or closes (for reapers and timeouts); its port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept_loop() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+@contextmanager
+def blackhole_backend() -> Iterator[int]:
+    """A port whose accept queue is full, so new connects hang in SYN (an upstream that times out)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers: list[socket.socket] = []
+    try:
+        for _ in range(8):  # Linux queues backlog+1 connections; the next SYNs are dropped
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            fillers.append(s)
+            if s.connect_ex(("127.0.0.1", port)) not in (0, 115):  # 115: EINPROGRESS
+                break
+        time.sleep(0.2)
+        yield port
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

@@ -1,0 +1,194 @@
+"""The HAProxy engine: same counters as the built-in engine, from its logs and its stats socket."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opskit.proxy.config import BridgeConfig
+from opskit.proxy.haproxy import config_to_json, parse_show_sess, read_socket, render_config
+from tests.proxy.clients import http_get
+from tests.proxy.conftest import StartForwarder
+from tests.servers.common import free_port, require_binary
+from tests.servers.nginx import Nginx
+
+pytestmark = pytest.mark.proxy
+
+CLIENTS = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
+
+
+def wait_for(path: Path, predicate: Any, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The first content of a stats file that satisfies predicate (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            last = json.loads(path.read_text())
+            if predicate(last):
+                return last
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"stats never satisfied the condition; last: {last}")
+
+
+@pytest.fixture
+def haproxy_bridge(
+    tmp_path: Path, nginx: Nginx
+) -> Iterator[tuple[subprocess.Popen[str], BridgeConfig]]:
+    """`python -m opskit.proxy.haproxy CONFIG` in the foreground, bridging to nginx."""
+    require_binary("haproxy")
+    config = BridgeConfig(
+        listen=f"127.0.0.1:{free_port()}",
+        to=nginx.http,
+        stats_file=tmp_path / "hap.json",
+        engine="haproxy",
+        stats_interval_s=0.1,
+        drain_timeout_s=2.0,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running")
+        yield proc, config
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def by_address(stats: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {c["address"]: (c["total"], c["bytes_in"], c["bytes_out"]) for c in stats["clients"]}
+
+
+def test_haproxy_engine_counts_like_the_builtin_engine(
+    nginx: Nginx,
+    forwarder: StartForwarder,
+    haproxy_bridge: tuple[subprocess.Popen[str], BridgeConfig],
+) -> None:
+    """The same requests from three client addresses give the same per-client and total counts in both engines."""
+    proc, config = haproxy_bridge
+    builtin = forwarder(nginx.http)
+    hap_port = config.listen_host_port[1]
+    for address in CLIENTS:
+        for port in (builtin.port, hap_port):
+            assert http_get("127.0.0.1", port, "/1k.txt", bind=address)[0] == 200
+    expected_total = len(CLIENTS)
+
+    ours = builtin.wait_stats(lambda s: s["total"] == expected_total and s["active"] == 0)
+    theirs = wait_for(
+        config.stats_file,
+        lambda s: (
+            s["total"] == expected_total
+            and s["active"] == 0
+            and sum(c["total"] for c in s["clients"]) == expected_total
+            and s["bytes_out"] == ours["bytes_out"]
+        ),
+    )
+
+    assert by_address(theirs) == by_address(ours)
+    assert (theirs["bytes_in"], theirs["bytes_out"]) == (ours["bytes_in"], ours["bytes_out"])
+    assert theirs["engine"] == "haproxy"
+    assert theirs["last_activity"] is not None
+
+
+def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
+    haproxy_bridge: tuple[subprocess.Popen[str], BridgeConfig],
+) -> None:
+    """A connected client shows as active through the stats socket; SIGTERM ends with state stopped."""
+    proc, config = haproxy_bridge
+    import socket
+
+    with socket.create_connection(config.listen_host_port, source_address=("127.0.0.31", 0)):
+        live = wait_for(config.stats_file, lambda s: s["active"] == 1)
+        assert [(c["address"], c["active"]) for c in live["clients"]] == [("127.0.0.31", 1)]
+        direct = read_socket(Path(live["haproxy_socket"]))
+        assert direct.active == 1
+        assert [c.address for c in direct.clients] == ["127.0.0.31"]
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    final = json.loads(config.stats_file.read_text())
+    assert (final["state"], final["ended"], final["active"]) == ("stopped", "sigterm", 0)
+    assert final["clients"][0]["total"] == 1
+
+
+def test_refused_upstream_is_a_per_client_error(tmp_path: Path) -> None:
+    """A new host that refuses connections is counted as an error for that client."""
+    require_binary("haproxy")
+    config = BridgeConfig(
+        listen=f"127.0.0.1:{free_port()}",
+        to=f"127.0.0.1:{free_port()}",
+        stats_file=tmp_path / "hap.json",
+        engine="haproxy",
+        stats_interval_s=0.1,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(config.stats_file, lambda s: s["state"] == "running")
+        status, _ = http_get(*config.listen_host_port, "/", bind="127.0.0.41", timeout_s=10)
+        assert status == 0
+        stats = wait_for(config.stats_file, lambda s: s["errors"] >= 1)
+        assert [(c["address"], c["errors"]) for c in stats["clients"]] == [("127.0.0.41", 1)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def test_rendered_config_bounds_every_edge() -> None:
+    """The config passes TLS through in mode tcp, bounds half-closed connections and sends PROXY v2 when asked."""
+    config = BridgeConfig(
+        listen="127.0.0.1:8080",
+        to="127.0.0.2:8443",
+        stats_file=Path("/x.json"),
+        proxy_protocol="v2",
+    )
+
+    text = render_config(config, socket_path=Path("/run/x.sock"), maxconn=500)
+
+    for needle in (
+        "mode tcp",
+        "timeout client-fin 30000ms",
+        "timeout server-fin 30000ms",
+        "timeout tunnel 24h",
+        "option splice-auto",
+        "hard-stop-after 10000ms",
+        "stats socket /run/x.sock mode 600 level admin",
+        "bind 127.0.0.1:8080",
+        "server new 127.0.0.2:8443 send-proxy-v2",
+        "maxconn 500",
+    ):
+        assert needle in text
+
+
+def test_show_sess_ignores_the_stats_socket_itself() -> None:
+    """Only TCP sessions of the bridge's frontend count as clients."""
+    text = (
+        "0x1: proto=tcpv4 src=127.0.0.9:46629 fe=opskit-127.0.0.1:1 be=b srv=new ts=00 age=0s\n"
+        "0x2: proto=tcpv4 src=127.0.0.9:46630 fe=opskit-127.0.0.1:1 be=b srv=new ts=00 age=0s\n"
+        "0x3: proto=unix_stream src=unix:1 fe=GLOBAL be=<NONE> srv=<none> ts=00 age=0s\n"
+    )
+
+    assert parse_show_sess(text, "opskit-127.0.0.1:1") == {"127.0.0.9": 2}
