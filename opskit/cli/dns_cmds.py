@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,8 @@ from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from opskit.dns.check import CheckOptions
-    from opskit.dns.report import CheckReport
-    from opskit.dns.wait import ServerState
+    from opskit.dns.report import CheckReport, ResolverAnswer
+    from opskit.dns.wait import ServerState, WaitResult
 
 TYPES = click.Choice(["A", "AAAA", "CNAME", "MX", "TXT", "SRV"], case_sensitive=False)
 
@@ -194,7 +195,8 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
 
 def _render_check(report: CheckReport) -> None:
     for rec in report.records:
-        title = f"{rec.name.rstrip('.')} {rec.type}: effective TTL {rec.ttl if rec.ttl is not None else '?'} s"
+        ttl = f"{rec.ttl} s" if rec.ttl is not None else "unknown (no usable answer)"
+        title = f"{rec.name.rstrip('.')} {rec.type}: effective TTL {ttl}"
         output.line(title)
         for link in rec.chain:
             data = ", ".join(link.answers) if link.answers else link.rcode
@@ -208,12 +210,15 @@ def _render_check(report: CheckReport) -> None:
         )
         if rec.resolvers:
             output.table(
-                ["resolver", "answers", "ttl left", "error"],
+                ["resolver", "answers", "ttl left", "note", "error"],
                 [
                     [
                         r.server,
-                        ", ".join(r.answers) or ("not cached" if not r.cached else "-"),
+                        ", ".join(r.answers)
+                        or ("-" if r.error or r.cached else "not cached")
+                        + (f" ({r.rcode})" if r.rcode and r.rcode != "NOERROR" else ""),
                         r.ttl_remaining,
+                        _resolver_note(r),
                         r.error or "",
                     ]
                     for r in rec.resolvers
@@ -225,6 +230,16 @@ def _render_check(report: CheckReport) -> None:
             output.line(f"  · {note}")
         output.line()
     output.line(report.verdict)
+
+
+def _resolver_note(r: ResolverAnswer) -> str:
+    """The resolver's label in a few words for the table; the notes below it say the rest."""
+    words = []
+    if r.label:
+        words.append("clamps TTLs or serves stale")
+    if r.primed:
+        words.append("this probe may have primed it")
+    return "; ".join(words)
 
 
 @dns.command()
@@ -250,7 +265,10 @@ def _render_check(report: CheckReport) -> None:
 def plan(name: str, switch_at: str, target_ttl: str, as_json: bool, **kw: Any) -> ExitCode:
     """Lay out the timeline of a planned switch: lower the TTL by, safe from, last old answer.
 
-    Exit 0 when the plan works, 1 when it is too late to lower the TTL in time.
+    The TTL to lower is the one that gates the switch (the longest CNAME link, or --changes).
+    Exit 0 when the plan works (PLAN OK, possibly "if" a condition opskit cannot see), 1 when it is
+    too late to lower the TTL in time, 2 for bad input (a --switch-at in the past), 3 when no server
+    answered.
 
     \b
     Example:
@@ -273,7 +291,12 @@ def plan(name: str, switch_at: str, target_ttl: str, as_json: bool, **kw: Any) -
         )
         for problem in result.problems:
             output.line(f"✗ {problem}")
-        output.line("PLAN OK" if result.feasible else "PLAN NOT FEASIBLE")
+        if not result.feasible:
+            output.line("PLAN NOT FEASIBLE")
+        elif result.caveats:
+            output.line(f"PLAN OK if {'; and '.join(result.caveats)}")
+        else:
+            output.line("PLAN OK")
     return ExitCode.OK if result.feasible else ExitCode.NEGATIVE
 
 
@@ -334,7 +357,11 @@ def wait(
         timeout_s=_seconds("--timeout", timeout) or 0.0,
         interval_s=_seconds("--interval", interval) or 1.0,
     )
-    live = _Live(enabled=not as_json and output.is_terminal(), quiet=as_json)
+    live = _Live(
+        enabled=not as_json and output.is_terminal(),
+        quiet=as_json,
+        title=f"{name}: waiting for {', '.join(expected)}",
+    )
     try:
         result = run_wait(name, expected, options, on_round=live.update, clock=_now)
     finally:
@@ -345,26 +372,47 @@ def wait(
         why = "; ".join(f"{s.server} {s.error}" for s in result.servers)
         raise Blocked(f"no server answered for {name}: {why}")
     if not as_json:
-        if result.stale:
-            output.line(f"served the old answer while watched: {', '.join(result.stale)}")
-        output.line(
-            f"FLIPPED: every server returns {', '.join(result.expected)} ({result.waited_s:.1f} s)"
-            if result.done
-            else f"TIMED OUT after {result.waited_s:.1f} s: not every server returns {', '.join(result.expected)}"
-        )
+        _render_wait_end(result)
     return ExitCode.OK if result.done else ExitCode.NEGATIVE
 
 
-def _rows(states: list[ServerState] | tuple[ServerState, ...]) -> list[list[object]]:
+def _render_wait_end(result: WaitResult) -> None:
+    if result.stale:
+        output.line(f"served the old answer after the switch: {', '.join(result.stale)}")
+    expected = ", ".join(result.expected)
+    if result.done:
+        output.line(f"FLIPPED: every server returns {expected} ({result.waited_s:.1f} s)")
+        return
+    for s in result.servers:
+        if not s.flipped:
+            what = ", ".join(s.answers) or s.error or "nothing"
+            output.line(f"  {s.server} ({s.role}) still returns {what}")
+    if any(s.role == "authoritative" and not s.flipped for s in result.servers):
+        output.line(
+            f"  the authoritative servers do not all serve {expected} yet: make the switch "
+            "(opskit dns update), or check --expect"
+        )
+    output.line(f"TIMED OUT after {result.waited_s:.1f} s: not every server returns {expected}")
+
+
+def _flip(s: ServerState) -> str:
+    from opskit.dns.timefmt import ceil_second
+
+    if s.flipped:
+        return "yes"
+    if s.predicted_flip is not None:
+        return f"~{ceil_second(s.predicted_flip):%H:%M:%S} UTC"
+    return "not switched yet" if s.role == "authoritative" and not s.error else "no"
+
+
+def _rows(states: Sequence[ServerState]) -> list[list[str]]:
     return [
         [
             s.server,
             s.role,
             ", ".join(s.answers) or (s.error or "-"),
-            s.ttl,
-            "yes"
-            if s.flipped
-            else (f"{s.predicted_flip:%H:%M:%S} UTC" if s.predicted_flip else "no"),
+            "" if s.ttl is None else str(s.ttl),
+            _flip(s),
             s.label or "",
         ]
         for s in states
@@ -377,8 +425,8 @@ HEADERS = ["server", "role", "returns", "ttl", "flipped / predicted", "note"]
 class _Live:
     """A rich Live table on a terminal; plain lines (one per server and round) otherwise."""
 
-    def __init__(self, *, enabled: bool, quiet: bool) -> None:
-        self.enabled, self.quiet = enabled, quiet
+    def __init__(self, *, enabled: bool, quiet: bool, title: str = "") -> None:
+        self.enabled, self.quiet, self.title = enabled, quiet, title
         self._live: Any = None
         self._round = 0
 
@@ -386,19 +434,23 @@ class _Live:
         self._round += 1
         if self.quiet:
             return
-        if not self.enabled:
+        rows = _rows(states)
+        if not self.enabled:  # a log, a pipe, CI: one aligned line per server and round
             stamp = f"{_now():%H:%M:%S}"
-            for row in _rows(states):
-                output.line(f"{stamp} " + "  ".join(str(c) for c in row if c not in (None, "")))
+            widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))] if rows else []
+            for row in rows:
+                cells = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                output.line(f"{stamp}  {cells}".rstrip())
             return
         from rich.live import Live
         from rich.table import Table
 
-        table = Table(title=f"round {self._round}")
+        table = Table(title=f"{self.title} (round {self._round}, {_now():%H:%M:%S} UTC)")
         for h in HEADERS:
-            table.add_column(h)
-        for row in _rows(states):
-            table.add_row(*("" if c is None else str(c) for c in row))
+            # addresses and answers are what the operator reads: never cut them
+            table.add_column(h, no_wrap=h in ("server", "returns"))
+        for row in rows:
+            table.add_row(*row)
         if self._live is None:
             self._live = Live(table, refresh_per_second=4)
             self._live.start()

@@ -29,7 +29,7 @@ def _answer(
     qname: dns.name.Name,
     rdtype: dns.rdatatype.RdataType,
     *,
-    primed: bool,
+    primed: str | None,
     now: datetime,
     changes: str | None,
     auth_ttl: int | None,
@@ -38,15 +38,24 @@ def _answer(
     response = outcome.response
     if outcome.error is not None or response is None:
         return ResolverAnswer(
-            server, (), None, outcome.error or "no answer", cached=False, primed=primed
+            server,
+            (),
+            None,
+            outcome.error or "no answer",
+            cached=False,
+            primed=primed is not None,
+            primed_why=primed,
         )
     links, _ = links_from(response, qname, rdtype)
     if not links:  # RD=0 peek at a cache that does not hold the name: empty NOERROR
-        return ResolverAnswer(server, (), None, None, cached=False, primed=primed)
+        return ResolverAnswer(
+            server, (), None, None, cached=False, primed=primed is not None, primed_why=primed
+        )
     remaining = effective_ttl(links, changes)
     # unbound recurses even for RD=0 when it has no delegation cached; an answer carrying exactly the
     # published TTL may have been fetched by this very probe
-    primed = primed or (remaining is not None and remaining == auth_ttl)
+    if primed is None and remaining is not None and remaining == auth_ttl:
+        primed = f"answered with the full published TTL ({auth_ttl} s), as if fetched just now"
     label = None
     if remaining is not None and auth_ttl is not None and remaining > auth_ttl:
         label = (
@@ -60,7 +69,8 @@ def _answer(
         remaining,
         None,
         cached=True,
-        primed=primed,
+        primed=primed is not None,
+        primed_why=primed,
         serves_until=until,
         label=label,
         rcode=links[-1].rcode,
@@ -81,7 +91,7 @@ async def peek(
 ) -> ResolverAnswer:
     """What one resolver holds for NAME TYPE: RD=0 peek, RD=1 when refused (or when `recurse`)."""
     name = dns.name.from_text(qname)
-    primed = recurse
+    primed = "was asked with recursion on" if recurse else None
     outcome = await ask(
         resolver, make_query(name, rdtype, rd=recurse), options=options, limiter=limiter
     )
@@ -90,7 +100,7 @@ async def peek(
         and outcome.response is not None
         and outcome.response.rcode() == dns.rcode.REFUSED
     ):
-        primed = True
+        primed = "refused a cache peek (RD=0), so the probe asked with recursion on"
         outcome = await ask(
             resolver, make_query(name, rdtype, rd=True), options=options, limiter=limiter
         )

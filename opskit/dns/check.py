@@ -22,7 +22,7 @@ from opskit.dns.discovery import Discovery, discover
 from opskit.dns.history import latest_for
 from opskit.dns.query import Limiter, QueryOptions, ask, make_query, rdtype_of
 from opskit.dns.report import CheckReport, Link, RecordReport
-from opskit.dns.servers import Server, ServerChoice
+from opskit.dns.servers import Server, ServerChoice, parse_name
 from opskit.dns.verdict import Lowering, Policy, disagreements, judge, judge_record
 from opskit.errors import UsageError
 
@@ -80,6 +80,9 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
     """Ask, compare, decide; raises Blocked only when no zone can be found at all."""
     if not names:
         raise UsageError("give at least one NAME to check")
+    names = [parse_name("NAME", n) for n in names]
+    if options.policy.changes:
+        parse_name("--changes", options.policy.changes)
     types = [_type(t) for t in options.types]
     zones = Zones(options)
     limiter = Limiter(options.query.per_server)

@@ -14,6 +14,7 @@ import dns.rdatatype
 
 from opskit.dns.query import find
 from opskit.dns.report import Dnssec
+from opskit.dns.timefmt import by, when
 
 
 def signature(
@@ -36,14 +37,20 @@ def expiry_problem(
 ) -> str | None:
     """A problem when the signature runs out before the switch is safe or while caches hold the RRset."""
     horizon = safe_after if safe_after is not None and safe_after > now else now
+    expires = by(sig.rrsig_expires, now)
+    if sig.rrsig_expires <= now:
+        return f"the RRSIG over {what} expired at {expires}: validators reject it; re-sign the zone now"
     if sig.rrsig_expires <= horizon:
+        # normal for an online signer with short signatures, fatal when the signer is the host being
+        # retired: the signature must be refreshed between now and the switch
         return (
-            f"the RRSIG over {what} expires at {sig.rrsig_expires:%Y-%m-%d %H:%M} UTC, before the "
-            f"switch is safe: re-sign the zone (is the signer running?)"
+            f"the RRSIG over {what} expires at {expires}, before the switch is safe "
+            f"({when(horizon, now)}): keep the zone's signer running and re-signing until "
+            "after the switch (signatures made on the old host stop being refreshed when it goes)"
         )
     if (sig.rrsig_expires - horizon).total_seconds() < ttl_s:
         return (
-            f"the RRSIG over {what} expires at {sig.rrsig_expires:%Y-%m-%d %H:%M} UTC, sooner than the "
-            f"{ttl_s} s TTL: caches would hold data whose signature has expired; re-sign the zone"
+            f"the RRSIG over {what} expires at {expires}, sooner than the {ttl_s} s TTL after the "
+            "switch: make sure the signer refreshes it before then"
         )
     return None

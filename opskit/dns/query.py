@@ -92,7 +92,7 @@ def make_query(
 def describe_error(exc: BaseException, timeout_s: float, tries: int) -> str:
     """A failure in the words an operator uses."""
     if isinstance(exc, dns.exception.Timeout):
-        return f"timed out ({tries} tries of {timeout_s:g} s)"
+        return f"timed out ({tries} {'try' if tries == 1 else 'tries'} of {timeout_s:g} s)"
     if isinstance(exc, ConnectionRefusedError):
         return "refused the TCP connection"
     if isinstance(exc, OSError):

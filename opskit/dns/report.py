@@ -63,6 +63,7 @@ class ResolverAnswer:
     error: str | None
     cached: bool = True
     primed: bool = False  # the probe had to recurse, so it may have filled the cache it inspects
+    primed_why: str | None = None
     serves_until: datetime | None = None
     label: str | None = None  # "clamps TTLs" / "serves stale answers"
     rcode: str | None = None

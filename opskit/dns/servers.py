@@ -83,6 +83,17 @@ def split_host_port(option: str, value: str, default_port: int) -> tuple[str, in
     return host, _port(option, value, port) if sep else default_port
 
 
+def parse_name(option: str, text: str) -> str:
+    """A domain name as typed, checked and made absolute ("dispatch.example.net" -> "...net.")."""
+    import dns.exception  # noqa: PLC0415 - this module stays light for the CLI's option parsing
+    import dns.name  # noqa: PLC0415
+
+    try:
+        return dns.name.from_text(text.strip()).to_text()
+    except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
+        raise UsageError(f"{option} {text!r} is not a valid domain name: {exc}") from None
+
+
 def parse_servers(option: str, values: Iterable[str], default_port: int = DNS_PORT) -> list[Server]:
     """Every address of every HOST[:PORT] value (a host name may stand for several addresses)."""
     servers: list[Server] = []

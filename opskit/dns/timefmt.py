@@ -34,3 +34,13 @@ def when(moment: datetime, now: datetime) -> str:
 def whole_seconds(seconds: float) -> int:
     """Seconds rounded up (a remaining TTL of 7.2 s can still serve in its 8th second)."""
     return math.ceil(seconds)
+
+
+def by(moment: datetime, now: datetime) -> str:
+    """A deadline or an expiry in the format of `when`, rounded down: it is never shown late."""
+    ahead = abs((moment - now).total_seconds())
+    if ahead < 600:
+        return f"{moment:%H:%M:%S} UTC"
+    if moment.date() == now.date():
+        return f"{moment:%H:%M} UTC"
+    return f"{moment:%Y-%m-%d %H:%M} UTC"

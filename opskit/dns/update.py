@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dns.exception
@@ -25,9 +25,9 @@ import dns.tsigkeyring
 import dns.update
 
 from opskit.dns.chain import links_from
-from opskit.dns.query import make_query, rdtype_of
-from opskit.dns.servers import Server
-from opskit.errors import Negative, OpskitError, UsageError
+from opskit.dns.query import describe_error, make_query, rdtype_of
+from opskit.dns.servers import Server, parse_name
+from opskit.errors import Blocked, Negative, OpskitError, UsageError
 
 DEFAULT_NEW_TTL_S = 300
 _KEY = re.compile(
@@ -43,6 +43,10 @@ class BadKey(UsageError):
 
 class UpdateFailed(Negative):
     """The server did not apply the update (or did not show it afterwards)."""
+
+
+class ServerUnreachable(Blocked):
+    """The server could not be asked at all, so nothing was sent (exit 3, like every dead server)."""
 
 
 @dataclass(frozen=True)
@@ -126,14 +130,15 @@ def read_rrset(
 ) -> RRsetData | None:
     """The RRset the server publishes now (over TCP, recursion off), or None when there is none."""
     rdtype = rdtype_of(rtype)
-    qname = dns.name.from_text(name)
+    qname = dns.name.from_text(parse_name("--name", name))
     try:
         response = dns.query.tcp(
             make_query(qname, rdtype), server.host, port=server.port, timeout=timeout_s
         )
-    except (dns.exception.DNSException, OSError) as exc:
-        raise UpdateFailed(
-            f"{server}: cannot read {name} {rtype} before the update: {exc}"
+    except (dns.exception.DNSException, OSError, EOFError) as exc:
+        raise ServerUnreachable(
+            f"{server}: cannot read {name} {rtype}: {describe_error(exc, timeout_s, 1)}; "
+            "nothing was changed (check the address and port of the primary)"
         ) from None
     if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         raise UpdateFailed(
@@ -155,6 +160,15 @@ def _send(server: Server, message: dns.message.Message, what: str, timeout_s: fl
         response = dns.query.tcp(message, server.host, port=server.port, timeout=timeout_s)
     except dns.tsig.PeerError as exc:
         raise UpdateFailed(f"{server}: {what}: the server rejected the TSIG key ({exc})") from None
+    except dns.exception.FormError as exc:
+        if "TSIG" not in str(exc):
+            raise UpdateFailed(f"{server}: {what}: malformed answer ({exc})") from None
+        # nsd and secondaries answer NOTIMP/REFUSED unsigned: dnspython rejects that before the rcode
+        raise UpdateFailed(
+            f"{server}: {what}: the server answered without a TSIG signature: it does not take "
+            "signed updates for this zone (a secondary, updates disabled, or the key unknown there); "
+            "send the update to the zone's primary"
+        ) from None
     except (dns.exception.DNSException, OSError) as exc:
         raise UpdateFailed(f"{server}: {what}: {str(exc) or type(exc).__name__}") from None
     if response.rcode() != dns.rcode.NOERROR:
@@ -203,11 +217,16 @@ def replace_rrset(
     """Replace NAME TYPE with `values` (empty: delete it); keep the old TTL unless `ttl_s` is given."""
     rdtype = rdtype_of(rtype)
     type_text = dns.rdatatype.to_text(rdtype)
-    zone_name = dns.name.from_text(zone)
-    qname = dns.name.from_text(name)
+    zone_name = dns.name.from_text(parse_name("--zone", zone))
+    qname = dns.name.from_text(parse_name("--name", name))
     if not qname.is_subdomain(zone_name):
         raise UsageError(f"--name {name} is not inside --zone {zone}")
     ring, algorithm = _keyring(key)
+    try:  # bad input fails before anything is asked or sent
+        wanted_values = tuple(sorted(_canonical(rdtype, values)))
+    except (ValueError, dns.exception.DNSException) as exc:
+        raise UsageError(f"--set {' '.join(values)}: not valid {type_text} data: {exc}") from None
+    started = time.monotonic()
     before = read_rrset(server, name, type_text)
     ttl = ttl_s if ttl_s is not None else (before.ttl if before else DEFAULT_NEW_TTL_S)
     update = dns.update.UpdateMessage(
@@ -219,11 +238,16 @@ def replace_rrset(
         else:
             update.delete(qname, type_text)
     except (ValueError, dns.exception.DNSException) as exc:
-        raise UsageError(f"--set: not valid {type_text} data: {exc}") from None
+        raise UsageError(
+            f"--set {' '.join(values)}: not valid {type_text} data: {exc}"
+        ) from None
     _send(server, update, f"update {name} {type_text}", timeout_s)
-    wanted = RRsetData(tuple(sorted(_canonical(rdtype, values))), ttl) if values else None
+    wanted = RRsetData(wanted_values, ttl) if values else None
     verified = _verify(server, name, type_text, wanted, timeout_s)
-    after = read_rrset(server, name, type_text)
+    try:
+        after = read_rrset(server, name, type_text)
+    except OpskitError:  # the update went out: a failed read afterwards must not say "nothing changed"
+        after = None
     lowered = None
     if before is not None and values and ttl < before.ttl:
         lowered = {
@@ -231,7 +255,8 @@ def replace_rrset(
             "type": type_text,
             "zone": zone_name.to_text(),
             "server": str(server),
-            "lowered_at": now.isoformat(),
+            # when the primary showed the new TTL, not when we started: the safe time is never early
+            "lowered_at": (now + timedelta(seconds=time.monotonic() - started)).isoformat(),
             "previous_ttl": before.ttl,
             "new_ttl": ttl,
         }

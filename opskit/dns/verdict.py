@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from opskit.dns.chain import gate_link
 from opskit.dns.dnssec import expiry_problem
 from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
-from opskit.dns.timefmt import when
+from opskit.dns.timefmt import by, when
 
 # The longest a common resolver keeps anything (unbound cache-max-ttl default); used only to say what an
 # unknown lowering time would have to be, never to declare a switch safe.
@@ -166,7 +166,7 @@ def judge_record(
             )
             notes.append(
                 f"{what} is signed: RRSIG TTL {lk.dnssec.rrsig_ttl} s{key}, signature valid until "
-                f"{when(lk.dnssec.rrsig_expires, now)} (validators cache these too)"
+                f"{by(lk.dnssec.rrsig_expires, now)} (validators cache these too)"
             )
     notes += _resolver_notes(report.resolvers, now)
     return RecordVerdict(not problems, False, safe_after, tuple(problems), tuple(notes))
@@ -201,6 +201,19 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
     """When the switch is safe for a TTL that is low now, from the best evidence there is."""
     ttl = link.ttl or 0
     what = f"{_bare(link.name)} {link.type}"
+    if link.negative:
+        # creating a record is the switch: caches drop the cached "no such record" within this TTL
+        missing = (
+            f"{what} does not exist (NXDOMAIN)"
+            if link.rcode == "NXDOMAIN"
+            else f"{_bare(link.name)} has no {link.type} record (NODATA)"
+        )
+        notes.append(
+            f"{missing}; caches keep that answer up to {ttl} s "
+            "(negative TTL: min of SOA TTL and SOA MINIMUM), so a new record shows within that"
+            + ("; check the spelling if you expected it to exist" if link.rcode == "NXDOMAIN" else "")
+        )
+        return now, []
     if lowering is not None and lowering.applies_to(link.name, link.type):
         safe = lowering.safe_after
         if safe > now:
@@ -254,10 +267,8 @@ def _resolver_notes(resolvers: Sequence[ResolverAnswer], now: datetime) -> list[
         if r.label:
             notes.append(f"resolver {r.server} {r.label}")
         if r.primed:
-            notes.append(
-                f"resolver {r.server} refused a cache peek (RD=0) or answered with the full TTL: "
-                "this probe may have primed its cache"
-            )
+            why = r.primed_why or "had to be asked with recursion on"
+            notes.append(f"resolver {r.server} {why}: this probe may have primed its cache")
     return notes
 
 
@@ -265,24 +276,29 @@ def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime)
     """The whole check: READY only when every record is; blocked when a record had no usable answer."""
     blocked = [r for r, v in verdicts if v.blocked]
     waiting = [(r, v) for r, v in verdicts if not v.ready and not v.blocked]
-    known = [v.safe_after for _, v in verdicts]
-    safe_after = max(known) if known and all(s is not None for s in known) else None  # type: ignore[type-var]
+    known = [v.safe_after for _, v in verdicts if v.safe_after is not None]
+    latest = max(known) if known else None
+    missing = sorted(
+        {_bare(r.name) for r, _ in verdicts if r.chain and r.chain[-1].rcode == "NXDOMAIN"}
+    )
+    absent = f"; {', '.join(missing)} does not exist yet (NXDOMAIN)" if missing else ""
     if blocked:
         names = ", ".join(f"{_bare(r.name)} {r.type}" for r in blocked)
         return Overall(False, True, None, f"BLOCKED: no usable answer for {names}")
     if waiting:
         names = ", ".join(f"{_bare(r.name)} {r.type}" for r, _ in waiting)
-        tail = f"; safe from {when(safe_after, now)}" if safe_after and safe_after > now else ""
-        return Overall(False, False, safe_after, f"NOT READY: {names}{tail}")
+        # a record whose safe time is unknown cannot make it earlier: the latest known one is the
+        # earliest moment the whole switch can be safe
+        tail = f"; safe from {when(latest, now)}" if latest and latest > now else ""
+        return Overall(False, False, latest, f"NOT READY: {names}{tail}{absent}")
     ttls = [r.ttl for r, _ in verdicts if r.ttl is not None]
     top = max(ttls) if ttls else 0
-    if safe_after is None:
+    if len(known) < len(verdicts):
         return Overall(
             True,
             False,
             None,
-            f"READY (if the TTL was lowered long enough ago): effective TTL {top} s",
+            f"READY (if the TTL was lowered long enough ago): effective TTL {top} s{absent}",
         )
-    return Overall(
-        True, False, safe_after, f"READY: effective TTL {top} s, safe since {when(safe_after, now)}"
-    )
+    since = f"safe since {when(latest, now)}" if latest and latest < now else "safe now"
+    return Overall(True, False, latest, f"READY: effective TTL {top} s, {since}{absent}")

@@ -23,7 +23,7 @@ from opskit.dns.cacheview import STALE_REPLY_TTL_S
 from opskit.dns.chain import effective_ttl, final_answers, links_from
 from opskit.dns.discovery import discover
 from opskit.dns.query import Limiter, QueryOptions, ask, make_query, rdtype_of
-from opskit.dns.servers import Server, ServerChoice
+from opskit.dns.servers import Server, ServerChoice, parse_name
 from opskit.errors import UsageError
 
 AUTHORITATIVE, RESOLVER = "authoritative", "resolver"
@@ -138,9 +138,9 @@ def judge_round(
         refreshed = ttl is not None and memory.ttl is not None and ttl > memory.ttl
         if memory.seen_old and auth_flipped and answers == memory.answers and refreshed:
             memory.stale_period_s = ttl
-            label = f"serves stale answers (RFC 8767): the old answer came back with TTL {ttl} s"
+            label = f"serves stale answers (RFC 8767): old answer back with TTL {ttl} s"
         if label is None and ttl is not None and auth_ttl is not None and ttl > auth_ttl:
-            label = f"reports TTL {ttl} s above the published {auth_ttl} s: clamps TTLs"
+            label = f"clamps TTLs (above the published {auth_ttl} s)"
             memory.stale_period_s = memory.stale_period_s or STALE_REPLY_TTL_S
     predicted = None
     if not flipped and role == RESOLVER:
@@ -236,6 +236,7 @@ async def _wait(  # noqa: PLR0917 - the private body of wait()
 ) -> WaitResult:
     if not expected_in:
         raise UsageError("give at least one --expect value")
+    name = parse_name("NAME", name)
     expected = normalise(expected_in)
     types = types_for(expected_in, options.types)
     auth = await _targets(name, options)
@@ -277,18 +278,20 @@ async def _wait(  # noqa: PLR0917 - the private body of wait()
                 auth_flipped=auth_flipped,
                 now=now,
             )
-            if not state.flipped and role == RESOLVER and answers:
+            # "old" only once the authoritatives serve the new answer (or when none are watched)
+            if not state.flipped and role == RESOLVER and answers and (auth_flipped or not auth):
                 stale.add(str(server))
             states.append(state)
         if on_round is not None:
             on_round(states)
         done = all(s.flipped for s in states)
-        waited = time.monotonic() - started
+        left = options.timeout_s - (time.monotonic() - started)
         if done or (cancelled is not None and cancelled()) or (max_rounds and rounds >= max_rounds):
             break
-        if waited + options.interval_s > options.timeout_s:
+        if left <= 0:
             break
-        await asyncio.sleep(options.interval_s)
+        # the last round lands on the deadline, so "timed out after 10 s" means 10 s of watching
+        await asyncio.sleep(min(options.interval_s, left))
     return WaitResult(
         name=dns.name.from_text(name).to_text(),
         expected=expected,

@@ -589,7 +589,7 @@ class Bridge:
         self.stopping = False
         self.stopping_now = False
         self.dirty = True
-        self.writing = False
+        self.writing: asyncio.Future[None] | None = None  # the stats write in flight, if any
         self.last_write = 0.0
         self.server: asyncio.AbstractServer | None = None
         self.done: asyncio.Future[None] = loop.create_future()
@@ -692,17 +692,17 @@ class Bridge:
 
     def write_stats_soon(self) -> None:
         """Write the stats file from a worker thread, so a slow disk never stalls forwarding."""
-        if self.writing or not self.opts.stats_file:
+        if self.writing is not None or not self.opts.stats_file:
             return
         data = self.snapshot()
         self.dirty = False
         self.last_write = _mono()
-        self.writing = True
         future = self.loop.run_in_executor(None, write_atomic, self.opts.stats_file, data)
+        self.writing = future
         future.add_done_callback(self._written)
 
     def _written(self, future: asyncio.Future[None]) -> None:
-        self.writing = False
+        self.writing = None
         exc = future.exception()
         if exc is not None:
             self.log(f"{self.opts.stats_file}: could not write the stats file: {exc}")
@@ -924,6 +924,9 @@ async def finish(bridge: Bridge, out: IO[str]) -> None:
     for conn in list(bridge.conns):
         conn.abort()
     await asyncio.sleep(0)  # let the transports run connection_lost
+    if bridge.writing is not None:
+        # An older snapshot still being written must not replace the final one.
+        await asyncio.wait([bridge.writing], timeout=10)
     bridge.state = "stopped"
     if bridge.ended is None:
         bridge.ended = "error: stopped unexpectedly"

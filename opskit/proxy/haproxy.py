@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 import resource
 import shutil
@@ -31,6 +30,7 @@ from typing import IO, Any
 
 from opskit.errors import Blocked, OpskitError
 from opskit.proxy.config import BridgeConfig
+from opskit.proxy.detach import child_main, spawn_module
 from opskit.proxy.stats import BridgeStats, ClientStats, from_json
 from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, write_atomic
 
@@ -449,60 +449,10 @@ def run(config: BridgeConfig) -> BridgeStats:
             config.pid_file.unlink(missing_ok=True)
 
 
-def config_to_json(config: BridgeConfig) -> str:
-    """The config as JSON (paths as text), for the detached child's command line."""
-    return json.dumps(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
-    )
-
-
-def config_from_json(text: str) -> BridgeConfig:
-    """The inverse of config_to_json."""
-    raw = json.loads(text)
-    for key in ("stats_file", "pid_file", "log_file"):
-        if raw.get(key) is not None:
-            raw[key] = Path(raw[key])
-    return BridgeConfig(**raw)
-
-
 def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
     """Start the engine detached (its own session: it outlives this terminal); its pid once it runs."""
-    log = open(config.log_file or os.devnull, "a", encoding="utf-8")  # noqa: SIM115 - handed to the child
-    with log:
-        proc = subprocess.Popen(
-            [python, "-m", "opskit.proxy.haproxy", config_to_json(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + READY_TIMEOUT_S + 5
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise HaproxyFailed(
-                f"the HAProxy bridge exited {proc.returncode} at start"
-                + (f"; see {config.log_file}" if config.log_file else "")
-            )
-        try:
-            data = json.loads(config.stats_file.read_text(encoding="utf-8"))
-            if data.get("pid") == proc.pid and data.get("state") == "running":
-                return proc.pid
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    proc.terminate()
-    raise HaproxyFailed(f"the HAProxy bridge did not write {config.stats_file} in time")
-
-
-def main(argv: list[str]) -> int:
-    """`python -m opskit.proxy.haproxy CONFIG_JSON`: the detached engine."""
-    try:
-        stats = run(config_from_json(argv[0]))
-    except OpskitError as exc:
-        print(f"opskit: {exc}", file=sys.stderr)  # noqa: T201 - a detached process's log
-        return int(exc.exit_code)
-    return 0 if stats.ended in ("sigterm", "sigint") else 1
+    return spawn_module("opskit.proxy.haproxy", config, python=python)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child_main(sys.argv[1:], run))

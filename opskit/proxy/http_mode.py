@@ -15,17 +15,19 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
-from opskit.aio import spawn
+from opskit import aio
 from opskit.errors import Blocked
 from opskit.proxy.config import BridgeConfig
-from opskit.proxy.stats import BridgeStats, from_json
+from opskit.proxy.detach import child_main, spawn_module
+from opskit.proxy.stats import BridgeStats, load
 from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, write_atomic
 
 STREAM_LARGE_BODIES = "256k"
-NO_IDLE_TIMEOUT_S = 7 * 86400.0  # "off": a residual client may stay connected for days
+NO_IDLE_TIMEOUT_S = 7 * 86400  # "off": a residual client may stay connected for days
 MAX_REQUEST_KEYS = 10_000  # distinct "METHOD host path" keys kept; the rest are folded together
 OTHER_REQUESTS = "(other)"
 
@@ -108,7 +110,9 @@ class Counter:
         # counted as it passes.
         def count(chunk: bytes) -> bytes:
             if chunk:
-                self._bytes(address, into=len(chunk) if inbound else 0, out=0 if inbound else len(chunk))
+                self._bytes(
+                    address, into=len(chunk) if inbound else 0, out=0 if inbound else len(chunk)
+                )
             return chunk
 
         return count
@@ -132,22 +136,28 @@ class _QuietShutdown(logging.Filter):
         return not (info and info[0] is not None and issubclass(info[0], asyncio.CancelledError))
 
 
-async def _serve(config: BridgeConfig, tally: Tally) -> str:
+def _master(config: BridgeConfig) -> Any:
+    """A DumpMaster in reverse mode with the settings the module docstring explains."""
     from mitmproxy import options  # noqa: PLC0415 - 0.5 s import, only when HTTP mode runs
     from mitmproxy.proxy import server as mitm_server  # noqa: PLC0415
     from mitmproxy.tools.dump import DumpMaster  # noqa: PLC0415
 
-    mitm_server.TCP_TIMEOUT = config.idle_timeout_s or NO_IDLE_TIMEOUT_S  # type: ignore[attr-defined]
+    mitm_server.TCP_TIMEOUT = round(config.idle_timeout_s or NO_IDLE_TIMEOUT_S)
     host, port = config.listen_host_port
     thost, tport = config.to_host_port
     target = f"[{thost}]:{tport}" if ":" in thost else f"{thost}:{tport}"
-    opts = options.Options(
-        mode=[f"reverse:http://{target}"],
-        listen_host=host,
-        listen_port=port,
+    opts: Any = options.Options(
+        mode=[f"reverse:http://{target}"], listen_host=host, listen_port=port
     )
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-    opts.update(keep_host_header=True, stream_large_bodies=STREAM_LARGE_BODIES, connection_strategy="lazy")
+    opts.update(
+        keep_host_header=True, stream_large_bodies=STREAM_LARGE_BODIES, connection_strategy="lazy"
+    )
+    return master
+
+
+async def _serve(config: BridgeConfig, tally: Tally) -> str:
+    master = _master(config)
     loop = asyncio.get_running_loop()
     started_at = time.time()
     ready = asyncio.Event()
@@ -165,11 +175,19 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
             "ended": ended,
         }
 
+    async def drain_then_stop() -> None:
+        # In-flight requests get up to --drain-timeout; a second signal stops at once.
+        deadline = time.monotonic() + config.drain_timeout_s
+        while tally.active > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - set by mitmproxy hooks
+            await asyncio.sleep(0.05)
+        master.shutdown()
+
     def stop(why: str) -> None:
         if reason:
+            master.shutdown()
             return
         reason.append(why)
-        master.shutdown()
+        aio.spawn(drain_then_stop(), name="opskit-http-drain")
 
     master.addons.add(Counter(tally, on_ready=ready.set))
     for sig, why in ((signal.SIGTERM, "sigterm"), (signal.SIGINT, "sigint")):
@@ -186,9 +204,15 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
                 last = time.monotonic()
             await asyncio.sleep(max(0.05, config.stats_interval_s))
 
-    task = spawn(writer(), name="opskit-http-stats")
+    task = aio.spawn(writer(), name="opskit-http-stats")
     try:
         await master.run()
+    except SystemExit:  # mitmproxy's errorcheck exits when startup logged an error (port in use)
+        check = master.addons.get("errorcheck")
+        words = "; ".join(r.getMessage() for r in check.logger.has_errored) if check else ""
+        raise Blocked(
+            f"HTTP bridge on {config.listen} did not start: {words or 'see the log'}"
+        ) from None
     finally:
         task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,6 +245,13 @@ def run(config: BridgeConfig) -> BridgeStats:
             logging.getLogger(name).removeFilter(quiet)
         if config.pid_file:
             config.pid_file.unlink(missing_ok=True)
-    from opskit.proxy.stats import load  # noqa: PLC0415
+    return load(config.stats_file)
 
-    return load(config.stats_file) if config.stats_file.exists() else from_json({})
+
+def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
+    """Start the HTTP bridge detached (its own session); its pid once it runs."""
+    return spawn_module("opskit.proxy.http_mode", config, python=python)
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:], run))

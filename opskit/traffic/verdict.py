@@ -80,9 +80,14 @@ def parse_time(text: str | None) -> datetime | None:
 
 def clock(moment: datetime, now: datetime) -> str:
     """ "02:41:07 UTC" near now, "02:41 UTC" today, with the date otherwise."""
+    # Rounded up, never down: a "safe from" time shown early would be a lie at the worst moment.
     moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
     if abs((moment - now).total_seconds()) < 600:
         return f"{moment:%H:%M:%S} UTC"
+    if moment.second:
+        moment = moment.replace(second=0) + timedelta(minutes=1)
     if moment.date() == now.astimezone(UTC).date():
         return f"{moment:%H:%M} UTC"
     return f"{moment:%Y-%m-%d %H:%M} UTC"

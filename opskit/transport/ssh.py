@@ -41,6 +41,14 @@ def _socket_problem(exc: OSError, where: str, timeout_s: float) -> str:
     return f"cannot connect to {where}: {exc.strerror or exc}"
 
 
+def _send_stdin(chan: paramiko.Channel, stdin: str | None) -> None:
+    # A failure here is a dropped link or a command that stopped reading; run() diagnoses the former.
+    with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+        if stdin:
+            chan.sendall(stdin.encode())
+        chan.shutdown_write()
+
+
 class SshTransport:
     """Runs commands on one runbook host over SSH; connects on first use."""
 
@@ -214,10 +222,11 @@ class SshTransport:
             "stderr": StreamTail("stderr", on_output),
         }
         deadline = None if timeout_s is None else started + timeout_s
+        # A writer thread: a command that answers while it reads (cat) would otherwise fill both
+        # windows and deadlock us against it.
+        writer = threading.Thread(target=_send_stdin, args=(chan, stdin), daemon=True)
+        writer.start()
         try:
-            if stdin:
-                chan.sendall(stdin.encode())
-            chan.shutdown_write()
             timed_out = self._pump(chan, tails, deadline)
         except (paramiko.SSHException, OSError, EOFError):
             timed_out = False  # the drop is diagnosed below from the transport's state

@@ -335,6 +335,48 @@ def test_resolver_view_says_until_when_it_may_serve(opskit: Invoke, lab: DnsLab)
     assert f"{lab.clamp} may serve 192.0.2.10 until" in result.stdout
     assert "clamps TTLs" in result.stdout
     assert "may have primed its cache" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith(lab.clamp))
+    assert "clamps TTLs or serves stale" in row
+
+
+def test_resolver_that_does_not_hold_the_record_is_not_primed(opskit: Invoke, lab: DnsLab) -> None:
+    """A snoop-friendly resolver is peeked at with recursion off: "not cached", and still not cached after."""
+    args = ["dns", "check", "legacy.example.test", "--type", "A", *lab.pins]
+    for _ in range(2):
+        result = opskit(*args, "--resolver", lab.resolver, expect=ExitCode.NEGATIVE)
+        row = next(line for line in result.stdout.splitlines() if line.startswith(lab.resolver))
+        assert "not cached" in row
+        assert "primed" not in row
+
+
+@pytest.mark.parametrize("name", ["a..example.test", "x" * 64 + ".example.test"])
+def test_malformed_name_is_bad_input(opskit: Invoke, name: str) -> None:
+    """A name with an empty or 64-byte label exits 2 with one line, not a traceback."""
+    result = opskit("dns", "check", name, "--nameserver", "127.0.0.1:9", expect=ExitCode.BAD_INPUT)
+
+    assert "is not a valid domain name" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_name_that_does_not_exist_says_so(opskit: Invoke, lab: DnsLab) -> None:
+    """A typo'd name is READY within its negative TTL, and the verdict line says it does not exist."""
+    result = opskit("dns", "check", "dispatsch.example.test", *lab.pins, expect=ExitCode.OK)
+
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.endswith("dispatsch.example.test does not exist yet (NXDOMAIN)")
+    assert "check the spelling" in result.stdout
+
+
+def test_not_ready_keeps_its_safe_time_next_to_a_missing_aaaa(opskit: Invoke, lab: DnsLab) -> None:
+    """legacy has A (24 h) and no AAAA: the JSON safe_after is still the A record's safe time."""
+    result = opskit(
+        "dns", "check", "legacy.example.test", *lab.pins, "--json", expect=ExitCode.NEGATIVE
+    )
+
+    report = _json(result.stdout)
+    assert [r["type"] for r in report["records"]] == ["A", "AAAA"]
+    assert report["safe_after"] is not None
+    assert datetime.fromisoformat(report["safe_after"]) > datetime.now(UTC) + timedelta(hours=23)
 
 
 def test_discovery_through_a_resolver_with_auth_port(opskit: Invoke, lab: DnsLab) -> None:
@@ -371,6 +413,27 @@ def test_signed_zone_reports_signature_ttls(opskit: Invoke, lab: DnsLab) -> None
     )
 
     assert "is signed: RRSIG TTL 60 s, DNSKEY TTL" in result.stdout
+
+
+def test_signature_expiring_before_the_safe_time_is_a_reason(opskit: Invoke, lab: DnsLab) -> None:
+    """Knot signs for 4 h; lowered from 24 h just now, the RRSIG runs out before the switch is safe."""
+    result = opskit(
+        "dns",
+        "check",
+        "www.signed.test",
+        "--type",
+        "A",
+        "--nameserver",
+        lab.ns2,
+        "--lowered-at",
+        datetime.now(UTC).isoformat(),
+        "--previous-ttl",
+        "24h",
+        expect=ExitCode.NEGATIVE,
+    )
+
+    assert "✗ the RRSIG over www.signed.test A expires at" in result.stdout
+    assert "keep the zone's signer running" in result.stdout
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1:notaport", "127.0.0.1:70000", "[::1"])
@@ -421,3 +484,64 @@ def test_plan_too_late_is_an_honest_no(opskit: Invoke, lab: DnsLab) -> None:
     )
 
     assert "too late to lower the TTL" in result.stdout
+
+
+def test_plan_names_the_chain_link_to_lower(opskit: Invoke, lab: DnsLab) -> None:
+    """For www -> edge(86400) -> dispatch the plan says to lower edge's CNAME, and exits 0."""
+    switch = datetime.now(UTC) + timedelta(days=3)
+    result = opskit(
+        "dns",
+        "plan",
+        "www.example.test",
+        "--type",
+        "A",
+        "--switch-at",
+        switch.isoformat(),
+        *lab.pins,
+        expect=ExitCode.OK,
+    )
+
+    assert "lower the TTL of edge.example.test CNAME from 86400 to 300 s" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "PLAN OK"
+
+
+def test_plan_with_a_low_ttl_of_unknown_age_is_ok_with_its_condition(
+    opskit: Invoke, lab: DnsLab
+) -> None:
+    """An 8 s TTL and no record of when it was lowered: exit 0, the condition spelled out."""
+    switch = datetime.now(UTC) + timedelta(hours=2)
+    result = opskit(
+        "dns",
+        "plan",
+        "dispatch.example.test",
+        "--type",
+        "A",
+        "--switch-at",
+        switch.isoformat(),
+        *lab.pins,
+        expect=ExitCode.OK,
+    )
+
+    assert (
+        result.stdout.strip()
+        .splitlines()[-1]
+        .startswith(
+            "PLAN OK if the TTL of dispatch.example.test A was already 8 s at least 86400 s"
+        )
+    )
+
+
+def test_plan_in_the_past_is_bad_input(opskit: Invoke) -> None:
+    """A --switch-at before now exits 2 before any query."""
+    result = opskit(
+        "dns",
+        "plan",
+        "dispatch.example.test",
+        "--switch-at",
+        "2020-01-01T02:00:00Z",
+        "--nameserver",
+        "127.0.0.1:9",
+        expect=ExitCode.BAD_INPUT,
+    )
+
+    assert "--switch-at 2020-01-01 02:00:00 UTC is in the past" in result.stderr

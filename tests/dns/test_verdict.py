@@ -12,6 +12,7 @@ from opskit.dns.servers import BadServer, Server, parse_nameservers
 from opskit.dns.update import BadKey, parse_key_text
 from opskit.dns.verdict import Lowering, Policy, judge, judge_record
 from opskit.dns.wait import RESOLVER, _Memory, judge_round, predict_flip
+from opskit.errors import UsageError
 
 NOW = datetime(2026, 11, 23, 1, 12, tzinfo=UTC)
 
@@ -165,6 +166,98 @@ def test_plan_that_is_too_late_says_when_it_could_be_safe() -> None:
 
     assert not plan.feasible
     assert plan.safe_from == NOW + timedelta(days=1)
+
+
+def test_plan_too_late_keeps_old_answers_until_the_old_ttl_from_now() -> None:
+    """Lowered too late, caches keep the old answer a full old TTL from now, not 5 min after the switch."""
+    plan = make_plan(
+        name="d.",
+        rtype="A",
+        current_ttl=86400,
+        target_ttl=300,
+        switch_at=NOW + timedelta(hours=1),
+        now=NOW,
+    )
+
+    assert plan.last_old_answer == NOW + timedelta(days=1, seconds=1)
+
+
+def test_plan_with_a_low_ttl_and_no_history_is_ok_with_a_caveat() -> None:
+    """A TTL already at 8 s: the plan works if it was lowered long ago, and says so."""
+    plan = make_plan(
+        name="d.",
+        rtype="A",
+        current_ttl=8,
+        target_ttl=300,
+        switch_at=NOW + timedelta(hours=1),
+        now=NOW,
+    )
+
+    assert plan.feasible
+    assert plan.problems == ()
+    assert "at least 86400 s before the switch" in plan.caveats[0]
+    assert plan.last_old_answer == NOW + timedelta(hours=1, seconds=9)
+
+
+def test_plan_names_the_link_whose_ttl_must_go_down() -> None:
+    """For a CNAME chain the step names the long link, not the name being switched."""
+    plan = make_plan(
+        name="www.example.test.",
+        rtype="A",
+        current_ttl=86400,
+        target_ttl=300,
+        switch_at=NOW + timedelta(days=3),
+        now=NOW,
+        lower_what="edge.example.test CNAME",
+    )
+
+    assert "lower the TTL of edge.example.test CNAME from 86400 to 300 s" in plan.steps[0].what
+
+
+def test_plan_for_a_switch_in_the_past_is_bad_input() -> None:
+    """A --switch-at before now is a typo to fix, not a timeline."""
+    with pytest.raises(UsageError, match="in the past"):
+        make_plan(
+            name="d.",
+            rtype="A",
+            current_ttl=300,
+            target_ttl=300,
+            switch_at=NOW - timedelta(days=1),
+            now=NOW,
+        )
+
+
+def test_not_ready_safe_time_survives_a_record_with_unknown_history() -> None:
+    """A 24 h A record next to an 8 s one of unknown history: NOT READY still gives the 24 h safe time."""
+    long, short = _record(86400), _record(8)
+    verdicts = [
+        (r, judge_record(r, policy=Policy(), lowering=None, now=NOW)) for r in (long, short)
+    ]
+
+    overall = judge(verdicts, NOW)
+
+    assert not overall.ready
+    assert overall.safe_after == NOW + timedelta(days=1)
+    assert "safe from 2026-11-24 01:12 UTC" in overall.verdict
+
+
+def test_name_that_does_not_exist_is_said_so() -> None:
+    """NXDOMAIN is READY within its negative TTL, and the verdict says the name does not exist yet."""
+    link = Link("new.example.net.", "A", 15, (), "NXDOMAIN")
+    ns = tuple(NameserverAnswer(s, (), 15, 5, None, (link,)) for s in ("ns1:53", "ns2:53"))
+    record = RecordReport("new.example.net.", "A", 15, (), (link,), ns, (), ())
+    verdict = judge_record(record, policy=Policy(), lowering=None, now=NOW)
+
+    overall = judge([(record, verdict)], NOW)
+
+    assert overall.ready
+    assert any(
+        "does not exist (NXDOMAIN); caches keep that answer up to 15 s" in n for n in verdict.notes
+    )
+    assert (
+        overall.verdict
+        == "READY: effective TTL 15 s, safe now; new.example.net does not exist yet (NXDOMAIN)"
+    )
 
 
 def test_flip_prediction_adds_one_second_and_one_stale_period() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -41,8 +42,6 @@ def read_to_eof(sock: socket.socket, limit: int = 1 << 30) -> bytes:
 
 def fd_count(pid: int) -> int:
     """Open file descriptors of a process."""
-    import os  # noqa: PLC0415
-
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 

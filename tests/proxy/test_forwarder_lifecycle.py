@@ -15,6 +15,7 @@ import pytest
 from opskit.proxy.bridge import probe
 from tests.proxy.clients import http_get, read_to_eof, silent_backend
 from tests.proxy.conftest import StartForwarder
+from tests.servers.common import free_port
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
@@ -106,8 +107,6 @@ def test_opskit_probes_are_not_counted(nginx: Nginx, forwarder: StartForwarder) 
 
 def test_probe_reports_an_unreachable_new_host(forwarder: StartForwarder) -> None:
     """The probe says the new host is down when it refuses, and that probe is not an error of a client."""
-    from tests.servers.common import free_port  # noqa: PLC0415
-
     fwd = forwarder(f"127.0.0.1:{free_port()}")
 
     answer = probe(fwd.host, fwd.port)
@@ -187,7 +186,7 @@ def test_sigterm_drains_then_closes_and_says_how_it_ended(
         started = time.monotonic()
         fwd.proc.send_signal(signal.SIGTERM)
         stopping = fwd.wait_stats(lambda s: s["state"] == "stopping", timeout_s=3)
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             socket.create_connection((fwd.host, fwd.port), timeout=1).close()
         sock.sendall(b"GET /1k.txt HTTP/1.0\r\nHost: x\r\n\r\n")  # still bridged while draining
         assert read_to_eof(sock).startswith(b"HTTP/1.1 200")

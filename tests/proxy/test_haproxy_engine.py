@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from opskit.proxy.config import BridgeConfig
-from opskit.proxy.haproxy import config_to_json, parse_show_sess, read_socket, render_config
+from opskit.proxy.detach import config_to_json
+from opskit.proxy.haproxy import parse_show_sess, read_socket, render_config
 from tests.proxy.clients import http_get
 from tests.proxy.conftest import StartForwarder
 from tests.servers.common import free_port, require_binary
@@ -84,7 +86,7 @@ def test_haproxy_engine_counts_like_the_builtin_engine(
     haproxy_bridge: tuple[subprocess.Popen[str], BridgeConfig],
 ) -> None:
     """The same requests from three client addresses give the same per-client and total counts in both engines."""
-    proc, config = haproxy_bridge
+    _, config = haproxy_bridge
     builtin = forwarder(nginx.http)
     hap_port = config.listen_host_port[1]
     for address in CLIENTS:
@@ -114,7 +116,6 @@ def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
 ) -> None:
     """A connected client shows as active through the stats socket; SIGTERM ends with state stopped."""
     proc, config = haproxy_bridge
-    import socket
 
     with socket.create_connection(config.listen_host_port, source_address=("127.0.0.31", 0)):
         live = wait_for(config.stats_file, lambda s: s["active"] == 1)

@@ -147,6 +147,7 @@ def _wait_banner(proc: subprocess.Popen[bytes], host: str, port: int, timeout_s:
     raise TimeoutError(f"sshd on {host}:{port} did not answer within {timeout_s}s")
 
 
+@contextlib.contextmanager
 def start_sshd(workdir: Path) -> Iterator[Sshd]:
     """Start sshd under `workdir`, yield it once it answers with its banner, stop it afterwards."""
     binary = require_binary("sshd", "openssh-server")
@@ -208,4 +209,5 @@ def start_sshd(workdir: Path) -> Iterator[Sshd]:
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """A private OpenSSH server on 127.0.0.1 for the whole session (tests must not stop it)."""
-    yield from start_sshd(tmp_path_factory.mktemp("sshd"))
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

@@ -13,7 +13,7 @@ import pytest
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.proxy.clients import http_get
-from tests.proxy.conftest import StartForwarder, forwarder, nginx  # noqa: F401 - fixtures
+from tests.proxy.conftest import StartForwarder
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy

@@ -9,6 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from opskit.transport import connect
 from opskit.transport.local import LocalTransport
 
@@ -114,3 +116,18 @@ def test_connect_without_a_host_is_local() -> None:
     assert transport.label == "local"
     assert transport.run("true").ok
     transport.close()
+
+
+def test_ctrl_c_stops_the_command_and_its_children() -> None:
+    """Ctrl-C during a local step stops the whole process group before it propagates."""
+    marker = f"{uuid.uuid4().int % 10000 + 50000}.5"
+
+    def interrupt(stream: str, line: str) -> None:
+        if line == "started":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LocalTransport().run(f"sleep {marker} & echo started; wait", on_output=interrupt)
+
+    time.sleep(0.1)
+    assert _pgrep(f"sleep {marker}") == []

@@ -223,9 +223,7 @@ def test_refused_connection_is_a_transport_error(sshd: Sshd) -> None:
 
 def test_dropped_connection_mid_command_is_in_doubt(tmp_path: Path) -> None:
     """A link that dies while a command runs is reported as dropped (in doubt), then reconnects."""
-    servers = start_sshd(tmp_path / "sshd")
-    server = next(servers)
-    try:
+    with start_sshd(tmp_path / "sshd") as server:
         t = SshTransport(server.spec())
 
         def cut(stream: str, line: str) -> None:
@@ -239,8 +237,6 @@ def test_dropped_connection_mid_command_is_in_doubt(tmp_path: Path) -> None:
         assert t.run("echo again").stdout == "again\n"
         assert t.connections_opened == 2
         t.close()
-    finally:
-        servers.close()
 
 
 def test_ssh_config_supplies_hostname_user_port_and_key(sshd: Sshd, tmp_path: Path) -> None:
@@ -294,3 +290,32 @@ def test_transport_errors_are_one_line_without_traceback_noise(sshd: Sshd) -> No
     assert "\n" not in str(caught.value)
     assert str(caught.value).startswith("db: ")
     subprocess.run(["true"], check=True)
+
+
+def test_ctrl_c_stops_the_remote_command(transport: SshTransport) -> None:
+    """Ctrl-C during a remote step stops the command on the host too, not only our end."""
+    marker = f"{uuid.uuid4().int % 10000 + 60000}.5"
+
+    def interrupt(stream: str, line: str) -> None:
+        if line == "started":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        transport.run(f"sleep {marker} & echo started; wait", on_output=interrupt)
+
+    deadline = time.monotonic() + 5
+    while any(f"sleep {marker}" in c for c in _cmdlines()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(f"sleep {marker}" in c for c in _cmdlines())
+    assert transport.run("echo still-usable").stdout == "still-usable\n"
+
+
+def test_large_stdin_and_output_do_not_deadlock(transport: SshTransport) -> None:
+    """A command that echoes a large stdin back while reading it completes."""
+    data = "0123456789abcdef\n" * 200_000  # 3.4 MB
+
+    result = transport.run("cat; echo done >&2", stdin=data, timeout_s=60)
+
+    assert result.ok
+    assert result.stderr == "done\n"
+    assert result.stdout.endswith("0123456789abcdef\n")

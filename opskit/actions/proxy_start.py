@@ -1,0 +1,214 @@
+"""`uses: proxy.start`: start the bridge here or on the step's host, and journal how to stop it.
+
+Locally the bridge runs detached (it outlives opskit). With `on: HOST` the single-file forwarder is
+copied over SFTP and started with setsid/nohup on that host. A dry-run checks that the listen port is
+free and that the new host answers from where the bridge will run; it starts nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
+from opskit.actions.params import ParamError, Params
+from opskit.errors import OpskitError
+
+MODES = ("tcp", "http")
+ENGINES = ("builtin", "haproxy")
+PROXY_PROTOCOLS = ("none", "v1", "v2")
+
+
+@dataclass(frozen=True)
+class ProxyStart(BaseAction):
+    """with: listen, to, mode, engine, stats_file, max_connections, idle_timeout, connect_timeout,
+    drain_timeout, proxy_protocol, nudge_after, python."""
+
+    kind: ClassVar[ActionKind] = ActionKind.MUTATE
+    listen: str
+    to: str
+    mode: str = "tcp"
+    engine: str = "builtin"
+    stats_file: str | None = None
+    max_connections: int = 10_000
+    idle_timeout_s: float | None = None
+    connect_timeout_s: float = 5.0
+    drain_timeout_s: float = 10.0
+    proxy_protocol: str | None = None
+    nudge_after_s: float | None = None
+    python: str = "python3"
+
+    @classmethod
+    def from_params(cls, params: Params) -> Self:
+        from opskit.proxy.config import split_host_port  # noqa: PLC0415
+
+        protocol = params.choice("proxy_protocol", PROXY_PROTOCOLS, "none")
+        action = cls(
+            listen=params.text("listen"),
+            to=params.text("to"),
+            mode=params.choice("mode", MODES, "tcp"),
+            engine=params.choice("engine", ENGINES, "builtin"),
+            stats_file=params.text("stats_file", None),
+            max_connections=params.integer("max_connections", 10_000),
+            idle_timeout_s=params.seconds("idle_timeout", None),
+            connect_timeout_s=params.seconds("connect_timeout", 5.0),
+            drain_timeout_s=params.seconds("drain_timeout", 10.0),
+            proxy_protocol=None if protocol == "none" else protocol,
+            nudge_after_s=params.seconds("nudge_after", None),
+            python=params.text("python", "python3"),
+        )
+        params.finish()
+        for key in ("listen", "to"):
+            value = getattr(action, key)
+            if value and "{{" not in value:
+                try:
+                    split_host_port(value)
+                except ValueError as exc:
+                    raise ParamError(key, str(exc)) from None
+        if action.mode == "http" and action.proxy_protocol:
+            raise ParamError("proxy_protocol", "is for mode tcp (http mode adds X-Forwarded-For)")
+        if action.max_connections < 1:
+            raise ParamError("max_connections", "must be at least 1")
+        return action
+
+    def describe(self) -> str:
+        engine = "http (mitmproxy)" if self.mode == "http" else self.engine
+        return f"start the bridge {self.listen} -> {self.to} ({engine})"
+
+    def _config(self, stats_file: Path) -> Any:
+        from opskit.proxy.config import BridgeConfig  # noqa: PLC0415
+
+        return BridgeConfig(
+            listen=self.listen,
+            to=self.to,
+            stats_file=stats_file,
+            mode=self.mode,  # type: ignore[arg-type]  # checked by from_params
+            engine=self.engine,  # type: ignore[arg-type]
+            pid_file=stats_file.with_suffix(".pid"),
+            max_connections=self.max_connections,
+            idle_timeout_s=self.idle_timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+            drain_timeout_s=self.drain_timeout_s,
+            proxy_protocol=self.proxy_protocol,  # type: ignore[arg-type]
+            nudge_after_s=self.nudge_after_s,
+            log_file=stats_file.with_suffix(".log"),
+        )
+
+    def _local_stats_file(self, ctx: ActionContext) -> Path:
+        from opskit.proxy.config import split_host_port  # noqa: PLC0415
+
+        if self.stats_file:
+            return Path(self.stats_file).expanduser()
+        return ctx.run_dir / f"bridge-{split_host_port(self.listen)[1]}.json"
+
+    def run(self, ctx: ActionContext) -> ActionResult:
+        try:
+            if ctx.host is None:
+                return self._run_local(ctx)
+            return self._run_remote(ctx)
+        except OpskitError as exc:
+            return ActionResult(ok=False, summary=str(exc))
+
+    def _run_local(self, ctx: ActionContext) -> ActionResult:
+        from opskit.proxy import bridge  # noqa: PLC0415
+
+        config = self._config(self._local_stats_file(ctx))
+        pid = bridge.spawn(config)
+        ctx.log(
+            f"bridge {self.listen} -> {self.to} runs as pid {pid}; stats in {config.stats_file}"
+        )
+        files = {
+            "stats_file": str(config.stats_file),
+            "pid_file": str(config.pid_file),
+            "log_file": str(config.log_file),
+        }
+        return ActionResult(
+            ok=True,
+            summary=f"bridge {self.listen} -> {self.to} started (pid {pid})",
+            values={"pid": pid, "listen": self.listen, "to": self.to, **files},
+            undo={"host": None, "pid": pid, **files},
+        )
+
+    def _run_remote(self, ctx: ActionContext) -> ActionResult:
+        from opskit.proxy import remote  # noqa: PLC0415
+
+        if self.mode != "tcp" or self.engine != "builtin":
+            return ActionResult(
+                ok=False,
+                blocked=True,
+                summary=(
+                    f"on {ctx.host} only the built-in TCP engine can be started over SSH so far "
+                    "(mode: tcp, engine: builtin)"
+                ),
+            )
+        started = remote.start(
+            ctx.transport(),
+            self._config(Path("unused.json")),  # the files' places on the host come from stats_file
+            python=self.python,
+            stats_file=self.stats_file,
+        )
+        ctx.log(f"bridge {self.listen} -> {self.to} runs on {ctx.host} as pid {started.pid}")
+        files = {
+            "stats_file": started.stats_file,
+            "pid_file": started.pid_file,
+            "log_file": started.log_file,
+        }
+        return ActionResult(
+            ok=True,
+            summary=f"bridge {self.listen} -> {self.to} started on {ctx.host} (pid {started.pid})",
+            values={"pid": started.pid, "listen": self.listen, "to": self.to, **files},
+            undo={"host": ctx.host, "pid": started.pid, **files},
+        )
+
+    def rehearse(self, ctx: ActionContext) -> ActionResult:
+        from opskit.proxy.config import split_host_port  # noqa: PLC0415
+
+        if ctx.host is not None:
+            from opskit.proxy import remote  # noqa: PLC0415
+
+            try:
+                found = remote.preflight(
+                    ctx.transport(), self._config(Path("unused.json")), python=self.python
+                )
+            except OpskitError as exc:
+                return ActionResult(ok=False, blocked=True, summary=str(exc))
+            problems = list(found.problems)
+        else:
+            problems = _local_preflight(split_host_port(self.listen), split_host_port(self.to))
+        if problems:
+            return ActionResult(ok=False, summary="; ".join(problems))
+        where = f" on {ctx.host}" if ctx.host else ""
+        return ActionResult(
+            ok=True, summary=f"would {self.describe()}{where}: port free, new host answers"
+        )
+
+    def undo(self, ctx: ActionContext, data: Mapping[str, Any]) -> ActionResult | None:
+        from opskit.actions.proxy_stop import stop_bridge  # noqa: PLC0415
+
+        return stop_bridge(
+            ctx,
+            host=data.get("host"),
+            stats_file=str(data["stats_file"]),
+            pid_file=data.get("pid_file"),
+            pid=data.get("pid"),
+            timeout_s=self.drain_timeout_s + 5,
+        )
+
+
+def _local_preflight(listen: tuple[str, int], target: tuple[str, int]) -> list[str]:
+    """Can we listen on `listen` here, and does `target` accept a TCP connection from here?"""
+    problems = []
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(listen)
+        except OSError as exc:
+            problems.append(f"{listen[0]}:{listen[1]} is not free here: {exc.strerror or exc}")
+    try:
+        socket.create_connection(target, timeout=3).close()
+    except OSError as exc:
+        problems.append(f"{target[0]}:{target[1]} does not answer from here: {exc.strerror or exc}")
+    return problems

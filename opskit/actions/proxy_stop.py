@@ -1,0 +1,119 @@
+"""`uses: proxy.stop`: stop a bridge (here, or on the step's host) and report its final counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
+from opskit.actions.params import Params
+from opskit.errors import Blocked, OpskitError
+
+
+def _final(stats: Any, where: str) -> ActionResult:
+    if stats is None:
+        return ActionResult(ok=True, summary=f"bridge stopped{where}")
+    return ActionResult(
+        ok=True,
+        summary=(
+            f"bridge {stats.listener} -> {stats.target} stopped{where} ({stats.ended or stats.state}): "
+            f"{stats.total} connections from {len(stats.clients)} clients, {stats.active} cut"
+        ),
+        values={
+            "total": stats.total,
+            "clients": len(stats.clients),
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "ended": stats.ended,
+        },
+    )
+
+
+def stop_bridge(
+    ctx: ActionContext,
+    *,
+    host: str | None,
+    stats_file: str,
+    pid_file: str | None = None,
+    pid: int | None = None,
+    timeout_s: float = 30.0,
+) -> ActionResult:
+    """Stop the bridge whose files these are; a bridge that is already gone is not a failure."""
+    try:
+        if host is None:
+            from opskit.proxy import bridge  # noqa: PLC0415
+
+            try:
+                stats = bridge.stop(
+                    stats_file=Path(stats_file),
+                    pid_file=Path(pid_file) if pid_file and Path(pid_file).exists() else None,
+                    timeout_s=timeout_s,
+                )
+            except Blocked as exc:
+                return ActionResult(ok=True, summary=f"nothing to stop: {exc}")
+            return _final(stats, "")
+        from opskit.proxy import remote  # noqa: PLC0415
+
+        stats = remote.stop(
+            ctx.transport(host),
+            stats_file=stats_file,
+            pid_file=pid_file,
+            pid=pid,
+            timeout_s=timeout_s,
+        )
+        return _final(stats, f" on {host}")
+    except OpskitError as exc:
+        return ActionResult(ok=False, summary=str(exc))
+
+
+@dataclass(frozen=True)
+class ProxyStop(BaseAction):
+    """with: stats_file, pid_file, timeout."""
+
+    kind: ClassVar[ActionKind] = ActionKind.MUTATE
+    stats_file: str
+    pid_file: str | None = None
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_params(cls, params: Params) -> Self:
+        action = cls(
+            stats_file=params.text("stats_file"),
+            pid_file=params.text("pid_file", None),
+            timeout_s=params.seconds("timeout", 30.0),
+        )
+        params.finish()
+        return action
+
+    def describe(self) -> str:
+        return f"stop the bridge of {self.stats_file}"
+
+    def run(self, ctx: ActionContext) -> ActionResult:
+        return stop_bridge(
+            ctx,
+            host=ctx.host,
+            stats_file=self.stats_file,
+            pid_file=self.pid_file,
+            timeout_s=self.timeout_s,
+        )
+
+    def rehearse(self, ctx: ActionContext) -> ActionResult:
+        from opskit.traffic.source import FileSource, RemoteFileSource  # noqa: PLC0415
+
+        source = (
+            FileSource(Path(self.stats_file))
+            if ctx.host is None
+            else RemoteFileSource(ctx.transport(), self.stats_file)
+        )
+        try:
+            stats = source.read()
+        except OpskitError as exc:
+            return ActionResult(ok=True, summary=f"would stop the bridge; now: {exc}")
+        return ActionResult(
+            ok=True,
+            summary=(
+                f"would stop the bridge {stats.listener} -> {stats.target}: "
+                f"{stats.active} active connections would be cut"
+            ),
+        )

@@ -1,0 +1,89 @@
+"""Run an in-opskit engine (HAProxy, HTTP) as a detached process that outlives the terminal.
+
+The child is `python -m opskit.proxy.<engine> CONFIG_JSON` in its own session; it is ready once its
+stats file says it runs under its own pid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from opskit.errors import Negative, OpskitError
+from opskit.proxy.config import BridgeConfig
+
+READY_TIMEOUT_S = 20.0
+
+
+def config_to_json(config: BridgeConfig) -> str:
+    """The config as JSON (paths as text), for the detached child's command line."""
+    return json.dumps(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    )
+
+
+def config_from_json(text: str) -> BridgeConfig:
+    """The inverse of config_to_json."""
+    raw = json.loads(text)
+    for key in ("stats_file", "pid_file", "log_file"):
+        if raw.get(key) is not None:
+            raw[key] = Path(raw[key])
+    return BridgeConfig(**raw)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(lines[-3:]) or "no log"
+
+
+def spawn_module(module: str, config: BridgeConfig, *, python: str = sys.executable) -> int:
+    """Start `python -m MODULE CONFIG_JSON` detached; its pid once its stats file says it runs."""
+    log_file = config.log_file or config.stats_file.with_suffix(".log")
+    for directory in {config.stats_file.parent, log_file.parent}:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [python, "-m", module, config_to_json(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,  # Ctrl-C in this terminal must not reach the bridge
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Negative(f"bridge on {config.listen} exited at start: {_tail(log_file)}")
+        try:
+            data = json.loads(config.stats_file.read_text(encoding="utf-8"))
+            if data.get("pid") == proc.pid and data.get("state") == "running":
+                return proc.pid
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    proc.terminate()
+    raise Negative(f"bridge on {config.listen} did not report running within {READY_TIMEOUT_S:g}s")
+
+
+def child_main(argv: list[str], run: object) -> int:
+    """The body of `python -m opskit.proxy.<engine> CONFIG_JSON`: run, report errors as one line."""
+    if len(argv) != 1:
+        print("usage: python -m opskit.proxy.<engine> CONFIG_JSON", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        stats = run(config_from_json(argv[0]))  # type: ignore[operator]
+    except OpskitError as exc:
+        print(f"opskit: {exc}", file=sys.stderr)  # noqa: T201 - the detached process's log
+        return int(exc.exit_code)
+    return 0 if getattr(stats, "ended", None) in ("sigterm", "sigint") else 1

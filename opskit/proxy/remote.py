@@ -1,0 +1,217 @@
+"""The bridge on the old host, over SSH: copy the single-file forwarder, start it detached, read, stop.
+
+Everything goes through a `Transport` (one SSH connection per host per run), so the same code runs
+against `LocalTransport` too. The forwarder writes its own pid file and stats file on the host; opskit
+only ever reads them back with `cat`, and signals the pid after checking it is really the forwarder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from opskit.errors import Blocked, Negative
+from opskit.proxy.bridge import FORWARDER_PATH, forwarder_argv
+from opskit.proxy.config import BridgeConfig
+from opskit.proxy.stats import BridgeStats, from_json
+from opskit.transport.base import Transport
+
+REMOTE_DIR = ".opskit/bridge"  # relative to the login directory, private (0700)
+START_TIMEOUT_S = 15.0
+COMMAND_TIMEOUT_S = 20.0
+
+# Runs on the host with its python3: can the bridge listen there, and does the new host answer from
+# there? One line of JSON; never binds or connects anywhere but the two given addresses.
+_PREFLIGHT = r"""
+import json, socket, sys
+lh, lp, th, tp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+out = {}
+s = socket.socket(socket.AF_INET6 if ":" in lh else socket.AF_INET)
+try:
+    s.bind((lh, lp)); out["listen_free"] = True
+except OSError as e:
+    out["listen_free"] = False; out["listen_error"] = e.strerror or str(e)
+finally:
+    s.close()
+try:
+    socket.create_connection((th, tp), timeout=3).close(); out["target_answers"] = True
+except OSError as e:
+    out["target_answers"] = False; out["target_error"] = e.strerror or str(e)
+print(json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class RemoteBridge:
+    """Where a bridge on a host keeps its files, and its pid once started."""
+
+    host: str
+    directory: str
+    stats_file: str
+    pid_file: str
+    log_file: str
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a dry-run learns on the host: python, a free listen port, a target that answers."""
+
+    python: bool
+    listen_free: bool
+    target_answers: bool
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def layout(host: str, port: int, stats_file: str | None = None) -> RemoteBridge:
+    """The file names a bridge on `port` uses on the host (next to `stats_file` when given)."""
+    if stats_file:
+        directory, _, name = stats_file.rpartition("/")
+        base = f"{directory or '.'}/{name.removesuffix('.json')}"
+        return RemoteBridge(host, directory or ".", stats_file, f"{base}.pid", f"{base}.log")
+    base = f"{REMOTE_DIR}/bridge-{port}"
+    return RemoteBridge(host, REMOTE_DIR, f"{base}.json", f"{base}.pid", f"{base}.log")
+
+
+def _run(
+    transport: Transport, command: str, what: str, timeout_s: float = COMMAND_TIMEOUT_S
+) -> str:
+    result = transport.run(command, timeout_s=timeout_s)
+    if not result.ok:
+        detail = (
+            result.stderr.strip() or result.stdout.strip() or f"exit {result.rc}"
+        ).splitlines()
+        raise Negative(f"{transport.label}: {what} failed: {detail[-1]}")
+    return result.stdout
+
+
+def preflight(transport: Transport, config: BridgeConfig, *, python: str = "python3") -> Preflight:
+    """Check, starting nothing, that the bridge could start on the host."""
+    lhost, lport = config.listen_host_port
+    thost, tport = config.to_host_port
+    args = " ".join(shlex.quote(str(a)) for a in (lhost, lport, thost, tport))
+    result = transport.run(
+        f"{shlex.quote(python)} -c {shlex.quote(_PREFLIGHT)} {args}", timeout_s=COMMAND_TIMEOUT_S
+    )
+    if not result.ok:
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.rc}"])[-1]
+        return Preflight(
+            False, False, False, (f"{python} does not run on {transport.label}: {detail}",)
+        )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    problems = []
+    if not found["listen_free"]:
+        problems.append(
+            f"{config.listen} is not free on {transport.label}: {found.get('listen_error')}"
+        )
+    if not found["target_answers"]:
+        problems.append(
+            f"{config.to} does not answer from {transport.label}: {found.get('target_error')}"
+        )
+    return Preflight(True, found["listen_free"], found["target_answers"], tuple(problems))
+
+
+def read_stats(transport: Transport, stats_file: str) -> BridgeStats:
+    """The bridge's stats file on the host; Blocked when it is missing or unreadable."""
+    result = transport.run(f"cat {shlex.quote(stats_file)}", timeout_s=COMMAND_TIMEOUT_S)
+    if not result.ok:
+        raise Blocked(f"{transport.label}:{stats_file}: no stats file (is the bridge running?)")
+    try:
+        return from_json(json.loads(result.stdout))
+    except (ValueError, TypeError) as exc:
+        raise Blocked(f"{transport.label}:{stats_file}: not a bridge stats file: {exc}") from None
+
+
+def _read_pid(transport: Transport, pid_file: str) -> int | None:
+    result = transport.run(f"cat {shlex.quote(pid_file)}", timeout_s=COMMAND_TIMEOUT_S)
+    text = result.stdout.strip()
+    return int(text) if result.ok and text.isdigit() else None
+
+
+def start(
+    transport: Transport,
+    config: BridgeConfig,
+    *,
+    python: str = "python3",
+    stats_file: str | None = None,
+) -> RemoteBridge:
+    """Copy forwarder.py to the host, start it detached (setsid nohup), and wait until it runs.
+
+    Files go next to `stats_file` on the host, or under ~/.opskit/bridge/ when it is not given.
+    """
+    where = layout(transport.label, config.listen_host_port[1], stats_file)
+    remote = dataclasses.replace(
+        config,
+        stats_file=Path(where.stats_file),
+        pid_file=Path(where.pid_file),
+        log_file=Path(where.log_file),
+    )
+    q = shlex.quote
+    _run(transport, f"mkdir -p {q(where.directory)} && chmod 700 {q(where.directory)}", "mkdir")
+    script = f"{where.directory}/forwarder.py"
+    transport.put_file(FORWARDER_PATH, script, mode=0o600)
+    argv = " ".join(q(a) for a in forwarder_argv(remote))
+    # setsid + nohup + every stream redirected: the bridge must outlive this SSH session.
+    _run(
+        transport,
+        f"rm -f {q(where.pid_file)}; "
+        f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 &",
+        "starting the forwarder",
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        pid = _read_pid(transport, where.pid_file)
+        if pid is not None:
+            try:
+                stats = read_stats(transport, where.stats_file)
+            except Blocked:
+                stats = None
+            if stats is not None and stats.pid == pid and stats.state == "running":
+                return dataclasses.replace(where, pid=pid)
+        time.sleep(0.1)
+    log = transport.run(f"tail -n 3 {q(where.log_file)}", timeout_s=COMMAND_TIMEOUT_S).stdout
+    raise Negative(
+        f"{transport.label}: the bridge on {config.listen} did not start within "
+        f"{START_TIMEOUT_S:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
+    )
+
+
+def stop(
+    transport: Transport,
+    *,
+    stats_file: str,
+    pid_file: str | None = None,
+    pid: int | None = None,
+    timeout_s: float = 30.0,
+) -> BridgeStats | None:
+    """SIGTERM the forwarder on the host (only if that pid really runs forwarder.py); its final stats."""
+    pid = (_read_pid(transport, pid_file) if pid_file else None) or pid
+    if pid is None:
+        stats = read_stats(transport, stats_file)
+        if stats.state == "stopped" or stats.pid is None:
+            return stats
+        pid = stats.pid
+    alive = f"grep -q forwarder /proc/{pid}/cmdline 2>/dev/null"
+    if not transport.run(alive, timeout_s=COMMAND_TIMEOUT_S).ok:
+        return read_stats(transport, stats_file)  # already gone
+    _run(transport, f"kill -TERM {pid}", f"signalling the bridge (pid {pid})")
+    deadline = time.monotonic() + timeout_s
+    while transport.run(alive, timeout_s=COMMAND_TIMEOUT_S).ok:
+        if time.monotonic() > deadline:
+            transport.run(f"kill -TERM {pid}", timeout_s=COMMAND_TIMEOUT_S)  # second: close now
+            time.sleep(1.0)
+            if transport.run(alive, timeout_s=COMMAND_TIMEOUT_S).ok:
+                raise Negative(
+                    f"{transport.label}: the bridge (pid {pid}) still runs after SIGTERM"
+                )
+            break
+        time.sleep(0.1)
+    return read_stats(transport, stats_file)
