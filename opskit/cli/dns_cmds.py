@@ -5,20 +5,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from opskit import durations
-from opskit.cli import output
+from opskit.cli import dns_render, output
 from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from opskit.dns.check import CheckOptions
-    from opskit.dns.report import CheckReport, ResolverAnswer
-    from opskit.dns.wait import ServerState, WaitResult
 
 TYPES = click.Choice(["A", "AAAA", "CNAME", "MX", "TXT", "SRV"], case_sensitive=False)
 
@@ -187,59 +184,10 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
     if as_json:
         output.emit_json(public(report))
     else:
-        _render_check(report)
+        dns_render.check(report)
     if report.blocked:
         return ExitCode.BLOCKED
     return ExitCode.OK if report.ready else ExitCode.NEGATIVE
-
-
-def _render_check(report: CheckReport) -> None:
-    for rec in report.records:
-        ttl = f"{rec.ttl} s" if rec.ttl is not None else "unknown (no usable answer)"
-        title = f"{rec.name.rstrip('.')} {rec.type}: effective TTL {ttl}"
-        output.line(title)
-        for link in rec.chain:
-            data = ", ".join(link.answers) if link.answers else link.rcode
-            output.line(f"  {link.name} {link.ttl} {link.type} {data}")
-        output.table(
-            ["nameserver", "answers", "ttl", "serial", "error"],
-            [
-                [ns.server, ", ".join(ns.answers) or "-", ns.ttl, ns.serial, ns.error or ""]
-                for ns in rec.nameservers
-            ],
-        )
-        if rec.resolvers:
-            output.table(
-                ["resolver", "answers", "ttl left", "note", "error"],
-                [
-                    [
-                        r.server,
-                        ", ".join(r.answers)
-                        or ("-" if r.error or r.cached else "not cached")
-                        + (f" ({r.rcode})" if r.rcode and r.rcode != "NOERROR" else ""),
-                        r.ttl_remaining,
-                        _resolver_note(r),
-                        r.error or "",
-                    ]
-                    for r in rec.resolvers
-                ],
-            )
-        for problem in rec.problems:
-            output.line(f"  ✗ {problem}")
-        for note in rec.notes:
-            output.line(f"  · {note}")
-        output.line()
-    output.line(report.verdict)
-
-
-def _resolver_note(r: ResolverAnswer) -> str:
-    """The resolver's label in a few words for the table; the notes below it say the rest."""
-    words = []
-    if r.label:
-        words.append("clamps TTLs or serves stale")
-    if r.primed:
-        words.append("this probe may have primed it")
-    return "; ".join(words)
 
 
 @dns.command()
@@ -282,21 +230,7 @@ def plan(name: str, switch_at: str, target_ttl: str, as_json: bool, **kw: Any) -
     if as_json:
         output.emit_json(result)
     else:
-        output.line(
-            f"{result.name.rstrip('.')} {result.type}: TTL {result.current_ttl} s now, target {result.target_ttl} s"
-        )
-        output.table(
-            ["when (UTC)", "what"],
-            [[f"{s.at:%Y-%m-%d %H:%M:%S}" if s.at else "-", s.what] for s in result.steps],
-        )
-        for problem in result.problems:
-            output.line(f"✗ {problem}")
-        if not result.feasible:
-            output.line("PLAN NOT FEASIBLE")
-        elif result.caveats:
-            output.line(f"PLAN OK if {'; and '.join(result.caveats)}")
-        else:
-            output.line("PLAN OK")
+        dns_render.plan(result)
     return ExitCode.OK if result.feasible else ExitCode.NEGATIVE
 
 
@@ -357,7 +291,7 @@ def wait(
         timeout_s=_seconds("--timeout", timeout) or 0.0,
         interval_s=_seconds("--interval", interval) or 1.0,
     )
-    live = _Live(
+    live = dns_render.Live(
         enabled=not as_json and output.is_terminal(),
         quiet=as_json,
         title=f"{name}: waiting for {', '.join(expected)}",
@@ -372,94 +306,8 @@ def wait(
         why = "; ".join(f"{s.server} {s.error}" for s in result.servers)
         raise Blocked(f"no server answered for {name}: {why}")
     if not as_json:
-        _render_wait_end(result)
+        dns_render.wait_end(result)
     return ExitCode.OK if result.done else ExitCode.NEGATIVE
-
-
-def _render_wait_end(result: WaitResult) -> None:
-    if result.stale:
-        output.line(f"served the old answer after the switch: {', '.join(result.stale)}")
-    expected = ", ".join(result.expected)
-    if result.done:
-        output.line(f"FLIPPED: every server returns {expected} ({result.waited_s:.1f} s)")
-        return
-    for s in result.servers:
-        if not s.flipped:
-            what = ", ".join(s.answers) or s.error or "nothing"
-            output.line(f"  {s.server} ({s.role}) still returns {what}")
-    if any(s.role == "authoritative" and not s.flipped for s in result.servers):
-        output.line(
-            f"  the authoritative servers do not all serve {expected} yet: make the switch "
-            "(opskit dns update), or check --expect"
-        )
-    output.line(f"TIMED OUT after {result.waited_s:.1f} s: not every server returns {expected}")
-
-
-def _flip(s: ServerState) -> str:
-    from opskit.dns.timefmt import ceil_second
-
-    if s.flipped:
-        return "yes"
-    if s.predicted_flip is not None:
-        return f"~{ceil_second(s.predicted_flip):%H:%M:%S} UTC"
-    return "not switched yet" if s.role == "authoritative" and not s.error else "no"
-
-
-def _rows(states: Sequence[ServerState]) -> list[list[str]]:
-    return [
-        [
-            s.server,
-            s.role,
-            ", ".join(s.answers) or (s.error or "-"),
-            "" if s.ttl is None else str(s.ttl),
-            _flip(s),
-            s.label or "",
-        ]
-        for s in states
-    ]
-
-
-HEADERS = ["server", "role", "returns", "ttl", "flipped / predicted", "note"]
-
-
-class _Live:
-    """A rich Live table on a terminal; plain lines (one per server and round) otherwise."""
-
-    def __init__(self, *, enabled: bool, quiet: bool, title: str = "") -> None:
-        self.enabled, self.quiet, self.title = enabled, quiet, title
-        self._live: Any = None
-        self._round = 0
-
-    def update(self, states: Any) -> None:
-        self._round += 1
-        if self.quiet:
-            return
-        rows = _rows(states)
-        if not self.enabled:  # a log, a pipe, CI: one aligned line per server and round
-            stamp = f"{_now():%H:%M:%S}"
-            widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))] if rows else []
-            for row in rows:
-                cells = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-                output.line(f"{stamp}  {cells}".rstrip())
-            return
-        from rich.live import Live
-        from rich.table import Table
-
-        table = Table(title=f"{self.title} (round {self._round}, {_now():%H:%M:%S} UTC)")
-        for h in HEADERS:
-            # addresses and answers are what the operator reads: never cut them
-            table.add_column(h, no_wrap=h in ("server", "returns"))
-        for row in rows:
-            table.add_row(*row)
-        if self._live is None:
-            self._live = Live(table, refresh_per_second=4)
-            self._live.start()
-        else:
-            self._live.update(table)
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
 
 
 @dns.command()
@@ -529,26 +377,5 @@ def update(
     if as_json:
         output.emit_json(result)
     else:
-        before = (
-            f"{', '.join(result.before.values)} ttl {result.before.ttl}"
-            if result.before
-            else "nothing"
-        )
-        after = (
-            f"{', '.join(result.after.values)} ttl {result.after.ttl}"
-            if result.after
-            else "nothing"
-        )
-        output.line(
-            f"{result.name.rstrip('.')} {result.type} on {result.server}: {before} -> {after}"
-        )
-        if result.ttl_lowered:
-            output.line(
-                f"TTL lowered from {result.before.ttl if result.before else '?'} s: recorded in {history.changes_file()}"
-            )
-        output.line(
-            "VERIFIED"
-            if result.verified
-            else "NOT VERIFIED: the server does not show the new records"
-        )
+        dns_render.update(result, history.changes_file())
     return ExitCode.OK if result.verified else ExitCode.NEGATIVE

@@ -22,6 +22,7 @@ TTL_STEPS = ("ttl-check", "ttl-gate")
 DRAIN_STEP = "drained"
 BRIDGE_STOP_STEP = "bridge-stop"
 DASHBOARD_EVERY_S = 1.0
+_SHOWN_MAX = 110
 _GOOD = frozenset({"succeeded", "probe_ok", "would_run", "done"})
 _BAD = frozenset({"failed", "probe_failed", "in_doubt", "interrupted"})
 
@@ -40,6 +41,7 @@ class DemoReporter:
         self.drain_safe = False
         self.statuses: dict[str, str] = {}
         self._last_dashboard = 0.0
+        self._last_output: dict[str, str] = {}
         self._started = time.monotonic()
 
     # -- the engine's Reporter protocol ----------------------------------------------------------
@@ -52,10 +54,16 @@ class DemoReporter:
     def step_begin(
         self, step_id: str, title: str, hosts: tuple[str, ...], command: str | None
     ) -> None:
+        self._last_output.clear()
         shown = command if "{{" in title and command else title
+        if len(shown) > _SHOWN_MAX:
+            shown = shown[: _SHOWN_MAX - 3] + "..."
         self.show(f"{self._clock()} ▶ {step_id}: {shown}")
 
     def output(self, host: str, line: str) -> None:
+        if line == self._last_output.get(host):
+            return  # a retried check says the same thing each time: once is enough on screen
+        self._last_output[host] = line
         self.show(f"{'':>9}{host}| {line}")
 
     def progress(self, step_id: str, message: str, fraction: float | None) -> None:

@@ -117,6 +117,7 @@ def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:
         "drain_margin": scaled(3600),
         "drain_quiet": scaled(2 * 3600),
         "drain_timeout": "90s",
+        "drain_check_every": "500ms",
         "propagation_timeout": "30s",
     }
 

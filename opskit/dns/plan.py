@@ -58,7 +58,7 @@ def _not_past(switch_at: datetime, now: datetime) -> None:
         )
 
 
-def make_plan(  # noqa: PLR0913 - every input of the timeline, named
+def make_plan(
     *,
     name: str,
     rtype: str,

@@ -238,15 +238,15 @@ def replace_rrset(
         else:
             update.delete(qname, type_text)
     except (ValueError, dns.exception.DNSException) as exc:
-        raise UsageError(
-            f"--set {' '.join(values)}: not valid {type_text} data: {exc}"
-        ) from None
+        raise UsageError(f"--set {' '.join(values)}: not valid {type_text} data: {exc}") from None
     _send(server, update, f"update {name} {type_text}", timeout_s)
     wanted = RRsetData(wanted_values, ttl) if values else None
     verified = _verify(server, name, type_text, wanted, timeout_s)
     try:
         after = read_rrset(server, name, type_text)
-    except OpskitError:  # the update went out: a failed read afterwards must not say "nothing changed"
+    except (
+        OpskitError
+    ):  # the update went out: a failed read afterwards must not say "nothing changed"
         after = None
     lowered = None
     if before is not None and values and ttl < before.ttl:

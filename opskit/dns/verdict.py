@@ -211,7 +211,11 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
         notes.append(
             f"{missing}; caches keep that answer up to {ttl} s "
             "(negative TTL: min of SOA TTL and SOA MINIMUM), so a new record shows within that"
-            + ("; check the spelling if you expected it to exist" if link.rcode == "NXDOMAIN" else "")
+            + (
+                "; check the spelling if you expected it to exist"
+                if link.rcode == "NXDOMAIN"
+                else ""
+            )
         )
         return now, []
     if lowering is not None and lowering.applies_to(link.name, link.type):

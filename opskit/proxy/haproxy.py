@@ -11,14 +11,11 @@ stats socket, so no probe is counted as a client.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,15 +25,20 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from opskit.errors import Blocked, OpskitError
+from opskit.errors import OpskitError
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import child_main, spawn_module
-from opskit.proxy.stats import BridgeStats, ClientStats, from_json
+from opskit.proxy.haproxy_stats import (
+    LOG_FORMAT,
+    as_int,
+    ask,
+    parse_log_line,
+    parse_show_sess,
+    parse_show_stat,
+)
+from opskit.proxy.stats import BridgeStats, from_json
 from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, write_atomic
 
-LOG_TAG = "OPSKIT"
-# One line per finished connection: client, bytes client->server (%U), server->client (%B), state, time.
-LOG_FORMAT = f"{LOG_TAG} %ci %cp %U %B %ts %Tt"
 FD_RESERVE = 200  # fds HAProxy needs besides two per bridged connection (listeners, logs, socket)
 UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 READY_TIMEOUT_S = 10.0
@@ -131,102 +133,6 @@ backend to-{target}
 """
 
 
-# ----- the stats socket -----
-
-
-def ask(socket_path: Path, command: str, *, timeout_s: float = 5.0) -> str:
-    """Send one command to the stats socket and return its whole answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout_s)
-        sock.connect(str(socket_path))
-        sock.sendall(command.encode() + b"\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def parse_show_stat(text: str) -> list[dict[str, str]]:
-    """`show stat` CSV as one dict per proxy/server row."""
-    body = text.lstrip("# ")
-    return [row for row in csv.DictReader(io.StringIO(body)) if row.get("pxname")]
-
-
-def parse_show_sess(text: str, frontend: str | None = None) -> dict[str, int]:
-    """Live sessions per client address (the stats socket's own session is not a client)."""
-    per_client: dict[str, int] = {}
-    for line in text.splitlines():
-        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-        src = fields.get("src", "")
-        if not fields.get("proto", "").startswith("tcp") or (
-            frontend and fields.get("fe") != frontend
-        ):
-            continue
-        address = src.rsplit(":", 1)[0].strip("[]")
-        per_client[address] = per_client.get(address, 0) + 1
-    return per_client
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
-
-
-def read_socket(socket_path: Path, *, timeout_s: float = 5.0) -> BridgeStats:
-    """One live reading of a HAProxy stats socket as BridgeStats (clients: those connected now)."""
-    try:
-        rows = parse_show_stat(ask(socket_path, "show stat", timeout_s=timeout_s))
-        live = parse_show_sess(ask(socket_path, "show sess", timeout_s=timeout_s))
-    except OSError as exc:
-        raise Blocked(
-            f"{socket_path}: no answer from the HAProxy stats socket ({exc.strerror or exc})"
-        ) from None
-    front = next((r for r in rows if r["svname"] == "FRONTEND"), None)
-    back = next((r for r in rows if r["svname"] == "BACKEND"), None)
-    server = next((r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")), None)
-    if front is None or back is None:
-        raise Blocked(f"{socket_path}: HAProxy reports no frontend/backend (not an opskit bridge?)")
-    now = time.time()
-    lastsess = _int(back.get("lastsess")) if back.get("lastsess") not in (None, "", "-1") else None
-    clients = [
-        ClientStats(addr, n, n, 0, 0, iso(now) or "", iso(now) or "") for addr, n in live.items()
-    ]
-    return BridgeStats(
-        listener=front["pxname"].removeprefix("opskit-"),
-        target=(server or {}).get("addr") or back["pxname"].removeprefix("to-"),
-        engine="haproxy",
-        mode="tcp",
-        started_at=iso(now) or "",
-        updated_at=iso(now) or "",
-        pid=None,
-        state="running",
-        active=_int(front.get("scur")),
-        total=_int(front.get("stot")),
-        bytes_in=_int(front.get("bin")),
-        bytes_out=_int(front.get("bout")),
-        errors=_int(back.get("econ")),
-        last_activity=iso(now - lastsess) if lastsess is not None else None,
-        clients=clients,
-    )
-
-
-# ----- the running engine -----
-
-
-def parse_log_line(line: str) -> tuple[str, int, int, bool] | None:
-    """(client, bytes_in, bytes_out, error) from one of our log lines; None for anything else."""
-    parts = line.split()
-    if len(parts) < 6 or parts[0] != LOG_TAG:
-        return None
-    client, uploaded, downloaded, state = parts[1], _int(parts[3]), _int(parts[4]), parts[5]
-    # %ts: the second letter is the session state at the end; "C" = it never reached the new host
-    # (refused, connect timeout), which is the per-client error the issue asks for.
-    error = len(state) == 2 and state[1] == "C" and state[0] in "Ss"
-    return client, uploaded, downloaded, error
-
-
 class Engine:
     """HAProxy as a child plus the loop that turns its logs and stats socket into the stats file."""
 
@@ -287,6 +193,9 @@ class Engine:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            # Its own process group: Ctrl-C in the terminal reaches only opskit, which then soft-stops
+            # HAProxy (SIGUSR1) so bridged connections get --drain-timeout; HAProxy's SIGINT is a hard stop.
+            process_group=0,
         )
         threading.Thread(
             target=self._read_logs, args=(self.proc.stdout,), name="haproxy-logs", daemon=True
@@ -336,12 +245,12 @@ class Engine:
         rows = parse_show_stat(ask(self.paths.socket, "show stat"))
         live = parse_show_sess(ask(self.paths.socket, "show sess"), self.frontend)
         front = next(r for r in rows if r["pxname"] == self.frontend and r["svname"] == "FRONTEND")
-        counts = (_int(front.get("stot")), _int(front.get("bin")), _int(front.get("bout")))
+        counts = (as_int(front.get("stot")), as_int(front.get("bin")), as_int(front.get("bout")))
         now = time.time()
         with self.tally.lock:
             moved = counts != self.last_counts
             self.last_counts = counts
-            self.tally.active = _int(front.get("scur"))
+            self.tally.active = as_int(front.get("scur"))
             self.tally.total = self.base[0] + counts[0]
             self.tally.bytes_in = self.base[1] + counts[1]
             self.tally.bytes_out = self.base[2] + counts[2]

@@ -126,6 +126,6 @@ class HaproxySocketSource:
         return str(self.socket_path)
 
     def read(self) -> BridgeStats:
-        from opskit.proxy.haproxy import read_socket  # noqa: PLC0415 - only this source needs it
+        from opskit.proxy.haproxy_stats import read_socket  # noqa: PLC0415 - only this source needs it
 
         return read_socket(self.socket_path, timeout_s=self.timeout_s)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,32 @@ def test_the_rehearsal_moves_every_phone_and_leaves_nothing_running(tmp_path: Pa
     assert _listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)) == []
     assert result.bridge_pid is not None
     assert not _pid_alive(result.bridge_pid), f"bridge pid {result.bridge_pid} still running"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_drain_stops_the_bridge_too(opskit_proc) -> None:
+    """Ctrl-C while the bridge runs exits 130 and leaves no bridge process and no listener behind."""
+    proc = opskit_proc("demo", "--clients", "4")
+    assert proc.stdout is not None
+    seen: list[str] = []
+    bridge_pid = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not ready:
+            continue
+        text = proc.stdout.readline()
+        seen.append(text)
+        if "runs as pid" in text:
+            bridge_pid = int(text.split("runs as pid", 1)[1].split(";")[0])
+        if "▶ drained" in text:
+            break
+    assert bridge_pid is not None, "".join(seen)
+
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, "".join(seen) + out + err
+    assert "interrupted" in out + err
+    assert not _pid_alive(bridge_pid)
+    assert _listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)) == []

@@ -16,7 +16,7 @@ from opskit.dns.update import read_rrset
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.dns.context import PlainContext
-from tests.servers.dns_lab import KEY_NAME, KEY_SECRET, NS2, DnsLab
+from tests.servers.dns_lab import KEY_NAME, KEY_SECRET, NS1, NS2, DnsLab
 
 pytestmark = pytest.mark.dns
 
@@ -150,3 +150,71 @@ def test_action_update_and_undo_restore_the_previous_records(lab: DnsLab, tmp_pa
     after = read_rrset(server, "app2.upd.test", "A")
     assert after is not None
     assert (after.values, after.ttl) == (("192.0.2.42",), 3600)
+
+
+def test_dead_server_is_blocked_and_nothing_changes(opskit: Invoke, lab: DnsLab) -> None:
+    """A primary that refuses connections exits 3 saying nothing was changed."""
+    result = opskit(
+        "dns",
+        "update",
+        "--server",
+        "127.0.0.9:9",
+        "--zone",
+        "upd.test",
+        "--name",
+        "app3.upd.test",
+        "--set",
+        "192.0.2.99",
+        "--tsig-key-file",
+        str(lab.key_file),
+        expect=ExitCode.BLOCKED,
+    )
+
+    assert "127.0.0.9:9" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_bad_value_is_bad_input_before_any_query(opskit: Invoke, lab: DnsLab) -> None:
+    """--set 300.1.1.1 exits 2 naming the value, even with a dead server (nothing was asked)."""
+    result = opskit(
+        "dns",
+        "update",
+        "--server",
+        "127.0.0.9:9",
+        "--zone",
+        "upd.test",
+        "--name",
+        "app3.upd.test",
+        "--set",
+        "300.1.1.1",
+        expect=ExitCode.BAD_INPUT,
+    )
+
+    assert "--set 300.1.1.1: not valid A data" in result.stderr
+
+
+def test_update_sent_to_a_server_without_updates_says_where_to_send_it(
+    opskit: Invoke, lab: DnsLab
+) -> None:
+    """nsd answers a signed update unsigned: exit 1 pointing at the zone's primary, no traceback."""
+    result = opskit(
+        "dns",
+        "update",
+        "--server",
+        lab.ns1,
+        "--zone",
+        "example.test",
+        "--name",
+        "dispatch.example.test",
+        "--set",
+        "192.0.2.99",
+        "--tsig-key-file",
+        str(lab.key_file),
+        expect=ExitCode.NEGATIVE,
+    )
+
+    assert "send the update to the zone's primary" in result.stderr
+    assert read_rrset(Server(NS1, lab.auth_port), "dispatch.example.test", "A").values == (
+        "192.0.2.10",
+    )

@@ -74,7 +74,8 @@ def test_wait_reports_the_stale_resolver_and_returns_once_its_ttl_ran_out(
 
 
 def test_wait_times_out_as_an_honest_no(opskit: Invoke, lab: DnsLab) -> None:
-    """Expecting an address nobody serves exits 1 after --timeout, with the live lines per round."""
+    """Expecting an address nobody serves exits 1 after the whole --timeout, naming who differs."""
+    started = time.monotonic()
     result = opskit(
         "dns",
         "wait",
@@ -82,15 +83,67 @@ def test_wait_times_out_as_an_honest_no(opskit: Invoke, lab: DnsLab) -> None:
         "--expect",
         "192.0.2.99",
         *lab.pins,
+        "--resolver",
+        lab.resolver,
         "--interval",
-        "0.3s",
+        "0.4s",
         "--timeout",
         "1s",
         expect=ExitCode.NEGATIVE,
     )
 
-    assert "TIMED OUT" in result.stdout
-    assert any(lab.ns1 in line and "192.0.2.10" in line for line in result.stdout.splitlines())
+    assert time.monotonic() - started >= 1.0
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("TIMED OUT after 1.")
+    assert any(lab.ns1 in line and "not switched yet" in line for line in lines)
+    assert f"  {lab.ns1} (authoritative) still returns 192.0.2.10" in lines
+    assert any("make the switch (opskit dns update)" in line for line in lines)
+    # the resolver returns what the authoritatives still publish: that is not a stale answer
+    assert "served the old answer" not in result.stdout
+
+
+@pytest.mark.slow
+def test_wait_labels_a_serve_stale_resolver_and_waits_out_its_extra_period(
+    opskit: Invoke, lab: DnsLab
+) -> None:
+    """The clamping serve-stale unbound keeps the old address 30 s, serves it once more, then flips."""
+    _resolve_through(lab.clamp, "stale.flip.test")  # cached for 30 s (cache-min-ttl), published 4 s
+    replace_rrset(
+        Server(NS2, lab.auth_port),
+        "flip.test",
+        "stale.flip.test",
+        "A",
+        ["192.0.2.71"],
+        ttl_s=4,
+        key=TsigKey(KEY_NAME, "hmac-sha256", KEY_SECRET),
+        now=datetime.now(UTC),
+    )
+    started = time.monotonic()
+
+    result = opskit(
+        "dns",
+        "wait",
+        "stale.flip.test",
+        "--expect",
+        "192.0.2.71",
+        "--nameserver",
+        lab.ns2,
+        "--resolver",
+        lab.clamp,
+        "--interval",
+        "1s",
+        "--timeout",
+        "70s",
+        "--json",
+        expect=ExitCode.OK,
+    )
+
+    elapsed = time.monotonic() - started
+    final = json.loads(result.stdout)
+    clamp = next(s for s in final["servers"] if s["server"] == lab.clamp)
+    assert final["stale"] == [lab.clamp]
+    assert "serves stale answers" in clamp["label"]
+    assert 25 < elapsed < 60
 
 
 def test_wait_with_no_server_answering_is_blocked(opskit: Invoke, silent_server: str) -> None:

@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
+from opskit.errors import ExitCode
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
-from opskit.proxy.haproxy import parse_show_sess, read_socket, render_config
+from opskit.proxy.haproxy import render_config
+from opskit.proxy.haproxy_stats import parse_show_sess, read_socket
+from tests.conftest import Invoke
 from tests.proxy.clients import http_get
 from tests.proxy.conftest import StartForwarder
 from tests.servers.common import free_port, require_binary
@@ -112,9 +115,9 @@ def test_haproxy_engine_counts_like_the_builtin_engine(
 
 
 def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
-    haproxy_bridge: tuple[subprocess.Popen[str], BridgeConfig],
+    opskit: Invoke, haproxy_bridge: tuple[subprocess.Popen[str], BridgeConfig]
 ) -> None:
-    """A connected client shows as active through the stats socket; SIGTERM ends with state stopped."""
+    """A connected client shows as active (stats file, socket, traffic wait); SIGTERM ends with state stopped."""
     proc, config = haproxy_bridge
 
     with socket.create_connection(config.listen_host_port, source_address=("127.0.0.31", 0)):
@@ -123,6 +126,13 @@ def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
         direct = read_socket(Path(live["haproxy_socket"]))
         assert direct.active == 1
         assert [c.address for c in direct.clients] == ["127.0.0.31"]
+        waited = opskit(
+            "traffic", "wait", "--stats-file", str(config.stats_file), "--switched-at", "2020-01-01T00:00:00Z",
+            "--old-ttl", "1s", "--quiet", "0s", "--timeout", "0s", "--json", expect=ExitCode.NEGATIVE,
+        )  # fmt: skip
+        assert json.loads(waited.stdout)["reasons"] == [
+            "1 connection still active: 127.0.0.31 (idle 0s)"
+        ]
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0

@@ -1,0 +1,114 @@
+"""Reading HAProxy: its stats socket (`show stat`, `show sess`) and the per-connection log lines.
+
+`read_socket` turns one live reading into BridgeStats, for `opskit traffic watch --haproxy-socket`; the
+engine in opskit/proxy/haproxy.py folds the same readings and log lines into the stats file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import time
+from pathlib import Path
+
+from opskit.errors import Blocked
+from opskit.proxy.stats import BridgeStats, ClientStats
+from opskit.proxy.tally import iso
+
+LOG_TAG = "OPSKIT"
+# One line per finished connection: client, bytes client->server (%U), server->client (%B), state, time.
+LOG_FORMAT = f"{LOG_TAG} %ci %cp %U %B %ts %Tt"
+
+
+def ask(socket_path: Path, command: str, *, timeout_s: float = 5.0) -> str:
+    """Send one command to the stats socket and return its whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def parse_show_stat(text: str) -> list[dict[str, str]]:
+    """`show stat` CSV as one dict per proxy/server row."""
+    body = text.lstrip("# ")
+    return [row for row in csv.DictReader(io.StringIO(body)) if row.get("pxname")]
+
+
+def parse_show_sess(text: str, frontend: str | None = None) -> dict[str, int]:
+    """Live sessions per client address (the stats socket's own session is not a client)."""
+    per_client: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        src = fields.get("src", "")
+        if not fields.get("proto", "").startswith("tcp") or (
+            frontend and fields.get("fe") != frontend
+        ):
+            continue
+        address = src.rsplit(":", 1)[0].strip("[]")
+        per_client[address] = per_client.get(address, 0) + 1
+    return per_client
+
+
+def as_int(value: str | None) -> int:
+    """A CSV counter as a number (HAProxy leaves counters that do not apply empty)."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def read_socket(socket_path: Path, *, timeout_s: float = 5.0) -> BridgeStats:
+    """One live reading of a HAProxy stats socket as BridgeStats (clients: those connected now)."""
+    try:
+        rows = parse_show_stat(ask(socket_path, "show stat", timeout_s=timeout_s))
+        live = parse_show_sess(ask(socket_path, "show sess", timeout_s=timeout_s))
+    except OSError as exc:
+        raise Blocked(
+            f"{socket_path}: no answer from the HAProxy stats socket ({exc.strerror or exc})"
+        ) from None
+    front = next((r for r in rows if r["svname"] == "FRONTEND"), None)
+    back = next((r for r in rows if r["svname"] == "BACKEND"), None)
+    server = next((r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")), None)
+    if front is None or back is None:
+        raise Blocked(f"{socket_path}: HAProxy reports no frontend/backend (not an opskit bridge?)")
+    now = time.time()
+    lastsess = (
+        as_int(back.get("lastsess")) if back.get("lastsess") not in (None, "", "-1") else None
+    )
+    clients = [
+        ClientStats(addr, n, n, 0, 0, iso(now) or "", iso(now) or "") for addr, n in live.items()
+    ]
+    return BridgeStats(
+        listener=front["pxname"].removeprefix("opskit-"),
+        target=(server or {}).get("addr") or back["pxname"].removeprefix("to-"),
+        engine="haproxy",
+        mode="tcp",
+        started_at=iso(now) or "",
+        updated_at=iso(now) or "",
+        pid=None,
+        state="running",
+        active=as_int(front.get("scur")),
+        total=as_int(front.get("stot")),
+        bytes_in=as_int(front.get("bin")),
+        bytes_out=as_int(front.get("bout")),
+        errors=as_int(back.get("econ")),
+        last_activity=iso(now - lastsess) if lastsess is not None else None,
+        clients=clients,
+    )
+
+
+def parse_log_line(line: str) -> tuple[str, int, int, bool] | None:
+    """(client, bytes_in, bytes_out, error) from one of our log lines; None for anything else."""
+    parts = line.split()
+    if len(parts) < 6 or parts[0] != LOG_TAG:
+        return None
+    client, uploaded, downloaded, state = parts[1], as_int(parts[3]), as_int(parts[4]), parts[5]
+    # %ts: the second letter is the session state at the end; "C" = it never reached the new host
+    # (refused, connect timeout), which is the per-client error the issue asks for.
+    error = len(state) == 2 and state[1] == "C" and state[0] in "Ss"
+    return client, uploaded, downloaded, error
