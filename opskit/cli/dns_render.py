@@ -161,25 +161,42 @@ def _rows(states: Sequence[ServerState]) -> list[list[str]]:
 HEADERS = ["server", "role", "returns", "ttl", "flipped / predicted", "note"]
 
 
+PLAIN_REPEAT_ROUNDS = 10
+
+
 class Live:
-    """A rich Live table on a terminal; plain lines (one per server and round) otherwise."""
+    """A rich Live table on a terminal; plain aligned lines otherwise (a log, a pipe, CI).
+
+    Plain lines show a server when what it returns, its flip state or its label changed, and every
+    server every PLAIN_REPEAT_ROUNDS rounds: a ten-minute wait stays readable in a log.
+    """
 
     def __init__(self, *, enabled: bool, quiet: bool, title: str = "") -> None:
         self.enabled, self.quiet, self.title = enabled, quiet, title
         self._live: Any = None
         self._round = 0
+        self._shown: dict[str, tuple[str, ...]] = {}
+
+    def _plain(self, rows: list[list[str]]) -> None:
+        stamp = f"{_now():%H:%M:%S}"
+        widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))] if rows else []
+        every = self._round % PLAIN_REPEAT_ROUNDS == 1
+        for row in rows:
+            # the ttl counts down every round: a change worth a line is anything else
+            key = (row[2], row[4] if row[4] in ("yes", "no", "not switched yet") else "~", row[5])
+            if not every and self._shown.get(row[0] + row[1]) == key:
+                continue
+            self._shown[row[0] + row[1]] = key
+            cells = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+            output.line(f"{stamp}  {cells}".rstrip())
 
     def update(self, states: Any) -> None:
         self._round += 1
         if self.quiet:
             return
         rows = _rows(states)
-        if not self.enabled:  # a log, a pipe, CI: one aligned line per server and round
-            stamp = f"{_now():%H:%M:%S}"
-            widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))] if rows else []
-            for row in rows:
-                cells = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-                output.line(f"{stamp}  {cells}".rstrip())
+        if not self.enabled:
+            self._plain(rows)
             return
         from rich.live import Live
         from rich.table import Table

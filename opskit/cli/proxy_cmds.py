@@ -24,7 +24,17 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.group()
 def proxy() -> None:
-    """The bridge: forward the old host to the new one, with honest per-client counters."""
+    """The bridge: forward the old host to the new one, with honest per-client counters.
+
+    Start it on the old host after the DNS switch, watch who still arrives (`opskit traffic watch`),
+    and stop it once `opskit traffic wait` says it is safe.
+
+    \b
+    Example:
+      opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --stats-file bridge.json --detach
+      opskit proxy status --stats-file bridge.json
+      opskit proxy stop --stats-file bridge.json
+    """
 
 
 @proxy.command()

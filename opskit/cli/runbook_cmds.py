@@ -44,6 +44,14 @@ def vars_options(fn: F) -> F:
     )(fn)
 
 
+def window_option(fn: F) -> F:
+    return click.option(
+        "--window", metavar="HH:MM-HH:MM", default=None,
+        help="Maintenance window (local time): say whether the forecast fits its next occurrence; "
+        "exit 1 when it does not.",
+    )(fn)  # fmt: skip
+
+
 def gate_options(fn: F) -> F:
     fn = click.option("--approve", multiple=True, metavar="STEP_ID",
                       help="Approve this step's gate in advance (repeatable; passes critical gates).")(fn)  # fmt: skip

@@ -22,6 +22,10 @@ class TimeScale:
         """A DNS TTL for a real one: whole seconds, at least 1 (a TTL of 0 would disable caching)."""
         return max(1, math.ceil(self.demo_s(real_s)))
 
+    def duration(self, real_s: float) -> str:
+        """A runbook duration for a real one ("30m" of a night -> "500ms" here), at least 100 ms."""
+        return f"{max(100, round(self.demo_s(real_s) * 1000))}ms"
+
     def real_s(self, demo_s: float) -> float:
         """The real-night duration a rehearsal duration stands for."""
         return demo_s * self.real_s_per_demo_s

@@ -49,6 +49,7 @@ class RunOptions:
     rerun_in_doubt: bool = False
     skip_in_doubt: bool = False
     accept_changes: bool = False
+    window: str | None = None  # plan only: "02:00-05:00", checked against the forecast
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,10 @@ def _reachability_failure(exc: BaseException) -> bool:
 def step_infos(runbook: Runbook) -> list[dict[str, Any]]:
     """The plan of a run as journaled in `run_started` (so `status` needs no runbook file)."""
     return [
-        {"id": s.id, "name": s.name, "kind": str(s.kind), "owner": s.owner, "hosts": list(s.on)}
+        {"id": s.id, "name": s.name, "kind": str(s.kind), "owner": s.owner, "hosts": list(s.on),
+         "has_check": bool(s.check), "idempotent": s.idempotent}
         for s in runbook.steps
-    ]
+    ]  # fmt: skip
 
 
 def open_new_run(runbook: Runbook, options: RunOptions, reporter: Reporter, mode: str,

@@ -8,6 +8,7 @@ a chatty step from costing one fsync per line. Everything is masked on the way i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets as pysecrets
@@ -100,6 +101,8 @@ class Journal:
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from opskit.runbook.window import WindowVerdict
+
 WOULD_RUN = "would_run"
 PROBE_OK = "probe_ok"
 PROBE_FAILED = "probe_failed"
@@ -94,6 +96,7 @@ class Plan:
     forecast_s: float
     offline: bool = False
     warnings: list[str] = field(default_factory=list)
+    window: WindowVerdict | None = None  # with --window: whether the forecast fits (ok is False if not)
 
 
 def forecast_s(steps: list[PlanStep]) -> float:
@@ -106,6 +109,17 @@ def forecast_s(steps: list[PlanStep]) -> float:
     return round(total, 3)
 
 
-def is_ok(steps: list[PlanStep], hosts: list[HostCheck]) -> bool:
+def untimed(steps: list[PlanStep]) -> list[str]:
+    """Steps the real run performs whose duration the forecast cannot know (gates, unmeasured commands)."""
+    return [
+        s.id
+        for s in steps
+        if s.status in (WOULD_RUN, GATE, UNKNOWN)
+        and s.predicted_wait_s is None
+        and s.duration_s is None
+    ]
+
+
+def is_ok: list[PlanStep], hosts: list[HostCheck]) -> bool:
     """Nothing blocks: no probe failed and every host answered."""
     return all(s.status not in BLOCKING for s in steps) and all(h.ok for h in hosts)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from opskit import actions
 from opskit.errors import OpskitError, TransportError
 from opskit.runbook import plan as P
+from opskit.runbook import window
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
@@ -31,8 +33,10 @@ from opskit.runbook.validate import load_runbook
 
 
 def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: frozenset[str] = frozenset(),
-             captures: Mapping[str, Any] | None = None) -> P.Plan:  # fmt: skip
+             captures: Mapping[str, Any] | None = None, now: datetime | None = None) -> P.Plan:  # fmt: skip
     """Plan a run (journaled as a dry-run); `done`/`captures` come from a journal when planning a resume."""
+    if options.window is not None:
+        window.parse_window(options.window)  # bad input: exit 2 before anything is journaled
     runbook = load_runbook(path, options.overrides)
     secrets = read_secrets(runbook)
     session, lock = open_new_run(runbook, options, reporter, "dry-run", secrets)
@@ -43,12 +47,17 @@ def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: froze
         steps = [r.plan_step(step) for step in runbook.steps]
         ok = P.is_ok(steps, hosts)
         forecast = P.forecast_s(steps)
-        code = 0 if ok else 1
-        session.journal.append("run_finished", state="succeeded" if ok else "failed", exit_code=code,
-                               message="nothing blocks" if ok else "a probe failed or a host is unreachable",
-                               forecast_s=forecast)  # fmt: skip
+        message = "nothing blocks" if ok else "a probe failed or a host is unreachable"
+        verdict = None
+        if options.window is not None:
+            verdict = window.check_window(options.window, forecast, now=now or datetime.now().astimezone(),
+                                          untimed_steps=P.untimed(steps))  # fmt: skip
+            ok = ok and verdict.fits
+            message += "" if verdict.fits else f"; {verdict.message}"
+        session.journal.append("run_finished", state="succeeded" if ok else "failed", exit_code=0 if ok else 1,
+                               message=message, forecast_s=forecast, window=verdict)  # fmt: skip
         return P.Plan(session.run_id, str(runbook.path), runbook.name, "dry-run", ok, steps, hosts, forecast,
-                      offline=options.offline)  # fmt: skip
+                      offline=options.offline, window=verdict)  # fmt: skip
     finally:
         session.close()
         lock.release()

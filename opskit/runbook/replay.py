@@ -47,6 +47,9 @@ class StepState:
     approved_by: str | None = None
     captured: dict[str, Any] = field(default_factory=dict)
     has_undo_data: bool = False
+    has_check: bool = False
+    idempotent: bool = False
+    refused: str | None = None  # why its gate said no (the last answer)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class RunState:
     rolled_back: bool = False
     vars: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)  # what the operator can do now, as commands
 
     def step(self, step_id: str) -> StepState | None:
         return next((s for s in self.steps if s.id == step_id), None)
@@ -172,7 +176,11 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
             for info in ev.get("steps", []):
                 s = slot(str(info["id"]))
                 s.update(
-                    {k: info.get(k) for k in ("name", "kind", "owner") if info.get(k) is not None}
+                    {
+                        k: info.get(k)
+                        for k in ("name", "kind", "owner", "has_check", "idempotent")
+                        if info.get(k) is not None
+                    }
                 )
                 s["hosts"] = list(info.get("hosts", []))
         elif kind == "resumed":
@@ -219,6 +227,9 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
                 s["approved_by"] = (
                     f"{ev.get('operator')} ({via})" if via else str(ev.get("operator"))
                 )
+                s["refused"] = None
+            else:
+                s["refused"] = str(ev.get("reason") or "the operator said no")
         elif kind == "undo_finished":
             slot(step_id)["status"] = "undone" if ev.get("status") == "succeeded" else "undo_failed"
         elif kind == "note":
@@ -237,8 +248,11 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
             s["status"] = "in_doubt"
     run_id = str(head.get("run_id", ""))
     resume_hint = None
+    step_states = [StepState(**steps[i]) for i in order]
+    advice: list[str] = []
     if head.get("mode") == "run" and state in ("failed", "aborted", "interrupted"):
         resume_hint = f"opskit resume {run_id}"
+        advice = next_steps(run_id, step_states, rolled_back=rolled_back)
     return RunState(
         run_id=run_id,
         runbook=str(head.get("runbook", "")),
@@ -246,7 +260,7 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
         sha256=str(head.get("sha256", "")),
         mode=str(head.get("mode", "run")),
         state=state,
-        steps=[StepState(**steps[i]) for i in order],
+        steps=step_states,
         notes=notes,
         operator=str(head.get("operator", "")),
         started_at=head.get("ts"),
@@ -257,4 +271,39 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
         forecast_s=finished.get("forecast_s") if finished else None,
         rolled_back=rolled_back,
         vars=dict(head.get("vars") or {}),
+        next_steps=advice,
     )
+
+
+def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = False) -> list[str]:
+    """What to do after a run stopped, as lines an operator can copy (the 3 a.m. question: now what?)."""
+    resume = f"opskit resume {run_id}"
+    lines: list[str] = []
+    for s in steps:
+        if s.status == "in_doubt" and s.has_check:
+            lines.append(f"{resume}    (step {s.id} was cut off; its check: decides whether it runs again)")
+        elif s.status == "in_doubt" and s.idempotent:
+            lines.append(f"{resume}    (step {s.id} was cut off; it is idempotent, so it runs again)")
+        elif s.status == "in_doubt":
+            lines += [
+                f"step {s.id} was cut off and has no check:; see on its host whether it took effect, then:",
+                f"  {resume} --skip-in-doubt     (it took effect: count it as done)",
+                f"  {resume} --rerun-in-doubt    (it did not: run it again)",
+            ]  # fmt: skip
+        elif s.refused and s.status == "pending" and "--approve" in s.refused:
+            lines.append(f"{resume} --approve {s.id}    (or resume at a terminal to answer the gate)")
+        elif s.refused and s.status == "pending":
+            lines.append(f"{resume}    (asks the gate of {s.id} again)")
+        elif s.status == "failed" and s is _last_failed(steps):
+            lines.append(f"fix what made {s.id} fail, then: {resume}    (runs {s.id} again)")
+    if not lines:
+        lines.append(resume)
+    if not rolled_back and any(s.status == "succeeded" for s in steps):
+        lines.append(f"or undo what was done: opskit rollback {run_id}")
+    return lines
+
+
+def _last_failed(steps: Sequence[StepState]) -> StepState | None:
+    """The failure that ended the run: a failed step with nothing started after it."""
+    started = [s for s in steps if s.status != "pending"]
+    return started[-1] if started and started[-1].status == "failed" else None

@@ -110,6 +110,8 @@ def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
         )  # fmt: skip
         reporter.started(run_id, "resume")
         done = {s.id for s in state.steps if s.status in DONE_STATUSES}
+        # A failure the runbook accepted (continue_on_error) finished; the run went on past it.
+        done |= {s.id for s in state.steps if s.status == "failed" and _accepted_failure(runbook, s.id)}
         runner = Runner(session, options)
         for step, action in decisions:
             done |= _settle(runner, step, action)
@@ -117,6 +119,11 @@ def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
     finally:
         session.close()
         lock.release()
+
+
+def _accepted_failure(runbook: Runbook, step_id: str) -> bool:
+    step = runbook.step(step_id)
+    return step is not None and step.continue_on_error
 
 
 def _settle(runner: Runner, step: Step, action: str) -> set[str]:

@@ -33,3 +33,11 @@ def test_a_bad_window_is_bad_input() -> None:
     """A window that is not HH:MM-HH:MM is a usage error naming the flag."""
     with pytest.raises(UsageError, match="--window"):
         window_seconds("2am to 5am")
+
+
+def test_runbook_durations_are_scaled_to_milliseconds() -> None:
+    """Half an hour of a real night is half a second here; nothing is shorter than 100 ms."""
+    scale = TimeScale()
+
+    assert scale.duration(30 * 60) == "500ms"
+    assert scale.duration(1) == "100ms"
