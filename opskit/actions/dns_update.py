@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
 from opskit.dns.servers import Server, parse_servers, split_host_port
 from opskit.errors import OpskitError
+
+if TYPE_CHECKING:
+    from opskit.dns.update import UpdateResult
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class DnsUpdate(BaseAction):
                 if result.after
                 else None,
             },
-            facts={"dns.ttl_lowered": result.ttl_lowered} if result.ttl_lowered else {},
+            facts=_facts(result),
             undo={
                 "server": self.server,
                 "zone": result.zone,
@@ -164,3 +167,23 @@ class DnsUpdate(BaseAction):
             ok=result.verified,
             summary=f"restored {result.name} {result.type} on {result.server} to {shown}",
         )
+
+
+def _facts(result: UpdateResult) -> dict[str, Any]:
+    """What later steps read back: a lowered TTL (for dns.check) and a switch (for traffic.drained)."""
+    facts: dict[str, Any] = {}
+    if result.ttl_lowered:
+        facts["dns.ttl_lowered"] = result.ttl_lowered
+    before_values = sorted(result.before.values) if result.before else []
+    after_values = sorted(result.after.values) if result.after else []
+    if before_values != after_values:
+        # Caches that fetched the old answer keep it for the TTL it had before this change.
+        facts["dns.switched"] = {
+            "name": result.name,
+            "type": result.type,
+            "switched_at": result.changed_at.isoformat(),
+            "old_ttl": result.before.ttl if result.before else None,
+            "old_values": before_values,
+            "new_values": after_values,
+        }
+    return facts

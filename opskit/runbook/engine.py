@@ -395,3 +395,16 @@ class Runner:
         )
         return Attempt(ok=result.ok, summary=summary, blocked=result.blocked, timed_out=timed_out,
                        values=result.values, facts=result.facts, undo=result.undo)  # fmt: skip
+
+    def check_passes(self, step: Step) -> tuple[bool, str]:
+        """Run the step's `check:` on its hosts: exit 0 everywhere means the step took effect."""
+        ctx = self.context(step, self.s.secrets)
+        command = render(step.check or "", self.context(step, self.s.shell_view))
+        env = self.environment(step, ctx, step.check or "")
+        for host in render_hosts(step, ctx) or (None,):
+            label = host or LOCAL
+            res = self.s.transport(host).run(command, env=env, timeout_s=step.timeout_s,
+                                             on_output=self.s.sink(step.id, label))  # fmt: skip
+            if not res.ok:
+                return False, f"check failed on {label} (exit {res.rc}): running it again"
+        return True, "check passed: it took effect, not running it again"

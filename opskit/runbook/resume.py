@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
-from opskit.runbook.context import LOCAL, Reporter, Session, read_secrets
+from opskit.runbook.context import Reporter, Session, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, RunOutcome
 from opskit.runbook.journal import JOURNAL, read_journal, run_dir
 from opskit.runbook.lock import RunLock, is_locked
@@ -23,8 +23,6 @@ from opskit.runbook.model import Runbook, Step
 from opskit.runbook.plan import Plan
 from opskit.runbook.rehearsal import rehearse
 from opskit.runbook.replay import RunState, replay
-from opskit.runbook.scope import render_hosts
-from opskit.runbook.templates import render
 from opskit.runbook.validate import load_runbook
 
 DONE_STATUSES = ("succeeded", "skipped")
@@ -66,10 +64,19 @@ def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
     state, runbook, events = load_for_resume(
         options.state_dir, run_id, accept_changes=options.accept_changes
     )
-    done = frozenset(s.id for s in state.steps if s.status in DONE_STATUSES)
+    done = {s.id for s in state.steps if s.status in DONE_STATUSES}
+    done |= {s.id for s in state.steps if s.status == "failed" and _accepted_failure(runbook, s.id)}
+    in_doubt = {}
+    for s in state.steps:
+        step = runbook.step(s.id)
+        if s.status == "in_doubt" and step is not None:
+            in_doubt[s.id] = in_doubt_action(
+                step, rerun=options.rerun_in_doubt, skip=options.skip_in_doubt
+            )
     start = next((e for e in events if e.get("event") == "run_started"), {})
     options = replace(options, overrides=dict(start.get("overrides") or {}))
-    return rehearse(runbook.path, options, reporter, done=done, captures=state.captured)
+    return rehearse(runbook.path, options, reporter, done=frozenset(done), captures=state.captured,
+                    in_doubt=in_doubt)  # fmt: skip
 
 
 def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
@@ -130,7 +137,10 @@ def _settle(runner: Runner, step: Step, action: str) -> set[str]:
     """Journal the decision on an in-doubt step; the ids that now count as done."""
     journal = runner.journal
     if action == "check":
-        passed, why = _check_passes(runner, step)
+        try:
+            passed, why = runner.check_passes(step)
+        except TransportError as exc:
+            raise Blocked(f"cannot run the check of in-doubt step {step.id}: {exc}") from None
         decision = "done" if passed else "rerun"
         journal.append(
             "in_doubt", step=step.id, decision=decision, reason=why, operator=runner.o.operator
@@ -156,21 +166,3 @@ def _settle(runner: Runner, step: Step, action: str) -> set[str]:
     return set()
 
 
-def _check_passes(runner: Runner, step: Step) -> tuple[bool, str]:
-    """Run the step's `check:` on its hosts: exit 0 everywhere means the step took effect."""
-    ctx = runner.context(step, runner.s.secrets)
-    shell = runner.context(step, runner.s.shell_view)
-    command = render(step.check or "", shell)
-    env = runner.environment(step, ctx, step.check or "")
-    for host in render_hosts(step, ctx) or (None,):
-        label = host or LOCAL
-        try:
-            res = runner.s.transport(host).run(
-                command, env=env, timeout_s=step.timeout_s,
-                on_output=runner.s.sink(step.id, label),
-            )  # fmt: skip
-        except TransportError as exc:
-            raise Blocked(f"cannot run the check of in-doubt step {step.id}: {exc}") from None
-        if not res.ok:
-            return False, f"check failed on {label} (exit {res.rc}): running it again"
-    return True, "check passed: it took effect, not running it again"

@@ -48,10 +48,11 @@ def _half_close_exchange(port: int) -> bytes:
         return read_to_eof(sock)
 
 
-def test_reply_after_client_fin_still_arrives(forwarder: StartForwarder) -> None:
-    """A client that sends FIN still gets the whole reply the backend sends 1.5 s later."""
+@pytest.mark.parametrize("loop", ["uvloop", "stdlib"])
+def test_reply_after_client_fin_still_arrives(forwarder: StartForwarder, loop: str) -> None:
+    """A client that sends FIN still gets the whole reply the backend sends 1.5 s later (either loop)."""
     with late_reply_backend(delay_s=1.5) as backend_port:
-        fwd = forwarder(f"127.0.0.1:{backend_port}")
+        fwd = forwarder(f"127.0.0.1:{backend_port}", *(["--no-uvloop"] if loop == "stdlib" else []))
 
         reply = _half_close_exchange(fwd.port)
 
@@ -145,9 +146,12 @@ def test_thousand_simultaneous_connections_are_all_served(
     assert stats["errors"] == 0
 
 
-def test_slow_reader_does_not_grow_memory(nginx: Nginx, forwarder: StartForwarder) -> None:
-    """A client reading a 50 MiB file slowly keeps the bridge's memory flat (backpressure, no buffering)."""
-    fwd = forwarder(nginx.http)
+@pytest.mark.parametrize("loop", ["uvloop", "stdlib"])
+def test_slow_reader_does_not_grow_memory(
+    nginx: Nginx, forwarder: StartForwarder, loop: str
+) -> None:
+    """A client reading a 50 MiB file slowly keeps the bridge's memory flat (backpressure, either loop)."""
+    fwd = forwarder(nginx.http, *(["--no-uvloop"] if loop == "stdlib" else []))
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.settimeout(10)
