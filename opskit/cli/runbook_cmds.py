@@ -127,30 +127,55 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _step_order(state_dir: Path, run_id: str) -> list[str]:
+    """The run's step ids as journaled in `run_started` (for the [3/7] position in step banners)."""
+    from opskit.runbook.replay import load_events  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    try:
+        events = load_events(state_dir, run_id).events
+    except UsageError:
+        return []
+    start = next((e for e in events if e.get("event") == "run_started"), {})
+    return [str(info.get("id")) for info in start.get("steps", [])]
+
+
 class ConsoleReporter:
     """Live output: step banners, `[host] line`, progress; prompts at a terminal."""
 
-    def __init__(self, *, quiet_steps: bool = False, err: bool = False) -> None:
+    def __init__(
+        self, *, quiet_steps: bool = False, err: bool = False, state_dir: Path | None = None
+    ) -> None:
         self.quiet_steps = quiet_steps
         self.err = err
         self.tty = output.is_terminal() and not err
+        self.state_dir = state_dir
         self._last_progress = 0.0
+        self._order: list[str] = []
 
     def started(self, run_id: str, mode: str) -> None:
         if mode == "dry-run":
             return
         suffix = {"run": "", "resume": " (resumed)", "rollback": " (rollback)"}.get(mode, "")
         output.line(f"run id: {run_id}{suffix}", err=self.err)
+        if mode in ("run", "resume") and self.state_dir is not None:
+            self._order = _step_order(self.state_dir, run_id)
 
     def step_begin(
         self, step_id: str, title: str, hosts: tuple[str, ...], command: str | None
     ) -> None:
         where = f" on {', '.join(hosts)}" if hosts else ""
+        position = (
+            f"[{self._order.index(step_id) + 1}/{len(self._order)}] "
+            if step_id in self._order
+            else ""
+        )
         output.line(
-            f"==> {step_id}{where}" + (f": {title}" if title != step_id else ""), err=self.err
+            f"==> {position}{step_id}{where}" + (f": {title}" if title != step_id else ""),
+            err=self.err,
         )
         if command:
-            output.line(f"    $ {command}", err=self.err)
+            shown = command if command.startswith(("manual: ", "wait ")) else f"$ {command}"
+            output.line(f"    {shown}", err=self.err)
 
     def output(self, host: str, line: str) -> None:
         output.line(f"[{host}] {line}", err=self.err)
@@ -208,38 +233,69 @@ def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> Exi
     return ExitCode.OK
 
 
-def _render_plan(plan: Any) -> None:
-    owners = sorted({s.owner for s in plan.steps if s.owner})
-    groups: list[tuple[str | None, list[Any]]] = [(None, plan.steps)]
-    if owners:
-        groups = [(o, [s for s in plan.steps if s.owner == o]) for o in owners]
-        rest = [s for s in plan.steps if not s.owner]
-        if rest:
-            groups.append(("(no owner)", rest))
-    for owner, steps in groups:
-        rows = [
-            (s.id, s.status, ", ".join(s.hosts) or "local", s.command or "", s.reason)
-            for s in steps
-        ]
-        output.table(
-            ("STEP", "STATUS", "HOST", "COMMAND", "NOTE"),
-            rows,
-            title=f"owner: {owner}" if owner else None,
-        )
+def _render_plan(plan: Any, next_command: str) -> None:
+    from opskit.durations import format_seconds  # noqa: PLC0415 - imported on first use, keeps start-up fast
+
+    owners = any(s.owner for s in plan.steps)
+    rows = [
+        (s.id, s.status, *((s.owner or "",) if owners else ()), ", ".join(s.hosts) or "local",
+         s.command or "", s.reason)
+        for s in plan.steps
+    ]  # fmt: skip
+    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
+    output.table(headers, rows)
     for h in plan.hosts:
         state = "ok" if h.ok else "UNREACHABLE"
         output.line(
             f"host {h.name} ({h.address}): {state}" + (f": {h.problem}" if h.problem else "")
         )
-    from opskit.durations import format_seconds  # noqa: PLC0415 - imported on first use, keeps start-up fast
-
+    if owners:
+        output.line("who does what:")
+        for owner, lines in _by_owner(plan.steps):
+            output.line(f"  {owner}: " + "; ".join(lines))
     output.line(f"forecast: {format_seconds(plan.forecast_s)} (waits, predicted waits and probes)")
+    if plan.window is not None:
+        output.line(f"window: {plan.window.message}")
     counts: dict[str, int] = {}
     for s in plan.steps:
         counts[s.status] = counts.get(s.status, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    verdict = "nothing blocks" if plan.ok else "BLOCKED: a probe failed or a host is unreachable"
+    if plan.ok:
+        verdict = "nothing blocks"
+    elif plan.window is not None and not plan.window.fits and _nothing_else_blocks(plan):
+        verdict = "BLOCKED: the night does not fit the window"
+    else:
+        verdict = "BLOCKED: a probe failed, a host is unreachable or a step would stop the run"
     output.line(f"plan {plan.run_id} (journaled as a dry-run): {summary}; {verdict}")
+    gates = [s.id for s in plan.steps if s.status == "gate"]
+    if plan.ok:
+        approve = "".join(f" --approve {g}" for g in gates)
+        ask = f" (gates ask at a terminal; without one: {next_command}{approve})" if gates else ""
+        output.line(f"next: {next_command}{ask}")
+    else:
+        output.line("next: fix what the NOTE column and host lines say, then plan again")
+
+
+def _nothing_else_blocks(plan: Any) -> bool:
+    return all(s.status != "probe_failed" and not s.blocks for s in plan.steps) and all(
+        h.ok for h in plan.hosts
+    )
+
+
+def _by_owner(steps: Any) -> list[tuple[str, list[str]]]:
+    """Steps grouped by owner, in run order; a manual step says who must act and what to confirm."""
+    groups: dict[str, list[str]] = {}
+    for s in steps:
+        if not s.owner:
+            continue
+        text = s.id
+        if s.command and s.command.startswith("manual: "):
+            text = f"{s.id} (MUST ACT: {s.command.removeprefix('manual: ')}; then confirm {s.id})"
+        groups.setdefault(s.owner, []).append(text)
+    unowned = [s.id for s in steps if not s.owner]
+    if unowned:
+        groups["(no owner)"] = unowned
+    return list(groups.items())
 
 
 def _plan(runbook: Path, options: Any, as_json: bool) -> ExitCode:
@@ -247,10 +303,14 @@ def _plan(runbook: Path, options: Any, as_json: bool) -> ExitCode:
 
     reporter = ConsoleReporter(quiet_steps=True, err=as_json)
     plan = rehearse(runbook, options, reporter)
+    return _show_plan(plan, f"opskit run {runbook}", as_json)
+
+
+def _show_plan(plan: Any, next_command: str, as_json: bool) -> ExitCode:
     if as_json:
         output.emit_json(plan)
     else:
-        _render_plan(plan)
+        _render_plan(plan, next_command)
     return ExitCode.OK if plan.ok else ExitCode.NEGATIVE
 
 
@@ -269,25 +329,30 @@ def _plan(runbook: Path, options: Any, as_json: bool) -> ExitCode:
     is_flag=True,
     help="Record unknown SSH host keys while checking hosts.",
 )
+@window_option
 @operator_option
 @state_dir_option
 @reports_problems
 def plan(  # noqa: PLR0917 - click passes every option as an argument
          runbook: Path, var: tuple[str, ...], vars_file: Path | None, offline: bool, as_json: bool,
-         accept_new_host_keys: bool, operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
+         accept_new_host_keys: bool, window: str | None, operator: str | None,
+         state_dir: Path) -> ExitCode:  # fmt: skip
     """Rehearse a runbook: render every step, run probes for real, change nothing.
 
     Each step gets one status: would_run, probe_ok, probe_failed, skip, gate, unknown (needs a value only
     the run produces) or done. Every host is checked for reachability and login. The rehearsal is
-    journaled as a dry-run. Exit 0 when nothing blocks, 1 when a probe fails or a host is unreachable.
+    journaled as a dry-run. With --window, the forecast (waits, predicted waits, probes) is checked against
+    the window's next occurrence (or what is left of it). Exit 0 when nothing blocks, 1 when a probe fails,
+    a host is unreachable or the night does not fit the window.
 
     \b
     Example:
       opskit plan runbooks/night-cutover.yaml --var new=198.51.100.20
+      opskit plan runbooks/night-cutover.yaml --window 02:00-05:00
       opskit plan runbooks/night-cutover.yaml --offline --json
     """
     options = _options(state_dir, operator, overrides=_overrides(var, vars_file), offline=offline,
-                       accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+                       accept_new_host_keys=accept_new_host_keys, window=window)  # fmt: skip
     return _plan(runbook, options, as_json)
 
 
@@ -295,9 +360,9 @@ def _outcome(outcome: Any) -> ExitCode:
     if outcome.state == "succeeded":
         output.line(f"succeeded: {outcome.message} (run {outcome.run_id})")
     else:
-        output.line(f"{outcome.state.upper()}: {outcome.message}")
-        if outcome.resume_hint:
-            output.line(f"to continue: {outcome.resume_hint}")
+        output.line(f"{outcome.state.upper()}: {outcome.message} (run {outcome.run_id})")
+        for i, advice in enumerate(outcome.next_steps or [outcome.resume_hint or ""]):
+            output.line(("next: " if i == 0 else "      ") + advice)
     return ExitCode(outcome.exit_code)
 
 
@@ -308,13 +373,14 @@ def _outcome(outcome: Any) -> ExitCode:
 @click.option("--dry-run", is_flag=True, help="Rehearse instead (same as `opskit plan`).")
 @click.option("--offline", is_flag=True, help="With --dry-run: execute nothing at all.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@window_option
 @operator_option
 @state_dir_option
 @reports_problems
 def run(  # noqa: PLR0917 - click passes every option as an argument
         runbook: Path, var: tuple[str, ...], vars_file: Path | None, approve: tuple[str, ...], yes: bool,
-        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, operator: str | None,
-        state_dir: Path) -> ExitCode:  # fmt: skip
+        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, window: str | None,
+        operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
     """Run a runbook for real, journaled step by step; prints the run id first.
 
     Output streams live with the host as prefix. Gates ask at a terminal; without one they stop the run
@@ -325,20 +391,21 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
     Example:
       opskit run runbooks/night-cutover.yaml --operator alice
       opskit run runbooks/night-cutover.yaml --approve stop-old --approve go-dns
+      opskit run runbooks/night-cutover.yaml --dry-run --window 02:00-05:00
     """
     overrides = _overrides(var, vars_file)
     if dry_run:
         options = _options(state_dir, operator, overrides=overrides, offline=offline,
-                           accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+                           accept_new_host_keys=accept_new_host_keys, window=window)  # fmt: skip
         return _plan(runbook, options, as_json)
-    if offline or as_json:
-        raise UsageError("--offline and --json go with --dry-run (or use `opskit plan`)")
+    if offline or as_json or window:
+        raise UsageError("--offline, --json and --window go with --dry-run (or use `opskit plan`)")
     from opskit.runbook import engine  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, overrides=overrides, yes=yes, approve=approve,
                        accept_new_host_keys=accept_new_host_keys)  # fmt: skip
     _interrupt_on_sigterm()
-    return _outcome(engine.run(runbook, options, ConsoleReporter()))
+    return _outcome(engine.run(runbook, options, ConsoleReporter(state_dir=state_dir)))
 
 
 @click.command()
@@ -358,13 +425,14 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 )
 @click.option("--dry-run", is_flag=True, help="Plan the rest instead: finished steps show as done.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@window_option
 @gate_options
 @operator_option
 @state_dir_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
            run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
-           dry_run: bool, as_json: bool,
+           dry_run: bool, as_json: bool, window: str | None,
            approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
            state_dir: Path) -> ExitCode:  # fmt: skip
     """Continue a run after its last finished step; no finished step runs twice.
@@ -384,19 +452,20 @@ def resume(  # noqa: PLR0917 - click passes every option as an argument
     if dry_run:
         from opskit.runbook.resume import plan_resume  # noqa: PLC0415 - imported on first use
 
-        options = _options(state_dir, operator, accept_changes=accept_changes)
+        options = _options(state_dir, operator, accept_changes=accept_changes, window=window,
+                           rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt,
+                           accept_new_host_keys=accept_new_host_keys)  # fmt: skip
         planned = plan_resume(run_id, options, ConsoleReporter(quiet_steps=True, err=as_json))
-        if as_json:
-            output.emit_json(planned)
-        else:
-            _render_plan(planned)
-        return ExitCode.OK if planned.ok else ExitCode.NEGATIVE
+        flags = " --rerun-in-doubt" if rerun_in_doubt else (" --skip-in-doubt" if skip_in_doubt else "")
+        return _show_plan(planned, f"opskit resume {run_id}{flags}", as_json)
+    if window or as_json:
+        raise UsageError("--window and --json go with --dry-run")
     from opskit.runbook.resume import resume as resume_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, yes=yes, approve=approve, accept_new_host_keys=accept_new_host_keys,
                        rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes)  # fmt: skip
     _interrupt_on_sigterm()
-    return _outcome(resume_run(run_id, options, ConsoleReporter()))
+    return _outcome(resume_run(run_id, options, ConsoleReporter(state_dir=state_dir)))
 
 
 @click.command()

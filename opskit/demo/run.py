@@ -52,6 +52,8 @@ class DemoResult:
     fleet: FleetSummary | None
     old_stopped: bool
     bridge_pid: int | None
+    dns_changes: int  # how many times the zone's serial moved (0 in a dry-run)
+    service_commands: list[str]  # what the runbook asked the services to do, in order
     report_md: str | None
     report_html: str | None
     wall_s: float
@@ -105,6 +107,7 @@ def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:
         "low_ttl": scaled(300),
         "stop_old_writes": f"{ctl} read-only old",
         "start_old_writes": f"{ctl} read-write old",
+        "old_writes_stopped": f"{ctl} status old | grep -q read-only",
         "sync_data": "echo 'rehearsal: 1200 rows copied to the new host'",
         "start_new": f"{ctl} start new",
         "stop_new": f"{ctl} stop new",
@@ -137,6 +140,7 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
             f"on {stage.auth.address}; old {stage.old.address}, new {stage.new.address}; "
             f"{options.clients} phones"
         )
+        serial_before = stage.auth.serial()
         answered = stage.wait_connected()
         show(f"{answered} phones connected, all to the old host.")
         reporter = DemoReporter(
@@ -157,11 +161,14 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
                 stage=stage,
                 started=started,
                 window_s=window_s,
+                serial_before=serial_before,
             )
         outcome = run(runbook, run_options, reporter)
         reporter.dashboard("end of the run", force=True)
         fleet = stage.fleet_summary()
         old_stopped = not stage.old.running
+        dns_changes = stage.auth.serial() - serial_before
+        service_commands = list(stage.control.log)
     result = DemoResult(
         run_id=outcome.run_id,
         state=outcome.state,
@@ -174,6 +181,8 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
         fleet=fleet,
         old_stopped=old_stopped,
         bridge_pid=stage.bridge_pid,
+        dns_changes=dns_changes,
+        service_commands=service_commands,
         report_md=None,
         report_html=None,
         wall_s=round(time.monotonic() - started, 1),
@@ -191,6 +200,7 @@ def _rehearse(
     stage: st.Stage,
     started: float,
     window_s: float | None,
+    serial_before: int,
 ) -> DemoResult:
     """`--dry-run`: the plan (probes real, nothing mutated) and the night's forecast against the window."""
     from opskit.runbook.rehearsal import rehearse  # noqa: PLC0415
@@ -230,6 +240,8 @@ def _rehearse(
         fleet=stage.fleet_summary(),
         old_stopped=False,
         bridge_pid=None,
+        dns_changes=stage.auth.serial() - serial_before,
+        service_commands=list(stage.control.log),
         report_md=None,
         report_html=None,
         wall_s=round(time.monotonic() - started, 1),

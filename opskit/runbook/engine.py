@@ -19,9 +19,10 @@ from opskit import __version__, actions
 from opskit.errors import ExitCode, HostKeyError, OpskitError, TransportDropped, TransportError
 from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
-from opskit.runbook.journal import new_run_id, private_dir, runs_dir, utc_now
+from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Runbook, Step
+from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
 from opskit.runbook.templates import (
     TemplateProblem,
@@ -62,6 +63,7 @@ class RunOutcome:
     message: str = ""
     failed_step: str | None = None
     resume_hint: str | None = None
+    next_steps: list[str] = field(default_factory=list)  # what to do now, as commands to copy
 
 
 class Stop(Exception):
@@ -164,7 +166,9 @@ class Runner:
         self.journal.append(
             "run_finished", state=state, exit_code=int(code), message=message, resume_hint=hint
         )
-        return RunOutcome(self.s.run_id, state, code, self.s.masker.text(message), step, hint)
+        # The advice is replayed from the journal, so `opskit status` later says exactly the same.
+        advice = replay(read_journal(self.journal.path).events).next_steps
+        return RunOutcome(self.s.run_id, state, code, self.s.masker.text(message), step, hint, advice)
 
     # --- one step -------------------------------------------------------------------------------------
 
@@ -215,7 +219,10 @@ class Runner:
             summary=result.summary, captured=captured, values=dict(result.values), facts=dict(result.facts),
             undo=None if result.undo is None else dict(result.undo), timed_out=result.timed_out,
         )  # fmt: skip
-        self.reporter.step_end(step.id, status, self.s.masker.text(result.summary), duration)
+        summary = result.summary
+        if not result.ok and step.continue_on_error:
+            summary += " (continue_on_error: going on)"
+        self.reporter.step_end(step.id, status, self.s.masker.text(summary), duration)
         return result
 
     def display_command(self, step: Step, view: Mapping[str, Any] | None = None) -> str | None:

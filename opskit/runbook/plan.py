@@ -70,6 +70,7 @@ class PlanStep:
     reason: str = ""
     duration_s: float | None = None
     predicted_wait_s: float | None = None
+    blocks: bool = False  # the real run (or resume) would stop here, e.g. an in-doubt step with no check
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def untimed(steps: list[PlanStep]) -> list[str]:
     ]
 
 
-def is_ok: list[PlanStep], hosts: list[HostCheck]) -> bool:
+def is_ok(steps: list[PlanStep], hosts: list[HostCheck]) -> bool:
     """Nothing blocks: no probe failed and every host answered."""
-    return all(s.status not in BLOCKING for s in steps) and all(h.ok for h in hosts)
+    return all(s.status not in BLOCKING and not s.blocks for s in steps) and all(
+        h.ok for h in hosts
+    )

@@ -7,6 +7,7 @@ a mutating step is not known yet, so steps that need it are `unknown` and show `
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -33,8 +34,10 @@ from opskit.runbook.validate import load_runbook
 
 
 def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: frozenset[str] = frozenset(),
-             captures: Mapping[str, Any] | None = None, now: datetime | None = None) -> P.Plan:  # fmt: skip
-    """Plan a run (journaled as a dry-run); `done`/`captures` come from a journal when planning a resume."""
+             captures: Mapping[str, Any] | None = None, now: datetime | None = None,
+             in_doubt: Mapping[str, str] | None = None) -> P.Plan:  # fmt: skip
+    """Plan a run (journaled as a dry-run); `done`/`captures`/`in_doubt` come from a journal when planning
+    a resume (`in_doubt`: step id -> check | rerun | skip | refuse, see `resume.in_doubt_action`)."""
     if options.window is not None:
         window.parse_window(options.window)  # bad input: exit 2 before anything is journaled
     runbook = load_runbook(path, options.overrides)
@@ -44,7 +47,12 @@ def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: froze
         session.captures.update(captures or {})
         r = _Rehearsal(session, options, done)
         hosts = r.check_hosts()
-        steps = [r.plan_step(step) for step in runbook.steps]
+        steps = [
+            r.plan_in_doubt(step, in_doubt[step.id])
+            if in_doubt and step.id in in_doubt
+            else r.plan_step(step)
+            for step in runbook.steps
+        ]
         ok = P.is_ok(steps, hosts)
         forecast = P.forecast_s(steps)
         message = "nothing blocks" if ok else "a probe failed or a host is unreachable"
@@ -111,7 +119,7 @@ class _Rehearsal:
             step, self.s.base, self.s.display_view, {**placeholders, **self.s.captures}
         )
 
-    def plan_step(self, step: Step) -> P.PlanStep:
+    def plan_step(self, step: Step, *, record: bool = True) -> P.PlanStep:
         hosts: tuple[str, ...] = ()
         command: str | None = None
         reason = ""
@@ -139,14 +147,48 @@ class _Rehearsal:
             predicted = predicted_action if predicted_action is not None else predicted
             status = P.step_status(_replace(facts, rehearsal_ok=ok))
         elif not facts.host_ok:
-            reason = "host check failed"
+            down = [h for h in hosts if not self.host_ok.get(h, True)]
+            reason = f"{', '.join(down)} unreachable (see the host lines below)"
         reason = reason or _reason(status, step, self.unknown)
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
                              self.s.masker.text(reason), duration, predicted)  # fmt: skip
-        self.s.journal.append("step_planned", step=step.id, status=status, hosts=list(hosts), command=command,
-                              reason=planned.reason, duration_s=duration, predicted_wait_s=predicted)  # fmt: skip
-        self.s.reporter.step_end(step.id, status, planned.reason, duration or 0.0)
+        if record:
+            self.record(planned)
         return planned
+
+    def plan_in_doubt(self, step: Step, action: str) -> P.PlanStep:
+        """A step cut off mid-run: what the resume would do with it, never a silent `would_run`."""
+        planned = self.plan_step(step, record=False)
+        status, blocks = planned.status, False
+        if action == "skip":
+            status, reason = P.DONE, "in doubt; counted as done (--skip-in-doubt)"
+        elif action == "rerun":
+            why = "idempotent: true" if step.idempotent else "--rerun-in-doubt"
+            reason = f"in doubt; runs again ({why})"
+        elif action == "check" and self.o.offline:
+            status, reason = P.UNKNOWN, "in doubt; its check: decides at resume (not run: --offline)"
+        elif action == "check":
+            try:
+                passed, why = self.runner.check_passes(step)
+            except TransportError as exc:
+                passed, why, blocks = False, f"cannot run its check: {exc}", True
+            status = P.DONE if passed else planned.status
+            reason = f"in doubt; {why}"
+        else:
+            status, blocks = P.UNKNOWN, True
+            reason = (
+                "in doubt (cut off mid-run) and no check:; resume refuses until you pass "
+                "--skip-in-doubt (it took effect) or --rerun-in-doubt (it did not)"
+            )
+        result = dataclasses.replace(planned, status=status, reason=reason, blocks=blocks)
+        self.record(result)
+        return result
+
+    def record(self, planned: P.PlanStep) -> None:
+        self.s.journal.append("step_planned", step=planned.id, status=planned.status, hosts=planned.hosts,
+                              command=planned.command, reason=planned.reason, duration_s=planned.duration_s,
+                              predicted_wait_s=planned.predicted_wait_s)  # fmt: skip
+        self.s.reporter.step_end(planned.id, planned.status, planned.reason, planned.duration_s or 0.0)
 
     def _needs_runtime(self, step: Step) -> bool:
         fields: list[Any] = [step.run, *step.on, *step.env.values(), *_strings(step.with_)]
@@ -211,9 +253,7 @@ def _strings(value: Any) -> list[Any]:
 
 
 def _replace(facts: P.StepFacts, **changes: Any) -> P.StepFacts:
-    from dataclasses import replace  # noqa: PLC0415 - imported on first use, keeps start-up fast
-
-    return replace(facts, **changes)
+    return dataclasses.replace(facts, **changes)
 
 
 def _reason(status: str, step: Step, unknown: set[str]) -> str:  # noqa: PLR0911 - one per status

@@ -109,3 +109,22 @@ def test_ctrl_c_during_the_drain_stops_the_bridge_too(opskit_proc) -> None:
     assert "interrupted" in out + err
     assert not _pid_alive(bridge_pid)
     assert _listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)) == []
+
+
+def test_dry_run_changes_nothing_and_forecasts_the_night(tmp_path: Path) -> None:
+    """--dry-run probes for real, changes no DNS record and no service, and checks the window."""
+    lines: list[str] = []
+
+    result = run_demo(
+        DemoOptions(state_dir=tmp_path / "state", clients=3, dry_run=True, window="02:00-05:00"),
+        lines.append,
+    )
+
+    assert result.dry_run
+    assert result.ttl_verdicts == ["NOT READY", "NOT READY"]
+    assert result.dns_changes == 0
+    assert result.service_commands == []
+    assert result.forecast_s is not None
+    assert result.forecast_s > 24  # the live 24 s TTL must be waited out after lowering it
+    assert result.fits_window is False
+    assert "lower the TTL at least 1d before the window opens" in result.message
