@@ -272,6 +272,10 @@ def _render_plan(plan: Any, next_command: str) -> None:
         approve = "".join(f" --approve {g}" for g in gates)
         ask = f" (gates ask at a terminal; without one: {next_command}{approve})" if gates else ""
         output.line(f"next: {next_command}{ask}")
+    elif _nothing_else_blocks(plan):
+        output.line(
+            "next: start the night earlier, pass a longer --window, or shorten the waits listed above"
+        )
     else:
         output.line("next: fix what the NOTE column and host lines say, then plan again")
 

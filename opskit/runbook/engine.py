@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit import __version__, actions
+from opskit.durations import format_seconds
 from opskit.errors import ExitCode, HostKeyError, OpskitError, TransportDropped, TransportError
 from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
@@ -240,7 +241,7 @@ class Runner:
         if step.manual:
             return "manual: " + render(step.manual, view)
         if step.wait_s is not None:
-            return f"wait {step.wait_s:g}s"
+            return f"wait {format_seconds(step.wait_s)}"
         return None
 
     def gate(self, step: Step) -> None:

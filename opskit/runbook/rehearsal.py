@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit import actions
+from opskit.durations import format_seconds
 from opskit.errors import OpskitError, TransportError
 from opskit.runbook import plan as P
 from opskit.runbook import window
@@ -27,6 +28,7 @@ from opskit.runbook.templates import (
     expression_names,
     is_template,
     names,
+    render,
     render_value,
     truth,
 )
@@ -149,7 +151,7 @@ class _Rehearsal:
         elif not facts.host_ok:
             down = [h for h in hosts if not self.host_ok.get(h, True)]
             reason = f"{', '.join(down)} unreachable (see the host lines below)"
-        reason = reason or _reason(status, step, self.unknown)
+        reason = reason or _reason(status, step, self.unknown, self._prompt(step))
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
                              self.s.masker.text(reason), duration, predicted)  # fmt: skip
         if record:
@@ -189,6 +191,15 @@ class _Rehearsal:
                               command=planned.command, reason=planned.reason, duration_s=planned.duration_s,
                               predicted_wait_s=planned.predicted_wait_s)  # fmt: skip
         self.s.reporter.step_end(planned.id, planned.status, planned.reason, planned.duration_s or 0.0)
+
+    def _prompt(self, step: Step) -> str:
+        """The gate's question as the operator will see it (secrets masked, unknown values as <name>)."""
+        if step.gate is None:
+            return ""
+        try:
+            return render(step.gate.prompt, self.display_ctx(step))
+        except TemplateProblem:
+            return step.gate.prompt
 
     def _needs_runtime(self, step: Step) -> bool:
         fields: list[Any] = [step.run, *step.on, *step.env.values(), *_strings(step.with_)]
@@ -256,7 +267,7 @@ def _replace(facts: P.StepFacts, **changes: Any) -> P.StepFacts:
     return dataclasses.replace(facts, **changes)
 
 
-def _reason(status: str, step: Step, unknown: set[str]) -> str:  # noqa: PLR0911 - one per status
+def _reason(status: str, step: Step, unknown: set[str], prompt: str) -> str:  # noqa: PLR0911 - one per status
     if status == P.SKIP:
         return "when: is false"
     if status == P.UNKNOWN:
@@ -264,11 +275,13 @@ def _reason(status: str, step: Step, unknown: set[str]) -> str:  # noqa: PLR0911
     if status == P.GATE:
         level = step.gate.level if step.gate else "confirm"
         who = f" ({step.owner})" if step.owner and step.manual else ""
-        return f"manual step{who}: someone must act and confirm" if step.manual else f"{level} gate"
+        if step.manual:
+            return f"manual step{who}: someone must act and confirm"
+        return f"{level} gate: {prompt}" if prompt else f"{level} gate"
     if status == P.DONE:
         return "done (journal)"
     if step.wait_s is not None:
-        return f"waits {step.wait_s:g}s"
+        return f"waits {format_seconds(step.wait_s)}"
     if status == P.WOULD_RUN and step.kind is Kind.PROBE:
         return "probe not executed (--offline)"
     return ""

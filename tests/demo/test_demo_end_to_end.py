@@ -68,6 +68,8 @@ def test_the_rehearsal_moves_every_phone_and_leaves_nothing_running(tmp_path: Pa
     assert result.fleet.attempts_to_old_after_switch >= result.fleet.carried_by_bridge > 0
     assert result.drain_safe, result.drain_summary
     assert result.old_stopped
+    assert "stop old" in result.service_commands
+    assert result.dns_changes == 2  # the TTL lowering and the switch
     assert "1 s here = 1h on a real night" in transcript
     assert result.report_html is not None
     assert "Connections through the bridge" in Path(result.report_html).read_text()

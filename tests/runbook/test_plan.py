@@ -67,8 +67,11 @@ def test_run_dry_run_is_journaled_as_a_rehearsal(opskit: Invoke, tmp_path: Path)
     result = opskit("run", str(path), "--dry-run", expect=ExitCode.OK)
 
     assert not (tmp_path / "marker").exists()
-    assert "owner: customer-sysadmin" in result.stdout
-    assert "owner: us" in result.stdout
+    assert "  us: mutate\n" in result.stdout
+    assert (
+        "  customer-sysadmin: call-client (MUST ACT: Ask the sysadmin to switch DNS; "
+        "then confirm call-client)" in result.stdout
+    )
     assert "forecast:" in result.stdout
     (rid,) = [p.name for p in (tmp_path / "state" / "runs").iterdir()]
     evs = events(tmp_path / "state", rid)
