@@ -15,6 +15,13 @@ from typing import Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
+from opskit.actions.traffic_drained import (
+    LOWERED_FACT,
+    SWITCH_FACT,
+    _when,
+    switch_from_facts,
+)
+from opskit.durations import format_seconds
 from opskit.errors import OpskitError
 
 MODES = ("tcp", "http")
@@ -25,7 +32,12 @@ PROXY_PROTOCOLS = ("none", "v1", "v2")
 @dataclass(frozen=True)
 class ProxyStart(BaseAction):
     """with: listen, to, mode, engine, stats_file, max_connections, idle_timeout, connect_timeout,
-    drain_timeout, proxy_protocol, nudge_after, python."""
+    drain_timeout, proxy_protocol, nudge_after, switched_at, old_ttl, margin, python.
+
+    A nudge starts only once caches can have forgotten the old address: switched_at + old_ttl +
+    margin (default 0: an early nudge only costs a reconnect), taken from `with:` or from the
+    `dns.switched` fact journaled by dns.update. When neither says when, the bridge runs un-nudged.
+    """
 
     kind: ClassVar[ActionKind] = ActionKind.MUTATE
     listen: str
@@ -39,6 +51,9 @@ class ProxyStart(BaseAction):
     drain_timeout_s: float = 10.0
     proxy_protocol: str | None = None
     nudge_after_s: float | None = None
+    switched_at: str | None = None
+    old_ttl_s: float | None = None
+    margin_s: float = 0.0
     python: str = "python3"
 
     @classmethod
@@ -58,6 +73,9 @@ class ProxyStart(BaseAction):
             drain_timeout_s=params.seconds("drain_timeout", 10.0),
             proxy_protocol=None if protocol == "none" else protocol,
             nudge_after_s=params.seconds("nudge_after", None),
+            switched_at=params.text("switched_at", None),
+            old_ttl_s=params.seconds("old_ttl", None),
+            margin_s=params.seconds("margin", 0.0),
             python=params.text("python", "python3"),
         )
         params.finish()
@@ -72,13 +90,29 @@ class ProxyStart(BaseAction):
             raise ParamError("proxy_protocol", "is for mode tcp (http mode adds X-Forwarded-For)")
         if action.max_connections < 1:
             raise ParamError("max_connections", "must be at least 1")
+        if action.switched_at and "{{" not in action.switched_at and _when(action.switched_at) is None:
+            raise ParamError(
+                "switched_at",
+                f"expected a time like 2026-11-24T02:11:00Z, got {action.switched_at!r}",
+            )
         return action
 
     def describe(self) -> str:
         engine = "http (mitmproxy)" if self.mode == "http" else self.engine
         return f"start the bridge {self.listen} -> {self.to} ({engine})"
 
-    def _config(self, stats_file: Path) -> Any:
+    def nudge_not_before(self, ctx: ActionContext) -> str | None:
+        """When nudging may start (switch + old TTL + margin), or None when that is not known."""
+        from opskit.proxy.config import nudge_start  # noqa: PLC0415
+
+        facts = switch_from_facts(ctx.facts(SWITCH_FACT), ctx.facts(LOWERED_FACT))
+        switched_at = _when(self.switched_at) or facts[0]
+        old_ttl_s = self.old_ttl_s if self.old_ttl_s is not None else facts[1]
+        if switched_at is None or old_ttl_s is None:
+            return None
+        return nudge_start(switched_at, old_ttl_s, self.margin_s)
+
+    def _config(self, stats_file: Path, nudge_not_before: str | None = None) -> Any:
         from opskit.proxy.config import BridgeConfig  # noqa: PLC0415
 
         return BridgeConfig(
@@ -93,7 +127,8 @@ class ProxyStart(BaseAction):
             connect_timeout_s=self.connect_timeout_s,
             drain_timeout_s=self.drain_timeout_s,
             proxy_protocol=self.proxy_protocol,  # type: ignore[arg-type]
-            nudge_after_s=self.nudge_after_s,
+            nudge_after_s=self.nudge_after_s if nudge_not_before else None,
+            nudge_not_before=nudge_not_before,
             log_file=stats_file.with_suffix(".log"),
         )
 
@@ -103,6 +138,22 @@ class ProxyStart(BaseAction):
         if self.stats_file:
             return Path(self.stats_file).expanduser()
         return ctx.run_dir / f"bridge-{split_host_port(self.listen)[1]}.json"
+
+    def _nudge(self, ctx: ActionContext) -> str | None:
+        if self.nudge_after_s is None:
+            return None
+        not_before = self.nudge_not_before(ctx)
+        if not_before is None:
+            ctx.log(
+                "nudge off: unknown when caches forget the old address (journal the switch with "
+                "dns.update, or give switched_at and old_ttl)"
+            )
+        else:
+            ctx.log(
+                f"idle connections are nudged after {format_seconds(self.nudge_after_s)} "
+                f"from {not_before}"
+            )
+        return not_before
 
     def run(self, ctx: ActionContext) -> ActionResult:
         try:
@@ -115,7 +166,7 @@ class ProxyStart(BaseAction):
     def _run_local(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import bridge  # noqa: PLC0415
 
-        config = self._config(self._local_stats_file(ctx))
+        config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
         pid = bridge.spawn(config)
         ctx.log(
             f"bridge {self.listen} -> {self.to} runs as pid {pid}; stats in {config.stats_file}"
@@ -146,7 +197,8 @@ class ProxyStart(BaseAction):
             )
         started = remote.start(
             ctx.transport(),
-            self._config(Path("unused.json")),  # the files' places on the host come from stats_file
+            # the files' places on the host come from stats_file
+            self._config(Path("unused.json"), self._nudge(ctx)),
             python=self.python,
             stats_file=self.stats_file,
         )

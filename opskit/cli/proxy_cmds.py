@@ -8,8 +8,8 @@ import click
 
 from opskit.cli.output import emit_json, line, table
 from opskit.durations import DurationError, parse_seconds
-from opskit.errors import ExitCode
-from opskit.proxy.config import BridgeConfig, default_stats_file
+from opskit.errors import ExitCode, UsageError
+from opskit.proxy.config import BridgeConfig, default_stats_file, nudge_start, split_host_port
 from opskit.proxy.stats import BridgeStats
 
 
@@ -20,6 +20,18 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return parse_seconds(value)
     except DurationError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        split_host_port(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected HOST:PORT (127.0.0.1:8080, [::1]:443), got {value!r}"
+        ) from None
+    return value.strip()
 
 
 @click.group()
@@ -38,8 +50,13 @@ def proxy() -> None:
 
 
 @proxy.command()
-@click.option("--listen", required=True, help="HOST:PORT to accept clients on (the old address).")
-@click.option("--to", "to", required=True, help="HOST:PORT of the new host.")
+@click.option(
+    "--listen",
+    required=True,
+    callback=_host_port,
+    help="HOST:PORT to accept clients on (the old address).",
+)
+@click.option("--to", "to", required=True, callback=_host_port, help="HOST:PORT of the new host.")
 @click.option(
     "--mode",
     type=click.Choice(["tcp", "http"]),
@@ -95,12 +112,30 @@ def proxy() -> None:
 @click.option(
     "--nudge-after",
     callback=_duration,
-    help="Close bridged connections idle this long, so clients reconnect and re-resolve (off).",
+    help="Once caches can have forgotten the old address (--switched-at + --old-ttl + --margin), "
+    "close bridged connections idle this long, so clients reconnect and re-resolve (off).",
+)
+@click.option(
+    "--switched-at",
+    metavar="TIME",
+    help="For --nudge-after: when DNS started pointing at the new host (ISO 8601, UTC if no zone).",
+)
+@click.option(
+    "--old-ttl",
+    metavar="DURATION",
+    help="For --nudge-after: the TTL the old record had at the switch.",
+)
+@click.option(
+    "--margin",
+    metavar="DURATION",
+    default="0s",
+    show_default=True,
+    help="For --nudge-after: added after switch + TTL (an early nudge only costs a reconnect).",
 )
 @click.option(
     "--nudge-not-before",
     metavar="ISO-TIME",
-    help="Nudge only after this moment: switch time + old TTL + margin.",
+    help="For --nudge-after: the moment to start nudging, instead of --switched-at + --old-ttl.",
 )
 @click.option(
     "--detach", is_flag=True, help="Run in the background; stop it with `opskit proxy stop`."
@@ -119,6 +154,9 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     drain_timeout: float,
     proxy_protocol: str | None,
     nudge_after: float | None,
+    switched_at: str | None,
+    old_ttl: str | None,
+    margin: str,
     nudge_not_before: str | None,
     detach: bool,
 ) -> ExitCode:
@@ -134,14 +172,36 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     about 700 requests/s per core) counts requests by method, host and path: use it only for low
     residual rates of plain HTTP.
 
+    --nudge-after closes idle bridged connections, but only once every honest DNS cache can have
+    forgotten the old address (--switched-at + --old-ttl + --margin): before that a nudged client
+    would only come back here. Built-in engine and --engine haproxy.
+
     opskit's own probes (`opskit proxy status`, readiness checks) are not counted as clients.
 
     \b
     Example:
       opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --stats-file bridge.json
       opskit proxy start --listen 0.0.0.0:8080 --to 203.0.113.20:8081 --proxy-protocol v2 --detach
+      opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --nudge-after 10m \\
+          --switched-at 2026-11-24T02:11Z --old-ttl 5m --detach
     """
+    from opskit.cli.traffic_cmds import parse_duration_option, parse_time_option  # noqa: PLC0415
     from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
+
+    if nudge_after is not None and nudge_not_before is None:
+        when = parse_time_option("--switched-at", switched_at)
+        ttl_s = parse_duration_option("--old-ttl", old_ttl)
+        if when is None or ttl_s is None:
+            raise UsageError(
+                "--nudge-after starts only once caches can have forgotten the old address: "
+                "give --switched-at and --old-ttl (or --nudge-not-before TIME)"
+            )
+        nudge_not_before = nudge_start(
+            when, ttl_s, parse_duration_option("--margin", margin) or 0.0
+        )
+    elif nudge_not_before is not None:
+        moment = parse_time_option("--nudge-not-before", nudge_not_before)
+        nudge_not_before = moment.isoformat() if moment else None
 
     config = BridgeConfig(
         listen=listen,
@@ -159,6 +219,9 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         nudge_after_s=nudge_after,
         nudge_not_before=nudge_not_before,
     )
+    problem = bridge.target_problem(config)
+    if problem:
+        line(f"opskit: warning: {problem}; clients will be cut until it answers", err=True)
     if detach:
         pid = bridge.spawn(config)
         line(f"bridge {listen} -> {to} running in the background (pid {pid})")
@@ -231,6 +294,8 @@ def status(stats_file: Path, as_json: bool) -> ExitCode:
 def render(s: BridgeStats) -> None:
     """The bridge summary line and its client table, newest client first."""
     how = f" ({s.ended})" if s.ended else ""
+    if s.cut:
+        how += f", {s.cut} bridged connection{'s' if s.cut != 1 else ''} cut at the drain timeout"
     line(f"bridge {s.listener} -> {s.target} [{s.engine}/{s.mode}]: {s.state}{how}")
     line(
         f"active {s.active}, connections {s.total}, errors {s.errors}, bytes in {s.bytes_in}, "

@@ -218,18 +218,25 @@ class ConsoleReporter:
 @vars_options
 @reports_problems
 def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> ExitCode:
-    """Check a runbook without running anything; one FILE:LINE:COL line per problem.
+    """Check a runbook (or a playbook on its own) without running anything; one FILE:LINE:COL line per problem.
 
-    Exit 0 when valid, 2 with every problem listed on stderr.
+    A playbook (steps without a runbook name:) is checked with the names its includer passes in with:
+    (its params:, or every name it uses and does not define). Exit 0 when valid, 2 with every problem
+    listed on stderr.
 
     \b
     Example:
       opskit validate runbooks/night-cutover.yaml
+      opskit validate playbooks/service-restart.yaml
     """
-    from opskit.runbook.validate import load_runbook  # noqa: PLC0415 - imported on first use, keeps start-up fast
+    from opskit.runbook.validate import validate_file  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
-    loaded = load_runbook(runbook, _overrides(var, vars_file))
-    output.line(f"ok: {runbook}: {len(loaded.steps)} steps, {len(loaded.hosts)} hosts")
+    checked = validate_file(runbook, _overrides(var, vars_file))
+    if checked.kind == "playbook":
+        expects = ", ".join(checked.params) or "nothing"
+        output.line(f"ok: {checked.path}: playbook, {checked.steps} steps; with: {expects}")
+    else:
+        output.line(f"ok: {checked.path}: {checked.steps} steps, {checked.hosts} hosts")
     return ExitCode.OK
 
 
@@ -299,6 +306,14 @@ def _by_owner(steps: Any) -> list[tuple[str, list[str]]]:
     unowned = [s.id for s in steps if not s.owner]
     if unowned:
         groups["(no owner)"] = unowned
+    return list(groups.items())
+
+
+def _status_by_owner(steps: Any) -> list[tuple[str, list[str]]]:
+    """`id (status)` per owner in run order: who has done what, who still has to act."""
+    groups: dict[str, list[str]] = {}
+    for s in steps:
+        groups.setdefault(s.owner or "(no owner)", []).append(f"{s.id} ({s.status})")
     return list(groups.items())
 
 
@@ -508,34 +523,31 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     if as_json:
         output.emit_json(state)
         return ExitCode.OK
-    output.line(f"run {state.run_id}: {state.runbook_name} ({state.mode}, {state.state})")
+    rolled = ", rolled back" if state.rolled_back else ""
+    output.line(f"run {state.run_id}: {state.runbook_name} ({state.mode}, {state.state}{rolled})")
     output.line(
         f"runbook: {state.runbook}  operator: {state.operator}  started: {state.started_at}"
     )
+    owners = any(s.owner for s in state.steps)
     rows = []
     for s in state.steps:
         duration = "" if s.duration_s is None else f"{s.duration_s:.2f}s"
         captured = ", ".join(f"{k}={v}" for k, v in s.captured.items())
-        rows.append(
-            (
-                s.id,
-                s.status,
-                str(s.attempts),
-                duration,
-                s.owner or "",
-                s.approved_by or "",
-                captured,
-            )
-        )
-    output.table(
-        ("STEP", "STATUS", "ATTEMPTS", "DURATION", "OWNER", "APPROVED BY", "CAPTURED"), rows
-    )
+        rows.append((s.id, s.status, *((s.owner or "",) if owners else ()), str(s.attempts),
+                     duration, s.approved_by or "", captured))  # fmt: skip
+    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "ATTEMPTS", "DURATION",
+               "APPROVED BY", "CAPTURED")  # fmt: skip
+    output.table(headers, rows)
+    if owners:
+        output.line("by owner:")
+        for owner, ids in _status_by_owner(state.steps):
+            output.line(f"  {owner}: {', '.join(ids)}")
     for note_ in state.notes:
         output.line(f"note {note_.ts} {note_.operator}: {note_.text}")
     if state.message:
         output.line(f"{state.state}: {state.message}")
-    if state.resume_hint:
-        output.line(f"to continue: {state.resume_hint}")
+    for i, advice in enumerate(state.next_steps):
+        output.line(("next: " if i == 0 else "      ") + advice)
     return ExitCode.OK
 
 

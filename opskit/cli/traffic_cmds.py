@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 def _seconds(option: str, text: str | None) -> float | None:
+    """Seconds from a duration option; UsageError (exit 2) naming the option when malformed."""
     if text is None:
         return None
     try:
@@ -50,6 +51,10 @@ def _time(option: str, text: str | None) -> datetime | None:
         if value > now:
             value -= timedelta(days=1)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+parse_duration_option = _seconds  # `opskit proxy start --old-ttl` parses the same way
+parse_time_option = _time  # `opskit proxy start --switched-at` too
 
 
 def policy_options(func: Any) -> Any:

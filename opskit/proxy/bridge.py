@@ -34,6 +34,7 @@ __all__ = [
     "spawn_builtin",
     "status",
     "stop",
+    "target_problem",
 ]
 
 FORWARDER_PATH = Path(__file__).with_name("forwarder.py")
@@ -87,6 +88,14 @@ def _validate(config: BridgeConfig) -> None:
         )
     if config.max_connections < 1:
         raise UsageError("--max-connections must be at least 1")
+    from opskit.proxy.forwarder import running_owner  # noqa: PLC0415 - stdlib only, but 1000 lines
+
+    owner = running_owner(str(config.stats_file))
+    if owner is not None:
+        raise Blocked(
+            f"{config.stats_file} belongs to the bridge that runs as pid {owner}: stop it first "
+            f"(opskit proxy stop --stats-file {config.stats_file}) or give another --stats-file"
+        )
 
 
 def _engine_module(config: BridgeConfig) -> Any:
@@ -142,7 +151,8 @@ def spawn_builtin(
 ) -> int:
     """The built-in engine as a detached process (own session, log in config.log_file); its pid.
 
-    Returns once the stats file says this process is running; Negative when it exited instead.
+    Returns once the stats file says this process is running; Blocked (exit 3) when it exited instead
+    (port in use), Negative when it did not report in time.
     """
     _validate(config)
     log_file = config.log_file or config.stats_file.with_suffix(".log")
@@ -162,13 +172,16 @@ def spawn_builtin(
         os.close(fd)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise Negative(f"bridge on {config.listen} exited at start: {_tail(log_file)}")
+        exited = proc.poll() is not None
         try:
             current = stats.load(config.stats_file)
         except Blocked:
             current = None
-        if current is not None and current.pid == proc.pid and current.state == "running":
+        mine = current is not None and current.pid == proc.pid
+        if exited:
+            ended = current.ended if current is not None and mine else None
+            raise Blocked(f"bridge on {config.listen} did not start: {ended or _tail(log_file)}")
+        if current is not None and mine and current.state == "running":
             return proc.pid
         time.sleep(0.05)
     raise Negative(f"bridge on {config.listen} did not report running within {ready_timeout_s:g}s")
@@ -255,6 +268,20 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def target_problem(config: BridgeConfig, timeout_s: float = 2.0) -> str | None:
+    """Why the new host does not accept a TCP connection from here, or None when it does.
+
+    Checked before a bridge starts: a typo in --to would otherwise only show as errors per client.
+    """
+    host, port = config.to_host_port
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return f"the new host {config.to} does not answer from here: {reason}"
+    return None
 
 
 def probe(host: str, port: int, timeout_s: float = 2.0) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -67,3 +68,11 @@ def default_stats_file(listen: str) -> Path:
     """$OPSKIT_STATE_DIR/bridge/bridge-PORT.json (default ./.opskit): one file per listener port."""
     base = Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
     return base / "bridge" / f"bridge-{split_host_port(listen)[1]}.json"
+
+
+def nudge_start(switched_at: datetime, old_ttl_s: float, margin_s: float = 0.0) -> str:
+    """When a nudge may start (ISO 8601): switch + old TTL + margin, when caches forget the old address.
+
+    Before that a nudged client would resolve the old address again and come straight back.
+    """
+    return (switched_at + timedelta(seconds=old_ttl_s + margin_s)).isoformat()

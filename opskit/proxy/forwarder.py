@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import errno
 import importlib
 import ipaddress
 import json
@@ -586,6 +587,7 @@ class Bridge:
         self.started_at = time.time()
         self.state = "running"
         self.ended: str | None = None
+        self.cut = 0  # bridged connections closed at the drain deadline (the stats file's "cut")
         self.stopping = False
         self.stopping_now = False
         self.dirty = True
@@ -678,6 +680,7 @@ class Bridge:
                 for c in clients
             ],
             "ended": self.ended,
+            "cut": self.cut,
             "requests": {},
         }
 
@@ -783,8 +786,9 @@ class Bridge:
         if self.server is not None:
             self.server.close()
         self.drain_deadline = _mono() + self.opts.drain_timeout_s
+        noun = "connection" if len(self.conns) == 1 else "connections"
         self.log(
-            f"{reason}: not accepting; {len(self.conns)} bridged connections may finish "
+            f"{reason}: not accepting; {len(self.conns)} bridged {noun} may finish "
             f"within {self.opts.drain_timeout_s:g}s (--drain-timeout)"
         )
         self.write_stats_soon()
@@ -797,8 +801,11 @@ class Bridge:
 
     def finish_drain(self) -> None:
         self.stopping_now = True
-        if self.conns:
-            self.log(f"closing {len(self.conns)} bridged connections (drain timeout)")
+        cut = [conn for conn in self.conns if conn.counted]
+        if cut:
+            noun = "connection" if len(cut) == 1 else "connections"
+            self.log(f"closing {len(cut)} bridged {noun} (drain timeout or a second signal)")
+        self.cut += len(cut)
         for conn in list(self.conns):
             conn.abort()
         if not self.done.done():
@@ -840,7 +847,8 @@ def format_table(data: dict[str, Any]) -> str:
     """The final table, in plain text (rich is not available on an old host)."""
     lines = [
         f"bridge {data['listener']} -> {data['target']}: {data['state']}"
-        + (f" ({data['ended']})" if data.get("ended") else ""),
+        + (f" ({data['ended']})" if data.get("ended") else "")
+        + (f", {data['cut']} cut at the drain timeout" if data.get("cut") else ""),
         f"connections {data['total']}, active {data['active']}, errors {data['errors']}, "
         f"bytes in {data['bytes_in']}, bytes out {data['bytes_out']}, "
         f"last activity {data['last_activity'] or 'never'}",
@@ -881,6 +889,13 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
         bridge.log(
             f"only {limit} file descriptors: at most about {(limit - 64) // 2} connections fit"
         )
+    owner = running_owner(opts.stats_file)
+    if owner is not None:
+        bridge.log(
+            f"error: {opts.stats_file} belongs to the bridge that runs as pid {owner}: "
+            "stop it first (opskit proxy stop) or give another --stats-file"
+        )
+        return 1
     bridge.restore()
     host, port = opts.listen
     try:
@@ -888,10 +903,7 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
             lambda: Conn(bridge), host, port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
     except OSError as exc:
-        bridge.state, bridge.ended = (
-            "stopped",
-            f"error: cannot listen on {host}:{port}: {exc.strerror}",
-        )
+        bridge.state, bridge.ended = "stopped", f"error: cannot listen on {host}:{port}: {why(exc)}"
         bridge.log(bridge.ended)
         if opts.stats_file:
             bridge.write_stats_now()
@@ -936,6 +948,44 @@ async def finish(bridge: Bridge, out: IO[str]) -> None:
     if not bridge.opts.quiet:
         out.write(format_table(data))
         out.flush()
+
+
+def running_owner(stats_file: str | None) -> int | None:
+    """The pid of another live bridge that writes this stats file, or None (free to use)."""
+    if not stats_file:
+        return None
+    try:
+        with open(stats_file, encoding="utf-8") as f:
+            data = json.load(f)
+        pid = int(data.get("pid") or 0)
+        state = data.get("state")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if state == "stopped" or pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, another user's
+    return pid
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "is the old service or another bridge still listening there? (ss -ltnp)",
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    errno.EADDRNOTAVAIL: "this host has no such address (ip -br addr)",
+}
+
+
+def why(exc: OSError) -> str:
+    """An OSError the way an operator reads it: the plain reason and, when known, what to check."""
+    if exc.errno is None:
+        return str(exc)
+    hint = _LISTEN_HINTS.get(exc.errno)
+    reason = os.strerror(exc.errno).lower()
+    return f"{reason} ({hint})" if hint else reason
 
 
 def write_pid(path: str) -> None:

@@ -48,6 +48,7 @@ class BridgeStats:
     last_activity: str | None  # ISO 8601 UTC of the last connect, close or byte; None: never
     clients: list[ClientStats] = field(default_factory=list)
     ended: str | None = None  # "sigterm", "sigint", "drained", "error: ..." once stopped
+    cut: int = 0  # bridged connections closed at stop because --drain-timeout ran out
     requests: dict[str, int] = field(default_factory=dict)  # http mode: "GET host /path" -> count
 
 

@@ -52,6 +52,7 @@ def from_events(
     replayed = replay(list[Mapping[str, Any]](events))
     steps = _steps(events, started, {s.id: s.status for s in replayed.steps})
     state = state or replayed.state
+    resume_command, next_steps = _next_steps(run_id, state, list(replayed.next_steps))
     done = [s.id for s in steps if s.status in _DONE]
     # A failed step the run went past (continue_on_error) is history, not work left.
     remains = [
@@ -83,7 +84,8 @@ def from_events(
         timeline=_timeline(events),
         done=done,
         remains=remains,
-        resume_command=_resume_command(run_id, state, steps),
+        resume_command=resume_command,
+        next_steps=next_steps,
         traffic=None,
         warnings=warnings,
     )
@@ -181,17 +183,22 @@ def _approval(step_id: str, event: dict[str, Any]) -> Approval:
     )
 
 
-def _resume_command(run_id: str, state: str, steps: list[StepRecord]) -> str | None:
+def _next_steps(run_id: str, state: str, advice: list[str]) -> tuple[str | None, list[str]]:
+    """The exact resume command and the engine's advice (`replay().next_steps`) for a stopped run."""
     if state not in {"failed", "aborted", "interrupted"}:
-        return None
-    command = f"opskit resume {run_id}"
+        return None, []
     state_dir = os.environ.get("OPSKIT_STATE_DIR")
-    if state_dir and Path(state_dir) != Path(".opskit"):
-        command = f"OPSKIT_STATE_DIR={state_dir} {command}"
-    in_doubt = [s for s in steps if s.status == "in_doubt" and not s.values]
-    if in_doubt:
-        command += "  # then decide the step in doubt: --rerun-in-doubt or --skip-in-doubt"
-    return command
+    prefix = (
+        f"OPSKIT_STATE_DIR={state_dir} " if state_dir and Path(state_dir) != Path(".opskit") else ""
+    )
+    lines = [line.replace("opskit ", prefix + "opskit ", 1) for line in advice]
+    command = f"{prefix}opskit resume {run_id}"
+    for line in lines:
+        if "opskit resume" in line:
+            start = line.index(prefix + "opskit resume") if prefix else line.index("opskit resume")
+            command = line[start:].split("    (", 1)[0].strip()
+            break
+    return command, lines or [command]
 
 
 def _timeline(events: list[dict[str, Any]]) -> list[TimelineEntry]:

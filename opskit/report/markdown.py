@@ -45,7 +45,7 @@ def _remaining(report: Report) -> list[str]:
     out = ["## What remains", ""]
     out += [f"- [ ] `{step}`" for step in report.remains]
     if report.resume_command:
-        out += ["", "To continue from the journal:", "", "```sh", report.resume_command, "```"]
+        out += ["", "To continue from the journal:", "", "```sh", *report.next_steps, "```"]
     return [*out, ""]
 
 

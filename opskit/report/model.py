@@ -99,6 +99,9 @@ class Report:
     done: list[str]
     remains: list[str]
     resume_command: str | None
+    next_steps: list[
+        str
+    ]  # what the operator can do now, one copyable line each (the engine's advice)
     traffic: TrafficSeries | None
     warnings: list[str] = field(default_factory=list)
 

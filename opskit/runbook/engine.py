@@ -22,7 +22,7 @@ from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
 from opskit.runbook.lock import RunLock
-from opskit.runbook.model import GateLevel, Runbook, Step
+from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
 from opskit.runbook.templates import (
@@ -99,7 +99,8 @@ def step_infos(runbook: Runbook) -> list[dict[str, Any]]:
     """The plan of a run as journaled in `run_started` (so `status` needs no runbook file)."""
     return [
         {"id": s.id, "name": s.name, "kind": str(s.kind), "owner": s.owner, "hosts": list(s.on),
-         "has_check": bool(s.check), "idempotent": s.idempotent}
+         "has_check": bool(s.check), "idempotent": s.idempotent,
+         "undoable": s.undo is not None or (bool(s.uses) and s.kind is not Kind.PROBE)}
         for s in runbook.steps
     ]  # fmt: skip
 
@@ -235,9 +236,12 @@ class Runner:
         if step.run:
             return render(step.run, view)
         if step.uses:
-            return (
-                f"{step.uses} {render_value(dict(step.with_), view)}" if step.with_ else step.uses
-            )
+            params = render_value(dict(step.with_), view)
+            try:
+                described = actions.load(step.uses).from_params(actions.Params(params)).describe()
+            except Exception:  # noqa: BLE001 - only the display falls back; the run reports the real problem
+                described = " ".join(f"{k}={v}" for k, v in params.items())
+            return f"{step.uses}: {described}" if described else step.uses
         if step.manual:
             return "manual: " + render(step.manual, view)
         if step.wait_s is not None:

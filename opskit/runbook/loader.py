@@ -22,6 +22,7 @@ from opskit.runbook.model import (
     Gate,
     GateLevel,
     HostRef,
+    Include,
     Kind,
     Retry,
     Runbook,
@@ -38,6 +39,7 @@ STEP_FIELDS = (
     "manual", "when", "timeout", "retry", "idempotent", "env", "continue_on_error", "owner",
 )  # fmt: skip
 INCLUDE_FIELDS = ("include", "with", "id", "owner")
+PLAYBOOK_FIELDS = ("description", "vars", "params", "steps")
 HOST_FIELDS = ("address", "port", "user", "key_file", "known_hosts")
 RETRY_FIELDS = ("attempts", "delay", "backoff", "max_delay", "on")
 ACTIONS = ("run", "uses", "wait", "manual")
@@ -70,6 +72,7 @@ class _Load:
     digest: Any = field(default_factory=hashlib.sha256)
     timeout_s: float | None = None
     retry: dict[str, Y] = field(default_factory=dict)
+    includes: list[Include] = field(default_factory=list)
 
     def bad(self, where: SourceLocation, problem: str) -> None:
         self.problems.append(RunbookInvalid(where, problem))
@@ -138,6 +141,13 @@ def load(
     st.digest.update(raw)
     if root is None:
         return None, st.problems
+    if is_playbook(root):
+        st.bad(
+            root.loc,
+            "this is a playbook (steps without a runbook name:): include it from a runbook with "
+            "`- include: PATH` and `with: {...}`; `opskit validate` checks it on its own",
+        )
+        return None, st.problems
     if not st.fields(root, TOP_FIELDS, "the runbook", required=("name", "steps")):
         return None, st.problems
     top = root.value
@@ -172,6 +182,7 @@ def load(
         timeout_s=st.timeout_s,
         sources=tuple(st.sources),
         locs=locs,
+        includes=tuple(st.includes),
     )
     return runbook, st.problems
 
@@ -209,14 +220,11 @@ def _include(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> Non
     st.digest.update(raw)
     if node is None:
         return
-    layer: dict[str, Any] = {}
-    steps_y: Y | None = node
-    if node.is_map:
-        st.fields(node, ("description", "vars", "steps"), "playbook", required=("steps",))
-        layer.update({k: v.plain() for k, v in st.mapping(node.value.get("vars"), "vars").items()})
-        steps_y = node.value.get("steps")
+    layer, steps_y, params = _playbook_head(st, node)
+    own_vars = frozenset(layer)
     with_y = y.value.get("with")
-    layer.update({k: v.plain() for k, v in st.mapping(with_y, "with").items()})
+    with_ys = st.mapping(with_y, "with")
+    layer.update({k: v.plain() for k, v in with_ys.items()})
     prefix = st.text(y.value.get("id"), "id")
     inner = _Scope(
         layers=(*scope.layers, layer),
@@ -224,8 +232,62 @@ def _include(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> Non
         owner=st.text(y.value.get("owner"), "owner") or scope.owner,
         chain=(*scope.chain, found),
     )
+    first = len(out)
     if steps_y is not None:
         _steps(st, steps_y, inner, found, out)
+    st.includes.append(
+        Include(target, target_y.loc, {k: v.key_loc or v.loc for k, v in with_ys.items()},
+                params, own_vars, tuple(s.id for s in out[first:]))
+    )  # fmt: skip
+
+
+def _playbook_head(st: _Load, node: Y) -> tuple[dict[str, Any], Y | None, tuple[str, ...] | None]:
+    """A playbook's own `vars:` (defaults), its steps, and its `params:` when it declares them."""
+    if not node.is_map:
+        return {}, node, None
+    st.fields(node, PLAYBOOK_FIELDS, "playbook", required=("steps",))
+    layer = {k: v.plain() for k, v in st.mapping(node.value.get("vars"), "vars").items()}
+    params_y = node.value.get("params")
+    params: tuple[str, ...] | None = None
+    if params_y is not None and params_y.value is not None:
+        if params_y.is_map:  # name: what it is
+            params = tuple(params_y.value)
+        elif params_y.is_list:
+            params = tuple(t for t in (st.text(p, "params") for p in params_y.value) if t)
+        else:
+            st.bad(params_y.loc, "params must be a list of names (or a mapping name: description)")
+    return layer, node.value.get("steps"), params
+
+
+def is_playbook(root: Y) -> bool:
+    """A list of steps, or a mapping with `steps:` and no runbook `name:` (a part meant for `include:`)."""
+    if root.is_list:
+        return True
+    return root.is_map and "name" not in root.value and "steps" in root.value and all(
+        k in PLAYBOOK_FIELDS for k in root.value
+    )
+
+
+def load_playbook(path: Path) -> tuple[Runbook | None, list[RunbookInvalid]]:
+    """A playbook on its own, as a runbook with no hosts; `params` says what its includer must pass."""
+    st = _Load()
+    root, raw = read(path, display_path(path), st.problems)
+    st.sources.append(path.resolve())
+    st.digest.update(raw)
+    if root is None:
+        return None, st.problems
+    layer, steps_y, params = _playbook_head(st, root)
+    steps: list[Step] = []
+    if steps_y is not None and steps_y.value is not None:
+        scope = _Scope(layers=(layer,) if layer else (), chain=(path.resolve(),))
+        _steps(st, steps_y, scope, path, steps)
+    description = st.text(root.value.get("description"), "description") if root.is_map else None
+    runbook = Runbook(
+        name=path.stem, description=description or "", path=path.resolve(), sha256=st.digest.hexdigest(),
+        steps=tuple(steps), sources=tuple(st.sources), includes=tuple(st.includes), is_playbook=True,
+        params=params,
+    )  # fmt: skip
+    return runbook, st.problems
 
 
 def _step(st: _Load, y: Y, scope: _Scope) -> Step | None:  # noqa: PLR0912 - one branch per field

@@ -125,6 +125,18 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Include:
+    """One `include:` as written: which `with:` keys it passes and which steps it brought in."""
+
+    path: str
+    loc: SourceLocation
+    with_locs: Mapping[str, SourceLocation]
+    params: tuple[str, ...] | None  # the playbook's `params:`, when it declares them
+    vars: frozenset[str]  # the playbook's own `vars:` (defaults a `with:` may override)
+    step_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Runbook:
     """A whole runbook after loading and validation."""
 
@@ -141,6 +153,10 @@ class Runbook:
     locs: Mapping[str, SourceLocation] = field(
         default_factory=dict
     )  # "vars.old", "hosts.new.address"
+    includes: tuple[Include, ...] = ()
+    # A playbook validated on its own: the names it expects from an includer's `with:`.
+    is_playbook: bool = False
+    params: tuple[str, ...] | None = None
 
     def step(self, step_id: str) -> Step | None:
         """The step with that id, if any."""

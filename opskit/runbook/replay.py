@@ -49,6 +49,7 @@ class StepState:
     has_undo_data: bool = False
     has_check: bool = False
     idempotent: bool = False
+    undoable: bool = True  # it has an undo: (or an action that may undo itself)
     refused: str | None = None  # why its gate said no (the last answer)
 
 
@@ -178,7 +179,7 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
                 s.update(
                     {
                         k: info.get(k)
-                        for k in ("name", "kind", "owner", "has_check", "idempotent")
+                        for k in ("name", "kind", "owner", "has_check", "idempotent", "undoable")
                         if info.get(k) is not None
                     }
                 )
@@ -298,7 +299,7 @@ def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = F
             lines.append(f"fix what made {s.id} fail, then: {resume}    (runs {s.id} again)")
     if not lines:
         lines.append(resume)
-    if not rolled_back and any(s.status == "succeeded" for s in steps):
+    if not rolled_back and any(s.status == "succeeded" and s.undoable for s in steps):
         lines.append(f"or undo what was done: opskit rollback {run_id}")
     return lines
 

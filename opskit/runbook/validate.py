@@ -6,8 +6,11 @@ templates, actions and their `with:` (each action's own `from_params`), retry ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from opskit.runbook.templates import (
     render,
     render_value,
 )
+from opskit.runbook.yamlnodes import read
 
 
 def load_runbook(path: Path, overrides: Mapping[str, Any] | None = None) -> Runbook:
@@ -34,10 +38,85 @@ def load_runbook(path: Path, overrides: Mapping[str, Any] | None = None) -> Runb
         runbook, more = check(runbook)
         problems.extend(more)
     if problems or runbook is None:
-        order = {str(p): i for i, p in enumerate(runbook.sources if runbook else [])}
-        problems.sort(key=lambda p: (order.get(p.where.file, 0), p.where.line, p.where.col))
-        raise RunbookProblems(_unique(problems))
+        raise RunbookProblems(_sorted(problems, runbook))
     return runbook
+
+
+@dataclass(frozen=True)
+class Validated:
+    """What `opskit validate` says about a valid file: a runbook, or a playbook and the names it expects."""
+
+    path: str
+    kind: str  # runbook | playbook
+    steps: int
+    hosts: int
+    params: list[str] = field(default_factory=list)  # playbook: names its includer passes in `with:`
+
+
+def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Validated:
+    """Validate a runbook, or a playbook on its own (its `params:`, or every name it uses but does not
+    define, count as given by the includer); raises RunbookProblems like `load_runbook`."""
+    root_problems: list[RunbookInvalid] = []
+    root, _ = read(path, loader.display_path(path), root_problems)
+    if root is None or not loader.is_playbook(root):
+        runbook = load_runbook(path, overrides)
+        return Validated(loader.display_path(path), "runbook", len(runbook.steps), len(runbook.hosts))
+    playbook, problems = loader.load_playbook(path)
+    if playbook is not None:
+        params = set(playbook.params) if playbook.params is not None else _free_names(playbook)
+        playbook, more = check(playbook, params=frozenset(params))
+        problems.extend(more)
+    if problems or playbook is None:
+        raise RunbookProblems(_sorted(problems, playbook))
+    expects = list(playbook.params) if playbook.params is not None else sorted(params)
+    return Validated(loader.display_path(path), "playbook", len(playbook.steps), 0, expects)
+
+
+def _free_names(runbook: Runbook) -> set[str]:
+    """Every name a playbook's templates read that neither it nor the engine defines."""
+    used: set[str] = set()
+    defined = set(BUILTINS) | set(runbook.captures)
+    for step in runbook.steps:
+        for layer in step.scope:
+            defined |= set(layer)
+        for value in _templates(step):
+            try:
+                used |= names(value) if is_template(value) else set()
+            except TemplateProblem:
+                continue  # reported by check()
+        if isinstance(step.when, str):
+            try:
+                used |= expression_names(step.when)
+            except TemplateProblem:
+                continue
+    return used - defined
+
+
+def _templates(step: Step) -> list[Any]:
+    """Every string of a step that may hold a template, nested values flattened."""
+    out: list[Any] = [step.name, step.run, step.check, step.manual, *step.on, *step.env.values()]
+    if step.gate:
+        out.append(step.gate.prompt)
+    if step.undo:
+        out += [step.undo.run, *_flat(step.undo.with_)]
+    out += _flat(step.with_)
+    for layer in step.scope:
+        out += _flat(layer)
+    return out
+
+
+def _flat(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _flat(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _flat(v)]
+    return [value]
+
+
+def _sorted(problems: list[RunbookInvalid], runbook: Runbook | None) -> list[RunbookInvalid]:
+    order = {str(p): i for i, p in enumerate(runbook.sources if runbook else [])}
+    problems.sort(key=lambda p: (order.get(p.where.file, 0), p.where.line, p.where.col))
+    return _unique(problems)
 
 
 def _unique(problems: list[RunbookInvalid]) -> list[RunbookInvalid]:
@@ -91,11 +170,18 @@ class _Checker:
                     f"variable '{name}' is captured by step '{self.captures[name]}', which runs later",
                 )
             else:
-                self.bad(where, f"undefined variable '{name}'")
+                hint = difflib.get_close_matches(name, sorted(known | captured), n=1)
+                tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.bad(where, f"undefined variable '{name}'{tip}")
 
 
-def check(runbook: Runbook) -> tuple[Runbook, list[RunbookInvalid]]:
-    """Semantic checks; returns the runbook with each `uses:` step's kind taken from its action."""
+def check(
+    runbook: Runbook, *, params: frozenset[str] = frozenset()
+) -> tuple[Runbook, list[RunbookInvalid]]:
+    """Semantic checks; returns the runbook with each `uses:` step's kind taken from its action.
+
+    `params`: names an includer will pass (a playbook checked on its own): known, but valueless, like a
+    captured value, so an action's `with:` that uses one is checked for everything else."""
     c = _Checker(runbook)
     builtins = {n: n.upper() for n in BUILTINS}
     try:
@@ -114,7 +200,7 @@ def check(runbook: Runbook) -> tuple[Runbook, list[RunbookInvalid]]:
             if where is not None:
                 c.names_ok(value, set(c.static), where, set())
     seen: dict[str, Step] = {}
-    captured: set[str] = set()
+    captured: set[str] = set(params)
     steps = []
     for step in runbook.steps:
         if step.id in seen:
@@ -127,7 +213,40 @@ def check(runbook: Runbook) -> tuple[Runbook, list[RunbookInvalid]]:
         steps.append(_check_step(c, step, captured))
         if step.capture:
             captured.add(step.capture)
+    _check_includes(c, runbook)
     return dataclasses.replace(runbook, steps=tuple(steps)), c.problems
+
+
+def _check_includes(c: _Checker, runbook: Runbook) -> None:
+    """A `with:` key the playbook never reads is a typo: its default would be used without a word."""
+    by_id = {s.id: s for s in runbook.steps}
+    for inc in runbook.includes:
+        if inc.params is not None:
+            takes = list(inc.params)
+        else:
+            used = _used_names([by_id[i] for i in inc.step_ids if i in by_id])
+            takes = sorted(used - inc.vars)
+        accepted = set(takes) | inc.vars
+        listing = ", ".join(takes) or "nothing"
+        if inc.vars:
+            listing += f"; defaults you may override: {', '.join(sorted(inc.vars))}"
+        for key, where in inc.with_locs.items():
+            if key not in accepted:
+                hint = difflib.get_close_matches(key, sorted(accepted), n=1)
+                tip = f"did you mean '{hint[0]}'? " if hint else ""
+                c.bad(where, f"{inc.path} does not use '{key}' ({tip}it takes: {listing})")
+
+
+def _used_names(steps: list[Step]) -> set[str]:
+    used: set[str] = set()
+    for step in steps:
+        for value in _templates(step):
+            with contextlib.suppress(TemplateProblem):
+                used |= names(value) if is_template(value) else set()
+        if isinstance(step.when, str):
+            with contextlib.suppress(TemplateProblem):
+                used |= expression_names(step.when)
+    return used
 
 
 def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: PLR0912 - one check per field
@@ -178,13 +297,17 @@ def _check_hosts(
     hosts = c.runbook.hosts
     for entry in step.on:
         c.names_ok(entry, known, step.where("on"), captured)
+        if c.runbook.is_playbook:
+            continue  # its hosts are the includer's
         try:
             name = render(entry, ctx).strip()
         except TemplateProblem:
             continue  # reported above, or depends on a captured value
         if name not in hosts and name not in ("local", "localhost"):
             choices = ", ".join(sorted(hosts)) or "none defined"
-            c.bad(step.where("on"), f"unknown host '{name}' (hosts: {choices})")
+            hint = difflib.get_close_matches(name, sorted(hosts), n=1)
+            tip = f"did you mean '{hint[0]}'? " if hint else ""
+            c.bad(step.where("on"), f"unknown host '{name}' ({tip}hosts: {choices})")
 
 
 def _try_render(value: Any, ctx: Mapping[str, Any]) -> Any:

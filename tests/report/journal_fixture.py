@@ -20,6 +20,7 @@ def write_journal(run_dir: Path, *, finished: bool = True, leaked: str = "s3cr3t
         {
             "ts": ts(0),
             "event": "run_started",
+            "run_id": run_dir.name,
             "runbook": "runbooks/night-cutover.yaml",
             "mode": "run",
             "operator": "alice",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -126,3 +127,16 @@ def test_chart_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert 'class="main-svg"' in dom
     assert "scatterlayer" in dom
     assert "DNS switch" in dom
+
+
+def test_report_json_has_the_model_keys(tmp_path: Path, opskit: Invoke) -> None:
+    """`--format json` prints the report model: steps, notes, remains, and the traffic series."""
+    write_journal(tmp_path / "state" / "runs" / "R7")
+
+    result = opskit("report", "R7", "--format", "json", expect=ExitCode.OK)
+
+    data = json.loads(result.stdout)
+    assert data["state"] == "succeeded"
+    assert [s["id"] for s in data["steps"]][:2] == ["ttl-gate", "cutover"]
+    assert data["traffic"]["markers"][0]["label"] == "DNS switch"
+    assert len(data["traffic"]["samples"]) == 32

@@ -9,6 +9,7 @@ from opskit.errors import ExitCode
 from opskit.runbook.plan import StepFacts, step_status
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, write
+from tests.servers.common import free_port
 
 REHEARSAL = """
     name: rehearsal
@@ -153,3 +154,103 @@ def test_status_priority_never_hides_a_command() -> None:
     assert step_status(StepFacts(is_probe=True, host_ok=False)) == "probe_failed"
     assert step_status(StepFacts(rehearsal_ok=False)) == "probe_failed"
     assert step_status(StepFacts()) == "would_run"
+
+
+WAITS = """
+    name: waits
+    steps:
+      - id: settle
+        wait: {wait}
+      - id: check
+        kind: probe
+        run: "true"
+      - id: switch
+        run: "true"
+"""
+
+
+def test_window_too_short_for_the_night_exits_1(opskit: Invoke, tmp_path: Path) -> None:
+    """A 4-hour wait never fits a 3-hour window: the plan says so, names the shortfall and exits 1."""
+    path = write(tmp_path, WAITS.format(wait="4h"))
+
+    result = opskit("plan", str(path), "--window", "02:00-05:00", expect=ExitCode.NEGATIVE)
+
+    assert "window: the night does NOT fit window 02:00-05:00: forecast 4h" in result.stdout
+    assert "1h short" in result.stdout
+    assert "BLOCKED: the night does not fit the window" in result.stdout
+    assert "next: start the night earlier, pass a longer --window" in result.stdout
+
+
+def test_window_verdict_is_in_the_json_and_the_journal(opskit: Invoke, tmp_path: Path) -> None:
+    """`run --dry-run --window --json` carries the verdict; a short night fits (exit 0) and says so."""
+    path = write(tmp_path, WAITS.format(wait="1s"))
+
+    result = opskit(
+        "run", str(path), "--dry-run", "--window", "00:00-23:59", "--json", expect=ExitCode.OK
+    )
+
+    plan = json.loads(result.stdout)
+    window = plan["window"]
+    assert window["window"] == "00:00-23:59"
+    assert window["fits"] is True
+    assert window["forecast_s"] == plan["forecast_s"] >= 1.0
+    assert window["untimed_steps"] == ["switch"]  # the probe was measured, the wait is known
+    finished = events(tmp_path / "state", plan["run_id"])[-1]
+    assert finished["event"] == "run_finished"
+    assert finished["window"]["fits"] is True
+
+
+def test_bad_window_runs_nothing(opskit: Invoke, tmp_path: Path) -> None:
+    """A malformed --window is bad input (exit 2) before any probe runs or any journal is written."""
+    path = write(tmp_path, WAITS.format(wait="1s"))
+
+    result = opskit("plan", str(path), "--window", "2am-5am", expect=ExitCode.BAD_INPUT)
+
+    assert "--window: expected HH:MM-HH:MM" in result.stderr
+    assert not (tmp_path / "state" / "runs").exists()
+
+
+def test_plan_ends_with_the_command_to_run(opskit: Invoke, tmp_path: Path) -> None:
+    """A clean plan's last line is the run command, with the --approve flags its gates need headless."""
+    path = write(
+        tmp_path,
+        """
+        name: next
+        steps:
+          - id: go
+            gate: {prompt: "Stop {{ run_id }}?", level: typed}
+          - id: work
+            run: "true"
+    """,
+    )
+
+    result = opskit("plan", str(path), expect=ExitCode.OK)
+
+    assert "typed gate: Stop " in result.stdout  # the question itself, rendered
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"next: opskit run {path}")
+    assert f"without one: opskit run {path} --approve go)" in last
+
+
+def test_unreachable_host_is_named_on_its_steps(opskit: Invoke, tmp_path: Path) -> None:
+    """Steps on an unreachable host say which host, and the host line says why."""
+    port = free_port()
+    path = write(
+        tmp_path,
+        f"""
+        name: down
+        hosts:
+          old: {{address: 127.0.0.1, port: {port}, user: ops, known_hosts: {tmp_path}/kh}}
+        steps:
+          - id: stop
+            on: old
+            run: systemctl stop dispatch
+    """,
+    )
+
+    result = opskit("plan", str(path), expect=ExitCode.NEGATIVE)
+
+    assert "old unreachable (see the host lines below)" in result.stdout
+    assert f"host old (127.0.0.1:{port}): UNREACHABLE: 127.0.0.1:{port} refuses connections" in (
+        result.stdout
+    )

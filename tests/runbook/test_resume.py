@@ -131,7 +131,7 @@ def test_second_driver_is_refused_naming_the_holder(
     proc.terminate()
     code, out, _ = _finish(proc)
     assert code == ExitCode.INTERRUPTED
-    assert f"to continue: opskit resume {rid}" in out
+    assert f"opskit resume {rid} --rerun-in-doubt" in out
     status = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert status["state"] == "interrupted"
     assert status["steps"][1]["status"] == "in_doubt"
@@ -283,7 +283,10 @@ def test_ctrl_c_stops_the_step_and_says_how_to_resume(opskit_proc: Proc, tmp_pat
 
     assert code == ExitCode.INTERRUPTED, out + err
     rid = run_id(out)
-    assert f"to continue: opskit resume {rid}" in out
+    assert "next: step b was cut off and has no check:; see on its host whether it took effect" in out
+    assert f"  opskit resume {rid} --skip-in-doubt     (it took effect" in out
+    assert f"  opskit resume {rid} --rerun-in-doubt    (it did not" in out
+    assert "opskit rollback" not in out  # step a has no undo: nothing to roll back
     finished = [e for e in events(tmp_path / "state", rid) if e["event"] == "step_finished"]
     assert finished[-1]["step"] == "b"
     assert finished[-1]["status"] == "in_doubt"
@@ -315,3 +318,63 @@ def test_resume_dry_run_shows_finished_steps_as_done(opskit: Invoke, tmp_path: P
     assert [s["status"] for s in steps] == ["done", "would_run", "would_run"]
     assert steps[2]["command"] == f"echo 1234 > {tmp_path}/used"
     assert not (tmp_path / "used").exists()
+
+
+def test_resume_plan_is_honest_about_an_in_doubt_step(
+    opskit: Invoke, opskit_proc: Proc, tmp_path: Path
+) -> None:
+    """A cut-off step without check: is never planned as a plain would_run: the plan says resume refuses."""
+    rid = _crash_in_b(opskit_proc, tmp_path, extra="")
+
+    blocked = opskit("resume", rid, "--dry-run", "--json", expect=ExitCode.NEGATIVE)
+    skipped = opskit("resume", rid, "--dry-run", "--skip-in-doubt", expect=ExitCode.OK)
+
+    steps = {s["id"]: s for s in json.loads(blocked.stdout)["steps"]}
+    assert steps["a"]["status"] == "done"
+    assert steps["b"]["status"] == "unknown"
+    assert steps["b"]["blocks"] is True
+    assert "resume refuses until you pass --skip-in-doubt" in steps["b"]["reason"]
+    assert "in doubt; counted as done (--skip-in-doubt)" in skipped.stdout
+    assert f"next: opskit resume {rid} --skip-in-doubt" in skipped.stdout
+    assert lines(tmp_path / "markers") == ["a", "b"]  # planning ran nothing
+
+
+def test_resume_plan_runs_the_check_of_an_in_doubt_step(
+    opskit: Invoke, opskit_proc: Proc, tmp_path: Path
+) -> None:
+    """Planning a resume runs a cut-off step's check: (read-only) and shows it done when it passed."""
+    rid = _crash_in_b(opskit_proc, tmp_path, extra=f"check: test -f {tmp_path}/b.pid")
+
+    result = opskit("resume", rid, "--dry-run", "--json", expect=ExitCode.OK)
+
+    b = json.loads(result.stdout)["steps"][1]
+    assert (b["status"], b["reason"]) == (
+        "done",
+        "in doubt; check passed: it took effect, not running it again",
+    )
+    assert lines(tmp_path / "markers") == ["a", "b"]
+
+
+def test_resume_skips_a_failure_the_runbook_accepted(opskit: Invoke, tmp_path: Path) -> None:
+    """A continue_on_error failure finished; resuming after a later failure does not run it again."""
+    log = tmp_path / "log"
+    path = write(
+        tmp_path,
+        f"""
+        name: tolerant
+        steps:
+          - id: optional
+            run: echo optional >> {log}; exit 1
+            continue_on_error: true
+          - id: needs-flag
+            run: test -f {tmp_path}/flag
+    """,
+    )
+    first = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+    assert "<== FAILED optional" in first.stdout
+    assert "(continue_on_error: going on)" in first.stdout
+    (tmp_path / "flag").touch()
+
+    opskit("resume", run_id(first.stdout), expect=ExitCode.OK)
+
+    assert lines(log) == ["optional"]

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, lines, run_id, write
+from tests.servers.common import free_port
+from tests.servers.health_http import HealthHttp, health_http  # noqa: F401 - fixture
 
 
 def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: Path) -> None:
@@ -66,7 +72,9 @@ def test_failed_step_exits_1_and_says_how_to_resume(opskit: Invoke, tmp_path: Pa
 
     rid = run_id(result.stdout)
     assert "step broken failed: exit 2 on local" in result.stdout
-    assert f"to continue: opskit resume {rid}" in result.stdout
+    assert f"next: fix what made broken fail, then: opskit resume {rid}    (runs broken again)" in (
+        result.stdout
+    )
     assert not (tmp_path / "after").exists()
     state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert state["state"] == "failed"
@@ -294,3 +302,180 @@ def test_unknown_run_id_is_one_line(opskit: Invoke) -> None:
     result = opskit("status", "20990101-000000-ffff", expect=ExitCode.BAD_INPUT)
 
     assert result.stderr.startswith("opskit: no run '20990101-000000-ffff'")
+
+
+def _at_a_terminal(args: list[str], answer: str, state: Path) -> tuple[int, str, str]:
+    """Run opskit with a pseudo-terminal as stdin and type `answer` at its prompt."""
+    main_fd, tty_fd = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opskit", *args],
+            stdin=tty_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "OPSKIT_STATE_DIR": str(state)},
+        )  # fmt: skip
+        os.write(main_fd, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(main_fd)
+        os.close(tty_fd)
+    return proc.returncode, out, err
+
+
+def test_typed_gate_at_a_terminal_needs_the_step_id(tmp_path: Path) -> None:
+    """At a terminal a typed gate asks for the step id: `y` is refused (exit 3), the id passes."""
+    path = write(tmp_path, GATED.format(dir=tmp_path, level="typed"))
+    state = tmp_path / "state"
+
+    refused = _at_a_terminal(["run", str(path)], "y", state)
+    passed = _at_a_terminal(["run", str(path), "--operator", "carol"], "stop-old", state)
+
+    assert refused[0] == ExitCode.BLOCKED, refused
+    assert "Type the step id (stop-old) to go on" in refused[2]
+    assert passed[0] == ExitCode.OK, passed
+    assert lines(tmp_path / "log") == ["prepared", "prepared", "stopped"]
+    gate = [e for e in events(state, run_id(passed[1])) if e["event"] == "gate"]
+    assert (gate[0]["answer"], gate[0]["via"], gate[0]["operator"]) == (
+        "approved",
+        "terminal",
+        "carol",
+    )
+
+
+def test_progress_shows_the_step_position(opskit: Invoke, tmp_path: Path) -> None:
+    """Each step banner says where the run is ([2/3]) and a wait says how long, not a shell command."""
+    path = write(
+        tmp_path,
+        """
+        name: counted
+        steps:
+          - id: one
+            run: "true"
+          - id: pause
+            wait: 200ms
+          - id: three
+            run: "true"
+    """,
+    )
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    assert "==> [1/3] one\n    $ true\n" in result.stdout
+    assert "==> [2/3] pause\n    wait 200ms\n" in result.stdout
+    assert "==> [3/3] three\n" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"succeeded: all steps done (run {run_id(result.stdout)})"
+    )
+
+
+def test_gate_stop_says_how_to_approve_on_resume(opskit: Invoke, tmp_path: Path) -> None:
+    """A headless stop at a gate ends with the exact resume command, and status repeats it."""
+    path = write(tmp_path, GATED.format(dir=tmp_path, level="confirm"))
+
+    result = opskit("run", str(path), expect=ExitCode.BLOCKED)
+
+    rid = run_id(result.stdout)
+    assert f"next: opskit resume {rid} --approve stop-old" in result.stdout
+    status = opskit("status", rid, expect=ExitCode.OK)
+    assert f"next: opskit resume {rid} --approve stop-old" in status.stdout
+    resumed = opskit("resume", rid, "--approve", "stop-old", expect=ExitCode.OK)
+    assert "==> [2/2] stop-old" in resumed.stdout
+    assert lines(tmp_path / "log") == ["prepared", "stopped"]
+
+
+def test_status_groups_steps_by_owner(opskit: Invoke, tmp_path: Path) -> None:
+    """Status lists each owner's steps with their state, so a hand-over shows who still has to act."""
+    path = write(
+        tmp_path,
+        """
+        name: owners
+        steps:
+          - id: sync
+            owner: us
+            run: "true"
+          - id: switch-dns
+            owner: customer-sysadmin
+            manual: "Point the domain at the new host"
+          - id: verify
+            owner: us
+            run: "true"
+    """,
+    )
+    rid = run_id(opskit("run", str(path), expect=ExitCode.BLOCKED).stdout)
+
+    result = opskit("status", rid, expect=ExitCode.OK)
+
+    assert "by owner:\n" in result.stdout
+    assert "  us: sync (succeeded), verify (pending)\n" in result.stdout
+    assert "  customer-sysadmin: switch-dns (pending)\n" in result.stdout
+
+
+def test_uses_probes_run_locally_and_feed_later_steps(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """http.check and tcp.check run in plan and run; a captured result drives a later `when:`."""
+    closed = free_port()
+    path = write(
+        tmp_path,
+        f"""
+        name: probes
+        steps:
+          - id: health
+            uses: http.check
+            with: {{url: "{health_http.url("/health")}", contains: healthy}}
+            capture: health
+          - id: port
+            uses: tcp.check
+            with: {{host: 127.0.0.1, port: {health_http.port}}}
+          - id: only-if-healthy
+            when: "health.ok"
+            run: echo status={{{{ health.status }}}}
+          - id: db
+            uses: tcp.check
+            with: {{host: 127.0.0.1, port: {closed}, timeout: 1s}}
+    """,
+    )
+
+    plan = json.loads(opskit("plan", str(path), "--json", expect=ExitCode.NEGATIVE).stdout)
+    result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+    assert [s["status"] for s in plan["steps"]] == ["probe_ok", "probe_ok", "would_run", "probe_failed"]
+    assert plan["steps"][0]["command"] == (
+        f"http.check: check that {health_http.url('/health')} answers 200"
+    )
+    assert "[local] status=200" in result.stdout
+    assert f"127.0.0.1:{closed} refuses connections" in result.stdout
+    assert "FAILED: step db failed" in result.stdout
+
+
+def test_rollback_undoes_commands_and_passes_over_probes(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """Rollback runs a command step's undo and reports a `uses:` probe as nothing to undo."""
+    log = tmp_path / "log"
+    path = write(
+        tmp_path,
+        f"""
+        name: undoable
+        steps:
+          - id: stop-old
+            run: echo stop >> {log}
+            undo: echo start >> {log}
+          - id: new-healthy
+            uses: http.check
+            with: {{url: "{health_http.url("/health")}"}}
+    """,
+    )
+    rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
+
+    result = opskit("rollback", rid, expect=ExitCode.OK)
+
+    assert lines(log) == ["stop", "start"]
+    assert "<== -- new-healthy (0.00s): nothing to undo (probe)" in result.stdout
+    assert "done: rolled back: 1 step(s) undone" in result.stdout
+    state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    assert [s["status"] for s in state["steps"]] == ["undone", "succeeded"]
+    assert state["rolled_back"] is True

@@ -159,3 +159,91 @@ def test_include_with_vars_and_prefix(opskit: Invoke, tmp_path: Path) -> None:
 
     assert '"id": "restart-web.stop"' in result.stdout
     assert '"command": "echo stop web"' in result.stdout
+
+
+def test_shipped_playbook_validates_on_its_own(opskit: Invoke) -> None:
+    """`opskit validate playbooks/service-restart.yaml` passes and lists what an includer must pass."""
+    path = Path(__file__).parents[2] / "playbooks" / "service-restart.yaml"
+
+    result = opskit("validate", str(path), expect=ExitCode.OK)
+
+    assert result.stdout.endswith("playbook, 3 steps; with: service, host\n")
+
+
+def test_playbook_with_params_reports_a_typo(opskit: Invoke, tmp_path: Path) -> None:
+    """A playbook that declares params: gets a misspelt name reported at its line, not guessed as a param."""
+    path = write(
+        tmp_path,
+        """
+        params: [service, host]
+        steps:
+          - id: stop
+            on: "{{ host }}"
+            run: systemctl stop {{ servce }}
+          - id: probe
+            uses: tcp.check
+            with: {host: "{{ host }}", port: 80, timeoutt: 1s}
+    """,
+        "restart.yaml",
+    )
+
+    result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
+
+    assert result.stderr.splitlines()[:2] == [
+        f"{path}:5:10: undefined variable 'servce' (did you mean 'service'?)",
+        f"{path}:8:42: tcp.check: with.timeoutt: unknown parameter (allowed: host, port, timeout)",
+    ]
+
+
+def test_playbook_without_params_takes_every_free_name(opskit: Invoke, tmp_path: Path) -> None:
+    """Without params:, the names a playbook uses and does not define are what its includer passes."""
+    path = write(
+        tmp_path,
+        """
+        - id: health
+          uses: tcp.check
+          with: {host: "{{ health_host }}", port: "{{ health_port }}"}
+        - id: note
+          run: echo {{ greeting }} {{ run_id }}
+    """,
+        "health.yaml",
+    )
+
+    result = opskit("validate", str(path), expect=ExitCode.OK)
+
+    assert "with: greeting, health_host, health_port" in result.stdout
+
+
+def test_with_key_the_playbook_never_reads_is_an_error(opskit: Invoke, tmp_path: Path) -> None:
+    """A misspelt `with:` key of an include is reported at its line with the closest real name."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "restart.yaml").write_text(
+        (Path(__file__).parents[2] / "playbooks" / "service-restart.yaml").read_text()
+    )
+    path = write(
+        tmp_path,
+        """
+        name: typo
+        steps:
+          - include: playbooks/restart.yaml
+            with: {service: web, host: local, systemctll: echo}
+    """,
+    )
+
+    result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
+
+    assert (
+        f"{path}:4:39: playbooks/restart.yaml does not use 'systemctll' "
+        "(did you mean 'systemctl'? it takes: service, host; defaults you may override: systemctl)"
+    ) in result.stderr
+
+
+def test_running_a_playbook_says_to_include_it(opskit: Invoke) -> None:
+    """`opskit run` on a playbook is bad input with one line saying how playbooks are used."""
+    path = Path(__file__).parents[2] / "playbooks" / "service-restart.yaml"
+
+    result = opskit("run", str(path), expect=ExitCode.BAD_INPUT)
+
+    assert "this is a playbook (steps without a runbook name:): include it from a runbook" in (
+        result.stderr
+    )
