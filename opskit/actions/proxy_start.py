@@ -90,7 +90,11 @@ class ProxyStart(BaseAction):
             raise ParamError("proxy_protocol", "is for mode tcp (http mode adds X-Forwarded-For)")
         if action.max_connections < 1:
             raise ParamError("max_connections", "must be at least 1")
-        if action.switched_at and "{{" not in action.switched_at and _when(action.switched_at) is None:
+        if (
+            action.switched_at
+            and "{{" not in action.switched_at
+            and _when(action.switched_at) is None
+        ):
             raise ParamError(
                 "switched_at",
                 f"expected a time like 2026-11-24T02:11:00Z, got {action.switched_at!r}",
@@ -186,28 +190,39 @@ class ProxyStart(BaseAction):
     def _run_remote(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import remote  # noqa: PLC0415
 
-        if self.mode != "tcp" or self.engine != "builtin":
+        if self.mode != "tcp":
             return ActionResult(
                 ok=False,
                 blocked=True,
                 summary=(
-                    f"on {ctx.host} only the built-in TCP engine can be started over SSH so far "
-                    "(mode: tcp, engine: builtin)"
+                    f"on {ctx.host} a bridge runs in mode tcp (the forwarder or HAProxy); "
+                    "http mode needs opskit and mitmproxy on that host"
                 ),
             )
-        started = remote.start(
-            ctx.transport(),
-            # the files' places on the host come from stats_file
-            self._config(Path("unused.json"), self._nudge(ctx)),
-            python=self.python,
-            stats_file=self.stats_file,
+        # the files' places on the host come from stats_file
+        config = self._config(Path("unused.json"), self._nudge(ctx))
+        if self.engine == "haproxy":
+            if config.nudge_after_s is not None:
+                ctx.log("nudge off: HAProxy on a host is not watched by opskit between steps")
+            started = remote.start_haproxy(
+                ctx.transport(), config, python=self.python, stats_file=self.stats_file
+            )
+        else:
+            started = remote.start(
+                ctx.transport(), config, python=self.python, stats_file=self.stats_file
+            )
+        ctx.log(
+            f"bridge {self.listen} -> {self.to} runs on {ctx.host} as pid {started.pid} "
+            f"({self.engine})"
         )
-        ctx.log(f"bridge {self.listen} -> {self.to} runs on {ctx.host} as pid {started.pid}")
         files = {
             "stats_file": started.stats_file,
             "pid_file": started.pid_file,
             "log_file": started.log_file,
+            "engine": self.engine,
         }
+        if started.haproxy_socket:
+            files["haproxy_socket"] = started.haproxy_socket
         return ActionResult(
             ok=True,
             summary=f"bridge {self.listen} -> {self.to} started on {ctx.host} (pid {started.pid})",
@@ -228,6 +243,8 @@ class ProxyStart(BaseAction):
             except OpskitError as exc:
                 return ActionResult(ok=False, blocked=True, summary=str(exc))
             problems = list(found.problems)
+            if self.engine == "haproxy" and remote.has_haproxy(ctx.transport()) is None:
+                problems.append(f"haproxy is not installed on {ctx.host}; use engine: builtin")
         else:
             problems = _local_preflight(split_host_port(self.listen), split_host_port(self.to))
         if problems:
@@ -247,6 +264,7 @@ class ProxyStart(BaseAction):
             pid_file=data.get("pid_file"),
             pid=data.get("pid"),
             timeout_s=self.drain_timeout_s + 5,
+            haproxy_socket=data.get("haproxy_socket"),
         )
 
 

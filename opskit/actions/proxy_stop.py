@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
-from opskit.actions.params import Params
+from opskit.actions.params import ParamError, Params
 from opskit.errors import Blocked, OpskitError
 
 
@@ -38,8 +39,13 @@ def stop_bridge(
     pid_file: str | None = None,
     pid: int | None = None,
     timeout_s: float = 30.0,
+    haproxy_socket: str | None = None,
 ) -> ActionResult:
-    """Stop the bridge whose files these are; a bridge that is already gone is not a failure."""
+    """Stop the bridge whose files these are; a bridge that is already gone is not a failure.
+
+    `haproxy_socket` marks HAProxy started on a host by proxy.start: it is soft-stopped (SIGUSR1)
+    and its last live reading is the final report.
+    """
     try:
         if host is None:
             from opskit.proxy import bridge  # noqa: PLC0415
@@ -55,6 +61,16 @@ def stop_bridge(
             return _final(stats, "")
         from opskit.proxy import remote  # noqa: PLC0415
 
+        if haproxy_socket is not None and pid_file is not None:
+            transport = ctx.transport(host)
+            try:
+                last = remote.read_haproxy(transport, haproxy_socket)
+                last = dataclasses.replace(last, state="stopped", ended="soft stop (SIGUSR1)")
+            except Blocked:
+                last = None
+            if not remote.stop_haproxy(transport, pid_file=pid_file, pid=pid, timeout_s=timeout_s):
+                return ActionResult(ok=True, summary=f"nothing to stop: haproxy on {host} is gone")
+            return _final(last, f" on {host}")
         stats = remote.stop(
             ctx.transport(host),
             stats_file=stats_file,
@@ -69,12 +85,13 @@ def stop_bridge(
 
 @dataclass(frozen=True)
 class ProxyStop(BaseAction):
-    """with: stats_file, pid_file, timeout."""
+    """with: stats_file, pid_file, timeout, haproxy_socket (HAProxy on a host: with pid_file)."""
 
     kind: ClassVar[ActionKind] = ActionKind.MUTATE
     stats_file: str
     pid_file: str | None = None
     timeout_s: float = 30.0
+    haproxy_socket: str | None = None
 
     @classmethod
     def from_params(cls, params: Params) -> Self:
@@ -82,8 +99,11 @@ class ProxyStop(BaseAction):
             stats_file=params.text("stats_file"),
             pid_file=params.text("pid_file", None),
             timeout_s=params.seconds("timeout", 30.0),
+            haproxy_socket=params.text("haproxy_socket", None),
         )
         params.finish()
+        if action.haproxy_socket is not None and action.pid_file is None:
+            raise ParamError("pid_file", "is needed with haproxy_socket (HAProxy's own pid file)")
         return action
 
     def describe(self) -> str:
@@ -96,6 +116,7 @@ class ProxyStop(BaseAction):
             stats_file=self.stats_file,
             pid_file=self.pid_file,
             timeout_s=self.timeout_s,
+            haproxy_socket=self.haproxy_socket,
         )
 
     def rehearse(self, ctx: ActionContext) -> ActionResult:

@@ -69,10 +69,13 @@ def switch_from_facts(
 
 @dataclass(frozen=True)
 class TrafficDrained(BaseAction):
-    """with: stats_file, switched_at, old_ttl, margin, quiet, max_active, timeout, interval."""
+    """with: stats_file (or haproxy_socket), switched_at, old_ttl, margin, quiet, max_active,
+    timeout, interval. `haproxy_socket` reads a HAProxy bridge started by proxy.start with
+    `engine: haproxy` on a host (its `values.haproxy_socket`)."""
 
     kind: ClassVar[ActionKind] = ActionKind.PROBE
-    stats_file: str
+    stats_file: str | None = None
+    haproxy_socket: str | None = None
     switched_at: str | None = None
     old_ttl_s: float | None = None
     margin_s: float | None = None
@@ -84,7 +87,8 @@ class TrafficDrained(BaseAction):
     @classmethod
     def from_params(cls, params: Params) -> Self:
         action = cls(
-            stats_file=params.text("stats_file"),
+            stats_file=params.text("stats_file", None),
+            haproxy_socket=params.text("haproxy_socket", None),
             switched_at=params.text("switched_at", None),
             old_ttl_s=params.seconds("old_ttl", None),
             margin_s=params.seconds("margin", None),
@@ -94,6 +98,8 @@ class TrafficDrained(BaseAction):
             interval_s=params.seconds("interval", 5.0),
         )
         params.finish()
+        if (action.stats_file is None) == (action.haproxy_socket is None):
+            raise ParamError("stats_file", "give exactly one of stats_file or haproxy_socket")
         if (
             action.switched_at
             and "{{" not in action.switched_at
@@ -111,7 +117,7 @@ class TrafficDrained(BaseAction):
 
     def describe(self) -> str:
         return (
-            f"wait until the bridge of {self.stats_file} has drained "
+            f"wait until the bridge of {self.stats_file or self.haproxy_socket} has drained "
             f"(quiet {format_seconds(self.quiet_s)}, up to {format_seconds(self.timeout_s)})"
         )
 
@@ -128,11 +134,16 @@ class TrafficDrained(BaseAction):
         )
 
     def _source(self, ctx: ActionContext) -> Any:
-        from opskit.traffic.source import FileSource, RemoteFileSource  # noqa: PLC0415
+        from opskit.traffic import source  # noqa: PLC0415
 
+        if self.haproxy_socket is not None:
+            if ctx.host is None:
+                return source.HaproxySocketSource(Path(self.haproxy_socket).expanduser())
+            return source.RemoteHaproxySource(ctx.transport(), self.haproxy_socket)
+        assert self.stats_file is not None  # noqa: S101 - from_params requires one of the two
         if ctx.host is None:
-            return FileSource(Path(self.stats_file).expanduser())
-        return RemoteFileSource(ctx.transport(), self.stats_file)
+            return source.FileSource(Path(self.stats_file).expanduser())
+        return source.RemoteFileSource(ctx.transport(), self.stats_file)
 
     def _result(self, outcome: Any, *, rehearsal: bool = False) -> ActionResult:
         from opskit.traffic.verdict import clock  # noqa: PLC0415

@@ -39,7 +39,9 @@ def proxy() -> None:
     """The bridge: forward the old host to the new one, with honest per-client counters.
 
     Start it on the old host after the DNS switch, watch who still arrives (`opskit traffic watch`),
-    and stop it once `opskit traffic wait` says it is safe.
+    and stop it once `opskit traffic wait` says it is safe. From a runbook, `uses: proxy.start` with
+    `on: HOST` starts it on the old host over SSH (the single-file forwarder, or `engine: haproxy`
+    when that host has HAProxy).
 
     \b
     Example:
@@ -54,9 +56,17 @@ def proxy() -> None:
     "--listen",
     required=True,
     callback=_host_port,
+    metavar="HOST:PORT",
     help="HOST:PORT to accept clients on (the old address).",
 )
-@click.option("--to", "to", required=True, callback=_host_port, help="HOST:PORT of the new host.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    callback=_host_port,
+    metavar="HOST:PORT",
+    help="HOST:PORT of the new host.",
+)
 @click.option(
     "--mode",
     type=click.Choice(["tcp", "http"]),
@@ -81,11 +91,15 @@ def proxy() -> None:
 )
 @click.option("--max-connections", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option(
-    "--idle-timeout", callback=_duration, help="Close bridged connections idle this long (off)."
+    "--idle-timeout",
+    callback=_duration,
+    metavar="DURATION",
+    help="Close bridged connections idle this long (off).",
 )
 @click.option(
     "--connect-timeout",
     callback=_duration,
+    metavar="DURATION",
     default="5s",
     show_default=True,
     help="Give up on the new host after this long; the client is closed and counted as an error.",
@@ -93,6 +107,7 @@ def proxy() -> None:
 @click.option(
     "--half-close-timeout",
     callback=_duration,
+    metavar="DURATION",
     default="30s",
     show_default=True,
     help="How long a half-closed connection may stay idle before it is reaped.",
@@ -100,6 +115,7 @@ def proxy() -> None:
 @click.option(
     "--drain-timeout",
     callback=_duration,
+    metavar="DURATION",
     default="10s",
     show_default=True,
     help="After SIGTERM/Ctrl-C, how long bridged connections may still finish.",
@@ -112,6 +128,7 @@ def proxy() -> None:
 @click.option(
     "--nudge-after",
     callback=_duration,
+    metavar="DURATION",
     help="Once caches can have forgotten the old address (--switched-at + --old-ttl + --margin), "
     "close bridged connections idle this long, so clients reconnect and re-resolve (off).",
 )
@@ -242,6 +259,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
 @click.option(
     "--timeout",
     callback=_duration,
+    metavar="DURATION",
     default="30s",
     show_default=True,
     help="Wait this long for the bridge to drain and exit; then close what is left.",
@@ -274,7 +292,8 @@ def stop(stats_file: Path | None, pid_file: Path | None, timeout: float) -> Exit
 def status(stats_file: Path, as_json: bool) -> ExitCode:
     """Show a bridge's counters: connections, bytes and the clients that still arrive, newest first.
 
-    Exit 0 when the stats file is readable, 3 when there is none (the bridge never ran here).
+    Exit 0 when the stats file is readable, 3 when there is none (the bridge never ran here) or its
+    process is gone (the counters are the last it wrote).
 
     \b
     Example:
@@ -288,6 +307,13 @@ def status(stats_file: Path, as_json: bool) -> ExitCode:
         emit_json(current)
     else:
         render(current)
+    if bridge.is_dead(current):
+        line(
+            f"opskit: the bridge (pid {current.pid}) is not running any more: these counters are "
+            f"from {current.updated_at}; start it again with opskit proxy start",
+            err=True,
+        )
+        return ExitCode.BLOCKED
     return ExitCode.OK
 
 

@@ -7,7 +7,6 @@ import getpass
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from opskit.cli import output
+from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
 from opskit.errors import ExitCode, RunbookProblems, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,92 +127,6 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _step_order(state_dir: Path, run_id: str) -> list[str]:
-    """The run's step ids as journaled in `run_started` (for the [3/7] position in step banners)."""
-    from opskit.runbook.replay import load_events  # noqa: PLC0415 - imported on first use, keeps start-up fast
-
-    try:
-        events = load_events(state_dir, run_id).events
-    except UsageError:
-        return []
-    start = next((e for e in events if e.get("event") == "run_started"), {})
-    return [str(info.get("id")) for info in start.get("steps", [])]
-
-
-class ConsoleReporter:
-    """Live output: step banners, `[host] line`, progress; prompts at a terminal."""
-
-    def __init__(
-        self, *, quiet_steps: bool = False, err: bool = False, state_dir: Path | None = None
-    ) -> None:
-        self.quiet_steps = quiet_steps
-        self.err = err
-        self.tty = output.is_terminal() and not err
-        self.state_dir = state_dir
-        self._last_progress = 0.0
-        self._order: list[str] = []
-
-    def started(self, run_id: str, mode: str) -> None:
-        if mode == "dry-run":
-            return
-        suffix = {"run": "", "resume": " (resumed)", "rollback": " (rollback)"}.get(mode, "")
-        output.line(f"run id: {run_id}{suffix}", err=self.err)
-        if mode in ("run", "resume") and self.state_dir is not None:
-            self._order = _step_order(self.state_dir, run_id)
-
-    def step_begin(
-        self, step_id: str, title: str, hosts: tuple[str, ...], command: str | None
-    ) -> None:
-        where = f" on {', '.join(hosts)}" if hosts else ""
-        position = (
-            f"[{self._order.index(step_id) + 1}/{len(self._order)}] "
-            if step_id in self._order
-            else ""
-        )
-        output.line(
-            f"==> {position}{step_id}{where}" + (f": {title}" if title != step_id else ""),
-            err=self.err,
-        )
-        if command:
-            shown = command if command.startswith(("manual: ", "wait ")) else f"$ {command}"
-            output.line(f"    {shown}", err=self.err)
-
-    def output(self, host: str, line: str) -> None:
-        output.line(f"[{host}] {line}", err=self.err)
-
-    def progress(self, step_id: str, message: str, fraction: float | None) -> None:
-        now = time.monotonic()
-        if not self.tty and now - self._last_progress < 5:
-            return
-        self._last_progress = now
-        pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
-        text = f"... {step_id}{pct} {message}"
-        if self.tty:
-            click.echo("\r" + text.ljust(78), nl=False)
-        else:
-            output.line(text, err=self.err)
-
-    def step_end(self, step_id: str, status: str, summary: str, duration_s: float) -> None:
-        if self.quiet_steps:
-            return
-        if self.tty:
-            click.echo("\r" + " " * 78 + "\r", nl=False)
-        mark = {"succeeded": "ok", "skipped": "skip", "undone": "undone", "nothing": "--"}.get(
-            status, status.upper()
-        )
-        tail = f": {summary}" if summary else ""
-        output.line(f"<== {mark} {step_id} ({duration_s:.2f}s){tail}", err=self.err)
-
-    def ask(self, question: str) -> str | None:
-        try:
-            return str(click.prompt(question, default="", show_default=False, err=True))
-        except click.exceptions.Abort:
-            return None
-
-    def warn(self, text: str) -> None:
-        output.line(f"warning: {text}", err=True)
-
-
 @click.command()
 @click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
 @vars_options
@@ -240,83 +154,6 @@ def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> Exi
     return ExitCode.OK
 
 
-def _render_plan(plan: Any, next_command: str) -> None:
-    from opskit.durations import format_seconds  # noqa: PLC0415 - imported on first use, keeps start-up fast
-
-    owners = any(s.owner for s in plan.steps)
-    rows = [
-        (s.id, s.status, *((s.owner or "",) if owners else ()), ", ".join(s.hosts) or "local",
-         s.command or "", s.reason)
-        for s in plan.steps
-    ]  # fmt: skip
-    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
-    output.table(headers, rows)
-    for h in plan.hosts:
-        state = "ok" if h.ok else "UNREACHABLE"
-        output.line(
-            f"host {h.name} ({h.address}): {state}" + (f": {h.problem}" if h.problem else "")
-        )
-    if owners:
-        output.line("who does what:")
-        for owner, lines in _by_owner(plan.steps):
-            output.line(f"  {owner}: " + "; ".join(lines))
-    output.line(f"forecast: {format_seconds(plan.forecast_s)} (waits, predicted waits and probes)")
-    if plan.window is not None:
-        output.line(f"window: {plan.window.message}")
-    counts: dict[str, int] = {}
-    for s in plan.steps:
-        counts[s.status] = counts.get(s.status, 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    if plan.ok:
-        verdict = "nothing blocks"
-    elif plan.window is not None and not plan.window.fits and _nothing_else_blocks(plan):
-        verdict = "BLOCKED: the night does not fit the window"
-    else:
-        verdict = "BLOCKED: a probe failed, a host is unreachable or a step would stop the run"
-    output.line(f"plan {plan.run_id} (journaled as a dry-run): {summary}; {verdict}")
-    gates = [s.id for s in plan.steps if s.status == "gate"]
-    if plan.ok:
-        approve = "".join(f" --approve {g}" for g in gates)
-        ask = f" (gates ask at a terminal; without one: {next_command}{approve})" if gates else ""
-        output.line(f"next: {next_command}{ask}")
-    elif _nothing_else_blocks(plan):
-        output.line(
-            "next: start the night earlier, pass a longer --window, or shorten the waits listed above"
-        )
-    else:
-        output.line("next: fix what the NOTE column and host lines say, then plan again")
-
-
-def _nothing_else_blocks(plan: Any) -> bool:
-    return all(s.status != "probe_failed" and not s.blocks for s in plan.steps) and all(
-        h.ok for h in plan.hosts
-    )
-
-
-def _by_owner(steps: Any) -> list[tuple[str, list[str]]]:
-    """Steps grouped by owner, in run order; a manual step says who must act and what to confirm."""
-    groups: dict[str, list[str]] = {}
-    for s in steps:
-        if not s.owner:
-            continue
-        text = s.id
-        if s.command and s.command.startswith("manual: "):
-            text = f"{s.id} (MUST ACT: {s.command.removeprefix('manual: ')}; then confirm {s.id})"
-        groups.setdefault(s.owner, []).append(text)
-    unowned = [s.id for s in steps if not s.owner]
-    if unowned:
-        groups["(no owner)"] = unowned
-    return list(groups.items())
-
-
-def _status_by_owner(steps: Any) -> list[tuple[str, list[str]]]:
-    """`id (status)` per owner in run order: who has done what, who still has to act."""
-    groups: dict[str, list[str]] = {}
-    for s in steps:
-        groups.setdefault(s.owner or "(no owner)", []).append(f"{s.id} ({s.status})")
-    return list(groups.items())
-
-
 def _plan(runbook: Path, options: Any, as_json: bool) -> ExitCode:
     from opskit.runbook.rehearsal import rehearse  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
@@ -329,7 +166,7 @@ def _show_plan(plan: Any, next_command: str, as_json: bool) -> ExitCode:
     if as_json:
         output.emit_json(plan)
     else:
-        _render_plan(plan, next_command)
+        render_plan(plan, next_command)
     return ExitCode.OK if plan.ok else ExitCode.NEGATIVE
 
 
@@ -475,7 +312,9 @@ def resume(  # noqa: PLR0917 - click passes every option as an argument
                            rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt,
                            accept_new_host_keys=accept_new_host_keys)  # fmt: skip
         planned = plan_resume(run_id, options, ConsoleReporter(quiet_steps=True, err=as_json))
-        flags = " --rerun-in-doubt" if rerun_in_doubt else (" --skip-in-doubt" if skip_in_doubt else "")
+        flags = (
+            " --rerun-in-doubt" if rerun_in_doubt else (" --skip-in-doubt" if skip_in_doubt else "")
+        )
         return _show_plan(planned, f"opskit resume {run_id}{flags}", as_json)
     if window or as_json:
         raise UsageError("--window and --json go with --dry-run")
@@ -540,7 +379,7 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     output.table(headers, rows)
     if owners:
         output.line("by owner:")
-        for owner, ids in _status_by_owner(state.steps):
+        for owner, ids in status_by_owner(state.steps):
             output.line(f"  {owner}: {', '.join(ids)}")
     for note_ in state.notes:
         output.line(f"note {note_.ts} {note_.operator}: {note_.text}")

@@ -27,6 +27,7 @@ __all__ = [
     "FORWARDER_PATH",
     "BridgeConfig",
     "forwarder_argv",
+    "is_dead",
     "probe",
     "run",
     "run_builtin",
@@ -198,6 +199,13 @@ def _tail(path: Path, lines: int = 3) -> str:
 def status(stats_file: Path) -> BridgeStats:
     """The bridge's current stats; Blocked (exit 3) when there is no stats file."""
     return stats.load(stats_file)
+
+
+def is_dead(current: BridgeStats) -> bool:
+    """True when the stats file says running but its process is gone (killed, crashed, rebooted)."""
+    from opskit.proxy.forwarder import pid_alive  # noqa: PLC0415 - stdlib only
+
+    return current.state != "stopped" and current.pid is not None and not pid_alive(current.pid)
 
 
 def _pid_from(stats_file: Path | None, pid_file: Path | None) -> int:

@@ -961,15 +961,25 @@ def running_owner(stats_file: str | None) -> int | None:
         state = data.get("state")
     except (OSError, ValueError, TypeError, AttributeError):
         return None
-    if state == "stopped" or pid <= 0 or pid == os.getpid():
+    if state == "stopped" or pid <= 0 or pid == os.getpid() or not pid_alive(pid):
         return None
+    return pid
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process runs (a zombie has exited: only its parent has not reaped it yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        return pid  # alive, another user's
-    return pid
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(0) said it exists
+    return state not in ("Z", "X")
 
 
 _LISTEN_HINTS = {
@@ -985,7 +995,7 @@ def why(exc: OSError) -> str:
         return str(exc)
     hint = _LISTEN_HINTS.get(exc.errno)
     reason = os.strerror(exc.errno).lower()
-    return f"{reason} ({hint})" if hint else reason
+    return f"{reason}: {hint}" if hint else reason
 
 
 def write_pid(path: str) -> None:

@@ -34,10 +34,11 @@ from opskit.proxy.haproxy_stats import (
     ask,
     parse_log_line,
     parse_show_sess,
+    parse_show_sess_all,
     parse_show_stat,
 )
 from opskit.proxy.stats import BridgeStats, from_json
-from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, write_atomic
+from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, wall_of, write_atomic
 
 FD_RESERVE = 200  # fds HAProxy needs besides two per bridged connection (listeners, logs, socket)
 UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
@@ -95,27 +96,31 @@ def _addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def render_config(config: BridgeConfig, *, socket_path: Path, maxconn: int) -> str:
-    """haproxy.cfg for one bridge: TCP passthrough, half-close bounds, stats socket, log to stdout."""
+def render_config(
+    config: BridgeConfig, *, socket_path: Path | str, maxconn: int, logs: bool = True
+) -> str:
+    """haproxy.cfg for one bridge: TCP passthrough, half-close bounds, stats socket, log to stdout.
+
+    `logs=False` for a daemonised HAProxy on an old host: nobody reads its stdout there.
+    """
     lhost, lport = config.listen_host_port
     thost, tport = config.to_host_port
     listen, target = _addr(lhost, lport), _addr(thost, tport)
     idle = _duration(config.idle_timeout_s)
     fin = _duration(config.half_close_timeout_s)
     send_proxy = {"v1": " send-proxy", "v2": " send-proxy-v2", None: ""}[config.proxy_protocol]
+    log_global = "    log stdout format raw daemon\n" if logs else ""
+    log_defaults = f'    log global\n    log-format "{LOG_FORMAT}"\n' if logs else ""
     # Proxy names carry the addresses, so a bare `show stat` says which bridge it is.
     return f"""# Written by opskit for the bridge {listen} -> {target}; regenerated on every start.
 global
-    log stdout format raw daemon
-    stats socket {socket_path} mode 600 level admin
+{log_global}    stats socket {socket_path} mode 600 level admin
     maxconn {maxconn}
     hard-stop-after {_duration(config.drain_timeout_s)}
 
 defaults
     mode tcp
-    log global
-    log-format "{LOG_FORMAT}"
-    option splice-auto
+{log_defaults}    option splice-auto
     timeout connect {_duration(config.connect_timeout_s)}
     timeout client {idle}
     timeout server {idle}
@@ -157,6 +162,10 @@ class Engine:
         lhost, lport = config.listen_host_port
         self.frontend = f"opskit-{_addr(lhost, lport)}"
         self.log: IO[str] | None = None
+        # The nudge: per session id, bytes moved so far and when that last changed (monotonic).
+        self.sessions: dict[str, tuple[int, float]] = {}
+        self.nudge_from = wall_of(config.nudge_not_before) or 0.0
+        self.nudged = 0
 
     # -- setup --
     def write_config(self) -> Path:
@@ -266,6 +275,37 @@ class Engine:
                 self.tally.dirty = True
             self.live = live
 
+    def nudge(self) -> None:
+        """Close bridged sessions idle longer than --nudge-after, once caches forgot the old address.
+
+        HAProxy has no per-session idle time, so idleness is measured here: a session whose byte
+        totals did not move for nudge_after_s is shut down (`shutdown session`), and its client
+        reconnects, resolving the new address.
+        """
+        after_s = self.config.nudge_after_s
+        if after_s is None or time.time() < self.nudge_from:
+            return
+        live = parse_show_sess_all(ask(self.paths.socket, "show sess all"), self.frontend)
+        now = time.monotonic()
+        seen: dict[str, tuple[int, float]] = {}
+        for sid, (address, moved) in live.items():
+            before = self.sessions.get(sid)
+            since = before[1] if before is not None and before[0] == moved else now
+            seen[sid] = (moved, since)
+            if now - since > after_s:
+                ask(self.paths.socket, f"shutdown session {sid}")
+                self.nudged += 1
+                self._log_line(
+                    f"nudged client {address}: idle {now - since:.1f}s; closed so it reconnects "
+                    "and re-resolves"
+                )
+        self.sessions = seen
+
+    def _log_line(self, text: str) -> None:
+        if self.log:
+            self.log.write(f"{iso(time.time())} opskit-bridge: {text}\n")
+            self.log.flush()
+
     def write(self, state: str, ended: str | None = None) -> dict[str, Any]:
         data = self.tally.snapshot(
             listener=self.config.listen,
@@ -291,6 +331,7 @@ class Engine:
             time.sleep(interval)
             try:
                 self.poll()
+                self.nudge()
             except (OSError, StopIteration):
                 continue  # HAProxy busy or exiting: the next round tells
             if self.tally.dirty or time.monotonic() - last_write >= HEARTBEAT_S:

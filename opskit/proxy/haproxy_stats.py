@@ -54,6 +54,36 @@ def parse_show_sess(text: str, frontend: str | None = None) -> dict[str, int]:
     return per_client
 
 
+def parse_show_sess_all(text: str, frontend: str) -> dict[str, tuple[str, int]]:
+    """`show sess all`: {session id: (client address, bytes moved both ways)} for one frontend.
+
+    The byte totals let the engine tell an idle bridged connection from a busy one (for the nudge);
+    plain `show sess` has only the session's age.
+    """
+    sessions: dict[str, tuple[str, int]] = {}
+    current: str | None = None
+    address, moved, ours = "", 0, False
+
+    def keep() -> None:
+        if current is not None and ours:
+            sessions[current] = (address, moved)
+
+    for line in text.splitlines():
+        if line and not line[0].isspace() and ": [" in line:
+            keep()
+            current, moved, ours = line.split(":", 1)[0], 0, False
+            source = next((p for p in line.split() if p.startswith("source=")), "source=")
+            address = source.removeprefix("source=").rsplit(":", 1)[0].strip("[]")
+            continue
+        stripped = line.strip()
+        if stripped.startswith("frontend="):
+            ours = stripped.removeprefix("frontend=").split(" (", 1)[0] == frontend
+        elif stripped.startswith(("req=", "res=")) and "total=" in stripped:
+            moved += as_int(stripped.rsplit("total=", 1)[1].rstrip(")").split()[0])
+    keep()
+    return sessions
+
+
 def as_int(value: str | None) -> int:
     """A CSV counter as a number (HAProxy leaves counters that do not apply empty)."""
     try:
@@ -65,17 +95,24 @@ def as_int(value: str | None) -> int:
 def read_socket(socket_path: Path, *, timeout_s: float = 5.0) -> BridgeStats:
     """One live reading of a HAProxy stats socket as BridgeStats (clients: those connected now)."""
     try:
-        rows = parse_show_stat(ask(socket_path, "show stat", timeout_s=timeout_s))
-        live = parse_show_sess(ask(socket_path, "show sess", timeout_s=timeout_s))
+        show_stat = ask(socket_path, "show stat", timeout_s=timeout_s)
+        show_sess = ask(socket_path, "show sess", timeout_s=timeout_s)
     except OSError as exc:
         raise Blocked(
             f"{socket_path}: no answer from the HAProxy stats socket ({exc.strerror or exc})"
         ) from None
+    return from_answers(show_stat, show_sess, str(socket_path))
+
+
+def from_answers(show_stat: str, show_sess: str, label: str) -> BridgeStats:
+    """BridgeStats from the text of `show stat` and `show sess` (read here, or on a host over SSH)."""
+    rows = parse_show_stat(show_stat)
+    live = parse_show_sess(show_sess)
     front = next((r for r in rows if r["svname"] == "FRONTEND"), None)
     back = next((r for r in rows if r["svname"] == "BACKEND"), None)
     server = next((r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")), None)
     if front is None or back is None:
-        raise Blocked(f"{socket_path}: HAProxy reports no frontend/backend (not an opskit bridge?)")
+        raise Blocked(f"{label}: HAProxy reports no frontend/backend (not an opskit bridge?)")
     now = time.time()
     lastsess = (
         as_int(back.get("lastsess")) if back.get("lastsess") not in (None, "", "-1") else None

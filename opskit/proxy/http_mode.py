@@ -176,7 +176,14 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
         }
 
     async def drain_then_stop() -> None:
-        # In-flight requests get up to --drain-timeout; a second signal stops at once.
+        # Stop accepting first; in-flight requests get up to --drain-timeout; a second signal stops
+        # at once.
+        proxyserver = master.addons.get("proxyserver")
+        if proxyserver is not None:
+            await proxyserver.servers.update([])
+        await loop.run_in_executor(
+            None, write_atomic, config.stats_file, tally.snapshot(**header("stopping", reason[0]))
+        )
         deadline = time.monotonic() + config.drain_timeout_s
         while tally.active > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - set by mitmproxy hooks
             await asyncio.sleep(0.05)
@@ -198,8 +205,9 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
         last = 0.0
         while True:
             if tally.dirty or time.monotonic() - last >= HEARTBEAT_S:
+                state = header("stopping", reason[0]) if reason else header("running")
                 await loop.run_in_executor(
-                    None, write_atomic, config.stats_file, tally.snapshot(**header("running"))
+                    None, write_atomic, config.stats_file, tally.snapshot(**state)
                 )
                 last = time.monotonic()
             await asyncio.sleep(max(0.05, config.stats_interval_s))

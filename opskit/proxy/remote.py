@@ -55,6 +55,7 @@ class RemoteBridge:
     pid_file: str
     log_file: str
     pid: int | None = None
+    haproxy_socket: str | None = None  # set when HAProxy (not the forwarder) carries the bridge
 
 
 @dataclass(frozen=True)
@@ -215,3 +216,145 @@ def stop(
             break
         time.sleep(0.1)
     return read_stats(transport, stats_file)
+
+
+# Runs on the host with its python3: one `show stat` and one `show sess` from the HAProxy stats socket,
+# as one line of JSON (HAProxy has no stats file there; opskit reads its socket over SSH instead).
+_HAPROXY_ASK = r"""
+import json, socket, sys
+out = {}
+for command in ("show stat", "show sess"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(sys.argv[1])
+    s.sendall(command.encode() + b"\n")
+    chunks = []
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    s.close()
+    out[command] = b"".join(chunks).decode("utf-8", "replace")
+print(json.dumps(out))
+"""
+UNIX_PATH_MAX = 100
+
+
+def read_haproxy(transport: Transport, socket_path: str, *, python: str = "python3") -> BridgeStats:
+    """One live reading of a HAProxy stats socket on the host; Blocked when it does not answer."""
+    from opskit.proxy.haproxy_stats import from_answers  # noqa: PLC0415
+
+    q = shlex.quote
+    label = f"{transport.label}:{socket_path}"
+    result = transport.run(
+        f"{q(python)} -c {q(_HAPROXY_ASK)} {q(socket_path)}", timeout_s=COMMAND_TIMEOUT_S
+    )
+    if not result.ok:
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.rc}"])[-1]
+        raise Blocked(f"{label}: no answer from the HAProxy stats socket ({detail})")
+    try:
+        answers = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise Blocked(f"{label}: unreadable answer from the stats socket: {exc}") from None
+    return from_answers(answers["show stat"], answers["show sess"], label)
+
+
+def has_haproxy(transport: Transport) -> str | None:
+    """The path of haproxy on the host, or None when it is not installed."""
+    result = transport.run(
+        "command -v haproxy || ls /usr/sbin/haproxy /usr/local/sbin/haproxy 2>/dev/null",
+        timeout_s=COMMAND_TIMEOUT_S,
+    )
+    found = result.stdout.strip().splitlines()
+    return found[0] if result.ok and found else None
+
+
+def start_haproxy(
+    transport: Transport,
+    config: BridgeConfig,
+    *,
+    python: str = "python3",
+    stats_file: str | None = None,
+) -> RemoteBridge:
+    """Render haproxy.cfg, copy it to the host and start HAProxy there as a daemon (-D).
+
+    For an old host that has HAProxy: it outlives SSH and opskit, and carries more than one Python
+    core. Its counters are read live from its stats socket over SSH (`read_haproxy`).
+    """
+    import tempfile  # noqa: PLC0415
+
+    from opskit.proxy.haproxy import fitting_maxconn, render_config  # noqa: PLC0415
+
+    binary = has_haproxy(transport)
+    if binary is None:
+        raise Blocked(f"{transport.label}: haproxy is not installed there; use engine: builtin")
+    where = layout(transport.label, config.listen_host_port[1], stats_file)
+    base = where.stats_file.removesuffix(".json")
+    socket_path, cfg = f"{base}.haproxy.sock", f"{base}.haproxy.cfg"
+    if len(socket_path) > UNIX_PATH_MAX:
+        raise Negative(
+            f"{transport.label}: {socket_path} is too long for a unix socket; "
+            "give a shorter stats_file path"
+        )
+    q = shlex.quote
+    _run(transport, f"mkdir -p {q(where.directory)} && chmod 700 {q(where.directory)}", "mkdir")
+    limit = _run(transport, "ulimit -Hn", "reading the file limit").strip()
+    nofile = int(limit) if limit.isdigit() else 1 << 20
+    text = render_config(
+        config,
+        socket_path=socket_path,
+        maxconn=fitting_maxconn(config.max_connections, nofile),
+        logs=False,
+    )
+    with tempfile.TemporaryDirectory(prefix="opskit-haproxy-") as tmp:
+        local = Path(tmp) / "haproxy.cfg"
+        local.write_text(text, encoding="utf-8")
+        transport.put_file(local, cfg, mode=0o600)
+    _run(transport, f"{q(binary)} -c -q -f {q(cfg)}", f"checking {cfg}")
+    _run(
+        transport,
+        f"rm -f {q(where.pid_file)} {q(socket_path)}; ulimit -n $(ulimit -Hn); "
+        f"{q(binary)} -D -p {q(where.pid_file)} -f {q(cfg)} </dev/null >>{q(where.log_file)} 2>&1",
+        "starting haproxy",
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        pid = _read_pid(transport, where.pid_file)
+        if pid is not None:
+            try:
+                read_haproxy(transport, socket_path, python=python)
+            except Blocked:
+                pass
+            else:
+                return dataclasses.replace(where, pid=pid, haproxy_socket=socket_path)
+        time.sleep(0.1)
+    raise Negative(
+        f"{transport.label}: haproxy on {config.listen} did not answer on {socket_path} "
+        f"within {START_TIMEOUT_S:g}s"
+    )
+
+
+def stop_haproxy(
+    transport: Transport, *, pid_file: str, pid: int | None = None, timeout_s: float = 30.0
+) -> bool:
+    """Soft-stop HAProxy on the host (SIGUSR1: stop accepting, let sessions finish until
+    hard-stop-after); True once it has exited, False when it was not running."""
+    pid = _read_pid(transport, pid_file) or pid
+    if pid is None:
+        return False
+    alive = f"grep -q haproxy /proc/{pid}/cmdline 2>/dev/null"
+    if not transport.run(alive, timeout_s=COMMAND_TIMEOUT_S).ok:
+        return False
+    _run(transport, f"kill -USR1 {pid}", f"signalling haproxy (pid {pid})")
+    deadline = time.monotonic() + timeout_s
+    while transport.run(alive, timeout_s=COMMAND_TIMEOUT_S).ok:
+        if time.monotonic() > deadline:
+            _run(transport, f"kill -TERM {pid}", f"stopping haproxy (pid {pid})")
+            time.sleep(1.0)
+            if transport.run(alive, timeout_s=COMMAND_TIMEOUT_S).ok:
+                raise Negative(f"{transport.label}: haproxy (pid {pid}) still runs after SIGTERM")
+            break
+        time.sleep(0.1)
+    transport.run(f"rm -f {shlex.quote(pid_file)}", timeout_s=COMMAND_TIMEOUT_S)
+    return True

@@ -204,7 +204,8 @@ class StepContext:
         self.run_id = session.run_id
         self.step_id = step_id
         self.dry_run = dry_run
-        self.host = host
+        # `on: local` is this machine: actions see None, as for a step without `on:`.
+        self.host = None if host in (LOCAL, "localhost") else host
         self.state_dir = session.state_dir
         self.masker = session.masker
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -170,7 +170,9 @@ class Runner:
         )
         # The advice is replayed from the journal, so `opskit status` later says exactly the same.
         advice = replay(read_journal(self.journal.path).events).next_steps
-        return RunOutcome(self.s.run_id, state, code, self.s.masker.text(message), step, hint, advice)
+        return RunOutcome(
+            self.s.run_id, state, code, self.s.masker.text(message), step, hint, advice
+        )
 
     # --- one step -------------------------------------------------------------------------------------
 
@@ -269,7 +271,12 @@ class Runner:
                             operator=self.o.operator, via=via or "none", reason=decision.reason)  # fmt: skip
         if verdict != "approved":
             why = decision.reason or "the operator said no"
-            raise Stop("aborted", ExitCode.BLOCKED, f"stopped at gate {step.id}: {why}", step.id)
+            if step.manual:  # say who must act and what to confirm, not only that a gate said no
+                who = step.owner or "someone"
+                message = f"stopped at manual step {step.id}: {who} must: {render(step.manual, view)} ({why})"
+            else:
+                message = f"stopped at gate {step.id}: {why}"
+            raise Stop("aborted", ExitCode.BLOCKED, message, step.id)
 
     def perform(self, step: Step, ctx: Mapping[str, Any], hosts: tuple[str, ...],
                 display: str | None) -> tuple[Attempt, int]:  # fmt: skip
@@ -325,6 +332,8 @@ class Runner:
                 return once(host, count)
             except HostKeyError as exc:
                 return Attempt(ok=False, summary=str(exc))
+            except TransportDropped:
+                raise  # the command may have run: in doubt, never a plain failure or a retry
             except TransportError as exc:
                 if count >= policy.attempts:
                     return Attempt(ok=False, summary=str(exc))

@@ -170,6 +170,8 @@ def load(
     steps_y = top.get("steps")
     if steps_y is not None and steps_y.value is not None:
         _steps(st, steps_y, _Scope(chain=(path.resolve(),)), path, steps)
+        if steps_y.value == []:
+            st.bad(steps_y.loc, "steps is empty: a runbook needs at least one step")
     runbook = Runbook(
         name=st.text(top.get("name"), "name") or "",
         description=st.text(top.get("description"), "description") or "",
@@ -263,8 +265,11 @@ def is_playbook(root: Y) -> bool:
     """A list of steps, or a mapping with `steps:` and no runbook `name:` (a part meant for `include:`)."""
     if root.is_list:
         return True
-    return root.is_map and "name" not in root.value and "steps" in root.value and all(
-        k in PLAYBOOK_FIELDS for k in root.value
+    return (
+        root.is_map
+        and "name" not in root.value
+        and "steps" in root.value
+        and all(k in PLAYBOOK_FIELDS for k in root.value)
     )
 
 

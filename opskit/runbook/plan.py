@@ -70,7 +70,9 @@ class PlanStep:
     reason: str = ""
     duration_s: float | None = None
     predicted_wait_s: float | None = None
-    blocks: bool = False  # the real run (or resume) would stop here, e.g. an in-doubt step with no check
+    # The real run (or resume) would stop here, e.g. an in-doubt step with no check.
+    blocks: bool = False
+    past_duration_s: float | None = None  # how long it took in the last real run of this runbook
 
 
 @dataclass(frozen=True)
@@ -97,16 +99,17 @@ class Plan:
     forecast_s: float
     offline: bool = False
     warnings: list[str] = field(default_factory=list)
-    window: WindowVerdict | None = None  # with --window: whether the forecast fits (ok is False if not)
+    window: WindowVerdict | None = None  # with --window: does the forecast fit (ok is False if not)
 
 
 def forecast_s(steps: list[PlanStep]) -> float:
-    """Sum of what is known of each step's duration: waits, predicted waits, measured probes."""
+    """Sum of what is known of each step's duration: waits, predicted waits, measured probes, and how long
+    each step took in earlier real runs of the same runbook."""
     total = 0.0
     for s in steps:
         if s.status in (DONE, SKIP):
             continue
-        total += max(s.predicted_wait_s or 0.0, s.duration_s or 0.0)
+        total += max(s.predicted_wait_s or 0.0, s.duration_s or 0.0, s.past_duration_s or 0.0)
     return round(total, 3)
 
 
@@ -118,6 +121,7 @@ def untimed(steps: list[PlanStep]) -> list[str]:
         if s.status in (WOULD_RUN, GATE, UNKNOWN)
         and s.predicted_wait_s is None
         and s.duration_s is None
+        and s.past_duration_s is None
     ]
 
 

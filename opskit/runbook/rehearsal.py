@@ -22,6 +22,7 @@ from opskit.runbook import window
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
+from opskit.runbook.replay import past_durations
 from opskit.runbook.scope import render_hosts, step_context
 from opskit.runbook.templates import (
     TemplateProblem,
@@ -48,6 +49,7 @@ def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: froze
     try:
         session.captures.update(captures or {})
         r = _Rehearsal(session, options, done)
+        r.history = past_durations(options.state_dir, str(runbook.path))
         hosts = r.check_hosts()
         steps = [
             r.plan_in_doubt(step, in_doubt[step.id])
@@ -80,6 +82,7 @@ class _Rehearsal:
         self.done = done
         self.runner = Runner(session, options)
         self.host_ok: dict[str, bool] = {}
+        self.history: dict[str, float] = {}
 
     @property
     def unknown(self) -> set[str]:
@@ -152,8 +155,9 @@ class _Rehearsal:
             down = [h for h in hosts if not self.host_ok.get(h, True)]
             reason = f"{', '.join(down)} unreachable (see the host lines below)"
         reason = reason or _reason(status, step, self.unknown, self._prompt(step))
+        past = self.history.get(step.id) if status in (P.WOULD_RUN, P.GATE, P.UNKNOWN) else None
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
-                             self.s.masker.text(reason), duration, predicted)  # fmt: skip
+                             self.s.masker.text(reason), duration, predicted, past_duration_s=past)  # fmt: skip
         if record:
             self.record(planned)
         return planned
@@ -168,7 +172,10 @@ class _Rehearsal:
             why = "idempotent: true" if step.idempotent else "--rerun-in-doubt"
             reason = f"in doubt; runs again ({why})"
         elif action == "check" and self.o.offline:
-            status, reason = P.UNKNOWN, "in doubt; its check: decides at resume (not run: --offline)"
+            status, reason = (
+                P.UNKNOWN,
+                "in doubt; its check: decides at resume (not run: --offline)",
+            )
         elif action == "check":
             try:
                 passed, why = self.runner.check_passes(step)
@@ -190,7 +197,9 @@ class _Rehearsal:
         self.s.journal.append("step_planned", step=planned.id, status=planned.status, hosts=planned.hosts,
                               command=planned.command, reason=planned.reason, duration_s=planned.duration_s,
                               predicted_wait_s=planned.predicted_wait_s)  # fmt: skip
-        self.s.reporter.step_end(planned.id, planned.status, planned.reason, planned.duration_s or 0.0)
+        self.s.reporter.step_end(
+            planned.id, planned.status, planned.reason, planned.duration_s or 0.0
+        )
 
     def _prompt(self, step: Step) -> str:
         """The gate's question as the operator will see it (secrets masked, unknown values as <name>)."""

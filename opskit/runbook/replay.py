@@ -185,7 +185,7 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
                 )
                 s["hosts"] = list(info.get("hosts", []))
         elif kind == "resumed":
-            finished = None
+            finished, rolled_back = None, False  # going forward again after a rollback
         elif kind == "rollback_started":
             rolled_back = True
         elif kind == "step_started":
@@ -279,12 +279,19 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
 def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = False) -> list[str]:
     """What to do after a run stopped, as lines an operator can copy (the 3 a.m. question: now what?)."""
     resume = f"opskit resume {run_id}"
+    if rolled_back:
+        again = [s.id for s in steps if s.status not in FINISHED_OK]
+        return [f"{resume}    (after the rollback it runs {', '.join(again) or 'nothing'} again)"]
     lines: list[str] = []
     for s in steps:
         if s.status == "in_doubt" and s.has_check:
-            lines.append(f"{resume}    (step {s.id} was cut off; its check: decides whether it runs again)")
+            lines.append(
+                f"{resume}    (step {s.id} was cut off; its check: decides whether it runs again)"
+            )
         elif s.status == "in_doubt" and s.idempotent:
-            lines.append(f"{resume}    (step {s.id} was cut off; it is idempotent, so it runs again)")
+            lines.append(
+                f"{resume}    (step {s.id} was cut off; it is idempotent, so it runs again)"
+            )
         elif s.status == "in_doubt":
             lines += [
                 f"step {s.id} was cut off and has no check:; see on its host whether it took effect, then:",
@@ -292,14 +299,16 @@ def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = F
                 f"  {resume} --rerun-in-doubt    (it did not: run it again)",
             ]  # fmt: skip
         elif s.refused and s.status == "pending" and "--approve" in s.refused:
-            lines.append(f"{resume} --approve {s.id}    (or resume at a terminal to answer the gate)")
+            lines.append(
+                f"{resume} --approve {s.id}    (or resume at a terminal to answer the gate)"
+            )
         elif s.refused and s.status == "pending":
             lines.append(f"{resume}    (asks the gate of {s.id} again)")
         elif s.status == "failed" and s is _last_failed(steps):
             lines.append(f"fix what made {s.id} fail, then: {resume}    (runs {s.id} again)")
     if not lines:
         lines.append(resume)
-    if not rolled_back and any(s.status == "succeeded" and s.undoable for s in steps):
+    if any(s.status == "succeeded" and s.undoable for s in steps):
         lines.append(f"or undo what was done: opskit rollback {run_id}")
     return lines
 
@@ -308,3 +317,27 @@ def _last_failed(steps: Sequence[StepState]) -> StepState | None:
     """The failure that ended the run: a failed step with nothing started after it."""
     started = [s for s in steps if s.status != "pending"]
     return started[-1] if started and started[-1].status == "failed" else None
+
+
+def past_durations(state_dir: Path, runbook: str, *, newest: int = 20) -> dict[str, float]:
+    """step id -> seconds it took when it last succeeded in a real run of `runbook` (newest runs only).
+
+    A real night's `sync data` may take an hour; a forecast that counts only waits would call it a fit.
+    """
+    root = runs_dir(state_dir)
+    if not root.is_dir():
+        return {}
+    found: dict[str, float] = {}
+    for directory in sorted(root.iterdir(), reverse=True)[:newest]:
+        events = read_journal(directory / JOURNAL).events
+        head = events[0] if events else {}
+        if head.get("event") != "run_started" or head.get("mode") != "run":
+            continue
+        if head.get("runbook") != runbook:
+            continue
+        for ev in events:
+            if ev.get("event") == "step_finished" and ev.get("status") == "succeeded":
+                duration = ev.get("duration_s")
+                if isinstance(duration, int | float) and duration > 0:
+                    found.setdefault(str(ev.get("step")), float(duration))
+    return found

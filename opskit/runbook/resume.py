@@ -47,7 +47,10 @@ def load_for_resume(
     read = read_journal(directory / JOURNAL)
     state = replay(read.events, live=is_locked(directory))
     if state.mode != "run":
-        raise UsageError(f"run {run_id} is a {state.mode} rehearsal; there is nothing to resume")
+        raise UsageError(
+            f"run {run_id} is a {state.mode} rehearsal: it changed nothing, so there is nothing to "
+            "resume or roll back (list real runs with `opskit status`)"
+        )
     start = next((e for e in read.events if e.get("event") == "run_started"), {})
     overrides = dict(start.get("overrides") or {})
     runbook = load_runbook(Path(state.runbook), overrides)
@@ -118,7 +121,9 @@ def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
         reporter.started(run_id, "resume")
         done = {s.id for s in state.steps if s.status in DONE_STATUSES}
         # A failure the runbook accepted (continue_on_error) finished; the run went on past it.
-        done |= {s.id for s in state.steps if s.status == "failed" and _accepted_failure(runbook, s.id)}
+        done |= {
+            s.id for s in state.steps if s.status == "failed" and _accepted_failure(runbook, s.id)
+        }
         runner = Runner(session, options)
         for step, action in decisions:
             done |= _settle(runner, step, action)
@@ -164,5 +169,3 @@ def _settle(runner: Runner, step: Step, action: str) -> set[str]:
         runner.reporter.step_end(step.id, "skipped", "in doubt; skipped (--skip-in-doubt)", 0.0)
         return {step.id}
     return set()
-
-

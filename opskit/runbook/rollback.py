@@ -66,7 +66,7 @@ def rollback(run_id: str, options: RunOptions, reporter: Reporter) -> RollbackOu
         )
         reporter.started(run_id, "rollback")
         runner = Runner(session, options)
-        for _, st in order:
+        for position, (_, st) in enumerate(order):
             step = runbook.step(st.id)
             if step is None:
                 continue
@@ -74,8 +74,11 @@ def rollback(run_id: str, options: RunOptions, reporter: Reporter) -> RollbackOu
                 results.append(
                     UndoResult(step.id, "stopped", "irreversible: the point of no return")
                 )
+                before = [s.id for _, s in order[position + 1 :]]
+                undone = sum(1 for r in results if r.status == "undone")
                 message = (
-                    f"stopped at irreversible step {step.id}: steps before it cannot be rolled back"
+                    f"stopped at irreversible step {step.id} (the point of no return) after undoing "
+                    f"{undone} step(s); still done: {', '.join([step.id, *reversed(before)])}"
                 )
                 return _finish(session, run_id, ExitCode.BLOCKED, message, results, step.id)
             result = _undo_step(runner, step, undo_data.get(step.id))

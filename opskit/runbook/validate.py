@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit import actions
-from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation
+from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation, UsageError
 from opskit.redaction import MASK
 from opskit.runbook import loader
 from opskit.runbook.model import Kind, Runbook, Step
@@ -39,7 +39,28 @@ def load_runbook(path: Path, overrides: Mapping[str, Any] | None = None) -> Runb
         problems.extend(more)
     if problems or runbook is None:
         raise RunbookProblems(_sorted(problems, runbook))
+    _check_overrides(runbook, overrides or {})
     return runbook
+
+
+def _check_overrides(runbook: Runbook, overrides: Mapping[str, Any]) -> None:
+    """`--var nwe=...` would silently leave `new` at its default: a name nothing reads is bad input."""
+    used = _used_names(list(runbook.steps))
+    texts = _flat(dict(runbook.vars))
+    for h in runbook.hosts.values():
+        texts += [h.address, h.user, h.key_file, h.known_hosts]
+    for text in texts:
+        with contextlib.suppress(TemplateProblem):
+            used |= names(text) if is_template(text) else set()
+    declared = {k.removeprefix("vars.") for k in runbook.locs if k.startswith("vars.")}
+    for name in overrides:
+        if name not in declared and name not in used:
+            hint = difflib.get_close_matches(name, sorted(declared | used), n=1)
+            tip = f"did you mean '{hint[0]}'? " if hint else ""
+            raise UsageError(
+                f"--var {name}: {loader.display_path(runbook.path)} has no variable {name!r} "
+                f"({tip}variables: {', '.join(sorted(declared)) or 'none'})"
+            )
 
 
 @dataclass(frozen=True)
@@ -50,7 +71,9 @@ class Validated:
     kind: str  # runbook | playbook
     steps: int
     hosts: int
-    params: list[str] = field(default_factory=list)  # playbook: names its includer passes in `with:`
+    params: list[str] = field(
+        default_factory=list
+    )  # playbook: names its includer passes in `with:`
 
 
 def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Validated:
@@ -60,7 +83,9 @@ def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Val
     root, _ = read(path, loader.display_path(path), root_problems)
     if root is None or not loader.is_playbook(root):
         runbook = load_runbook(path, overrides)
-        return Validated(loader.display_path(path), "runbook", len(runbook.steps), len(runbook.hosts))
+        return Validated(
+            loader.display_path(path), "runbook", len(runbook.steps), len(runbook.hosts)
+        )
     playbook, problems = loader.load_playbook(path)
     if playbook is not None:
         params = set(playbook.params) if playbook.params is not None else _free_names(playbook)

@@ -36,7 +36,7 @@ class WindowVerdict:
 
 
 def parse_window(text: str) -> tuple[int, int]:
-    """"02:00-05:00" -> (start, end) in minutes after midnight; UsageError naming the flag otherwise."""
+    """ "02:00-05:00" -> (start, end) in minutes after midnight; UsageError naming the flag otherwise."""
     match = _WINDOW.fullmatch(text)
     if match is None:
         raise UsageError(f"--window: expected HH:MM-HH:MM (for example 02:00-05:00), got {text!r}")

@@ -18,7 +18,7 @@ from opskit.traffic.source import StatsSource
 from opskit.traffic.verdict import DrainPolicy, DrainVerdict, clock, decide, parse_time
 
 BARS = "▁▂▃▄▅▆▇█"
-HISTORY_POINTS = 60
+HISTORY_POINTS = 50  # two sparklines of this width fit an 80-column terminal
 TOP_CLIENTS = 20
 
 
@@ -44,12 +44,22 @@ def human_bytes(count: int) -> str:
 
 @dataclass
 class History:
-    """The last samples of active connections (one per refresh), for the sparkline."""
+    """The last samples (one per refresh) for the sparklines: connections open, and new ones.
+
+    Short connections (one HTTP request) open and close between two refreshes, so "active" alone
+    would draw a flat line while clients still arrive: "new" shows them.
+    """
 
     active: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    new: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    last_total: int | None = None
 
     def add(self, stats: BridgeStats) -> None:
         self.active.append(stats.active)
+        # A restarted bridge may report a smaller total: count nothing rather than a negative.
+        previous = stats.total if self.last_total is None else self.last_total
+        self.new.append(max(0, stats.total - previous))
+        self.last_total = stats.total
 
 
 def render(stats: BridgeStats, verdict: DrainVerdict, history: History, *, now: datetime) -> Any:
@@ -61,13 +71,16 @@ def render(stats: BridgeStats, verdict: DrainVerdict, history: History, *, now: 
 
     head = Text()
     head.append(f"bridge {stats.listener} -> {stats.target}", style="bold")
-    head.append(f"  ({stats.engine}, {stats.mode}, {stats.state}, since {stats.started_at[:19]}Z)")
+    started = parse_time(stats.started_at)
+    since = f" since {clock(started, now)}" if started else ""
+    head.append(f"\n{stats.engine} engine, {stats.mode} mode, {stats.state}{since}")
     counters = Text(
         f"active {stats.active}   total {stats.total}   in {human_bytes(stats.bytes_in)}"
         f"   out {human_bytes(stats.bytes_out)}   errors {stats.errors}   clients {len(stats.clients)}"
     )
     spark = Text(
-        f"active over time  {sparkline(list(history.active))}  (max {max(history.active, default=0)})"
+        f"open {sparkline(list(history.active))} (max {max(history.active, default=0)})\n"
+        f"new  {sparkline(list(history.new))} (max {max(history.new, default=0)} a refresh)"
     )
 
     clients = Table(title="clients, newest first", header_style="bold", expand=False)

@@ -8,7 +8,6 @@ care which engine runs the bridge or where. A source that cannot give live count
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,13 +60,9 @@ def check_live(stats: BridgeStats, label: str, *, now: datetime) -> BridgeStats:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: alive
-    return True
+    from opskit.proxy.forwarder import pid_alive  # noqa: PLC0415 - stdlib only
+
+    return pid_alive(pid)
 
 
 @dataclass(frozen=True)
@@ -129,3 +124,21 @@ class HaproxySocketSource:
         from opskit.proxy.haproxy_stats import read_socket  # noqa: PLC0415 - only this source needs it
 
         return read_socket(self.socket_path, timeout_s=self.timeout_s)
+
+
+@dataclass(frozen=True)
+class RemoteHaproxySource:
+    """A HAProxy stats socket on another host, asked over the step's SSH connection."""
+
+    transport: Transport
+    socket_path: str
+    python: str = "python3"
+
+    @property
+    def label(self) -> str:
+        return f"{self.transport.label}:{self.socket_path}"
+
+    def read(self) -> BridgeStats:
+        from opskit.proxy.remote import read_haproxy  # noqa: PLC0415 - only this source needs it
+
+        return read_haproxy(self.transport, self.socket_path, python=self.python)

@@ -111,3 +111,23 @@ def test_drained_without_switch_time_times_out_not_safe(tmp_path: Path, nginx: N
     finally:
         stop = build("proxy.stop", {"stats_file": started.values["stats_file"]})
         assert stop.run(ctx).ok  # type: ignore[attr-defined]
+
+
+def test_nudge_starts_when_the_journaled_switch_says_caches_forgot(tmp_path: Path) -> None:
+    """proxy.start nudges from switch + old TTL (+ margin) of the dns.switched fact, and not at all without it."""
+    action = build(
+        "proxy.start", {"listen": "127.0.0.1:1", "to": "127.0.0.1:2", "nudge_after": "10m"}
+    )
+    journaled = PlainContext(
+        tmp_path,
+        known_facts={"dns.switched": [{"switched_at": SWITCH.isoformat(), "old_ttl": 300}]},
+    )
+    given = build(
+        "proxy.start",
+        {"listen": "127.0.0.1:1", "to": "127.0.0.2:2", "nudge_after": "10m",
+         "switched_at": "2026-11-24T03:00:00Z", "old_ttl": "1h", "margin": "5m"},
+    )  # fmt: skip
+
+    assert action.nudge_not_before(journaled) == "2026-11-24T02:16:00+00:00"  # type: ignore[attr-defined]
+    assert action.nudge_not_before(PlainContext(tmp_path)) is None  # type: ignore[attr-defined]
+    assert given.nudge_not_before(PlainContext(tmp_path)) == "2026-11-24T04:05:00+00:00"  # type: ignore[attr-defined]

@@ -140,7 +140,9 @@ def test_action_update_and_undo_restore_the_previous_records(lab: DnsLab, tmp_pa
     assert done.ok
     assert read_rrset(server, "app2.upd.test", "A").values == ("192.0.2.77", "192.0.2.78")
     assert done.facts["dns.ttl_lowered"]["previous_ttl"] == 3600
-    switched = done.facts["dns.switched"]  # traffic.drained reads when caches forget the old address
+    switched = done.facts[
+        "dns.switched"
+    ]  # traffic.drained reads when caches forget the old address
     assert (switched["old_ttl"], switched["old_values"]) == (3600, ["192.0.2.42"])
     assert done.undo is not None
     assert done.undo["before"] == {"values": ["192.0.2.42"], "ttl": 3600}

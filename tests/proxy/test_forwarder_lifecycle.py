@@ -197,6 +197,7 @@ def test_sigterm_drains_then_closes_and_says_how_it_ended(
     assert stopping["active"] == 1
     assert final["state"] == "stopped"
     assert final["ended"] == "sigterm"
+    assert final["cut"] == 0
     assert final["active"] == 0
     assert time.monotonic() - started < 3
     assert "127.0.0.1" in fwd.out_file.read_text()
@@ -216,5 +217,6 @@ def test_sigterm_closes_a_long_connection_after_the_drain_timeout(
             waited_s = time.monotonic() - started
         assert fwd.proc.wait(timeout=10) == 0
     assert 0.5 < waited_s < 3
-    assert fwd.stats()["ended"] == "sigint"
+    assert (fwd.stats()["ended"], fwd.stats()["cut"]) == ("sigint", 1)
     assert "drain timeout" in fwd.log()
+    assert "1 cut at the drain timeout" in fwd.out_file.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from opskit.errors import ExitCode
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
 from opskit.proxy.haproxy import render_config
-from opskit.proxy.haproxy_stats import parse_show_sess, read_socket
+from opskit.proxy.haproxy_stats import parse_show_sess, parse_show_sess_all, read_socket
 from tests.conftest import Invoke
 from tests.proxy.clients import http_get
 from tests.proxy.conftest import StartForwarder
@@ -203,3 +205,70 @@ def test_show_sess_ignores_the_stats_socket_itself() -> None:
     )
 
     assert parse_show_sess(text, "opskit-127.0.0.1:1") == {"127.0.0.9": 2}
+
+
+SHOW_SESS_ALL = """\
+0x55d1: [23/Nov/2026:12:52:53.106905] id=0 proto=tcpv4 source=127.0.0.9:41426
+  flags=0x4a, conn_retries=0, conn_exp=<NEVER> conn_et=0x000 srv_conn=0x55, pend_pos=(nil)
+  frontend=opskit-127.0.0.1:1 (id=2 mode=tcp), listener=? (id=1) addr=127.0.0.1:1
+  req=0x55d1a0 (f=0x848000 an=0x0 pipe=0 tofwd=-1 total=27)
+      an_exp=<NEVER> rex=23h59m wex=<NEVER>
+  res=0x55d1b0 (f=0x8004a020 an=0x0 pipe=0 tofwd=-1 total=1020)
+      an_exp=<NEVER> rex=<NEVER> wex=<NEVER>
+0x7f78: [23/Nov/2026:12:52:53.607660] id=2 proto=unix_stream source=unix:1
+  frontend=GLOBAL (id=0 mode=tcp), listener=? (id=1) addr=unix:1
+  req=0x7f78a0 (f=0xc08000 an=0x0 pipe=0 tofwd=-1 total=14)
+  res=0x7f78b0 (f=0x80008002 an=0x0 pipe=0 tofwd=-1 total=1272)
+"""
+
+
+def test_show_sess_all_gives_bytes_per_bridged_session() -> None:
+    """Each bridged session's client and bytes moved are read; the stats socket's own is not a client."""
+    assert parse_show_sess_all(SHOW_SESS_ALL, "opskit-127.0.0.1:1") == {
+        "0x55d1": ("127.0.0.9", 1047)
+    }
+
+
+def test_haproxy_engine_nudges_idle_connections_once_caches_forgot(
+    tmp_path: Path, nginx: Nginx
+) -> None:
+    """With --nudge-after, HAProxy's idle bridged connection is closed; a busy one is kept."""
+    require_binary("haproxy")
+    config = BridgeConfig(
+        listen=f"127.0.0.1:{free_port()}",
+        to=nginx.http,
+        stats_file=tmp_path / "hap.json",
+        engine="haproxy",
+        stats_interval_s=0.1,
+        nudge_after_s=0.6,
+        nudge_not_before=(datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
+        log_file=tmp_path / "hap.log",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(config.stats_file, lambda s: s["state"] == "running")
+        idle = socket.create_connection(config.listen_host_port, source_address=("127.0.0.51", 0))
+        busy = socket.create_connection(config.listen_host_port, source_address=("127.0.0.52", 0))
+        idle.settimeout(5)
+        deadline = time.monotonic() + 4
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            # Keep-alive requests keep the busy one moving; the idle one only waits.
+            busy.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            busy.recv(65536)
+            idle.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                closed = idle.recv(1) == b""
+        assert closed
+        busy.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert busy.recv(65536).startswith(b"HTTP/1.1 200")
+        busy.close()
+        assert "nudged client 127.0.0.51" in config.log_file.read_text()  # type: ignore[union-attr]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)

@@ -176,3 +176,24 @@ def test_refused_new_host_is_a_per_client_error(tmp_path: Path, http_bridge: Any
     assert status == 502
     stats = wait_for(config.stats_file, lambda s: s["errors"] >= 1)
     assert [(c["address"], c["errors"]) for c in stats["clients"]] == [("127.0.0.64", 1)]
+
+
+def test_sigterm_stops_accepting_and_lets_the_open_client_finish(
+    nginx: Nginx, http_bridge: Any
+) -> None:
+    """After SIGTERM a new client is refused while an open keep-alive client still gets its answer."""
+    proc, config = http_bridge(nginx.http)
+    with socket.create_connection(config.listen_host_port, timeout=5) as sock:
+        sock.sendall(b"HEAD /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        proc.send_signal(signal.SIGTERM)
+        stopping = wait_for(config.stats_file, lambda s: s["state"] == "stopping")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(config.listen_host_port, timeout=1).close()
+        sock.sendall(b"HEAD /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+    assert proc.wait(timeout=15) == 0
+    final = json.loads(config.stats_file.read_text())
+    assert stopping["ended"] == "sigterm"
+    assert (final["state"], final["ended"]) == ("stopped", "sigterm")

@@ -14,6 +14,7 @@ import pytest
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.proxy.clients import http_get
+from tests.proxy.conftest import StartForwarder
 from tests.servers.common import free_port
 from tests.servers.nginx import Nginx
 
@@ -112,3 +113,101 @@ def test_foreground_bridge_ctrl_c_prints_the_final_table(
     assert "127.0.0.4" in out
     assert "Traceback" not in err
     assert json.loads(stats_file.read_text())["ended"] == "sigint"
+
+
+def test_malformed_host_port_is_bad_input_without_traceback(opskit: Invoke) -> None:
+    """`--listen 127.0.0.1` (no port) exits 2 naming the option and the expected form."""
+    result = opskit(
+        "proxy", "start", "--listen", "127.0.0.1", "--to", "127.0.0.1:80",
+        expect=ExitCode.BAD_INPUT,
+    )  # fmt: skip
+
+    assert "--listen" in result.stderr
+    assert "HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_blocked_with_a_plain_reason(
+    opskit: Invoke, nginx: Nginx, tmp_path: Path
+) -> None:
+    """A listen port that is taken exits 3 and says 'address already in use', detached or not."""
+    busy = nginx.http  # nginx listens there already
+    for detach in ((), ("--detach",)):
+        result = opskit(
+            "proxy", "start", "--listen", busy, "--to", nginx.http,
+            "--stats-file", str(tmp_path / f"busy{len(detach)}.json"), *detach,
+            expect=ExitCode.BLOCKED,
+        )  # fmt: skip
+
+        assert "address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_stats_file_of_a_running_bridge_is_not_taken_over(
+    opskit: Invoke, nginx: Nginx, forwarder: StartForwarder
+) -> None:
+    """A second bridge with the stats file of a running one is refused (exit 3) and the file is left alone."""
+    fwd = forwarder(nginx.http)
+    before = fwd.stats()
+
+    result = opskit(
+        "proxy", "start", "--listen", f"127.0.0.1:{free_port()}", "--to", nginx.http,
+        "--stats-file", str(fwd.stats_file), "--detach",
+        expect=ExitCode.BLOCKED,
+    )  # fmt: skip
+
+    assert f"pid {fwd.pid}" in result.stderr
+    assert fwd.stats()["pid"] == before["pid"]
+    assert fwd.stats()["state"] == "running"
+
+
+def test_status_of_a_killed_bridge_is_blocked(
+    opskit: Invoke, nginx: Nginx, forwarder: StartForwarder
+) -> None:
+    """After a kill -9 the stats file still says running; status shows it but exits 3 saying it is gone."""
+    fwd = forwarder(nginx.http)
+    fwd.proc.kill()
+    fwd.proc.wait(timeout=5)
+
+    result = opskit("proxy", "status", "--stats-file", str(fwd.stats_file), expect=ExitCode.BLOCKED)
+
+    assert "running" in result.stdout
+    assert "not running any more" in result.stderr
+
+
+def test_unreachable_new_host_is_a_warning_at_start(opskit: Invoke, tmp_path: Path) -> None:
+    """A --to that refuses connections still starts the bridge, with a warning on stderr."""
+    stats_file = tmp_path / "down.json"
+    dead = f"127.0.0.1:{free_port()}"
+    started = opskit(
+        "proxy", "start", "--listen", f"127.0.0.1:{free_port()}", "--to", dead,
+        "--stats-file", str(stats_file), "--detach",
+        expect=ExitCode.OK,
+    )  # fmt: skip
+    opskit("proxy", "stop", "--stats-file", str(stats_file), expect=ExitCode.OK)
+
+    assert f"warning: the new host {dead} does not answer" in started.stderr
+    assert "running in the background" in started.stdout
+
+
+def test_nudge_needs_to_know_when_caches_forget(opskit: Invoke, tmp_path: Path) -> None:
+    """--nudge-after without --switched-at and --old-ttl is bad input; with them it starts."""
+    listen = f"127.0.0.1:{free_port()}"
+    stats_file = tmp_path / "nudge.json"
+    refused = opskit(
+        "proxy", "start", "--listen", listen, "--to", "127.0.0.1:1", "--nudge-after", "1m",
+        expect=ExitCode.BAD_INPUT,
+    )  # fmt: skip
+    opskit(
+        "proxy", "start", "--listen", listen, "--to", "127.0.0.1:1", "--nudge-after", "1m",
+        "--switched-at", "2026-11-24T02:11:00Z", "--old-ttl", "5m", "--margin", "1m",
+        "--stats-file", str(stats_file), "--detach",
+        expect=ExitCode.OK,
+    )  # fmt: skip
+    pid = json.loads(stats_file.read_text())["pid"]
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    opskit("proxy", "stop", "--stats-file", str(stats_file), expect=ExitCode.OK)
+
+    assert "--switched-at and --old-ttl" in refused.stderr
+    # switch 02:11 + TTL 5m + margin 1m: nudging starts at 02:17
+    assert argv[argv.index(b"--nudge-not-before") + 1] == b"2026-11-24T02:17:00+00:00"

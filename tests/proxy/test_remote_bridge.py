@@ -14,7 +14,7 @@ import pytest
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, run_id, write
-from tests.servers.common import free_port
+from tests.servers.common import free_port, require_binary
 from tests.servers.nginx import Nginx
 from tests.servers.sshd import Sshd
 
@@ -111,3 +111,62 @@ def test_rehearsal_checks_the_port_and_target_without_starting(
     assert "port free, new host answers" in result.stdout
     assert not stats.exists()
     assert subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], check=False).returncode != 0
+
+
+HAPROXY_RUNBOOK = """
+    name: remote-haproxy-bridge
+    hosts:
+      old: {{address: 127.0.0.1, port: {ssh_port}, user: {user}, key_file: "{key}", known_hosts: "{known}"}}
+    steps:
+      - id: bridge
+        uses: proxy.start
+        on: old
+        with: {{listen: "127.0.0.1:{port}", to: "{to}", stats_file: "{stats}", engine: haproxy,
+                drain_timeout: 2s}}
+      - id: client
+        run: curl -s --interface 127.0.0.72 -o /dev/null -w "status=%{{http_code}}\\n" http://127.0.0.1:{port}/1k.txt
+      - id: drained
+        uses: traffic.drained
+        on: old
+        with: {{haproxy_socket: "{socket}", switched_at: "{switched}", old_ttl: 1s, margin: 0s,
+                quiet: 1s, timeout: 20s, interval: 200ms}}
+"""
+
+
+def test_remote_haproxy_bridge_is_read_over_ssh_and_undo_stops_it(
+    opskit: Invoke, tmp_path: Path, sshd: Sshd, nginx: Nginx
+) -> None:
+    """engine: haproxy on an SSH host runs HAProxy detached there; traffic.drained reads its socket; rollback stops it."""
+    require_binary("haproxy")
+    port = free_port()
+    remote_dir = tmp_path / "old"
+    stats = remote_dir / "b.json"
+    sock = remote_dir / "b.haproxy.sock"
+    switched = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    path = write(
+        tmp_path,
+        HAPROXY_RUNBOOK.format(
+            ssh_port=sshd.port, user=sshd.user, key=sshd.client_key, known=sshd.known_hosts,
+            port=port, to=nginx.http, stats=stats, socket=sock, switched=switched,
+        ),
+    )  # fmt: skip
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+    rid = run_id(result.stdout)
+    pid = int((remote_dir / "b.pid").read_text())
+    try:
+        assert "status=200" in result.stdout
+        assert "mode tcp" in (remote_dir / "b.haproxy.cfg").read_text()
+        assert _alive(pid)
+        finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
+        assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
+
+        opskit("rollback", rid, expect=ExitCode.OK)
+
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.kill(pid, 9)

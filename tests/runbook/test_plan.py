@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from opskit.errors import ExitCode
@@ -254,3 +255,30 @@ def test_unreachable_host_is_named_on_its_steps(opskit: Invoke, tmp_path: Path) 
     assert f"host old (127.0.0.1:{port}): UNREACHABLE: 127.0.0.1:{port} refuses connections" in (
         result.stdout
     )
+
+
+def test_forecast_counts_what_the_last_real_run_took(opskit: Invoke, tmp_path: Path) -> None:
+    """After a real run, the plan's forecast includes each command's measured time from that run."""
+    path = write(
+        tmp_path,
+        """
+        name: timed
+        steps:
+          - id: sync
+            run: sleep 0.3
+          - id: never-ran
+            run: "true"
+            when: "false"
+    """,
+    )
+    before = json.loads(opskit("plan", str(path), "--json", expect=ExitCode.OK).stdout)
+    opskit("run", str(path), expect=ExitCode.OK)
+
+    after = opskit("plan", str(path), "--window", "00:00-23:59", expect=ExitCode.OK)
+    planned = json.loads(opskit("plan", str(path), "--json", expect=ExitCode.OK).stdout)
+
+    assert before["steps"][0]["past_duration_s"] is None
+    assert planned["steps"][0]["past_duration_s"] >= 0.3
+    assert planned["forecast_s"] == planned["steps"][0]["past_duration_s"]
+    assert re.search(r"sleep 0\.3  took 3\d\dms last run", after.stdout)
+    assert "not counted" not in after.stdout  # every step that runs has an estimate now

@@ -227,12 +227,18 @@ def test_rollback_newest_first_stops_at_irreversible(opskit: Invoke, tmp_path: P
     result = opskit("rollback", rid, expect=ExitCode.BLOCKED)
 
     assert lines(log) == ["undo-s4", "undo-s3"]
-    assert "stopped at irreversible step s2" in result.stdout
+    assert (
+        "STOPPED: stopped at irreversible step s2 (the point of no return) after undoing 2 step(s); "
+        "still done: s2, s1"
+    ) in result.stdout
     state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert [s["status"] for s in state["steps"]] == [
         "succeeded", "succeeded", "undone", "succeeded", "undone", "failed",
     ]  # fmt: skip
     assert state["rolled_back"] is True
+    assert state["next_steps"] == [
+        f"opskit resume {rid}    (after the rollback it runs s3, s4, s5 again)"
+    ]
 
 
 def test_rollback_of_a_reversible_run_undoes_everything(opskit: Invoke, tmp_path: Path) -> None:
@@ -283,7 +289,9 @@ def test_ctrl_c_stops_the_step_and_says_how_to_resume(opskit_proc: Proc, tmp_pat
 
     assert code == ExitCode.INTERRUPTED, out + err
     rid = run_id(out)
-    assert "next: step b was cut off and has no check:; see on its host whether it took effect" in out
+    assert (
+        "next: step b was cut off and has no check:; see on its host whether it took effect" in out
+    )
     assert f"  opskit resume {rid} --skip-in-doubt     (it took effect" in out
     assert f"  opskit resume {rid} --rerun-in-doubt    (it did not" in out
     assert "opskit rollback" not in out  # step a has no undo: nothing to roll back

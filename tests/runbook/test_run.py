@@ -219,8 +219,14 @@ def test_manual_step_is_a_gate_for_its_owner(opskit: Invoke, tmp_path: Path) -> 
     """,
     )
 
-    opskit("run", str(path), expect=ExitCode.BLOCKED)
+    stopped = opskit("run", str(path), expect=ExitCode.BLOCKED)
     result = opskit("run", str(path), "--approve", "call-client", expect=ExitCode.OK)
+
+    assert (
+        "ABORTED: stopped at manual step call-client: customer-sysadmin must: Ask the customer's "
+        "sysadmin to point dispatch.example.net at the new host (no terminal to ask at; pass "
+        "--approve call-client"
+    ) in stopped.stdout
 
     gate = next(
         e for e in events(tmp_path / "state", run_id(result.stdout)) if e["event"] == "gate"
@@ -440,7 +446,12 @@ def test_uses_probes_run_locally_and_feed_later_steps(
     plan = json.loads(opskit("plan", str(path), "--json", expect=ExitCode.NEGATIVE).stdout)
     result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
 
-    assert [s["status"] for s in plan["steps"]] == ["probe_ok", "probe_ok", "would_run", "probe_failed"]
+    assert [s["status"] for s in plan["steps"]] == [
+        "probe_ok",
+        "probe_ok",
+        "would_run",
+        "probe_failed",
+    ]
     assert plan["steps"][0]["command"] == (
         f"http.check: check that {health_http.url('/health')} answers 200"
     )
@@ -479,3 +490,24 @@ def test_rollback_undoes_commands_and_passes_over_probes(
     state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert [s["status"] for s in state["steps"]] == ["undone", "succeeded"]
     assert state["rolled_back"] is True
+
+
+def test_misspelt_var_is_refused_before_anything_runs(opskit: Invoke, tmp_path: Path) -> None:
+    """`--var nwe=...` would leave `new` at its default, so it is bad input naming the closest variable."""
+    path = write(
+        tmp_path,
+        f"""
+        name: vars
+        vars: {{new: 198.51.100.20}}
+        steps:
+          - id: point
+            run: echo {{{{ new }}}} > {tmp_path}/pointed
+    """,
+    )
+
+    result = opskit("run", str(path), "--var", "nwe=127.0.0.1", expect=ExitCode.BAD_INPUT)
+    opskit("run", str(path), "--var", "new=127.0.0.1", expect=ExitCode.OK)
+
+    assert "--var nwe: " in result.stderr
+    assert "has no variable 'nwe' (did you mean 'new'? variables: new)" in result.stderr
+    assert (tmp_path / "pointed").read_text() == "127.0.0.1\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,33 @@ def test_plan_checks_every_host(opskit: Invoke, tmp_path: Path, sshd: Sshd) -> N
     result = opskit("plan", str(down), env={"SSH_TEST_DB_PW": "x-y-z"}, expect=ExitCode.NEGATIVE)
 
     assert "UNREACHABLE" in result.stdout
+
+
+@pytest.mark.parametrize("retry", ["{}", "{attempts: 3, delay: 100ms}"])
+def test_dropped_connection_leaves_the_step_in_doubt(
+    opskit: Invoke, tmp_path: Path, sshd: Sshd, retry: str
+) -> None:
+    """When the SSH link dies while a command runs, the step is in doubt (not failed, not retried)."""
+    path = write(
+        tmp_path,
+        f"""
+        name: dropped
+        hosts:
+          target: {{address: 127.0.0.1, port: {sshd.port}, user: {sshd.user}, key_file: "{sshd.client_key}",
+                   known_hosts: "{sshd.known_hosts}"}}
+        steps:
+          - id: migrate
+            on: target
+            run: echo started >> {tmp_path}/ran; kill -9 $PPID; sleep 5
+            retry: {retry}
+    """,
+    )
+
+    result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+    assert "is in doubt; check by hand, then resume" in result.stdout
+    assert (tmp_path / "ran").read_text() == "started\n"  # the transport retry did not re-run it
+    rid = next((tmp_path / "state" / "runs").iterdir()).name
+    state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    assert state["steps"][0]["status"] == "in_doubt"
+    assert f"opskit resume {rid} --skip-in-doubt" in result.stdout

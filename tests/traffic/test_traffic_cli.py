@@ -161,4 +161,5 @@ def test_watch_once_shows_clients_and_verdict(
 
     assert "127.0.0.53" in result.stdout
     assert "NOT SAFE to shut down" in result.stdout
-    assert "active over time" in result.stdout
+    assert "open ▁" in result.stdout
+    assert "new  ▁" in result.stdout
