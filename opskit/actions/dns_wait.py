@@ -37,7 +37,7 @@ class DnsWait(BaseAction):
             servers=ServerParams.read(params),
         )
         params.finish()
-        if not action.expect and "{{" not in action.name:
+        if not action.expect and not params.is_deferred("expect") and "{{" not in action.name:
             raise ParamError("expect", "give the address(es) every server must return")
         if action.interval_s <= 0:
             raise ParamError("interval", "must be more than 0")

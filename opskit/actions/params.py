@@ -130,6 +130,10 @@ class Params:
             raise ParamError(key, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def is_deferred(self, key: str) -> bool:
+        """True when `key` holds a value only a run can fill (its getter returned a placeholder)."""
+        return key in self._deferred
+
     def finish(self) -> None:
         """Reject keys that the action does not know (a typo must not be silently ignored)."""
         unknown = sorted(set(self._raw) - self._seen)

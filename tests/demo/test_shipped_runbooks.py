@@ -12,6 +12,7 @@ from opskit.runbook.validate import load_runbook
 from tests.conftest import REPO, Invoke
 
 RUNBOOKS = sorted((REPO / "runbooks").glob("*.yaml"))
+PLAYBOOKS = sorted((REPO / "playbooks").glob("*.yaml"))
 UNDONE_BY_THE_ACTION = {"dns.update", "proxy.start"}  # their undo comes from the journal
 
 
@@ -21,6 +22,15 @@ def test_shipped_runbook_validates(opskit: Invoke, path: Path) -> None:
     result = opskit("validate", str(path), expect=ExitCode.OK)
 
     assert result.stdout.startswith("ok:")
+
+
+@pytest.mark.parametrize("path", PLAYBOOKS, ids=lambda p: p.name)
+def test_shipped_playbook_validates_on_its_own(opskit: Invoke, path: Path) -> None:
+    """Every shipped playbook is usable on its own: `opskit validate` accepts it and lists its inputs."""
+    result = opskit("validate", str(path), expect=ExitCode.OK)
+
+    assert result.stdout.startswith("ok:")
+    assert "playbook" in result.stdout
 
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.name)

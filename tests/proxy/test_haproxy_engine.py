@@ -260,15 +260,35 @@ def test_haproxy_engine_nudges_idle_connections_once_caches_forgot(
         while time.monotonic() < deadline and not closed:
             # Keep-alive requests keep the busy one moving; the idle one only waits.
             busy.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-            busy.recv(65536)
+            _read_response(busy)
             idle.settimeout(0.2)
             with contextlib.suppress(TimeoutError):
                 closed = idle.recv(1) == b""
         assert closed
         busy.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert busy.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _read_response(busy).startswith(b"HTTP/1.1 200")
         busy.close()
         assert "nudged client 127.0.0.51" in config.log_file.read_text()  # type: ignore[union-attr]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole keep-alive HTTP response (headers and Content-Length body), however TCP splits it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -30,6 +30,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(2)
             status, body = 200, b"late\n"
         elif self.path == "/auth":
+            # Slow enough that a test watching `ps` surely sees the client process while it waits.
+            time.sleep(0.5)
             ok = self.headers.get("Authorization") == f"Bearer {LAB_TOKEN}"
             status, body = (200, b"welcome\n") if ok else (401, b"who are you\n")
         self.send_response(status)
