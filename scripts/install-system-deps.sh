@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers and clients the tests run against, only those that are missing.
 # As root with apt-get (CI, a fresh machine) it installs them; otherwise it names what is missing.
+# Recommended packages are kept: that is the set the suite was verified with (Chromium needs its fonts).
 set -euo pipefail
 
 declare -A need=(
@@ -19,7 +20,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  apt-get install -y -qq "${pkgs[@]}" >/dev/null
 else
   echo "missing system packages (install them, or run as root): ${pkgs[*]}" >&2
 fi
