@@ -1,12 +1,15 @@
 """`uses: dns.check`: the TTL gate before a switch (a probe: it runs in a dry-run too).
 
-Fails the step when NOT READY; blocked (exit 3) when no server answered. A TTL lowered earlier in the
+Fails the step when NOT READY; blocked (exit 3) when no server answered. With `wait_until_safe: 2h`, a
+check that is NOT READY only until a known safe time (a TTL lowered less than one old TTL ago) waits for
+that time, with progress, and checks again, instead of failing; a dry-run predicts that wait. A TTL lowered earlier in the
 run by `dns.update` (fact `dns.ttl_lowered`) or by `opskit dns update` (state dir) gives the safe time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import ClassVar, Self
 
@@ -27,6 +30,7 @@ class DnsCheck(BaseAction):
     changes: str | None = None
     lowered_at: str | None = None
     previous_ttl_s: float | None = None
+    wait_until_safe_s: float = 0.0
     servers: ServerParams = field(default_factory=ServerParams)
 
     @classmethod
@@ -55,6 +59,7 @@ class DnsCheck(BaseAction):
             changes=params.text("changes", None),
             lowered_at=lowered_at,
             previous_ttl_s=previous,
+            wait_until_safe_s=params.seconds("wait_until_safe", 0.0),
             servers=ServerParams.read(params),
         )
         params.finish()
@@ -66,6 +71,22 @@ class DnsCheck(BaseAction):
         return f"check DNS readiness of {', '.join(self.names)} (max TTL {self.max_ttl_s:g} s)"
 
     def run(self, ctx: ActionContext) -> ActionResult:
+        result, wait_s = self._check(ctx)
+        deadline = time.monotonic() + self.wait_until_safe_s
+        while wait_s is not None and time.monotonic() + wait_s <= deadline:
+            if not _sleep(ctx, wait_s, self.names):
+                return result
+            result, wait_s = self._check(ctx)
+        return result
+
+    def rehearse(self, ctx: ActionContext) -> ActionResult:
+        result, wait_s = self._check(ctx)
+        if wait_s is None or wait_s > self.wait_until_safe_s:
+            return result
+        return replace(result, predicted_wait_s=wait_s)
+
+    def _check(self, ctx: ActionContext) -> tuple[ActionResult, float | None]:
+        """The check once, and how long until it can turn READY by itself (None: it cannot, or it is)."""
         from opskit.dns import history  # noqa: PLC0415 - dnspython loads only when a step runs
         from opskit.dns.check import CheckOptions, check  # noqa: PLC0415
         from opskit.dns.query import QueryOptions  # noqa: PLC0415
@@ -91,15 +112,34 @@ class DnsCheck(BaseAction):
         try:
             report = check(list(self.names), options, now=ctx.now())
         except Blocked as exc:  # no zone found: no server answered at all
-            return ActionResult(ok=False, summary=str(exc), blocked=True)
+            return ActionResult(ok=False, summary=str(exc), blocked=True), None
         lines = []
         for rec in report.records:
             lines += [f"{rec.name} {rec.type} ttl {rec.ttl}: {p}" for p in rec.problems]
             lines += [f"{rec.name} {rec.type}: {n}" for n in rec.notes]
-        return ActionResult(
+        result = ActionResult(
             ok=report.ready,
             summary=report.verdict,
             detail="\n".join(lines),
             blocked=report.blocked,
             values=public(report),
         )
+        wait_s = None
+        if not report.ready and not report.blocked and report.safe_after is not None:
+            # +1 s: TTLs count in whole seconds, and a cache may still answer at the expiry second.
+            wait_s = max(0.0, (report.safe_after - ctx.now()).total_seconds()) + 1.0
+        return result, (wait_s if self.wait_until_safe_s > 0 else None)
+
+
+def _sleep(ctx: ActionContext, wait_s: float, names: tuple[str, ...]) -> bool:
+    """Wait with progress until the safe time; False when the step was cancelled meanwhile."""
+    end = time.monotonic() + wait_s
+    while (left := end - time.monotonic()) > 0:
+        if ctx.cancelled():
+            return False
+        ctx.progress(
+            f"waiting {left:.0f} s until caches can have forgotten the old TTL of {', '.join(names)}",
+            1.0 - left / wait_s if wait_s else None,
+        )
+        time.sleep(min(1.0, left))
+    return True

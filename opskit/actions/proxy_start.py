@@ -19,6 +19,7 @@ from opskit.actions.traffic_drained import (
     LOWERED_FACT,
     SWITCH_FACT,
     _when,
+    check_switched_at,
     switch_from_facts,
 )
 from opskit.durations import format_seconds
@@ -90,15 +91,7 @@ class ProxyStart(BaseAction):
             raise ParamError("proxy_protocol", "is for mode tcp (http mode adds X-Forwarded-For)")
         if action.max_connections < 1:
             raise ParamError("max_connections", "must be at least 1")
-        if (
-            action.switched_at
-            and "{{" not in action.switched_at
-            and _when(action.switched_at) is None
-        ):
-            raise ParamError(
-                "switched_at",
-                f"expected a time like 2026-11-24T02:11:00Z, got {action.switched_at!r}",
-            )
+        check_switched_at(action.switched_at)
         return action
 
     def describe(self) -> str:
@@ -242,14 +235,26 @@ class ProxyStart(BaseAction):
                 )
             except OpskitError as exc:
                 return ActionResult(ok=False, blocked=True, summary=str(exc))
-            problems = list(found.problems)
+            problems = [p for p in found.problems if not _only_in_use(p)]
+            notes = [p for p in found.problems if _only_in_use(p)]
             if self.engine == "haproxy" and remote.has_haproxy(ctx.transport()) is None:
                 problems.append(f"haproxy is not installed on {ctx.host}; use engine: builtin")
         else:
-            problems = _local_preflight(split_host_port(self.listen), split_host_port(self.to))
+            found_local = _local_preflight(split_host_port(self.listen), split_host_port(self.to))
+            problems = [p for p in found_local if not _only_in_use(p)]
+            notes = [p for p in found_local if _only_in_use(p)]
         if problems:
             return ActionResult(ok=False, summary="; ".join(problems))
         where = f" on {ctx.host}" if ctx.host else ""
+        if notes:
+            # In a rehearsal the old service still holds the port: the run stops it in an earlier step.
+            return ActionResult(
+                ok=True,
+                summary=(
+                    f"would {self.describe()}{where}: new host answers; {notes[0]} now "
+                    "(the old service?): a step before this one must free it"
+                ),
+            )
         return ActionResult(
             ok=True, summary=f"would {self.describe()}{where}: port free, new host answers"
         )
@@ -266,6 +271,11 @@ class ProxyStart(BaseAction):
             timeout_s=self.drain_timeout_s + 5,
             haproxy_socket=data.get("haproxy_socket"),
         )
+
+
+def _only_in_use(problem: str) -> bool:
+    """A listen address that is merely taken right now (not missing, not forbidden)."""
+    return "not free" in problem and "in use" in problem
 
 
 def _local_preflight(listen: tuple[str, int], target: tuple[str, int]) -> list[str]:

@@ -36,6 +36,12 @@ def _when(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def check_switched_at(value: str | None) -> None:
+    """ParamError unless `switched_at` is empty, a template, or an ISO 8601 time."""
+    if value and "{{" not in value and _when(value) is None:
+        raise ParamError("switched_at", f"expected a time like 2026-11-24T02:11:00Z, got {value!r}")
+
+
 def _first(fact: Mapping[str, Any], *keys: str) -> Any:
     return next((fact[k] for k in keys if fact.get(k) is not None), None)
 
@@ -100,15 +106,7 @@ class TrafficDrained(BaseAction):
         params.finish()
         if (action.stats_file is None) == (action.haproxy_socket is None):
             raise ParamError("stats_file", "give exactly one of stats_file or haproxy_socket")
-        if (
-            action.switched_at
-            and "{{" not in action.switched_at
-            and _when(action.switched_at) is None
-        ):
-            raise ParamError(
-                "switched_at",
-                f"expected a time like 2026-11-24T02:11:00Z, got {action.switched_at!r}",
-            )
+        check_switched_at(action.switched_at)
         if action.max_active < 0:
             raise ParamError("max_active", "cannot be negative")
         if action.interval_s <= 0:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from opskit import durations
 from opskit.cli import dns_render, output
+from opskit.cli.options import parse_duration
 from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -22,15 +22,6 @@ TYPES = click.Choice(["A", "AAAA", "CNAME", "MX", "TXT", "SRV"], case_sensitive=
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _seconds(option: str, text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return durations.parse_seconds(text)
-    except durations.DurationError as exc:
-        raise UsageError(f"{option}: {exc}") from None
 
 
 def _time(option: str, text: str | None) -> datetime | None:
@@ -111,18 +102,18 @@ def _check_options(
     from opskit.dns.verdict import Lowering, Policy
 
     at = _time("--lowered-at", lowered_at)
-    previous = _seconds("--previous-ttl", previous_ttl)
+    previous = parse_duration("--previous-ttl", previous_ttl)
     if (at is None) != (previous is None):
         raise UsageError("--lowered-at and --previous-ttl go together")
     lowering = Lowering(at, int(previous)) if at is not None and previous is not None else None
-    max_ttl_s = _seconds("--max-ttl", max_ttl) or 0.0
+    max_ttl_s = parse_duration("--max-ttl", max_ttl) or 0.0
     return CheckOptions(
         types=tuple(t.upper() for t in types) or DEFAULT_TYPES,
         policy=Policy.for_max(int(max_ttl_s), changes),
         nameservers=parse_nameservers(nameservers, auth_port),
         resolvers=tuple(parse_servers("--resolver", resolvers)),
         query=QueryOptions(
-            timeout_s=_seconds("--query-timeout", query_timeout) or 2.0, retries=retries
+            timeout_s=parse_duration("--query-timeout", query_timeout) or 2.0, retries=retries
         ),
         lowering=lowering,
         lowerings=tuple(history.lowerings(history.read())),
@@ -225,7 +216,7 @@ def plan(name: str, switch_at: str, target_ttl: str, as_json: bool, **kw: Any) -
     from opskit.dns.plan import plan as make
 
     at = _time("--switch-at", switch_at) or _now()
-    target = int(_seconds("--target-ttl", target_ttl) or 0)
+    target = int(parse_duration("--target-ttl", target_ttl) or 0)
     result = make(name, _check_options(**kw), switch_at=at, target_ttl=target, now=_now())
     if as_json:
         output.emit_json(result)
@@ -288,8 +279,8 @@ def wait(
         resolvers=opts.resolvers,
         types=tuple(t.upper() for t in types),
         query=opts.query,
-        timeout_s=_seconds("--timeout", timeout) or 0.0,
-        interval_s=_seconds("--interval", interval) or 1.0,
+        timeout_s=parse_duration("--timeout", timeout) or 0.0,
+        interval_s=parse_duration("--interval", interval) or 1.0,
     )
     live = dns_render.Live(
         enabled=not as_json and output.is_terminal(),
@@ -361,7 +352,7 @@ def update(
 
     target = parse_servers("--server", [server])[0]
     key = load_key_file(tsig_key_file) if tsig_key_file else None
-    ttl_s = _seconds("--ttl", ttl)
+    ttl_s = parse_duration("--ttl", ttl)
     result = replace_rrset(
         target,
         zone,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from opskit.cli.options import parse_duration, parse_time
 from opskit.cli.output import emit_json, line, table
 from opskit.durations import DurationError, parse_seconds
 from opskit.errors import ExitCode, UsageError
@@ -202,22 +203,19 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
       opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --nudge-after 10m \\
           --switched-at 2026-11-24T02:11Z --old-ttl 5m --detach
     """
-    from opskit.cli.traffic_cmds import parse_duration_option, parse_time_option  # noqa: PLC0415
     from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
 
     if nudge_after is not None and nudge_not_before is None:
-        when = parse_time_option("--switched-at", switched_at)
-        ttl_s = parse_duration_option("--old-ttl", old_ttl)
+        when = parse_time("--switched-at", switched_at)
+        ttl_s = parse_duration("--old-ttl", old_ttl)
         if when is None or ttl_s is None:
             raise UsageError(
                 "--nudge-after starts only once caches can have forgotten the old address: "
                 "give --switched-at and --old-ttl (or --nudge-not-before TIME)"
             )
-        nudge_not_before = nudge_start(
-            when, ttl_s, parse_duration_option("--margin", margin) or 0.0
-        )
+        nudge_not_before = nudge_start(when, ttl_s, parse_duration("--margin", margin) or 0.0)
     elif nudge_not_before is not None:
-        moment = parse_time_option("--nudge-not-before", nudge_not_before)
+        moment = parse_time("--nudge-not-before", nudge_not_before)
         nudge_not_before = moment.isoformat() if moment else None
 
     config = BridgeConfig(

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,47 +13,13 @@ import click
 
 from opskit import durations
 from opskit.cli import output
+from opskit.cli.options import parse_duration, parse_time
 from opskit.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from opskit.traffic.source import StatsSource
     from opskit.traffic.verdict import DrainPolicy, DrainVerdict
     from opskit.traffic.wait import WaitOutcome
-
-
-def _seconds(option: str, text: str | None) -> float | None:
-    """Seconds from a duration option; UsageError (exit 2) naming the option when malformed."""
-    if text is None:
-        return None
-    try:
-        return durations.parse_seconds(text)
-    except durations.DurationError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-
-
-def _time(option: str, text: str | None) -> datetime | None:
-    """ISO 8601 (UTC when no zone); a bare time like 02:11 is the latest such moment, today or yesterday."""
-    if text is None:
-        return None
-    cleaned = text.strip().replace("Z", "+00:00")
-    try:
-        value = datetime.fromisoformat(cleaned)
-    except ValueError:
-        try:
-            at = time.fromisoformat(cleaned)
-        except ValueError:
-            raise UsageError(
-                f"{option}: expected a time like 2026-11-24T02:11:00Z or 02:11, got {text!r}"
-            ) from None
-        now = datetime.now(UTC)
-        value = datetime.combine(now.date(), at.replace(tzinfo=at.tzinfo or UTC))
-        if value > now:
-            value -= timedelta(days=1)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-parse_duration_option = _seconds  # `opskit proxy start --old-ttl` parses the same way
-parse_time_option = _time  # `opskit proxy start --switched-at` too
 
 
 def policy_options(func: Any) -> Any:
@@ -102,10 +67,10 @@ def _policy(
     from opskit.traffic.verdict import DrainPolicy
 
     return DrainPolicy(
-        switched_at=_time("--switched-at", switched_at),
-        old_ttl_s=_seconds("--old-ttl", old_ttl),
-        margin_s=_seconds("--margin", margin),
-        quiet_s=_seconds("--quiet", quiet) or 0.0,
+        switched_at=parse_time("--switched-at", switched_at),
+        old_ttl_s=parse_duration("--old-ttl", old_ttl),
+        margin_s=parse_duration("--margin", margin),
+        quiet_s=parse_duration("--quiet", quiet) or 0.0,
         max_active=max_active,
     )
 
@@ -179,8 +144,8 @@ def watch(
         _source(stats_file, haproxy_socket),
         _policy(switched_at, old_ttl, margin, quiet, max_active),
     )
-    interval_s = _seconds("--interval", interval) or 1.0
-    duration_s = _seconds("--for", duration)
+    interval_s = parse_duration("--interval", interval) or 1.0
+    duration_s = parse_duration("--for", duration)
     console = Console()
     view, verdict = board.frame()
     if once or not output.is_terminal():
@@ -291,8 +256,8 @@ def wait(
     from opskit.traffic.wait import wait_until_safe
 
     policy = _policy(switched_at, old_ttl, margin, quiet, max_active)
-    timeout_s = _seconds("--timeout", timeout) or 0.0
-    interval_s = _seconds("--interval", interval) or 1.0
+    timeout_s = parse_duration("--timeout", timeout) or 0.0
+    interval_s = parse_duration("--interval", interval) or 1.0
     outcome = wait_until_safe(
         FileSource(stats_file),
         policy,

@@ -22,6 +22,7 @@ from opskit.errors import ExitCode, UsageError
 # The critical gate and the customer's manual step of the shipped runbook, approved up front as "demo".
 APPROVED = frozenset({"point-of-no-return", "customer-ready"})
 OPERATOR = "demo"
+TTL_GATE_STEP = "ttl-gate"
 PROPAGATION_STEP = "switch.propagated"
 
 
@@ -105,6 +106,8 @@ def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:
         "tsig_key_file": str(stage.key_file),
         "max_ttl": scaled(600),
         "low_ttl": scaled(300),
+        # The rehearsal lowers the TTL and switches in one night, so the gate waits out the whole day.
+        "ttl_gate_wait": scale.duration(30 * 3600),
         "stop_old_writes": f"{ctl} read-only old",
         "start_old_writes": f"{ctl} read-write old",
         "old_writes_stopped": f"{ctl} status old | grep -q read-only",
@@ -212,8 +215,12 @@ def _rehearse(
     ttl_wait_s = float(live[0]) if live else 0.0
     # dns.wait predicts from the TTL published now; after the lowering it waits only the low TTL.
     propagation = [s for s in plan.steps if s.id == PROPAGATION_STEP]
-    rest_s = plan.forecast_s + sum(
-        options.scale.ttl(300) - (s.predicted_wait_s or 0.0) for s in propagation
+    # The TTL gate predicts that same wait (it waits until the old TTL has passed): count it once.
+    gate = [s for s in plan.steps if s.id == TTL_GATE_STEP]
+    rest_s = (
+        plan.forecast_s
+        + sum(options.scale.ttl(300) - (s.predicted_wait_s or 0.0) for s in propagation)
+        - sum(s.predicted_wait_s or 0.0 for s in gate)
     )
     forecast = rest_s + ttl_wait_s
     forecast_real = options.scale.real_s(forecast)

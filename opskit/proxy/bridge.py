@@ -12,7 +12,6 @@ import importlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from opskit.errors import Blocked, Negative, UsageError
 from opskit.proxy import stats
 from opskit.proxy.config import BridgeConfig, split_host_port
+from opskit.proxy.detach import log_tail, popen_detached
 from opskit.proxy.stats import BridgeStats
 
 __all__ = [
@@ -156,21 +156,7 @@ def spawn_builtin(
     (port in use), Negative when it did not report in time.
     """
     _validate(config)
-    log_file = config.log_file or config.stats_file.with_suffix(".log")
-    for directory in {config.stats_file.parent, log_file.parent}:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        proc = subprocess.Popen(
-            [python, str(FORWARDER_PATH), *forwarder_argv(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            start_new_session=True,  # Ctrl-C in this terminal must not reach the bridge
-            close_fds=True,
-        )
-    finally:
-        os.close(fd)
+    proc, log_file = popen_detached([python, str(FORWARDER_PATH), *forwarder_argv(config)], config)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         exited = proc.poll() is not None
@@ -181,19 +167,11 @@ def spawn_builtin(
         mine = current is not None and current.pid == proc.pid
         if exited:
             ended = current.ended if current is not None and mine else None
-            raise Blocked(f"bridge on {config.listen} did not start: {ended or _tail(log_file)}")
+            raise Blocked(f"bridge on {config.listen} did not start: {ended or log_tail(log_file)}")
         if current is not None and mine and current.state == "running":
             return proc.pid
         time.sleep(0.05)
     raise Negative(f"bridge on {config.listen} did not report running within {ready_timeout_s:g}s")
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    return " | ".join(text[-lines:]) or "no log"
 
 
 def status(stats_file: Path) -> BridgeStats:

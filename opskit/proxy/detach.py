@@ -36,23 +36,24 @@ def config_from_json(text: str) -> BridgeConfig:
     return BridgeConfig(**raw)
 
 
-def _tail(path: Path) -> str:
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a detached bridge's log on one line, or "no log"."""
     try:
-        lines = path.read_text(errors="replace").strip().splitlines()
+        text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
-    return " | ".join(lines[-3:]) or "no log"
+    return " | ".join(text[-lines:]) or "no log"
 
 
-def spawn_module(module: str, config: BridgeConfig, *, python: str = sys.executable) -> int:
-    """Start `python -m MODULE CONFIG_JSON` detached; its pid once its stats file says it runs."""
+def popen_detached(argv: list[str], config: BridgeConfig) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `argv` in its own session, output appended to the log file (0600); (process, log file)."""
     log_file = config.log_file or config.stats_file.with_suffix(".log")
     for directory in {config.stats_file.parent, log_file.parent}:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            [python, "-m", module, config_to_json(config)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,
@@ -61,10 +62,16 @@ def spawn_module(module: str, config: BridgeConfig, *, python: str = sys.executa
         )
     finally:
         os.close(fd)
+    return proc, log_file
+
+
+def spawn_module(module: str, config: BridgeConfig, *, python: str = sys.executable) -> int:
+    """Start `python -m MODULE CONFIG_JSON` detached; its pid once its stats file says it runs."""
+    proc, log_file = popen_detached([python, "-m", module, config_to_json(config)], config)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise Negative(f"bridge on {config.listen} exited at start: {_tail(log_file)}")
+            raise Negative(f"bridge on {config.listen} exited at start: {log_tail(log_file)}")
         try:
             data = json.loads(config.stats_file.read_text(encoding="utf-8"))
             if data.get("pid") == proc.pid and data.get("state") == "running":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from opskit.transport.base import CommandResult, OutputSink
-from opskit.transport.streams import StreamTail
+from opskit.transport.streams import TAIL_BYTES, StreamTail, command_result, open_tails
 
 # After the shell exits, a background child (`daemon &`) may keep our pipes open forever; stop
 # reading once they have been quiet this long instead of waiting for an EOF that never comes.
@@ -82,9 +82,7 @@ class LocalTransport:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        kw = {} if self._cap is None else {"cap_bytes": self._cap}
-        tails = {"stdout": StreamTail("stdout", on_output, **kw)}
-        tails["stderr"] = StreamTail("stderr", on_output, **kw)
+        tails = open_tails(on_output, TAIL_BYTES if self._cap is None else self._cap)
         timed_out = False
         try:
             if stdin is not None and proc.stdin is not None:
@@ -105,14 +103,7 @@ class LocalTransport:
                     pipe.close()
         for tail in tails.values():
             tail.close()
-        return CommandResult(
-            command=command,
-            rc=rc,
-            stdout=tails["stdout"].text(),
-            stderr=tails["stderr"].text(),
-            duration_s=time.monotonic() - started,
-            timed_out=timed_out,
-        )
+        return command_result(command, rc, tails, started=started, timed_out=timed_out)
 
     @staticmethod
     def _pump(

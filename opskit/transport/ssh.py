@@ -22,7 +22,7 @@ from opskit.errors import HostKeyError, TransportDropped, TransportError
 from opskit.transport import known_hosts, remote_script
 from opskit.transport.base import CommandResult, HostSpec, OutputSink
 from opskit.transport.ssh_config import SshTarget, resolve
-from opskit.transport.streams import StreamTail
+from opskit.transport.streams import StreamTail, command_result, open_tails
 
 # Background children that keep stdout open would hold the channel forever after the command exits.
 _DRAIN_QUIET_S = 0.5
@@ -217,10 +217,7 @@ class SshTransport:
             raise TransportError(
                 self.label, f"could not start the command on {self._where()}: {exc} (nothing ran)"
             ) from None
-        tails = {
-            "stdout": StreamTail("stdout", on_output),
-            "stderr": StreamTail("stderr", on_output),
-        }
+        tails = open_tails(on_output)
         deadline = None if timeout_s is None else started + timeout_s
         # A writer thread: a command that answers while it reads (cat) would otherwise fill both
         # windows and deadlock us against it.
@@ -243,14 +240,7 @@ class SshTransport:
             rc = -1
         else:
             rc = self._exit_code(chan, transport)
-        return CommandResult(
-            command=command,
-            rc=rc,
-            stdout=tails["stdout"].text(),
-            stderr=tails["stderr"].text(),
-            duration_s=time.monotonic() - started,
-            timed_out=timed_out,
-        )
+        return command_result(command, rc, tails, started=started, timed_out=timed_out)
 
     @staticmethod
     def _pump(chan: paramiko.Channel, tails: dict[str, StreamTail], deadline: float | None) -> bool:

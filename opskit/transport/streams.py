@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from opskit.transport.base import OutputSink
+import time
+
+from opskit.transport.base import CommandResult, OutputSink
 
 # Everything is streamed to on_output; only this much of each stream is kept in the result, so a step
 # that prints gigabytes cannot exhaust memory (or the journal).
@@ -54,3 +56,22 @@ class StreamTail:
         if self._sink is not None:
             line = raw.decode("utf-8", errors="replace")
             self._sink(self.name, line.removesuffix("\r"))
+
+
+def open_tails(sink: OutputSink | None, cap_bytes: int = TAIL_BYTES) -> dict[str, StreamTail]:
+    """A tail for "stdout" and one for "stderr", both streaming to `sink`."""
+    return {name: StreamTail(name, sink, cap_bytes) for name in ("stdout", "stderr")}
+
+
+def command_result(
+    command: str, rc: int, tails: dict[str, StreamTail], *, started: float, timed_out: bool
+) -> CommandResult:
+    """The result of a finished command; `started` is its time.monotonic() start."""
+    return CommandResult(
+        command=command,
+        rc=rc,
+        stdout=tails["stdout"].text(),
+        stderr=tails["stderr"].text(),
+        duration_s=time.monotonic() - started,
+        timed_out=timed_out,
+    )
