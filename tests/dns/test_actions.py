@@ -98,6 +98,40 @@ def test_check_action_reads_the_lowering_fact_of_the_run(lab: DnsLab, tmp_path: 
     assert result.values["safe_after"] == (lowered + timedelta(seconds=300)).isoformat()
 
 
+@pytest.mark.dns
+def test_check_action_waits_out_a_recent_lowering_then_passes(lab: DnsLab, tmp_path: Path) -> None:
+    """With wait_until_safe, a TTL lowered seconds ago makes the gate count down, then say READY."""
+    lowered = datetime.now(UTC) - timedelta(seconds=298)  # the old 300 s TTL runs out in about 2 s
+    ctx = PlainContext(
+        state_dir=tmp_path,
+        known_facts={
+            "dns.ttl_lowered": [
+                {
+                    "name": "dispatch.example.test.",
+                    "type": "A",
+                    "lowered_at": lowered.isoformat(),
+                    "previous_ttl": 300,
+                }
+            ]
+        },
+    )
+    params = {"name": "dispatch.example.test", "types": "A", "nameservers": [lab.ns1, lab.ns2]}
+    waiting = load("dns.check").from_params(Params({**params, "wait_until_safe": "30s"}))
+
+    rehearsal = waiting.rehearse(ctx)
+    assert not rehearsal.ok
+    assert rehearsal.predicted_wait_s is not None
+    assert 1 <= rehearsal.predicted_wait_s <= 4
+
+    result = waiting.run(ctx)
+
+    assert result.ok, result.summary
+    assert ctx.progress_lines
+    assert "until caches can have forgotten the old TTL" in ctx.progress_lines[0]
+    too_short = load("dns.check").from_params(Params({**params, "wait_until_safe": "0s"}))
+    assert too_short.rehearse(ctx).predicted_wait_s is None
+
+
 def test_check_action_blocks_when_no_server_answers(silent_server: str, tmp_path: Path) -> None:
     """No server answering makes the step blocked (exit 3 for the run), not merely failed."""
     action = load("dns.check").from_params(
