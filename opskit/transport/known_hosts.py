@@ -1,6 +1,6 @@
 """Host key trust: known_hosts lookups, OpenSSH fingerprints, and recording a new key on request.
 
-paramiko's own policies either trust any key (AutoAddPolicy, WarningPolicy) or say nothing useful;
+paramiko's own policies either trust any key (the auto-add and the warning policy) or say nothing useful;
 this one fails with which host, which key and what to do, and records a key only when the operator
 asked (`--accept-new-host-keys`). A key that differs from a recorded one never reaches the policy:
 paramiko raises BadHostKeyException, which `changed_key_error` turns into the MITM warning.
