@@ -22,6 +22,7 @@ system-deps:
 lint: $(BIN)/opskit
 	$(BIN)/ruff check opskit tests benchmarks
 	$(BIN)/ruff format --check opskit tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/opskit
 	$(BIN)/mypy opskit
