@@ -7,7 +7,7 @@ TSIG comes from `tsig_key_file` (BIND format) or from a runbook secret (`tsig_se
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
@@ -31,7 +31,7 @@ class DnsUpdate(BaseAction):
     values: tuple[str, ...]
     ttl_s: float | None = None
     tsig_key_file: str | None = None
-    tsig_secret: str | None = None
+    tsig_secret: str | None = field(default=None, repr=False)  # never in a traceback or a log line
     tsig_name: str | None = None
     tsig_algorithm: str = "hmac-sha256"
 

@@ -26,6 +26,7 @@ class TcpCheck(BaseAction):
     @classmethod
     def from_params(cls, params: Params) -> Self:
         port = params.integer("port")
+        # 0 is what Params returns while the port is a template only the run fills in.
         if not 0 <= port <= 65535:
             raise ParamError("port", f"expected a port number 1-65535, got {port}")
         action = cls(host=params.text("host"), port=port, timeout_s=params.seconds("timeout", 3.0))

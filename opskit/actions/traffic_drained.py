@@ -18,6 +18,7 @@ from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAct
 from opskit.actions.params import ParamError, Params
 from opskit.durations import format_seconds
 from opskit.errors import OpskitError
+from opskit.traffic.verdict import DEFAULT_QUIET_S
 
 SWITCH_FACT = "dns.switched"
 LOWERED_FACT = "dns.ttl_lowered"
@@ -85,7 +86,7 @@ class TrafficDrained(BaseAction):
     switched_at: str | None = None
     old_ttl_s: float | None = None
     margin_s: float | None = None
-    quiet_s: float = 15 * 60.0
+    quiet_s: float = DEFAULT_QUIET_S
     max_active: int = 0
     timeout_s: float = 3600.0
     interval_s: float = 5.0
@@ -98,7 +99,7 @@ class TrafficDrained(BaseAction):
             switched_at=params.text("switched_at", None),
             old_ttl_s=params.seconds("old_ttl", None),
             margin_s=params.seconds("margin", None),
-            quiet_s=params.seconds("quiet", 15 * 60.0),
+            quiet_s=params.seconds("quiet", DEFAULT_QUIET_S),
             max_active=params.integer("max_active", 0),
             timeout_s=params.seconds("timeout", 3600.0),
             interval_s=params.seconds("interval", 5.0),

@@ -16,6 +16,8 @@ from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from opskit.dns.check import CheckOptions
+    from opskit.dns.query import QueryOptions
+    from opskit.dns.servers import Server, ServerChoice
 
 TYPES = click.Choice(["A", "AAAA", "CNAME", "MX", "TXT", "SRV"], case_sensitive=False)
 
@@ -25,7 +27,7 @@ def _now() -> datetime:
 
 
 def _time(option: str, text: str | None) -> datetime | None:
-    """ISO 8601 (a time without a zone is UTC)."""
+    """ISO 8601 in UTC (a time without a zone is UTC; one with a zone is converted)."""
     if text is None:
         return None
     try:
@@ -34,7 +36,7 @@ def _time(option: str, text: str | None) -> datetime | None:
         raise UsageError(
             f"{option}: expected a time like 2026-11-24T01:12:00Z, got {text!r}"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def server_options(func: Any) -> Any:
@@ -97,8 +99,6 @@ def _check_options(
 ) -> CheckOptions:
     from opskit.dns import history
     from opskit.dns.check import DEFAULT_TYPES, CheckOptions
-    from opskit.dns.query import QueryOptions
-    from opskit.dns.servers import parse_nameservers, parse_servers
     from opskit.dns.verdict import Lowering, Policy
 
     at = _time("--lowered-at", lowered_at)
@@ -107,16 +107,35 @@ def _check_options(
         raise UsageError("--lowered-at and --previous-ttl go together")
     lowering = Lowering(at, int(previous)) if at is not None and previous is not None else None
     max_ttl_s = parse_duration("--max-ttl", max_ttl) or 0.0
+    auth, caches, query = _servers(nameservers, resolvers, auth_port, query_timeout, retries)
     return CheckOptions(
         types=tuple(t.upper() for t in types) or DEFAULT_TYPES,
         policy=Policy.for_max(int(max_ttl_s), changes),
-        nameservers=parse_nameservers(nameservers, auth_port),
-        resolvers=tuple(parse_servers("--resolver", resolvers)),
-        query=QueryOptions(
-            timeout_s=parse_duration("--query-timeout", query_timeout) or 2.0, retries=retries
-        ),
+        nameservers=auth,
+        resolvers=caches,
+        query=query,
         lowering=lowering,
         lowerings=tuple(history.lowerings(history.read())),
+    )
+
+
+def _servers(
+    nameservers: tuple[str, ...],
+    resolvers: tuple[str, ...],
+    auth_port: int,
+    query_timeout: str,
+    retries: int,
+) -> tuple[ServerChoice, tuple[Server, ...], QueryOptions]:
+    """The options of `server_options`: who to ask and how hard."""
+    from opskit.dns.query import QueryOptions
+    from opskit.dns.servers import parse_nameservers, parse_servers
+
+    return (
+        parse_nameservers(nameservers, auth_port),
+        tuple(parse_servers("--resolver", resolvers)),
+        QueryOptions(
+            timeout_s=parse_duration("--query-timeout", query_timeout) or 2.0, retries=retries
+        ),
     )
 
 
@@ -273,12 +292,12 @@ def wait(
     from opskit.dns.wait import WaitOptions
     from opskit.dns.wait import wait as run_wait
 
-    opts = _check_options(types=types, **kw)
+    auth, caches, query = _servers(**kw)
     options = WaitOptions(
-        nameservers=opts.nameservers,
-        resolvers=opts.resolvers,
+        nameservers=auth,
+        resolvers=caches,
         types=tuple(t.upper() for t in types),
-        query=opts.query,
+        query=query,
         timeout_s=parse_duration("--timeout", timeout) or 0.0,
         interval_s=parse_duration("--interval", interval) or 1.0,
     )

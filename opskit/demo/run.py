@@ -18,6 +18,7 @@ from opskit.demo.reporter import DemoReporter, Show
 from opskit.demo.timescale import TimeScale
 from opskit.durations import format_seconds
 from opskit.errors import ExitCode, UsageError
+from opskit.runbook.window import parse_window
 
 # The critical gate and the customer's manual step of the shipped runbook, approved up front as "demo".
 APPROVED = frozenset({"point-of-no-return", "customer-ready"})
@@ -76,15 +77,8 @@ def shipped_runbook() -> Path:
 
 def window_seconds(window: str) -> float:
     """The length of a window "02:00-05:00" (past midnight allowed: "23:00-02:00" is 3 h)."""
-    try:
-        start, end = (part.strip() for part in window.split("-", 1))
-        minutes = [int(t.split(":")[0]) * 60 + int(t.split(":")[1]) for t in (start, end)]
-    except (ValueError, IndexError):
-        raise UsageError(f"--window: expected HH:MM-HH:MM, got {window!r}") from None
-    if not all(0 <= m < 24 * 60 for m in minutes):
-        raise UsageError(f"--window: times must be between 00:00 and 23:59, got {window!r}")
-    length = (minutes[1] - minutes[0]) % (24 * 60)
-    return float(length * 60)
+    start, end = parse_window(window)
+    return float((end - start) % (24 * 60) * 60)
 
 
 def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from opskit.dns.chain import gate_link
 from opskit.dns.check import CheckOptions, check
 from opskit.dns.history import latest_for
-from opskit.dns.timefmt import ceil_second
+from opskit.dns.timefmt import as_utc, ceil_second
 from opskit.dns.verdict import ASSUMED_MAX_CACHE_TTL_S, Lowering
 from opskit.errors import Blocked, UsageError
 
@@ -51,6 +51,7 @@ def _floor(moment: datetime) -> datetime:
 
 
 def _not_past(switch_at: datetime, now: datetime) -> None:
+    switch_at, now = as_utc(switch_at), as_utc(now)
     if switch_at < now:
         raise UsageError(
             f"--switch-at {switch_at:%Y-%m-%d %H:%M:%S} UTC is in the past "
@@ -73,6 +74,7 @@ def make_plan(
 
     `lower_what` names the RRset whose TTL gates the switch (a CNAME link of NAME, say); default NAME TYPE.
     """
+    switch_at = as_utc(switch_at)  # the timeline is shown in UTC, whatever zone --switch-at had
     what = f"{name.rstrip('.')} {rtype}"
     lowered_rrset = lower_what or what
     _not_past(switch_at, now)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dns.asyncquery
@@ -160,24 +159,6 @@ def classify(response: dns.message.Message, *, authoritative: bool) -> str | Non
     if authoritative and not response.flags & dns.flags.AA:
         return "not authoritative for this name (lame delegation?)"
     return None
-
-
-async def ask_all(
-    servers: Sequence[Server],
-    queries: Sequence[dns.message.Message],
-    *,
-    options: QueryOptions = DEFAULT_OPTIONS,
-    authoritative: bool = False,
-) -> list[list[Outcome]]:
-    """Every query to every server, concurrently (bounded per server): result[query][server]."""
-    limiter = Limiter(options.per_server)
-    grid = [
-        [ask(s, q, options=options, limiter=limiter, authoritative=authoritative) for s in servers]
-        for q in queries
-    ]
-    flat = await asyncio.gather(*(c for row in grid for c in row))
-    width = len(servers)
-    return [list(flat[i * width : (i + 1) * width]) for i in range(len(queries))]
 
 
 def find(

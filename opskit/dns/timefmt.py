@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The same moment in UTC (a time without a zone is UTC): every time shown here says "UTC"."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def ceil_minute(when: datetime) -> datetime:
@@ -22,6 +26,7 @@ def ceil_second(when: datetime) -> datetime:
 
 def when(moment: datetime, now: datetime) -> str:
     """ "01:12:05 UTC" within ten minutes of now, "01:12 UTC" today, "2026-11-24 01:12 UTC" otherwise."""
+    moment, now = as_utc(moment), as_utc(now)
     ahead = abs((moment - now).total_seconds())
     if ahead < 600:
         return f"{ceil_second(moment):%H:%M:%S} UTC"
@@ -31,13 +36,9 @@ def when(moment: datetime, now: datetime) -> str:
     return f"{rounded:%Y-%m-%d %H:%M} UTC"
 
 
-def whole_seconds(seconds: float) -> int:
-    """Seconds rounded up (a remaining TTL of 7.2 s can still serve in its 8th second)."""
-    return math.ceil(seconds)
-
-
 def by(moment: datetime, now: datetime) -> str:
     """A deadline or an expiry in the format of `when`, rounded down: it is never shown late."""
+    moment, now = as_utc(moment), as_utc(now)
     ahead = abs((moment - now).total_seconds())
     if ahead < 600:
         return f"{moment:%H:%M:%S} UTC"

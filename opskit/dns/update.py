@@ -244,9 +244,7 @@ def replace_rrset(
     verified = _verify(server, name, type_text, wanted, timeout_s)
     try:
         after = read_rrset(server, name, type_text)
-    except (
-        OpskitError
-    ):  # the update went out: a failed read afterwards must not say "nothing changed"
+    except OpskitError:  # the update went out: a failed read must not say "nothing changed"
         after = None
     lowered = None
     if before is not None and values and ttl < before.ttl:

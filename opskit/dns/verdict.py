@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from opskit.dns.chain import gate_link
 from opskit.dns.dnssec import expiry_problem
 from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
-from opskit.dns.timefmt import by, when
+from opskit.dns.timefmt import as_utc, by, when
 
 # The longest a common resolver keeps anything (unbound cache-max-ttl default); used only to say what an
 # unknown lowering time would have to be, never to declare a switch safe.
@@ -46,6 +46,10 @@ class Lowering:
     name: str | None = None  # None: applies to every record checked
     type: str | None = None
     new_ttl_s: int | None = None
+
+    def __post_init__(self) -> None:
+        # A hand-written --lowered-at or journal line may carry another zone or none at all.
+        object.__setattr__(self, "lowered_at", as_utc(self.lowered_at))
 
     @property
     def safe_after(self) -> datetime:

@@ -39,9 +39,8 @@ __all__ = [
 ]
 
 FORWARDER_PATH = Path(__file__).with_name("forwarder.py")
-PROBE_LINE = (
-    b"OPSKIT-BRIDGE-PROBE/1\r\n"  # forwarder.PROBE_LINE: connections that send it are not counted
-)
+# forwarder.PROBE_LINE (not imported: that is 1000 lines): connections that send it are not counted
+PROBE_LINE = b"OPSKIT-BRIDGE-PROBE/1\r\n"
 _OUR_PROCESSES = ("forwarder", "opskit", "haproxy", "mitm")  # what a pid we signal must be running
 
 
@@ -203,12 +202,9 @@ def _pid_from(stats_file: Path | None, pid_file: Path | None) -> int:
 
 
 def _is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")  # a zombie has exited; only its parent has not reaped it yet
+    from opskit.proxy.forwarder import pid_alive  # noqa: PLC0415 - stdlib only
+
+    return pid_alive(pid)
 
 
 def _is_ours(pid: int) -> bool:
@@ -226,7 +222,8 @@ def stop(
 ) -> BridgeStats | None:
     """SIGTERM the bridge, wait until it exits (a second SIGTERM closes what is left); its final stats.
 
-    Blocked when it is not running; Negative when it is still running after timeout_s (+ 5 s grace).
+    Blocked when it is not running; Negative when it is still running after timeout_s (+ 5 s grace)
+    or runs as another user.
     """
     pid = _pid_from(stats_file, pid_file)
     if not _is_alive(pid):
@@ -235,16 +232,26 @@ def stop(
         raise Blocked(
             f"pid {pid} is not an opskit bridge (the pid file is stale); not signalling it"
         )
-    os.kill(pid, signal.SIGTERM)
+    _terminate(pid)
     if not _wait_gone(pid, timeout_s):
-        os.kill(
-            pid, signal.SIGTERM
-        )  # the second signal closes the remaining bridged connections now
+        _terminate(pid)  # the second signal closes the remaining bridged connections now
         if not _wait_gone(pid, 5.0):
             raise Negative(
                 f"the bridge (pid {pid}) is still running {timeout_s + 5:g}s after SIGTERM"
             )
     return stats.load(stats_file) if stats_file is not None and stats_file.exists() else None
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it exited on its own meanwhile: _wait_gone sees that
+    except PermissionError:
+        # Negative, not Blocked: proxy.stop reads Blocked as "nothing to stop", and this one still runs.
+        raise Negative(
+            f"the bridge (pid {pid}) runs as another user: stop it as that user (sudo opskit proxy stop)"
+        ) from None
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:

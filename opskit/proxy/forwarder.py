@@ -43,9 +43,8 @@ PROBE_LINE = b"OPSKIT-BRIDGE-PROBE/1\r\n"
 PROBE_GRACE_S = 0.25
 PROBE_MAX_S = 10.0
 LISTEN_BACKLOG = 4096
-HEARTBEAT_S = (
-    5.0  # rewrite the stats file this often even when nothing changed: readers see we live
-)
+# Rewrite the stats file this often even when nothing changed: readers see the bridge lives.
+HEARTBEAT_S = 5.0
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 _mono = time.monotonic

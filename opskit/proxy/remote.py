@@ -238,7 +238,6 @@ for command in ("show stat", "show sess"):
     out[command] = b"".join(chunks).decode("utf-8", "replace")
 print(json.dumps(out))
 """
-UNIX_PATH_MAX = 100
 
 
 def read_haproxy(transport: Transport, socket_path: str, *, python: str = "python3") -> BridgeStats:
@@ -284,7 +283,11 @@ def start_haproxy(
     """
     import tempfile  # noqa: PLC0415
 
-    from opskit.proxy.haproxy import fitting_maxconn, render_config  # noqa: PLC0415
+    from opskit.proxy.haproxy import (  # noqa: PLC0415
+        UNIX_PATH_MAX,
+        fitting_maxconn,
+        render_config,
+    )
 
     binary = has_haproxy(transport)
     if binary is None:

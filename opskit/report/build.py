@@ -15,7 +15,7 @@ from opskit.report import source
 from opskit.report.model import Approval, Note, Report, StepRecord, TimelineEntry
 from opskit.report.traffic import parse_ts, traffic_series
 from opskit.runbook.journal import JOURNAL
-from opskit.runbook.replay import replay
+from opskit.runbook.replay import RunState, replay
 
 _DONE = {"succeeded", "ok", "done", "skipped", "skip", "probe_ok"}
 _OUTPUT_TAIL = 5
@@ -38,20 +38,26 @@ def build_report(run_dir: Path, *, secrets: Iterable[str] = ()) -> Report:
     started = _first(read.events, "run_started")
     masker = Masker([*secrets, *source.runbook_secrets(_text(started, "runbook"))])
     events = [masker.value(e) for e in read.events] if masker else read.events
-    report = from_events(run_dir.name, events, warnings=read.warnings, state=read.state.state)
+    report = from_events(run_dir.name, events, warnings=read.warnings, replayed=read.state)
     traffic = traffic_series(run_dir, report.steps)
     return Report(**{**report.__dict__, "traffic": traffic})
 
 
 def from_events(
-    run_id: str, events: list[dict[str, Any]], *, warnings: list[str], state: str | None = None
+    run_id: str,
+    events: list[dict[str, Any]],
+    *,
+    warnings: list[str],
+    replayed: RunState | None = None,
 ) -> Report:
-    """The report model from journal events (oldest first); `state` from the engine's replay."""
+    """The report model from journal events (oldest first); `replayed`: the engine's replay of them
+    (which knows whether the run is live), replayed here when not given."""
     started = _first(events, "run_started")
     finished = _last(events, "run_finished")
-    replayed = replay(list[Mapping[str, Any]](events))
+    if replayed is None:
+        replayed = replay(list[Mapping[str, Any]](events))
     steps = _steps(events, started, {s.id: s.status for s in replayed.steps})
-    state = state or replayed.state
+    state = replayed.state
     resume_command, next_steps = _next_steps(run_id, state, list(replayed.next_steps))
     done = [s.id for s in steps if s.status in _DONE]
     # A failed step the run went past (continue_on_error) is history, not work left.

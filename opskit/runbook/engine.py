@@ -191,10 +191,12 @@ class Runner:
             hosts = render_hosts(step, ctx)
             display = self.display_command(step)
         except TemplateProblem as exc:
+            # jinja's message may quote a rendered value, and the real secrets were in the context.
+            problem = self.s.masker.text(str(exc))
             self.journal.append("step_finished", step=step.id, status="failed", attempts=0, duration_s=0.0,
-                                summary=str(exc))  # fmt: skip
-            self.reporter.step_end(step.id, "failed", str(exc), 0.0)
-            return Attempt(ok=False, summary=str(exc))
+                                summary=problem)  # fmt: skip
+            self.reporter.step_end(step.id, "failed", problem, 0.0)
+            return Attempt(ok=False, summary=problem)
         if step.gate or step.manual:
             self.gate(step)
         self.reporter.step_begin(step.id, step.title, hosts, display)

@@ -67,8 +67,7 @@ def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
     state, runbook, events = load_for_resume(
         options.state_dir, run_id, accept_changes=options.accept_changes
     )
-    done = {s.id for s in state.steps if s.status in DONE_STATUSES}
-    done |= {s.id for s in state.steps if s.status == "failed" and _accepted_failure(runbook, s.id)}
+    done = _finished(state, runbook)
     in_doubt = {}
     for s in state.steps:
         step = runbook.step(s.id)
@@ -119,11 +118,7 @@ def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
             restored=sorted(state.captured),
         )  # fmt: skip
         reporter.started(run_id, "resume")
-        done = {s.id for s in state.steps if s.status in DONE_STATUSES}
-        # A failure the runbook accepted (continue_on_error) finished; the run went on past it.
-        done |= {
-            s.id for s in state.steps if s.status == "failed" and _accepted_failure(runbook, s.id)
-        }
+        done = _finished(state, runbook)
         runner = Runner(session, options)
         for step, action in decisions:
             done |= _settle(runner, step, action)
@@ -133,8 +128,17 @@ def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
         lock.release()
 
 
+def _finished(state: RunState, runbook: Runbook) -> set[str]:
+    """The steps a resume does not run again: done, skipped, or a failure the runbook went on past."""
+    return {
+        s.id
+        for s in state.steps
+        if s.status in DONE_STATUSES or (s.status == "failed" and _accepted_failure(runbook, s.id))
+    }
+
+
 def _accepted_failure(runbook: Runbook, step_id: str) -> bool:
-    step = runbook.step(step_id)
+    step = runbook.step(step_id)  # continue_on_error: the run went on past it
     return step is not None and step.continue_on_error
 
 

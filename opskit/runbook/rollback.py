@@ -116,11 +116,14 @@ def _undo_step(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> Un
         return UndoResult(step.id, "nothing", summary)
     s = runner.s
     s.journal.append("undo_started", step=step.id)
-    runner.reporter.step_begin(step.id, f"undo {step.title}", step.on, _describe(runner, step))
     try:
+        runner.reporter.step_begin(step.id, f"undo {step.title}", step.on, _describe(runner, step))
         ok, summary = _perform(runner, step, data)
     except (OpskitError, ImportError) as exc:
         ok, summary = False, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a faulty undo fails its step, journaled, not the process
+        uses = (step.undo.uses if step.undo else None) or step.uses
+        ok, summary = False, f"{uses} crashed: {type(exc).__name__}: {exc}"
     status = "succeeded" if ok else "failed"
     s.journal.append("undo_finished", step=step.id, status=status, summary=summary)
     runner.reporter.step_end(step.id, "undone" if ok else "failed", s.masker.text(summary), 0.0)

@@ -15,9 +15,8 @@ from datetime import UTC, datetime, timedelta
 from opskit.durations import format_seconds
 from opskit.proxy.stats import BridgeStats, ClientStats
 
-DEFAULT_QUIET_S = (
-    15 * 60.0
-)  # the longest common HTTP keep-alive / app heartbeat (anchors section 4)
+# The longest common HTTP keep-alive / app heartbeat (anchors section 4).
+DEFAULT_QUIET_S = 15 * 60.0
 MIN_MARGIN_S = 5 * 60.0
 NAMED_CLIENTS = 5  # a reason sentence names at most this many clients
 

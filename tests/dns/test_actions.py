@@ -43,6 +43,24 @@ def test_bad_with_values_name_their_key(name: str, raw: dict, key: str) -> None:
     assert caught.value.key == key
 
 
+def test_update_action_never_shows_its_tsig_secret() -> None:
+    """A dns.update step printed in a traceback or a log line shows no TSIG secret."""
+    action = load("dns.update").from_params(
+        Params(
+            {
+                "server": "127.0.0.1:53",
+                "zone": "example.test",
+                "name": "a.example.test",
+                "set": ["192.0.2.1"],
+                "tsig_name": "lab",
+                "tsig_secret": "c2VrcmV0LXNlY3JldA==",
+            }
+        )
+    )
+
+    assert "c2VrcmV0LXNlY3JldA==" not in repr(action)
+
+
 @pytest.mark.dns
 def test_check_action_fails_the_step_on_a_long_ttl(lab: DnsLab, tmp_path: Path) -> None:
     """dns.check on a 24 h TTL fails with the fix in its summary and detail."""

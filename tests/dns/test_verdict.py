@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -321,3 +321,30 @@ def test_bad_port_names_the_option() -> None:
     """A port out of range is a usage error naming --nameserver."""
     with pytest.raises(BadServer, match="--nameserver"):
         parse_nameservers(["127.0.0.1:0"], 53)
+
+
+def test_plan_for_a_switch_given_in_another_zone_is_shown_in_utc() -> None:
+    """--switch-at 04:00+02:00 is 02:00 UTC: the timeline, labelled UTC, says 01:00 and 02:00."""
+    local = timezone(timedelta(hours=2))
+    switch = datetime(2026, 11, 24, 4, 0, tzinfo=local)
+
+    plan = make_plan(
+        name="d.", rtype="A", current_ttl=3600, target_ttl=300, switch_at=switch, now=NOW
+    )
+
+    assert [f"{s.at:%H:%M:%S}" for s in plan.steps if s.at is not None] == [
+        "01:00:00",
+        "02:00:00",
+        "02:00:00",
+        "02:05:01",
+    ]
+
+
+def test_lowering_time_without_a_zone_is_utc() -> None:
+    """A hand-written lowered_at without a zone is read as UTC instead of crashing the verdict."""
+    lowering = Lowering(datetime(2026, 11, 23, 0, 0), 3600, "dispatch.example.net.", "A")
+
+    verdict = judge_record(_record(300), policy=Policy(), lowering=lowering, now=NOW)
+
+    assert verdict.ready
+    assert verdict.safe_after == NOW.replace(hour=1, minute=0)

@@ -11,6 +11,7 @@ import pytest
 
 from opskit.errors import ExitCode
 from opskit.report import build_report, render_html, render_markdown
+from opskit.runbook.lock import RunLock
 from tests.conftest import Invoke
 from tests.report.journal_fixture import write_journal
 from tests.servers.common import require_binary
@@ -49,6 +50,19 @@ def test_a_stopped_run_says_what_remains_and_how_to_resume(
     assert "- [ ] `traffic-drained`" in text
     assert "opskit resume R2" in text
     assert "IN DOUBT" in text
+
+
+def test_a_run_in_progress_shows_its_current_step_as_running(tmp_path: Path) -> None:
+    """While a run still holds its lock, the step it is in is `running`, never `in_doubt`."""
+    run_dir = write_journal(tmp_path / "runs" / "R5", finished=False)
+    lock = RunLock(run_dir, "alice")
+    try:
+        report = build_report(run_dir)
+    finally:
+        lock.release()
+
+    assert report.state == "running"
+    assert {s.id: s.status for s in report.steps}["traffic-drained"] == "running"
 
 
 def test_secrets_are_masked_again_in_the_report(tmp_path: Path) -> None:

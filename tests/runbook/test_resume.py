@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from opskit import actions
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, lines, run_id, wait_for, write
@@ -262,6 +263,35 @@ def test_rollback_of_a_reversible_run_undoes_everything(opskit: Invoke, tmp_path
     opskit("rollback", rid, expect=ExitCode.OK)
 
     assert lines(log) == ["undo-two", "undo-one"]
+
+
+def test_a_crashing_undo_fails_the_rollback_in_one_line(
+    opskit: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An action whose undo raises stops the rollback with exit 1 and its error, not a traceback."""
+    monkeypatch.setitem(actions.REGISTRY, "test.faulty", "tests.runbook.faulty_action:FaultyUndo")
+    log = tmp_path / "log"
+    path = write(
+        tmp_path,
+        f"""
+        name: faulty-undo
+        steps:
+          - id: one
+            run: "true"
+            undo: echo undo-one >> {log}
+          - id: two
+            uses: test.faulty
+    """,
+    )
+    rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
+
+    result = opskit("rollback", rid, expect=ExitCode.NEGATIVE)
+
+    assert "STOPPED: undo of two failed: test.faulty crashed: KeyError: 'records'" in result.stdout
+    assert result.stderr == ""
+    assert lines(log) == []
+    finished = [e for e in events(tmp_path / "state", rid) if e["event"] == "undo_finished"]
+    assert [(e["step"], e["status"]) for e in finished] == [("two", "failed")]
 
 
 def test_torn_last_journal_line_is_tolerated(opskit: Invoke, tmp_path: Path) -> None:

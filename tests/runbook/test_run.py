@@ -274,6 +274,29 @@ def test_secret_appears_nowhere(opskit: Invoke, tmp_path: Path) -> None:
             assert "tok-ABCDEFG-123" not in text, file
 
 
+def test_a_template_error_never_quotes_a_secret(opskit: Invoke, tmp_path: Path) -> None:
+    """A `when:` that fails to render on a secret's value fails its step with the value shown as ***."""
+    secret = "s3cr3t-Pa55w0rd"  # noqa: S105 - a made-up secret the test hunts for
+    path = write(
+        tmp_path,
+        """
+        name: leaky-when
+        secrets:
+          db_pw: {env: TEST_DB_PW}
+        steps:
+          - id: check
+            when: "{{ {}[db_pw] }}"
+            run: 'true'
+    """,
+    )
+
+    result = opskit("run", str(path), env={"TEST_DB_PW": secret}, expect=ExitCode.NEGATIVE)
+
+    assert "<== FAILED check" in result.stdout
+    assert "***" in result.stdout
+    assert secret not in result.stdout + result.stderr
+
+
 def test_state_dir_is_private(opskit: Invoke, tmp_path: Path) -> None:
     """The state directory and each run directory are 0700; journal and lock files are 0600."""
     path = write(tmp_path, "name: perms\nsteps:\n  - id: a\n    run: 'true'\n")
