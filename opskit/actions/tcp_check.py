@@ -31,6 +31,8 @@ class TcpCheck(BaseAction):
             raise ParamError("port", f"expected a port number 1-65535, got {port}")
         action = cls(host=params.text("host"), port=port, timeout_s=params.seconds("timeout", 3.0))
         params.finish()
+        if action.host and not params.is_deferred("host") and not tcp.is_host_name(action.host):
+            raise ParamError("host", f"expected a host name or an address, got {action.host!r}")
         return action
 
     def describe(self) -> str:

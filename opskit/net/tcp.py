@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import re
 import shlex
 import socket
 import time
 from dataclasses import dataclass
 
+from opskit.errors import UsageError
 from opskit.transport.base import CommandResult
 
 REFUSED = "refuses connections"
@@ -56,12 +58,22 @@ def tcp_accepts(host: str, port: int, timeout_s: float = 3.0) -> TcpResult:
         return TcpResult(host, port, False, None, socket_error_words(exc, host, timeout_s))
 
 
+_HOST = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
+
+
+def is_host_name(host: str) -> bool:
+    """A host name or an IPv4/IPv6 address, and nothing a shell would read as syntax."""
+    return bool(_HOST.fullmatch(host))
+
+
 def remote_command(host: str, port: int, timeout_s: float) -> str:
     """A shell command that makes the same probe from another host (bash /dev/tcp, no extra tools).
 
     It prints "ok MICROSECONDS" on success; otherwise bash's own error on stderr, which
     `from_remote` turns into the same words as `tcp_accepts`.
     """
+    if not is_host_name(host):  # it is pasted into a shell on the remote host
+        raise UsageError(f"tcp.check: {host!r} is not a host name or an address")
     target = f"/dev/tcp/{host}/{port}"
     probe = shlex.quote(f"exec 3<>{target}")
     return (

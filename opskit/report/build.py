@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from opskit.actions import REGISTRY
-from opskit.errors import Blocked
 from opskit.redaction import Masker
 from opskit.report import source
 from opskit.report.model import Approval, Note, Report, StepRecord, TimelineEntry
 from opskit.report.traffic import parse_ts, traffic_series
-from opskit.runbook.journal import JOURNAL
+from opskit.runbook.journal import run_dir as journal_run_dir
 from opskit.runbook.replay import RunState, replay
 
 _DONE = {"succeeded", "ok", "done", "skipped", "skip", "probe_ok"}
@@ -22,14 +21,12 @@ _OUTPUT_TAIL = 5
 
 
 def find_run_dir(run_id: str, state_dir: Path | None = None) -> Path:
-    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, default ./.opskit)."""
+    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, default ./.opskit).
+
+    An unknown run id is bad input (exit 2), as for `opskit status` and `opskit resume`.
+    """
     base = state_dir or Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
-    run_dir = base / "runs" / run_id
-    if not (run_dir / JOURNAL).exists():
-        known = sorted(p.name for p in (base / "runs").glob("*") if p.is_dir())
-        hint = f" (runs here: {', '.join(known[-5:])})" if known else ""
-        raise Blocked(f"no run {run_id!r} in {base}{hint}")
-    return run_dir
+    return journal_run_dir(base, run_id)
 
 
 def build_report(run_dir: Path, *, secrets: Iterable[str] = ()) -> Report:

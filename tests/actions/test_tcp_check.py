@@ -10,6 +10,7 @@ import pytest
 
 from opskit import actions
 from opskit.actions import ActionKind, ParamError, Params
+from opskit.actions.tcp_check import TcpCheck
 from opskit.transport.ssh import SshTransport
 from tests.actions.probe_context import ProbeContext
 from tests.servers.common import free_port
@@ -81,3 +82,11 @@ def test_check_runs_from_the_steps_host(sshd: Sshd, listening_port: int, tmp_pat
     assert ok.summary.endswith("(from new)")
     assert not refused.ok
     assert refused.summary == f"127.0.0.1:{closed_port} refuses connections (from new)"
+
+
+def test_a_host_with_shell_syntax_is_refused_at_load_time() -> None:
+    """tcp.check refuses a host that a remote shell would read as a command, before anything runs."""
+    with pytest.raises(ParamError, match="expected a host name or an address"):
+        TcpCheck.from_params(Params({"host": "db;touch /tmp/pwned", "port": 22}))
+
+    assert TcpCheck.from_params(Params({"host": "::1", "port": 22})).host == "::1"

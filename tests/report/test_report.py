@@ -99,9 +99,9 @@ def test_report_command_writes_the_file_and_exits_zero(tmp_path: Path, opskit: I
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_unknown_run_is_blocked_with_one_line(opskit: Invoke) -> None:
-    """A run id that has no journal exits 3 with one line, not a traceback."""
-    result = opskit("report", "NOPE", expect=ExitCode.BLOCKED)
+def test_unknown_run_is_bad_input_with_one_line(opskit: Invoke) -> None:
+    """A run id that has no journal exits 2 (as in status and resume) with one line, not a traceback."""
+    result = opskit("report", "NOPE", expect=ExitCode.BAD_INPUT)
 
     assert result.stderr.startswith("opskit: no run 'NOPE'")
     assert "Traceback" not in result.stderr
