@@ -170,6 +170,7 @@ def spawn_builtin(
         if current is not None and mine and current.state == "running":
             return proc.pid
         time.sleep(0.05)
+    proc.terminate()  # a bridge nobody was told about must not keep the port
     raise Negative(f"bridge on {config.listen} did not report running within {ready_timeout_s:g}s")
 
 

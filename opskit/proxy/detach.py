@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from opskit.errors import Negative, OpskitError
+from opskit.errors import Blocked, Negative, OpskitError
 from opskit.proxy.config import BridgeConfig
 
 READY_TIMEOUT_S = 20.0
@@ -71,7 +71,8 @@ def spawn_module(module: str, config: BridgeConfig, *, python: str = sys.executa
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise Negative(f"bridge on {config.listen} exited at start: {log_tail(log_file)}")
+            # Blocked, as for the built-in engine: it could not start (port in use, no permission).
+            raise Blocked(f"bridge on {config.listen} did not start: {log_tail(log_file)}")
         try:
             data = json.loads(config.stats_file.read_text(encoding="utf-8"))
             if data.get("pid") == proc.pid and data.get("state") == "running":

@@ -15,7 +15,7 @@ from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.proxy.clients import http_get
 from tests.proxy.conftest import StartForwarder
-from tests.servers.common import free_port
+from tests.servers.common import free_port, require_binary
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
@@ -140,6 +140,22 @@ def test_port_in_use_is_blocked_with_a_plain_reason(
         )  # fmt: skip
 
         assert "address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_blocked_for_every_engine(
+    opskit: Invoke, nginx: Nginx, tmp_path: Path
+) -> None:
+    """HAProxy and HTTP mode, detached, also exit 3 on a taken port: one meaning per exit code."""
+    require_binary("haproxy")
+    for engine in (("--engine", "haproxy"), ("--mode", "http")):
+        result = opskit(
+            "proxy", "start", "--listen", nginx.http, "--to", nginx.http,
+            "--stats-file", str(tmp_path / f"busy-{engine[1]}.json"), *engine, "--detach",
+            expect=ExitCode.BLOCKED,
+        )  # fmt: skip
+
+        assert "did not start" in result.stderr
         assert "Traceback" not in result.stderr
 
 
