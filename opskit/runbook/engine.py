@@ -147,18 +147,28 @@ class Runner:
         self.reporter = session.reporter
 
     def execute(self, done: set[str]) -> RunOutcome:
+        continued: list[str] = []  # failed steps marked continue_on_error: said in the final line
         try:
             for step in self.s.runbook.steps:
                 if step.id in done:
                     continue
                 attempt = self.step(step)
-                if not attempt.ok and not step.continue_on_error:
+                if not attempt.ok and step.continue_on_error:
+                    continued.append(step.id)
+                elif not attempt.ok:
                     code = ExitCode.BLOCKED if attempt.blocked else ExitCode.NEGATIVE
                     raise Stop("failed", code, f"step {step.id} failed: {attempt.summary}", step.id)
         except Stop as stop:
             return self.finish(stop.state, stop.code, stop.message, stop.step)
         except KeyboardInterrupt:
             return self.finish("interrupted", ExitCode.INTERRUPTED, "interrupted (Ctrl-C)")
+        if continued:
+            failed = ", ".join(continued)
+            return self.finish(
+                "succeeded",
+                ExitCode.OK,
+                f"all steps done; failed but continued (continue_on_error): {failed}",
+            )
         return self.finish("succeeded", ExitCode.OK, "all steps done")
 
     def finish(

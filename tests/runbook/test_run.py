@@ -51,6 +51,34 @@ def test_run_prints_run_id_first_and_prefixes_output(opskit: Invoke, tmp_path: P
     assert all(isinstance(s["duration_s"], float) for s in state["steps"])
 
 
+def test_a_run_that_continued_past_a_failure_says_so_at_the_end(
+    opskit: Invoke, tmp_path: Path
+) -> None:
+    """continue_on_error keeps exit 0, but the last line names the step that failed on the way."""
+    path = write(
+        tmp_path,
+        """
+        name: tolerant
+        steps:
+          - id: tolerated
+            run: "exit 4"
+            continue_on_error: true
+          - id: fine
+            run: "true"
+    """,
+    )
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    assert (
+        result.stdout.strip()
+        .splitlines()[-1]
+        .startswith(
+            "succeeded: all steps done; failed but continued (continue_on_error): tolerated"
+        )
+    )
+
+
 def test_failed_step_exits_1_and_says_how_to_resume(opskit: Invoke, tmp_path: Path) -> None:
     """A failing command stops the run with exit 1, the later step does not run, and resume is suggested."""
     path = write(
