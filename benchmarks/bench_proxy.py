@@ -1,5 +1,7 @@
 """The bridge side by side: wrk against nginx directly, through the built-in engine, socat and HAProxy.
 
+HTTP mode (mitmproxy embedded) is measured too, to report its rate honestly: it is far slower by design.
+
 Interleaved rounds (the order rotates every round), medians. Everything on 127.0.0.1; every run has a
 fixed length; every process is started and stopped by pid. Goals (issue #5, "Speed and memory"):
 1 KiB at c=50 >= 0.5x direct and >= 0.9x HAProxy, <= 30 us CPU per request, 10 MiB >= 0.5x direct,
@@ -224,6 +226,12 @@ def start_targets(stack: ExitStack, nginx: Nginx, workdir: Path, names: list[str
                 "socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=4096",
                 f"TCP:127.0.0.1:{nginx.http_port}",
             ]  # fmt: skip
+        elif name == "http":
+            # HTTP mode: mitmproxy embedded in opskit, for per-request counts at low residual rates.
+            argv = [
+                sys.executable, "-m", "opskit", "proxy", "start", "--listen", f"127.0.0.1:{port}",
+                "--to", nginx.http, "--mode", "http", "--stats-file", str(workdir / "http.json"),
+            ]  # fmt: skip
         elif name == "haproxy":
             cfg = workdir / "haproxy.cfg"
             cfg.write_text(haproxy_cfg(port, nginx.http_port))
@@ -238,7 +246,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--targets", default="builtin,socat,haproxy")
+    parser.add_argument("--targets", default="builtin,socat,haproxy,http")
     parser.add_argument("--out", type=Path, help="write every run as JSON lines here")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
