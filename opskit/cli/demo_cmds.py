@@ -34,10 +34,21 @@ from opskit.errors import ExitCode
     show_default=True,
     help="Where the run is journaled (also $OPSKIT_STATE_DIR).",
 )
+@click.option(
+    "--ssh",
+    is_flag=True,
+    help="Run the old and new host steps over SSH to a private sshd on 127.0.0.1 (needs openssh-server).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON at the end.")
 @click.pass_context
 def demo(  # noqa: PLR0917 - click passes each option as an argument
-    ctx: click.Context, dry_run: bool, window: str, clients: int, state_dir: Path, as_json: bool
+    ctx: click.Context,
+    dry_run: bool,
+    window: str,
+    clients: int,
+    state_dir: Path,
+    ssh: bool,
+    as_json: bool,
 ) -> ExitCode | None:
     """Play the night of a service move on loopback, for real, in about a minute.
 
@@ -50,11 +61,15 @@ def demo(  # noqa: PLR0917 - click passes each option as an argument
     With --dry-run it rehearses like `opskit plan`: probes for real, nothing changed, and a forecast of the
     night's length from the live TTLs, checked against --window.
 
+    With --ssh, the steps on the old and new host run over real SSH (and the bridge is copied and
+    started over SFTP/SSH) to a private sshd on 127.0.0.1 with a throw-away key, stopped at the end.
+
     \b
     Example:
       opskit demo
       opskit demo --dry-run --window 02:00-05:00
       opskit demo --clients 30 --json
+      opskit demo --ssh
     """
     if ctx.invoked_subcommand is not None:
         return None
@@ -62,7 +77,8 @@ def demo(  # noqa: PLR0917 - click passes each option as an argument
 
     show = (lambda _text: None) if as_json else line
     result = run_demo(
-        DemoOptions(state_dir=state_dir, dry_run=dry_run, window=window, clients=clients), show
+        DemoOptions(state_dir=state_dir, dry_run=dry_run, window=window, clients=clients, ssh=ssh),
+        show,
     )
     if as_json:
         emit_json(result)

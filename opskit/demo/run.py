@@ -5,6 +5,7 @@ Everything it starts (DNS server, services, phones, bridge) it stops again, on s
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 from opskit.demo import stage as st
 from opskit.demo.fleet import FleetSummary
 from opskit.demo.reporter import DemoReporter, Show
+from opskit.demo.sshd import DemoSshd, private_sshd, require_sshd
 from opskit.demo.timescale import TimeScale
 from opskit.durations import format_seconds
 from opskit.errors import ExitCode, UsageError
@@ -37,6 +39,7 @@ class DemoOptions:
     clients: int = 12
     scale: TimeScale = field(default_factory=TimeScale)
     runbook: Path | None = None
+    ssh: bool = False  # old/new host steps over SSH to a private sshd on 127.0.0.1
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class DemoResult:
     window_s: float | None = None
     fits_window: bool | None = None
     message: str = ""
+    ssh: str | None = None  # "127.0.0.1:PORT" when the host steps ran over SSH
 
 
 def shipped_runbook() -> Path:
@@ -81,8 +85,11 @@ def window_seconds(window: str) -> float:
     return float((end - start) % (24 * 60) * 60)
 
 
-def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:
-    """The runbook's vars pointed at the loopback pieces; durations scaled (1 s here = 1 h by default)."""
+def demo_vars(stage: st.Stage, scale: TimeScale, sshd: DemoSshd | None = None) -> dict[str, Any]:
+    """The runbook's vars pointed at the loopback pieces; durations scaled (1 s here = 1 h by default).
+
+    With `sshd`, the old and new host steps run over SSH to it instead of locally.
+    """
     ctl = f"{shlex.quote(sys.executable)} -m opskit demo ctl {stage.control.port}"
 
     def scaled(real_s: float) -> str:
@@ -119,6 +126,7 @@ def demo_vars(stage: st.Stage, scale: TimeScale) -> dict[str, Any]:
         "drain_timeout": "90s",
         "drain_check_every": "500ms",
         "propagation_timeout": "30s",
+        **(sshd.host_vars() if sshd is not None else {}),
     }
 
 
@@ -129,9 +137,19 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
     runbook = options.runbook or shipped_runbook()
     window_s = window_seconds(options.window) if options.window else None
     started = time.monotonic()
+    binary = require_sshd() if options.ssh else None  # before anything starts: exit 2, nothing ran
     show(options.scale.banner())
     config = st.StageConfig(clients=options.clients, scale=options.scale)
-    with st.Stage(config) as stage:
+    # sshd is entered first so it stops last: the stage stops the bridge it carried before sshd goes.
+    with contextlib.ExitStack() as stack:
+        sshd = stack.enter_context(private_sshd(binary)) if binary else None
+        ssh_label = f"{sshd.address}:{sshd.port}" if sshd is not None else None
+        if sshd is not None:
+            show(
+                f"Steps on the old and new host run over SSH to a private sshd on "
+                f"{sshd.address}:{sshd.port} (as {sshd.user}, with a throw-away key)."
+            )
+        stage = stack.enter_context(st.Stage(config))
         show(
             f"DNS: {st.NAME} A {st.OLD_ADDRESS} ttl {options.scale.ttl(config.real_old_ttl_s)}s "
             f"on {stage.auth.address}; old {stage.old.address}, new {stage.new.address}; "
@@ -146,11 +164,12 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
         run_options = RunOptions(
             state_dir=options.state_dir,
             operator=OPERATOR,
-            overrides=demo_vars(stage, options.scale),
+            overrides=demo_vars(stage, options.scale, sshd),
             approve=APPROVED,
         )
         if options.dry_run:
             return _rehearse(
+                ssh_label,
                 runbook=runbook,
                 run_options=run_options,
                 reporter=reporter,
@@ -184,11 +203,13 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
         report_html=None,
         wall_s=round(time.monotonic() - started, 1),
         message=outcome.message,
+        ssh=ssh_label,
     )
     return _with_reports(result, options.state_dir)
 
 
 def _rehearse(
+    ssh_label: str | None,
     *,
     runbook: Path,
     run_options: Any,
@@ -251,6 +272,7 @@ def _rehearse(
         window_s=window_s,
         fits_window=fits,
         message=("nothing blocks; " if plan.ok else "a probe says no (see the plan); ") + advice,
+        ssh=ssh_label,
     )
 
 

@@ -150,7 +150,7 @@ class Session:
         return HostSpec(
             name=name,
             address=render(ref.address, ctx),
-            port=ref.port,
+            port=_port(name, ref.port, ctx),
             user=render(ref.user, ctx) if ref.user else None,
             key_file=os.path.expanduser(render(ref.key_file, ctx)) if ref.key_file else None,
             known_hosts=os.path.expanduser(render(ref.known_hosts, ctx))
@@ -241,3 +241,13 @@ class StepContext:
 
     def cancelled(self) -> bool:
         return self._session.cancel.is_set() or self.timed_out
+
+
+def _port(host: str, port: int | str, ctx: Mapping[str, Any]) -> int:
+    """A host's port: a number, or a template (`port: "{{ ssh_port }}"`) that must render to one."""
+    if isinstance(port, int):
+        return port
+    text = render(port, ctx).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(f"host '{host}': port must be a number from 1 to 65535, got {text!r}")
+    return int(text)

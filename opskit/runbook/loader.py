@@ -456,12 +456,14 @@ def _hosts(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> dict[str,
             continue
         f = entry.value
         locs.update({f"hosts.{name}.{k}": v.loc for k, v in f.items()})
-        port = 22
+        port: int | str = 22
         if "port" in f:
             value = f["port"].value
             if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
                 port = value
-            elif not is_template(value):
+            elif is_template(value):
+                port = value  # rendered when the run connects, like the address
+            else:
                 st.bad(f["port"].loc, f"port must be a number from 1 to 65535, got {value!r}")
         hosts[name] = HostRef(
             name=name,

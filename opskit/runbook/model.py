@@ -66,7 +66,7 @@ class HostRef:
 
     name: str
     address: str
-    port: int = 22
+    port: int | str = 22  # a template string is rendered (and checked) when the run connects
     user: str | None = None
     key_file: str | None = None
     known_hosts: str | None = None

@@ -219,7 +219,7 @@ def check(
         if name in runbook.vars and secret.loc:
             c.bad(secret.loc, f"secret '{name}' has the same name as a variable")
     for name, host in runbook.hosts.items():
-        for key in ("address", "user", "key_file", "known_hosts"):
+        for key in ("address", "port", "user", "key_file", "known_hosts"):
             value = getattr(host, key)
             where = runbook.locs.get(f"hosts.{name}.{key}", host.loc)
             if where is not None:

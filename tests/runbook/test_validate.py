@@ -247,3 +247,27 @@ def test_running_a_playbook_says_to_include_it(opskit: Invoke) -> None:
     assert "this is a playbook (steps without a runbook name:): include it from a runbook" in (
         result.stderr
     )
+
+
+def test_a_templated_ssh_port_is_used_not_replaced_by_22(opskit: Invoke, tmp_path: Path) -> None:
+    """`port: "{{ ssh_port }}"` reaches the host (plan shows it); a port that is not a number is one line."""
+    path = write(
+        tmp_path,
+        """
+        name: ports
+        vars: {ssh_port: 2222}
+        hosts:
+          old: {address: 127.0.0.1, port: "{{ ssh_port }}", user: ops}
+        steps:
+          - id: look
+            on: old
+            run: "true"
+        """,
+    )
+
+    opskit("validate", str(path), expect=ExitCode.OK)
+    plan = opskit("plan", str(path), "--offline", expect=ExitCode.OK)
+    assert "127.0.0.1:2222" in plan.stdout
+
+    bad = opskit("run", str(path), "--var", "ssh_port=abc", expect=ExitCode.BAD_INPUT)
+    assert "port must be a number from 1 to 65535, got 'abc'" in bad.stderr
