@@ -20,6 +20,8 @@ from tests.servers.sshd import Sshd
 
 pytestmark = [pytest.mark.proxy, pytest.mark.sshd]
 
+# quiet: 3s, three times the forwarder's 1 s stats interval: a verdict read over SSH must have seen the
+# client's connection in the stats file before it can say SAFE.
 RUNBOOK = """
     name: remote-bridge
     hosts:
@@ -34,7 +36,7 @@ RUNBOOK = """
       - id: drained
         uses: traffic.drained
         on: old
-        with: {{stats_file: "{stats}", switched_at: "{switched}", old_ttl: 1s, margin: 0s, quiet: 1s,
+        with: {{stats_file: "{stats}", switched_at: "{switched}", old_ttl: 1s, margin: 0s, quiet: 3s,
                 timeout: 20s, interval: 200ms}}
 """
 
