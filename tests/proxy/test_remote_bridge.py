@@ -74,12 +74,12 @@ def test_remote_bridge_runs_detached_and_undo_stops_it(
     data = json.loads(stats.read_text())
     assert data["state"] == "running"
     pid = data["pid"]
-    assert _alive(pid)
-    assert [c["address"] for c in data["clients"]] == ["127.0.0.71"]
-    finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
-    assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
+    try:  # from here on, a failed assertion must not leave the detached bridge running
+        assert _alive(pid)
+        assert [c["address"] for c in data["clients"]] == ["127.0.0.71"]
+        finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
+        assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-    try:
         opskit("rollback", rid, expect=ExitCode.OK)
 
         deadline = time.monotonic() + 15
