@@ -27,7 +27,7 @@ ADDRESS = "127.0.0.1"
 READY_TIMEOUT_S = 10.0
 START_ATTEMPTS = 3  # a free port can be taken between probing and sshd binding it: try another
 
-_CONFIG = """\
+SSHD_CONFIG = """\
 Port {port}
 ListenAddress {address}
 HostKey {host_key}
@@ -153,7 +153,7 @@ def _start(
         port = _free_port()
         config = work / "sshd_config"
         config.write_text(
-            _CONFIG.format(
+            SSHD_CONFIG.format(
                 port=port, address=ADDRESS, host_key=host_key, authorized_keys=authorized
             )
         )
@@ -207,7 +207,7 @@ def _wait_banner(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> st
     return f"no SSH banner on port {port} within {READY_TIMEOUT_S:g}s"
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every live process under `pid` (sshd's per-connection children and their sessions)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -228,7 +228,7 @@ def _descendants(pid: int) -> list[int]:
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Kill the connections first (they outlive the listener otherwise), then sshd, and reap it."""
     if proc.poll() is None:
-        for pid in _descendants(proc.pid):
+        for pid in descendants(proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         proc.terminate()

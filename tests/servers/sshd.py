@@ -25,26 +25,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+# One sshd config and one process-tree walk for the demo and the tests.
+from opskit.demo.sshd import SSHD_CONFIG, descendants
 from opskit.transport.base import HostSpec
 from tests.servers.common import free_port, require_binary
-
-_CONFIG = """\
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {host_key}
-PidFile none
-AuthorizedKeysFile {authorized_keys}
-StrictModes no
-UsePAM no
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-LogLevel VERBOSE
-MaxStartups 50
-MaxSessions 50
-Subsystem sftp internal-sftp
-"""
 
 
 def write_ed25519_key(path: Path) -> str:
@@ -69,24 +53,6 @@ def fingerprint(public_line: str) -> str:
     """The SHA256 fingerprint OpenSSH prints for a public key line ("ssh-ed25519 AAAA...")."""
     blob = base64.b64decode(public_line.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @dataclass(frozen=True)
@@ -123,7 +89,7 @@ class Sshd:
 
     def kill_connections(self) -> int:
         """SIGKILL every per-connection sshd child (clients see the link drop); the listener stays."""
-        victims = _descendants(self.pid)
+        victims = descendants(self.pid)
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -161,7 +127,11 @@ def start_sshd(workdir: Path) -> Iterator[Sshd]:
     authorized.chmod(0o600)
     port = free_port()
     config = workdir / "sshd_config"
-    config.write_text(_CONFIG.format(port=port, host_key=host_key, authorized_keys=authorized))
+    config.write_text(
+        SSHD_CONFIG.format(
+            port=port, address="127.0.0.1", host_key=host_key, authorized_keys=authorized
+        )
+    )
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_public}\n")
     known_hosts.chmod(0o600)
