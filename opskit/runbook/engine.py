@@ -25,9 +25,9 @@ from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.shell import Command, render_command
 from opskit.runbook.templates import (
     TemplateProblem,
-    names,
     render,
     render_value,
     secret_env_name,
@@ -248,7 +248,7 @@ class Runner:
 
     def _display(self, step: Step, view: Mapping[str, Any]) -> str | None:
         if step.run:
-            return render(step.run, view)
+            return render_command(step.run, view).shown
         if step.uses:
             params = render_value(dict(step.with_), view)
             try:
@@ -373,14 +373,13 @@ class Runner:
     def command(self, step: Step, ctx: Mapping[str, Any], host: str | None, display: str | None,
                 attempt: int) -> Attempt:  # fmt: skip
         label = host or LOCAL
-        shell_ctx = self.context(step, self.s.shell_view)
-        command = render(step.run or "", shell_ctx)
-        env = self.environment(step, ctx, step.run or "")
+        command = render_command(step.run or "", self.context(step, self.s.shell_view))
+        env = self.environment(step, ctx, command)
         self.journal.append(
             "step_started", step=step.id, attempt=attempt, hosts=[label], command=display
         )
         transport = self.s.transport(host)
-        res = transport.run(command, env=env, timeout_s=step.timeout_s,
+        res = transport.run(command.text, env=env, timeout_s=step.timeout_s,
                             on_output=self.s.sink(step.id, label))  # fmt: skip
         if res.timed_out:
             summary = f"timed out after {step.timeout_s:g}s on {label}"
@@ -392,14 +391,10 @@ class Runner:
             ok=res.ok, summary=summary, rc=res.rc, stdout=res.stdout, timed_out=res.timed_out
         )
 
-    def environment(self, step: Step, ctx: Mapping[str, Any], template: str) -> dict[str, str]:
+    def environment(self, step: Step, ctx: Mapping[str, Any], command: Command) -> dict[str, str]:
         """Secrets the command refers to (as $OPSKIT_SECRET_*) plus the step's `env:`, rendered."""
         env = {k: str(render(v, ctx)) for k, v in step.env.items()}
-        try:
-            used = names(template)
-        except TemplateProblem:
-            used = set()
-        for name in used & set(self.s.secrets):
+        for name in command.secrets & set(self.s.secrets):
             env[secret_env_name(name)] = self.s.secrets[name]
         return env
 
@@ -432,11 +427,11 @@ class Runner:
     def check_passes(self, step: Step) -> tuple[bool, str]:
         """Run the step's `check:` on its hosts: exit 0 everywhere means the step took effect."""
         ctx = self.context(step, self.s.secrets)
-        command = render(step.check or "", self.context(step, self.s.shell_view))
-        env = self.environment(step, ctx, step.check or "")
+        command = render_command(step.check or "", self.context(step, self.s.shell_view))
+        env = self.environment(step, ctx, command)
         for host in render_hosts(step, ctx) or (None,):
             label = host or LOCAL
-            res = self.s.transport(host).run(command, env=env, timeout_s=step.timeout_s,
+            res = self.s.transport(host).run(command.text, env=env, timeout_s=step.timeout_s,
                                              on_output=self.s.sink(step.id, label))  # fmt: skip
             if not res.ok:
                 return False, f"check failed on {label} (exit {res.rc}): running it again"

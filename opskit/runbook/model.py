@@ -157,6 +157,10 @@ class Runbook:
     # A playbook validated on its own: the names it expects from an includer's `with:`.
     is_playbook: bool = False
     params: tuple[str, ...] | None = None
+    # Where a command inserts a value as shell text (`| raw`): "FILE:LINE:COL: run: name", for validate.
+    fragments: tuple[str, ...] = ()
+    # `vars:` inserted that way; their own `{{ }}` are quoted like a command's (see scope.base_vars).
+    fragment_vars: frozenset[str] = frozenset()
 
     def step(self, step_id: str) -> Step | None:
         """The step with that id, if any."""

@@ -20,7 +20,8 @@ from opskit.runbook.lock import RunLock
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.resume import load_for_resume
 from opskit.runbook.scope import render_hosts
-from opskit.runbook.templates import render, render_value
+from opskit.runbook.shell import render_command
+from opskit.runbook.templates import render_value
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _undo_step(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> Un
 def _describe(runner: Runner, step: Step) -> str | None:
     view = runner.context(step, runner.s.display_view)
     if step.undo and step.undo.run:
-        return render(step.undo.run, view)
+        return render_command(step.undo.run, view).shown
     if step.undo and step.undo.uses:
         return step.undo.uses
     return f"{step.uses} undo"
@@ -145,13 +146,13 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
     hosts = render_hosts(step, ctx) or (None,)
     undo = step.undo
     if undo is not None and undo.run:
-        command = render(undo.run, runner.context(step, s.shell_view))
-        env = runner.environment(step, ctx, undo.run)
+        command = render_command(undo.run, runner.context(step, s.shell_view))
+        env = runner.environment(step, ctx, command)
         for host in hosts:
             label = host or LOCAL
             try:
                 res = s.transport(host).run(
-                    command, env=env, timeout_s=step.timeout_s,
+                    command.text, env=env, timeout_s=step.timeout_s,
                     on_output=s.sink(step.id, label),
                 )  # fmt: skip
             except TransportError as exc:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opskit.runbook.model import Runbook, Step
+from opskit.runbook.shell import render_command
 from opskit.runbook.templates import TemplateProblem, render, render_value
 
 BUILTINS = ("run_id", "operator")
@@ -16,6 +17,10 @@ def base_vars(runbook: Runbook, builtins: Mapping[str, Any]) -> dict[str, Any]:
     ctx: dict[str, Any] = dict(builtins)
     for name, value in runbook.vars.items():
         try:
+            if name in runbook.fragment_vars and isinstance(value, str):
+                # A command fragment (`{{ stop_old | raw }}`): the values it holds are still quoted.
+                ctx[name] = render_command(value, ctx).text
+                continue
             ctx[name] = render_value(value, ctx)
         except TemplateProblem as exc:
             where = runbook.locs.get(f"vars.{name}")

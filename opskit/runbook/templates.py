@@ -2,7 +2,8 @@
 
 A secret renders three ways: as `***` for anything a person sees, as a shell environment reference
 (`"$OPSKIT_SECRET_DB_PW"`) in a `run:` command (the value travels in the environment, never in argv), and
-as its value only where it stays in-process (`with:` of an action, `env:` of a step).
+as its value only where it stays in-process (`with:` of an action, `env:` of a step). Shell commands are
+rendered by `opskit.runbook.shell`, which quotes every value; this module renders everything else.
 jinja2 is imported on first use: a runbook without templates never pays for it.
 """
 
@@ -14,7 +15,9 @@ from functools import lru_cache
 from typing import Any
 
 from opskit.errors import OpskitError
-from opskit.redaction import MASK
+from opskit.runbook.shell import masked_view, secret_env_name, secret_view
+
+__all__ = ["secret_env_name"]  # re-exported: the engine names a secret's variable from here
 
 _MARKERS = ("{{", "{%", "{#")
 _FALSE_WORDS = {"", "false", "no", "0", "off", "none"}
@@ -29,22 +32,14 @@ def is_template(text: object) -> bool:
     return isinstance(text, str) and any(m in text for m in _MARKERS)
 
 
-def secret_env_name(name: str) -> str:
-    """The environment variable a secret travels in: db_pw -> OPSKIT_SECRET_DB_PW."""
-    return "OPSKIT_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-
-
-def shell_reference(name: str) -> str:
-    """How a secret appears in a rendered shell command: a quoted environment reference."""
-    return f'"${secret_env_name(name)}"'
-
-
 @lru_cache(maxsize=1)
 def _env() -> Any:
     from jinja2 import StrictUndefined  # noqa: PLC0415 - imported on first use, keeps start-up fast
     from jinja2.sandbox import SandboxedEnvironment  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
-    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters["raw"] = str  # only shell commands quote; elsewhere `| raw` changes nothing
+    return env
 
 
 @lru_cache(maxsize=4096)
@@ -57,7 +52,8 @@ def _compiled_expression(src: str) -> Any:
     return _env().compile_expression(src)
 
 
-def _explain(exc: Exception) -> str:
+def explain(exc: Exception) -> str:
+    """Jinja's error as one short line (`undefined variable 'x'`)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     undefined = re.match(r"'(\w+)' is undefined", text)
     if undefined:
@@ -89,7 +85,7 @@ def render(src: str, context: Mapping[str, Any]) -> str:
     try:
         return str(_compiled(src).render(dict(context)))
     except Exception as exc:  # noqa: BLE001 - jinja raises many types; each becomes one line
-        raise TemplateProblem(_explain(exc)) from None
+        raise TemplateProblem(explain(exc)) from None
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -112,14 +108,14 @@ def truth(when: str | bool, context: Mapping[str, Any]) -> bool:
     try:
         return bool(_compiled_expression(when)(**dict(context)))
     except Exception as exc:  # noqa: BLE001 - see render()
-        raise TemplateProblem(_explain(exc)) from None
+        raise TemplateProblem(explain(exc)) from None
 
 
 def display_secrets(secret_names: Mapping[str, str] | list[str] | set[str]) -> dict[str, str]:
-    """A context fragment that shows every secret as ***."""
-    return dict.fromkeys(secret_names, MASK)
+    """A context fragment that shows every secret as *** (in a shell command too, see shell.py)."""
+    return masked_view(secret_names)
 
 
 def shell_secrets(secret_names: Mapping[str, str] | list[str] | set[str]) -> dict[str, str]:
-    """A context fragment that renders every secret as its environment reference."""
-    return {n: shell_reference(n) for n in secret_names}
+    """A context fragment for a command that runs: every secret as a reference `shell.py` resolves."""
+    return secret_view(secret_names)

@@ -17,7 +17,7 @@ from typing import Any
 from opskit import actions
 from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation, UsageError
 from opskit.redaction import MASK
-from opskit.runbook import loader
+from opskit.runbook import loader, shell
 from opskit.runbook.model import Kind, Runbook, Step
 from opskit.runbook.scope import BUILTINS, base_vars
 from opskit.runbook.templates import (
@@ -74,6 +74,7 @@ class Validated:
     params: list[str] = field(
         default_factory=list
     )  # playbook: names its includer passes in `with:`
+    fragments: list[str] = field(default_factory=list)  # "FILE:LINE:COL: run: name" for each `| raw`
 
 
 def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Validated:
@@ -83,9 +84,8 @@ def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Val
     root, _ = read(path, loader.display_path(path), root_problems)
     if root is None or not loader.is_playbook(root):
         runbook = load_runbook(path, overrides)
-        return Validated(
-            loader.display_path(path), "runbook", len(runbook.steps), len(runbook.hosts)
-        )
+        return Validated(loader.display_path(path), "runbook", len(runbook.steps),
+                         len(runbook.hosts), fragments=list(runbook.fragments))  # fmt: skip
     playbook, problems = loader.load_playbook(path)
     if playbook is not None:
         params = set(playbook.params) if playbook.params is not None else _free_names(playbook)
@@ -94,7 +94,8 @@ def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Val
     if problems or playbook is None:
         raise RunbookProblems(_sorted(problems, playbook))
     expects = list(playbook.params) if playbook.params is not None else sorted(params)
-    return Validated(loader.display_path(path), "playbook", len(playbook.steps), 0, expects)
+    return Validated(loader.display_path(path), "playbook", len(playbook.steps), 0, expects,
+                     list(playbook.fragments))  # fmt: skip
 
 
 def _free_names(runbook: Runbook) -> set[str]:
@@ -207,6 +208,10 @@ def check(
 
     `params`: names an includer will pass (a playbook checked on its own): known, but valueless, like a
     captured value, so an action's `with:` that uses one is checked for everything else."""
+    places, fragment_names = _fragments(runbook)
+    runbook = dataclasses.replace(
+        runbook, fragments=tuple(places), fragment_vars=frozenset(fragment_names & set(runbook.vars))
+    )
     c = _Checker(runbook)
     builtins = {n: n.upper() for n in BUILTINS}
     try:
@@ -240,6 +245,25 @@ def check(
             captured.add(step.capture)
     _check_includes(c, runbook)
     return dataclasses.replace(runbook, steps=tuple(steps)), c.problems
+
+
+def _fragments(runbook: Runbook) -> tuple[list[str], set[str]]:
+    """Each place a command inserts a value as shell text (`| raw`), and the names so inserted."""
+    places: list[str] = []
+    inserted: set[str] = set()
+    for step in runbook.steps:
+        undo_where = step.undo.loc if step.undo and step.undo.loc else step.loc
+        for field_name, src, where in (
+            ("run", step.run, step.where("run")),
+            ("check", step.check, step.where("check")),
+            ("undo", step.undo.run if step.undo else None, undo_where),
+        ):
+            if not is_template(src):
+                continue
+            for name in shell.fragments(str(src)):
+                places.append(f"{where}: {field_name}: {name}")
+                inserted.add(name)
+    return places, inserted
 
 
 def _check_includes(c: _Checker, runbook: Runbook) -> None:
