@@ -24,6 +24,7 @@ from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.replay import past_durations
 from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.shell import Raw
 from opskit.runbook.templates import (
     TemplateProblem,
     expression_names,
@@ -119,7 +120,7 @@ class _Rehearsal:
         return out
 
     def display_ctx(self, step: Step) -> dict[str, Any]:
-        placeholders = {n: f"<{n}>" for n in self.unknown}
+        placeholders = {n: Raw(f"<{n}>") for n in self.unknown}  # shown as is, not quoted like a value
         return step_context(
             step, self.s.base, self.s.display_view, {**placeholders, **self.s.captures}
         )

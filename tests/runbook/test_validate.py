@@ -167,7 +167,7 @@ def test_shipped_playbook_validates_on_its_own(opskit: Invoke) -> None:
 
     result = opskit("validate", str(path), expect=ExitCode.OK)
 
-    assert result.stdout.endswith("playbook, 3 steps; with: service, host\n")
+    assert result.stdout.splitlines()[0].endswith("playbook, 3 steps; with: service, host")
 
 
 def test_playbook_with_params_reports_a_typo(opskit: Invoke, tmp_path: Path) -> None:
