@@ -120,7 +120,8 @@ class _Rehearsal:
         return out
 
     def display_ctx(self, step: Step) -> dict[str, Any]:
-        placeholders = {n: Raw(f"<{n}>") for n in self.unknown}  # shown as is, not quoted like a value
+        # Shown as is (`<name>`), not quoted like a value.
+        placeholders = {n: Raw(f"<{n}>") for n in self.unknown}
         return step_context(
             step, self.s.base, self.s.display_view, {**placeholders, **self.s.captures}
         )

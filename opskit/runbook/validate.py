@@ -74,7 +74,8 @@ class Validated:
     params: list[str] = field(
         default_factory=list
     )  # playbook: names its includer passes in `with:`
-    fragments: list[str] = field(default_factory=list)  # "FILE:LINE:COL: run: name" for each `| raw`
+    # "FILE:LINE:COL: run: name" for each `| raw`
+    fragments: list[str] = field(default_factory=list)
 
 
 def validate_file(path: Path, overrides: Mapping[str, Any] | None = None) -> Validated:
@@ -210,7 +211,9 @@ def check(
     captured value, so an action's `with:` that uses one is checked for everything else."""
     places, fragment_names = _fragments(runbook)
     runbook = dataclasses.replace(
-        runbook, fragments=tuple(places), fragment_vars=frozenset(fragment_names & set(runbook.vars))
+        runbook,
+        fragments=tuple(places),
+        fragment_vars=frozenset(fragment_names & set(runbook.vars)),
     )
     c = _Checker(runbook)
     builtins = {n: n.upper() for n in BUILTINS}

@@ -22,7 +22,7 @@ HOSTILE = [
     "my pass b*",
     "",
     "-n",
-    "it's \"$HOME\" ${{HOME}} !x",
+    'it\'s "$HOME" ${{HOME}} !x',
 ]
 
 
