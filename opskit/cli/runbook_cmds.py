@@ -151,7 +151,8 @@ def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> Exi
         output.line(f"ok: {checked.path}: playbook, {checked.steps} steps; with: {expects}")
     else:
         output.line(f"ok: {checked.path}: {checked.steps} steps, {checked.hosts} hosts")
-    for place in checked.fragments:  # issue #10: each value a command takes as shell text, not quoted
+    # Issue #10: each place a command takes a value as shell text (`| raw`) instead of one argument.
+    for place in checked.fragments:
         output.line(f"  shell text (| raw): {place}")
     return ExitCode.OK
 
