@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ HOST_FIELDS = ("address", "port", "user", "key_file", "known_hosts")
 RETRY_FIELDS = ("attempts", "delay", "backoff", "max_delay", "on")
 ACTIONS = ("run", "uses", "wait", "manual")
 MAX_INCLUDE_DEPTH = 8
+MAX_STEP_S = 7 * 86400.0  # a timeout or wait longer than a week is a typo, not a night
+MAX_DELAY_S = 86400.0
+MAX_ATTEMPTS = 100
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -112,14 +116,27 @@ class _Load:
             return False
         return y.value
 
-    def duration(self, y: Y | None, what: str) -> float | None:
+    def duration(
+        self, y: Y | None, what: str, *, zero_ok: bool = False, max_s: float = MAX_STEP_S
+    ) -> float | None:
+        """A duration within sense: finite, above zero unless zero means something, below `max_s`."""
         if y is None or y.value is None:
             return None
         try:
-            return durations.parse_seconds(y.value)
+            seconds = durations.parse_seconds(y.value)
         except durations.DurationError:
             self.bad(y.loc, f"bad duration {y.value!r} for {what} (use 500ms, 30s, 10m or 24h)")
             return None
+        if not math.isfinite(seconds):
+            self.bad(y.loc, f"{what} must be a finite duration like 30s or 10m, got {y.value!r}")
+        elif seconds == 0 and not zero_ok:
+            self.bad(y.loc, f"{what} of 0 means nothing here: give a duration like 30s or 10m")
+        elif seconds > max_s:
+            limit = durations.format_seconds(max_s)
+            self.bad(y.loc, f"{what} {y.value!r} is longer than {limit}, the most it may be")
+        else:
+            return seconds
+        return None
 
     def mapping(self, y: Y | None, what: str) -> dict[str, Y]:
         if y is None or y.value is None:
@@ -419,9 +436,10 @@ def _retry(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> Retry:
     attempts = 1
     if "attempts" in merged:
         value = merged["attempts"].value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
             st.bad(
-                merged["attempts"].loc, f"retry.attempts must be a whole number >= 1, got {value!r}"
+                merged["attempts"].loc,
+                f"retry.attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {value!r}",
             )
         else:
             attempts = value
@@ -433,8 +451,8 @@ def _retry(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> Retry:
     on = st.text(merged.get("on"), "retry.on") or "transport"
     if on not in ("transport", "any"):
         st.bad(merged["on"].loc, f"retry.on must be transport or any, got {on!r}")
-    delay = st.duration(merged.get("delay"), "retry.delay")
-    max_delay = st.duration(merged.get("max_delay"), "retry.max_delay")
+    delay = st.duration(merged.get("delay"), "retry.delay", zero_ok=True, max_s=MAX_DELAY_S)
+    max_delay = st.duration(merged.get("max_delay"), "retry.max_delay", max_s=MAX_DELAY_S)
     return Retry(
         attempts=attempts,
         delay_s=1.0 if delay is None else delay,
