@@ -21,6 +21,12 @@ class Masker:
         """Register more secret values (for example a TSIG key read at run time)."""
         # Very short values would mask ordinary words; they are still never printed on purpose.
         self._values.update(v for v in values if v and len(v) >= 3)
+        # Output is masked line by line: a multi-line secret (a key, a certificate) is masked on every
+        # line it spans, so each of its lines is a secret of its own.
+        for value in values:
+            lines = [line.strip() for line in value.strip().splitlines()]
+            if len(lines) > 1:
+                self._values.update(line for line in lines if len(line) >= 4)
         ordered = sorted(self._values, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 

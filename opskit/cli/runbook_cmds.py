@@ -62,6 +62,25 @@ def gate_options(fn: F) -> F:
                         help="Record unknown SSH host keys in known_hosts (a changed key is still refused).")(fn)  # fmt: skip
 
 
+def include_option(fn: F) -> F:
+    """`--allow-include-outside`: the operator trusts includes outside the runbook's folders (issue #10)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, allow_include_outside: bool = False, **kwargs: Any) -> Any:
+        from opskit.runbook.loader import ALLOW_INCLUDE_OUTSIDE  # noqa: PLC0415 - imported on first use
+
+        token = ALLOW_INCLUDE_OUTSIDE.set(allow_include_outside)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            ALLOW_INCLUDE_OUTSIDE.reset(token)
+
+    return click.option(
+        "--allow-include-outside", is_flag=True,
+        help="Allow include: of files outside the runbook's folder and its playbooks folder.",
+    )(wrapper)  # type: ignore[return-value]  # fmt: skip
+
+
 def reports_problems(fn: F) -> F:
     """An invalid runbook: one `FILE:LINE:COL: message` line per problem on stderr, exit 2."""
 
@@ -130,6 +149,7 @@ def _interrupt_on_sigterm() -> None:
 @click.command()
 @click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
 @vars_options
+@include_option
 @reports_problems
 def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> ExitCode:
     """Check a runbook (or a playbook on its own) without running anything; one FILE:LINE:COL line per problem.
@@ -191,6 +211,7 @@ def _show_plan(plan: Any, next_command: str, as_json: bool) -> ExitCode:
 @window_option
 @operator_option
 @state_dir_option
+@include_option
 @reports_problems
 def plan(  # noqa: PLR0917 - click passes every option as an argument
          runbook: Path, var: tuple[str, ...], vars_file: Path | None, offline: bool, as_json: bool,
@@ -235,6 +256,7 @@ def _outcome(outcome: Any) -> ExitCode:
 @window_option
 @operator_option
 @state_dir_option
+@include_option
 @reports_problems
 def run(  # noqa: PLR0917 - click passes every option as an argument
         runbook: Path, var: tuple[str, ...], vars_file: Path | None, approve: tuple[str, ...], yes: bool,
@@ -288,6 +310,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 @gate_options
 @operator_option
 @state_dir_option
+@include_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
            run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
@@ -405,10 +428,11 @@ def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitC
     Example:
       opskit note 20251123-031002-a1b2 "db synced, waiting for the client to switch DNS"
     """
-    from opskit.redaction import Masker  # noqa: PLC0415 - imported on first use, keeps start-up fast
+    from opskit.runbook.context import run_masker  # noqa: PLC0415 - imported on first use, keeps start-up fast
     from opskit.runbook.journal import JOURNAL, Journal, run_dir  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
-    journal = Journal(run_dir(state_dir, run_id) / JOURNAL, Masker())
+    path = run_dir(state_dir, run_id) / JOURNAL
+    journal = Journal(path, run_masker(path))  # a note is masked like output (issue #10)
     try:
         journal.append("note", text=text, operator=_operator(operator))
     finally:
@@ -427,6 +451,7 @@ def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitC
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown SSH host keys.")
 @operator_option
 @state_dir_option
+@include_option
 @reports_problems
 def rollback(run_id: str, accept_changes: bool, accept_new_host_keys: bool, operator: str | None,
              state_dir: Path) -> ExitCode:  # fmt: skip

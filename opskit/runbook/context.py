@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -12,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from opskit.errors import UsageError
+from opskit.errors import OpskitError, UsageError
 from opskit.redaction import Masker
-from opskit.runbook.journal import Journal
+from opskit.runbook.journal import Journal, read_journal
 from opskit.runbook.model import Runbook, SecretRef
 from opskit.runbook.scope import base_vars
 from opskit.runbook.templates import display_secrets, render, shell_secrets
@@ -77,29 +79,106 @@ class SilentReporter:
         pass
 
 
+MIN_SECRET_CHARS = (
+    4  # shorter values would mask ordinary words, or be guessed from the *** around them
+)
+SECRET_COMMAND_TIMEOUT_S = (
+    120.0  # `pass` or `op read` may wait for a passphrase typed at the terminal
+)
+# Secret source variables already read: each is removed from our environment once read, so local steps
+# (which inherit it) never see it; a second read in the same process (plan, then run) finds it here.
+_TAKEN: dict[str, str] = {}
+
+
 def read_secrets(runbook: Runbook) -> dict[str, str]:
-    """Every secret's value, from its environment variable or file; a one-line error when missing."""
-    values: dict[str, str] = {}
-    for name, ref in runbook.secrets.items():
-        values[name] = _read_secret(runbook, ref)
+    """Every secret's value, from its environment variable, file or command; one-line error otherwise."""
+    return {
+        name: _checked(ref, _read_secret(runbook, ref)) for name, ref in runbook.secrets.items()
+    }
+
+
+def readable_secrets(runbook: Runbook) -> list[str]:
+    """The secrets that can be read here without running anything (to mask a note once more)."""
+    values = []
+    for ref in runbook.secrets.values():
+        if ref.command is None:
+            with contextlib.suppress(OpskitError):
+                values.append(_read_secret(runbook, ref))
     return values
+
+
+def run_masker(journal_path: Path) -> Masker:
+    """A masker holding the secrets of a run's runbook that can be read here: a note is masked like output."""
+    from opskit.runbook.loader import load  # noqa: PLC0415 - only `opskit note` needs it
+
+    for event in read_journal(journal_path).events:
+        if event.get("event") == "run_started" and event.get("runbook"):
+            runbook, _ = load(Path(str(event["runbook"])))
+            return Masker(readable_secrets(runbook) if runbook is not None else [])
+    return Masker()
+
+
+def _checked(ref: SecretRef, value: str) -> str:
+    if len(value) < MIN_SECRET_CHARS:
+        raise UsageError(
+            f"secret '{ref.name}' is {len(value)} characters long: too short to mask safely in output "
+            f"and journal (at least {MIN_SECRET_CHARS})"
+        )
+    if "\0" in value:
+        raise UsageError(f"secret '{ref.name}' holds a NUL byte: no command can receive it")
+    return value
 
 
 def _read_secret(runbook: Runbook, ref: SecretRef) -> str:
     if ref.env is not None:
-        value = os.environ.get(ref.env)
-        if value is None:
-            raise UsageError(
-                f"secret '{ref.name}': environment variable {ref.env} is not set (export it first)"
-            )
-        return value
+        value = os.environ.pop(ref.env, None)
+        if value is not None:
+            _TAKEN[ref.env] = value
+            return value
+        if ref.env in _TAKEN:
+            return _TAKEN[ref.env]
+        raise UsageError(
+            f"secret '{ref.name}': environment variable {ref.env} is not set (export it first)"
+        )
+    if ref.command is not None:
+        return _secret_from_command(runbook, ref, ref.command)
     path = Path(os.path.expanduser(ref.file or ""))
     if not path.is_absolute():
         path = runbook.path.parent / path
     try:
-        return path.read_text().rstrip("\r\n")
+        data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"secret '{ref.name}': cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"secret '{ref.name}': {path} is not UTF-8 text (a binary file?)"
+        ) from None
+
+
+def _secret_from_command(runbook: Runbook, ref: SecretRef, command: str) -> str:
+    """stdout of `pass show x`, `vault kv get -field=pw x`, `op read op://...`: never shown anywhere."""
+    try:
+        # stdin and stderr stay the terminal's, so a passphrase prompt reaches the operator.
+        done = subprocess.run(
+            [shutil.which("bash") or "/bin/sh", "-c", command], stdout=subprocess.PIPE, cwd=runbook.path.parent,
+            timeout=SECRET_COMMAND_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise UsageError(
+            f"secret '{ref.name}': `{command}` gave no answer within {SECRET_COMMAND_TIMEOUT_S:g}s"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"secret '{ref.name}': cannot run `{command}`: {exc.strerror}") from None
+    if done.returncode != 0:
+        raise UsageError(f"secret '{ref.name}': `{command}` exited {done.returncode}")
+    try:
+        return done.stdout.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"secret '{ref.name}': `{command}` printed bytes that are not UTF-8"
+        ) from None
 
 
 @dataclass

@@ -52,8 +52,9 @@ def new_run_id(now: datetime) -> str:
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
     """The directory of an existing run; a one-line error naming `opskit status` when there is none."""
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        raise UsageError(f"bad run id {run_id!r}")
+    # Longer than a file name, or with a NUL: the file system would raise, not say which argument.
+    if not run_id or "/" in run_id or run_id.startswith(".") or "\0" in run_id or len(run_id) > 64:
+        raise UsageError(f"bad run id {run_id[:80]!r}: expected one like 20251123-031002-a1b2")
     path = runs_dir(state_dir) / run_id
     if not (path / JOURNAL).is_file():
         raise UsageError(

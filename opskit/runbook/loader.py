@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,12 @@ MAX_INCLUDE_DEPTH = 8
 MAX_STEP_S = 7 * 86400.0  # a timeout or wait longer than a week is a typo, not a night
 MAX_DELAY_S = 86400.0
 MAX_ATTEMPTS = 100
+# The operator's opt-in (`--allow-include-outside`), set by the CLI around one command.
+ALLOW_INCLUDE_OUTSIDE: ContextVar[bool] = ContextVar("allow_include_outside", default=False)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = _NAME
+SECRET_SOURCES = ("env", "file", "command")
 
 
 def display_path(path: Path) -> str:
@@ -225,18 +230,21 @@ def _include(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> Non
     target = st.text(target_y, "include")
     if target is None:
         return
-    candidates = [path.parent / target, path.parent.parent / target, Path.cwd() / target]
-    found = next((c.resolve() for c in candidates if c.is_file()), None)
+    found = _resolve_include(st, target, target_y.loc, path, scope.chain[0].parent)
     if found is None:
-        looked = ", ".join(sorted({display_path(c.parent.resolve()) for c in candidates}))
-        st.bad(target_y.loc, f"include '{target}' does not exist (looked in {looked})")
         return
     if found in scope.chain or len(scope.chain) > MAX_INCLUDE_DEPTH:
         st.bad(target_y.loc, f"include '{target}' includes itself")
         return
-    node, raw = read(found, display_path(found), st.problems)
+    problems: list[RunbookInvalid] = []
+    node, raw = read(found, display_path(found), problems)
     st.sources.append(found)
     st.digest.update(raw)
+    if node is not None and not (node.is_list or (node.is_map and "steps" in node.value)):
+        # Whatever file this is, its content stays out of the message (it may be a key or a password).
+        st.bad(target_y.loc, f"include '{target}' is not a playbook (a list of steps, or steps:)")
+        return
+    st.problems.extend(problems)
     if node is None:
         return
     layer, steps_y, params = _playbook_head(st, node)
@@ -258,6 +266,40 @@ def _include(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> Non
         Include(target, target_y.loc, {k: v.key_loc or v.loc for k, v in with_ys.items()},
                 params, own_vars, tuple(s.id for s in out[first:]))
     )  # fmt: skip
+
+
+def _playbook_dirs(runbook_dir: Path) -> list[Path]:
+    """The playbooks folders of a runbook: beside it (`playbooks/`) or beside its folder."""
+    return [d for d in (runbook_dir / "playbooks", runbook_dir.parent / "playbooks") if d.is_dir()]
+
+
+def _resolve_include(
+    st: _Load, target: str, where: SourceLocation, including: Path, runbook_dir: Path
+) -> Path | None:
+    """The included file: next to the including file first, then in the runbook's playbooks folder.
+
+    A file outside the runbook's folder and its playbooks folder is refused unless the operator opted in
+    (`--allow-include-outside`): a runbook from elsewhere must not read ~/.ssh or /etc by including it.
+    """
+    dirs = _playbook_dirs(runbook_dir)
+    candidates = [including.parent / target]
+    for d in dirs:
+        candidates += [
+            d / target,
+            d.parent / target,
+        ]  # `playbooks/x.yaml` is written from the project
+    found = next((c.resolve() for c in candidates if c.is_file()), None)
+    if found is None:
+        looked = ", ".join(dict.fromkeys(display_path(c.parent.resolve()) for c in candidates))
+        st.bad(where, f"include '{target}' does not exist (looked in {looked})")
+        return None
+    roots = [runbook_dir.resolve(), *(d.resolve() for d in dirs)]
+    if not ALLOW_INCLUDE_OUTSIDE.get() and not any(found.is_relative_to(r) for r in roots):
+        allowed = " and ".join(display_path(r) for r in roots)
+        st.bad(where, f"include '{target}' is outside {allowed}: pass --allow-include-outside "
+                      "to include it")  # fmt: skip
+        return None
+    return found
 
 
 def _playbook_head(st: _Load, node: Y) -> tuple[dict[str, Any], Y | None, tuple[str, ...] | None]:
@@ -355,6 +397,9 @@ def _step(st: _Load, y: Y, scope: _Scope) -> Step | None:  # noqa: PLR0912 - one
         locs[f"with.{key}"] = value.key_loc or value.loc
     env: dict[str, str] = {}
     for key, value in st.mapping(f.get("env"), "env").items():
+        if not _ENV_NAME.fullmatch(key):
+            st.bad(value.key_loc or value.loc, f"env name {key!r} must be letters, digits and _ "
+                   "(no spaces, no =)")  # fmt: skip
         env[key] = st.text(value, f"env.{key}") or ""
         locs[f"env.{key}"] = value.loc
     when_y = f.get("when")
@@ -498,15 +543,24 @@ def _hosts(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> dict[str,
 def _secrets(st: _Load, y: Y | None) -> dict[str, SecretRef]:
     secrets: dict[str, SecretRef] = {}
     for name, entry in st.mapping(y, "secrets").items():
-        if not st.fields(entry, ("env", "file"), f"secret '{name}'"):
+        if not st.fields(entry, SECRET_SOURCES, f"secret '{name}'"):
             continue
-        if ("env" in entry.value) == ("file" in entry.value):
-            st.bad(entry.loc, f"secret '{name}' needs exactly one of env or file")
+        if not _NAME.fullmatch(name):
+            st.bad(
+                entry.key_loc or entry.loc, f"secret name {name!r} must be letters, digits and _"
+            )
+        given = [s for s in SECRET_SOURCES if s in entry.value]
+        if len(given) != 1:
+            st.bad(entry.loc, f"secret '{name}' needs exactly one of env, file or command")
             continue
+        env = st.text(entry.value.get("env"), "env")
+        if env is not None and not _ENV_NAME.fullmatch(env):
+            st.bad(entry.value["env"].loc, f"env {env!r} is not an environment variable name")
         secrets[name] = SecretRef(
             name=name,
-            env=st.text(entry.value.get("env"), "env"),
+            env=env,
             file=st.text(entry.value.get("file"), "file"),
+            command=st.text(entry.value.get("command"), "command"),
             loc=entry.key_loc or entry.loc,
         )
     return secrets

@@ -232,6 +232,7 @@ def check(
             where = runbook.locs.get(f"hosts.{name}.{key}", host.loc)
             if where is not None:
                 c.names_ok(value, set(c.static), where, set())
+    _check_files(c, runbook)
     seen: dict[str, Step] = {}
     captured: set[str] = set(params)
     steps = []
@@ -248,6 +249,43 @@ def check(
             captured.add(step.capture)
     _check_includes(c, runbook)
     return dataclasses.replace(runbook, steps=tuple(steps)), c.problems
+
+
+def _check_files(c: _Checker, runbook: Runbook) -> None:
+    """Key, known_hosts and secret files that exist here must be text: a binary one is a wrong path."""
+    for name, host in runbook.hosts.items():
+        for key in ("key_file", "known_hosts"):
+            value = getattr(host, key)
+            where = runbook.locs.get(f"hosts.{name}.{key}", host.loc)
+            try:
+                rendered = render(value, c.static).strip() if value else ""
+            except TemplateProblem:
+                continue
+            if rendered and where is not None and _is_binary(Path(rendered).expanduser()):
+                c.bad(where, f"host '{name}': {key} {rendered} is a binary file, not OpenSSH text")
+    for secret in runbook.secrets.values():
+        if secret.file and secret.loc is not None:
+            path = runbook.path.parent / Path(secret.file).expanduser()
+            if _is_binary(path):
+                c.bad(
+                    secret.loc, f"secret '{secret.name}': {secret.file} is a binary file, not text"
+                )
+
+
+def _is_binary(path: Path) -> bool:
+    """True for an existing regular file whose start is not UTF-8 text (never says what is in it)."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as fh:
+            head = fh.read(64 * 1024)
+    except OSError:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 4  # a character cut by the 64 KiB boundary is still text
+    return b"\0" in head
 
 
 def _fragments(runbook: Runbook) -> tuple[list[str], set[str]]:
