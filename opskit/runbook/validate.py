@@ -244,7 +244,7 @@ def check(
                 f"duplicate step id '{step.id}' (first at {first.file}:{first.line})",
             )
         seen[step.id] = step
-        steps.append(_check_step(c, step, captured))
+        steps.append(_named(c, _check_step(c, step, captured), captured))
         if step.capture:
             captured.add(step.capture)
     _check_includes(c, runbook)
@@ -379,6 +379,27 @@ def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: P
     if step.wait_s is not None and not step.kind_explicit:
         return dataclasses.replace(step, kind=Kind.PROBE)  # waiting changes nothing
     return step
+
+
+def _named(c: _Checker, step: Step, captured: set[str]) -> Step:
+    """The step with its `name:` rendered, so the journal, plan, status and report show the real title.
+
+    Left as written when it needs a value only the run has (a capture, the run id, the operator)."""
+    if not is_template(step.name):
+        return step
+    try:
+        used = names(str(step.name))
+    except TemplateProblem:
+        return step  # reported by _check_step
+    if used & (captured | set(BUILTINS)):
+        return step
+    ctx: dict[str, Any] = dict(c.static)
+    for layer in step.scope:
+        ctx = {**ctx, **{k: _try_render(v, ctx) for k, v in layer.items()}}
+    try:
+        return dataclasses.replace(step, name=render(str(step.name), ctx).strip())
+    except TemplateProblem:
+        return step
 
 
 def _check_hosts(
