@@ -36,7 +36,8 @@ def refused(opskit: Invoke, path: Path, *args: str) -> str:
     lines = result.stderr.splitlines()
     assert lines[-1] == "opskit: 1 problem; nothing ran", result.stderr
     match = LOCATED.match(lines[0])
-    assert match and len(lines) == 2, result.stderr
+    assert match, result.stderr
+    assert len(lines) == 2, result.stderr
     assert "Traceback" not in result.stderr
     return match.group("problem")
 
