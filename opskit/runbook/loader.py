@@ -290,8 +290,8 @@ def _resolve_include(
         ]  # `playbooks/x.yaml` is written from the project
     found = next((c.resolve() for c in candidates if c.is_file()), None)
     if found is None:
-        looked = ", ".join(dict.fromkeys(display_path(c.parent.resolve()) for c in candidates))
-        st.bad(where, f"include '{target}' does not exist (looked in {looked})")
+        looked = ", ".join(dict.fromkeys(display_path(c.resolve()) for c in candidates))
+        st.bad(where, f"include '{target}' does not exist (looked for {looked})")
         return None
     roots = [runbook_dir.resolve(), *(d.resolve() for d in dirs)]
     if not ALLOW_INCLUDE_OUTSIDE.get() and not any(found.is_relative_to(r) for r in roots):
