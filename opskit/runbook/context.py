@@ -79,12 +79,11 @@ class SilentReporter:
         pass
 
 
-MIN_SECRET_CHARS = (
-    4  # shorter values would mask ordinary words, or be guessed from the *** around them
-)
-SECRET_COMMAND_TIMEOUT_S = (
-    120.0  # `pass` or `op read` may wait for a passphrase typed at the terminal
-)
+# Shorter values would mask ordinary words, or be guessed from the *** around them.
+MIN_SECRET_CHARS = 4
+MAX_SECRET_BYTES = 64 * 1024
+# `pass` or `op read` may wait for a passphrase typed at the terminal.
+SECRET_COMMAND_TIMEOUT_S = 120.0
 # Secret source variables already read: each is removed from our environment once read, so local steps
 # (which inherit it) never see it; a second read in the same process (plan, then run) finds it here.
 _TAKEN: dict[str, str] = {}
@@ -146,9 +145,14 @@ def _read_secret(runbook: Runbook, ref: SecretRef) -> str:
     if not path.is_absolute():
         path = runbook.path.parent / path
     try:
-        data = path.read_bytes()
+        if not path.is_file():  # a FIFO or /dev/zero would never end
+            raise UsageError(f"secret '{ref.name}': {path} is not a regular file")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"secret '{ref.name}': cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise UsageError(f"secret '{ref.name}': {path} is larger than 64 KiB: not a secret")
     try:
         return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit import durations
-from opskit.errors import RunbookInvalid, SourceLocation
+from opskit.errors import RunbookInvalid, SourceLocation, UsageError
 from opskit.runbook.model import (
     Gate,
     GateLevel,
@@ -33,7 +33,7 @@ from opskit.runbook.model import (
     Undo,
 )
 from opskit.runbook.templates import is_template
-from opskit.runbook.yamlnodes import Y, read
+from opskit.runbook.yamlnodes import Y, read, unprintable
 
 TOP_FIELDS = ("name", "description", "vars", "secrets", "hosts", "defaults", "steps")
 STEP_FIELDS = (
@@ -156,6 +156,7 @@ def load(
     path: Path, overrides: dict[str, Any] | None = None
 ) -> tuple[Runbook | None, list[RunbookInvalid]]:
     """Parse a runbook file; returns the runbook (None when unusable) and every structural problem."""
+    _check_overrides_text(overrides or {})
     st = _Load()
     display = display_path(path)
     root, raw = read(path, display, st.problems)
@@ -209,6 +210,24 @@ def load(
         includes=tuple(st.includes),
     )
     return runbook, st.problems
+
+
+def _check_overrides_text(overrides: dict[str, Any]) -> None:
+    """`--var`/`--vars-file` values no command can carry (a NUL, bytes that were not UTF-8) are bad input."""
+    for name, value in overrides.items():
+        texts = [name, *_strings(value)]
+        for text in texts:
+            why = unprintable(text) if isinstance(text, str) else None
+            if why:
+                raise UsageError(f"--var {name!r}: {why}")
+
+
+def _strings(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *(s for v in value.values() for s in _strings(v))]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return [value]
 
 
 def _steps(st: _Load, y: Y, scope: _Scope, path: Path, out: list[Step]) -> None:

@@ -75,14 +75,13 @@ class HostRef:
 
 @dataclass(frozen=True)
 class SecretRef:
-    """A `secrets:` entry: read from an environment variable, a file or a command at run time, never stored."""
+    """A `secrets:` entry: read from an env variable, a file or a command at run time, never stored."""
 
     name: str
     env: str | None = None
     file: str | None = None
-    command: str | None = (
-        None  # `pass show db/pw`, `vault kv get -field=pw secret/db`, `op read ...`
-    )
+    # `pass show db/pw`, `vault kv get -field=pw secret/db`, `op read op://vault/db/pw`
+    command: str | None = None
     loc: SourceLocation | None = None
 
 

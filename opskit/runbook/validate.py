@@ -30,6 +30,8 @@ from opskit.runbook.templates import (
 )
 from opskit.runbook.yamlnodes import read
 
+MAX_SMALL_FILE_BYTES = 1024 * 1024  # a key, a known_hosts or a secret file
+
 
 def load_runbook(path: Path, overrides: Mapping[str, Any] | None = None) -> Runbook:
     """The validated runbook; raises RunbookProblems listing every problem, in file order."""
@@ -252,7 +254,7 @@ def check(
 
 
 def _check_files(c: _Checker, runbook: Runbook) -> None:
-    """Key, known_hosts and secret files that exist here must be text: a binary one is a wrong path."""
+    """Key, known_hosts and secret files that exist here must be small text files: else a wrong path."""
     for name, host in runbook.hosts.items():
         for key in ("key_file", "known_hosts"):
             value = getattr(host, key)
@@ -261,31 +263,33 @@ def _check_files(c: _Checker, runbook: Runbook) -> None:
                 rendered = render(value, c.static).strip() if value else ""
             except TemplateProblem:
                 continue
-            if rendered and where is not None and _is_binary(Path(rendered).expanduser()):
-                c.bad(where, f"host '{name}': {key} {rendered} is a binary file, not OpenSSH text")
+            why = _not_text(Path(rendered).expanduser()) if rendered else None
+            if why and where is not None:
+                c.bad(where, f"host '{name}': {key} {rendered} {why}")
     for secret in runbook.secrets.values():
         if secret.file and secret.loc is not None:
-            path = runbook.path.parent / Path(secret.file).expanduser()
-            if _is_binary(path):
-                c.bad(
-                    secret.loc, f"secret '{secret.name}': {secret.file} is a binary file, not text"
-                )
+            why = _not_text(runbook.path.parent / Path(secret.file).expanduser())
+            if why:
+                c.bad(secret.loc, f"secret '{secret.name}': {secret.file} {why}")
 
 
-def _is_binary(path: Path) -> bool:
-    """True for an existing regular file whose start is not UTF-8 text (never says what is in it)."""
+def _not_text(path: Path) -> str | None:
+    """Why an existing file cannot be a key, known_hosts or secret file (never says what is in it)."""
     try:
+        if not path.exists():
+            return None  # it may exist only where the run happens
         if not path.is_file():
-            return False
-        with path.open("rb") as fh:
-            head = fh.read(64 * 1024)
+            return "is not a regular file"
+        if path.stat().st_size > MAX_SMALL_FILE_BYTES:
+            return f"is larger than {MAX_SMALL_FILE_BYTES // 1024} KiB: not a key or a secret"
+        head = path.read_bytes()
     except OSError:
-        return False
+        return None  # unreadable here: the run says so where it reads it
     try:
         head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start < len(head) - 4  # a character cut by the 64 KiB boundary is still text
-    return b"\0" in head
+    except UnicodeDecodeError:
+        return "is a binary file, not text"
+    return "is a binary file, not text" if b"\0" in head else None
 
 
 def _fragments(runbook: Runbook) -> tuple[list[str], set[str]]:

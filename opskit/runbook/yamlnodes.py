@@ -113,7 +113,10 @@ def unprintable(text: str) -> str | None:
         return "text holds a NUL byte, which no command, file name or variable can carry"
     for ch in text:
         if "\ud800" <= ch <= "\udfff":
-            return f"text holds a lone surrogate (U+{ord(ch):04X}), which is not valid Unicode"
+            return (
+                f"text holds a lone surrogate (U+{ord(ch):04X}), which is not valid Unicode "
+                "(bytes that were not UTF-8?)"
+            )
     return None
 
 
