@@ -196,3 +196,21 @@ def test_an_include_resolves_beside_the_including_file_first(
 
     assert '"o.right"' in result.stdout
     assert "wrong" not in result.stdout
+
+
+def test_a_var_that_was_not_utf8_or_a_device_as_secret_file_is_one_line(
+    opskit: Invoke, tmp_path: Path
+) -> None:
+    """`--var v=<bytes that are not UTF-8>` and `file: /dev/zero` as a secret: exit 2, one line, no hang."""
+    path = write(tmp_path, "name: x\nvars: {v: a}\nsteps:\n  - {id: a, run: 'echo {{ v }}'}\n")
+    device = write(
+        tmp_path,
+        "name: x\nsecrets: {pw: {file: /dev/zero}}\nsteps:\n  - {id: a, run: 'true'}\n",
+        "d.yaml",
+    )
+
+    bad_var = opskit("run", str(path), "--var", "v=\udcff", expect=ExitCode.BAD_INPUT)
+
+    assert bad_var.stderr.startswith("opskit: --var 'v': text holds a lone surrogate")
+    assert len(bad_var.stderr.splitlines()) == 1
+    assert "not a regular file" in refused(opskit, device)

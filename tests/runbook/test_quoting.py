@@ -11,6 +11,7 @@ from opskit.errors import ExitCode
 from opskit.runbook.shell import masked_view, render_command, secret_view
 from tests.conftest import Invoke
 from tests.runbook.helpers import write
+from tests.servers.sshd import Sshd
 
 HOSTILE = [
     "x; touch {marker}",
@@ -181,3 +182,35 @@ def test_validate_lists_each_place_that_takes_shell_text(opskit: Invoke, tmp_pat
 
     assert f"shell text (| raw): {path}:5:10: run: stop" in result.stdout
     assert f"shell text (| raw): {path}:6:11: undo: start" in result.stdout
+
+
+@pytest.mark.sshd
+def test_over_ssh_a_value_and_a_secret_are_one_argument_each(
+    opskit: Invoke, tmp_path: Path, sshd: Sshd
+) -> None:
+    """On a remote host too: a hostile var runs no code and `'{{ pw }}'` passes the secret, not its name."""
+    marker = tmp_path / "pwned-remote"
+    secret = "remote pass b*"  # noqa: S105 - a made-up secret the test hunts for
+    path = write(
+        tmp_path,
+        f"""
+        name: remote-quoting
+        secrets: {{pw: {{env: REMOTE_QUOTING_PW}}}}
+        hosts:
+          target: {{address: 127.0.0.1, port: {sshd.port}, user: {sshd.user},
+                    key_file: "{sshd.client_key}", known_hosts: "{sshd.known_hosts}"}}
+        steps:
+          - id: a
+            on: target
+            run: printf '[%s]\\n' {{{{ v }}}} "{{{{ v }}}}"; printf '%s' '{{{{ pw }}}}' | sha256sum
+    """,
+    )
+    value = f"x; touch {marker}; $(touch {marker})"
+
+    result = opskit("run", str(path), "--var", f"v={value}", env={"REMOTE_QUOTING_PW": secret},
+                    expect=ExitCode.OK)  # fmt: skip
+
+    assert result.stdout.count(f"[target] [{value}]") == 2
+    assert hashlib.sha256(secret.encode()).hexdigest() in result.stdout
+    assert not marker.exists()
+    assert secret not in result.stdout + sshd.log_text()

@@ -144,3 +144,21 @@ def test_a_note_is_masked_like_output(opskit: Invoke, tmp_path: Path) -> None:
 
     assert "the db password is ***, do not share" in shown.stdout
     assert secret not in json.dumps(events(tmp_path / "state", rid))
+
+
+def test_validate_never_runs_a_secret_command(opskit: Invoke, tmp_path: Path) -> None:
+    """`opskit validate` checks a runbook whose secret comes from a command without running that command."""
+    marker = tmp_path / "asked-the-vault"
+    path = write(
+        tmp_path,
+        f"""
+        name: vaulted
+        secrets: {{pw: {{command: "touch {marker}; echo long-enough"}}}}
+        steps:
+          - {{id: a, run: "echo {{{{ pw }}}}"}}
+    """,
+    )
+
+    opskit("validate", str(path), expect=ExitCode.OK)
+
+    assert not marker.exists()

@@ -271,3 +271,26 @@ def test_a_templated_ssh_port_is_used_not_replaced_by_22(opskit: Invoke, tmp_pat
 
     bad = opskit("run", str(path), "--var", "ssh_port=abc", expect=ExitCode.BAD_INPUT)
     assert "port must be a number from 1 to 65535, got 'abc'" in bad.stderr
+
+
+def test_step_names_render_their_templates(opskit: Invoke, tmp_path: Path) -> None:
+    """`name: Lower the TTL of {{ domain }}` is shown and journaled filled in, with --var applied."""
+    path = write(
+        tmp_path,
+        """
+        name: named
+        vars: {domain: example.net}
+        steps:
+          - id: lower
+            name: Lower the TTL of {{ domain }}
+            run: "true"
+    """,
+    )
+
+    plan = opskit("plan", str(path), "--var", "domain=dispatch.example.net", "--json",
+                  expect=ExitCode.OK)  # fmt: skip
+    run = opskit("run", str(path), expect=ExitCode.OK)
+
+    assert '"name": "Lower the TTL of dispatch.example.net"' in plan.stdout
+    assert "Lower the TTL of example.net" in run.stdout
+    assert "{{" not in run.stdout
