@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import Blocked, OpskitError
-from opskit.runbook.context import read_secrets
+from opskit.runbook.context import readable_secrets
 from opskit.runbook.journal import JOURNAL, read_journal
 from opskit.runbook.loader import load
 from opskit.runbook.lock import is_locked
@@ -57,7 +57,7 @@ def runbook_secrets(runbook_path: str | None) -> list[str]:
         runbook, problems = load(Path(runbook_path))
         if runbook is None or problems:
             return []
-        return list(read_secrets(runbook).values())
+        return readable_secrets(runbook)  # a report never runs a secret's `command:`
     except (OpskitError, OSError):
         return []
 
