@@ -57,6 +57,12 @@ _ENV_NAME = _NAME
 SECRET_SOURCES = ("env", "file", "command")
 
 
+def shown(y: Y) -> str:
+    """A value as a problem line quotes it: plain (no locations), one line, at most 60 characters."""
+    text = repr(y.plain())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def display_path(path: Path) -> str:
     """A path as the user would type it: relative to the current directory when below it."""
     try:
@@ -117,7 +123,7 @@ class _Load:
         if y is None or y.value is None:
             return False
         if not isinstance(y.value, bool):
-            self.bad(y.loc, f"{what} must be true or false, got {y.value!r}")
+            self.bad(y.loc, f"{what} must be true or false, got {shown(y)}")
             return False
         return y.value
 
@@ -130,15 +136,15 @@ class _Load:
         try:
             seconds = durations.parse_seconds(y.value)
         except durations.DurationError:
-            self.bad(y.loc, f"bad duration {y.value!r} for {what} (use 500ms, 30s, 10m or 24h)")
+            self.bad(y.loc, f"bad duration {shown(y)} for {what} (use 500ms, 30s, 10m or 24h)")
             return None
         if not math.isfinite(seconds):
-            self.bad(y.loc, f"{what} must be a finite duration like 30s or 10m, got {y.value!r}")
+            self.bad(y.loc, f"{what} must be a finite duration like 30s or 10m, got {shown(y)}")
         elif seconds == 0 and not zero_ok:
             self.bad(y.loc, f"{what} of 0 means nothing here: give a duration like 30s or 10m")
         elif seconds > max_s:
             limit = durations.format_seconds(max_s)
-            self.bad(y.loc, f"{what} {y.value!r} is longer than {limit}, the most it may be")
+            self.bad(y.loc, f"{what} {shown(y)} is longer than {limit}, the most it may be")
         else:
             return seconds
         return None
@@ -398,7 +404,7 @@ def _step(st: _Load, y: Y, scope: _Scope) -> Step | None:  # noqa: PLR0912 - one
         except ValueError:
             st.bad(
                 f["kind"].loc,
-                f"kind must be probe, mutate or irreversible, got {f['kind'].value!r}",
+                f"kind must be probe, mutate or irreversible, got {shown(f['kind'])}",
             )
     on: tuple[str, ...] = ()
     if "on" in f:
@@ -486,7 +492,7 @@ def _gate(st: _Load, y: Y | None) -> Gate | None:
         except ValueError:
             st.bad(
                 y.value["level"].loc,
-                f"gate level must be confirm, typed or critical, got {y.value['level'].value!r}",
+                f"gate level must be confirm, typed or critical, got {shown(y.value['level'])}",
             )
     return Gate(prompt=st.text(y.value.get("prompt"), "prompt") or "", level=level)
 
@@ -503,7 +509,8 @@ def _retry(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> Retry:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
             st.bad(
                 merged["attempts"].loc,
-                f"retry.attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {value!r}",
+                f"retry.attempts must be a whole number from 1 to {MAX_ATTEMPTS}, "
+                f"got {shown(merged['attempts'])}",
             )
         else:
             attempts = value
@@ -546,7 +553,9 @@ def _hosts(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> dict[str,
             elif is_template(value):
                 port = value  # rendered when the run connects, like the address
             else:
-                st.bad(f["port"].loc, f"port must be a number from 1 to 65535, got {value!r}")
+                st.bad(
+                    f["port"].loc, f"port must be a number from 1 to 65535, got {shown(f['port'])}"
+                )
         hosts[name] = HostRef(
             name=name,
             address=st.text(f.get("address"), "address") or "",

@@ -135,7 +135,7 @@ def _put_back(rendered: str, values: list[str | None], used: set[str], *, show: 
     i = 0
     while i < len(rendered):
         marker = _VALUE.match(rendered, i)
-        if marker:
+        if marker and int(marker.group(1)) < len(values):
             value = values[int(marker.group(1))]
             out.append(_quoted(value, stack[-1], used, show=show))
             i = marker.end()

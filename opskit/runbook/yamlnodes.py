@@ -112,6 +112,8 @@ def unprintable(text: str) -> str | None:
     if "\0" in text:
         return "text holds a NUL byte, which no command, file name or variable can carry"
     for ch in text:
+        if "\ue000" <= ch <= "\ue003":  # opskit/runbook/shell.py marks values with these
+            return f"text holds U+{ord(ch):04X}, a private-use character opskit reserves"
         if "\ud800" <= ch <= "\udfff":
             return (
                 f"text holds a lone surrogate (U+{ord(ch):04X}), which is not valid Unicode "

@@ -65,7 +65,8 @@ BAD_TOP = {
                 "{svc: {env: SVC}}"],
     "defaults": ["{timeout: .nan}", "{timeout: 0}", "{bogus: 1}", "{retry: {attempts: -1}}"],
     "bogus_top": ["1"],
-    "steps_extra": ["x"],
+    "steps_extra": ["x", "- include: /etc/passwd", "- include: nowhere.yaml",
+                    "- {include: ../../x.yaml, bogus: 1}", "- include: [a]"],
 }  # fmt: skip
 
 
@@ -114,22 +115,22 @@ def _unclosed(top: Fields, step: Fields, rng: random.Random) -> None:
 
 
 def _control(top: Fields, step: Fields, rng: random.Random) -> None:
-    step["run"] = "echo " + rng.choice(["\x00", "\x01", "\x1b[31m\x07", "\ufffe"])
+    step["run"] = "echo " + rng.choice(["\x00", "\x01", "\x1b[31m\x07", "\ufffe", "'\ue000'"])
 
 
 def _missing_id(top: Fields, step: Fields, rng: random.Random) -> None:
     step.pop("id", None)
 
 
-def _empty_steps(top: Fields, step: Fields, rng: random.Random) -> None:
-    top["steps_extra"] = rng.choice(["1", "x"])
+def _bad_item(top: Fields, step: Fields, rng: random.Random) -> None:
+    top["steps_extra"] = rng.choice(BAD_TOP["steps_extra"])
 
 
 POOL: list[Mutation] = [
     *(_step_value(f) for f in BAD_VALUES),
     *(_top_value(f) for f in BAD_TOP if f != "steps_extra"),
     *(_duration(f) for f in ("timeout", "wait")),
-    _bomb, _self_alias, _deep, _unclosed, _control, _missing_id, _empty_steps,
+    _bomb, _self_alias, _deep, _unclosed, _control, _missing_id, _bad_item,
 ]  # fmt: skip
 
 
@@ -160,6 +161,7 @@ def _generated() -> list[tuple[bytes, list[str]]]:
 def _assert_refused(result_stderr: str, result_stdout: str, what: str) -> None:
     lines = result_stderr.splitlines()
     assert "Traceback" not in result_stderr, what
+    assert "root:" not in result_stderr, what  # an included file's content is never printed
     assert lines, what
     summary = SUMMARY.match(lines[-1])
     assert summary, f"{what}\n{result_stderr}"
