@@ -15,9 +15,10 @@ from functools import lru_cache
 from typing import Any
 
 from opskit.errors import OpskitError
-from opskit.runbook.shell import masked_view, secret_env_name, secret_view
-
-__all__ = ["secret_env_name"]  # re-exported: the engine names a secret's variable from here
+from opskit.runbook.shell import masked_view, secret_view
+from opskit.runbook.shell import (
+    secret_env_name as secret_env_name,
+)  # the engine imports it from here
 
 _MARKERS = ("{{", "{%", "{#")
 _FALSE_WORDS = {"", "false", "no", "0", "off", "none"}
