@@ -25,12 +25,11 @@ from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
-from opskit.runbook.shell import Command, render_command
+from opskit.runbook.shell import Command, render_command, secret_env_name
 from opskit.runbook.templates import (
     TemplateProblem,
     render,
     render_value,
-    secret_env_name,
     truth,
 )
 from opskit.runbook.validate import load_runbook
