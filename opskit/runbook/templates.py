@@ -16,9 +16,6 @@ from typing import Any
 
 from opskit.errors import OpskitError
 from opskit.runbook.shell import masked_view, secret_view
-from opskit.runbook.shell import (
-    secret_env_name as secret_env_name,
-)  # the engine imports it from here
 
 _MARKERS = ("{{", "{%", "{#")
 _FALSE_WORDS = {"", "false", "no", "0", "off", "none"}
