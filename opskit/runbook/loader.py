@@ -573,10 +573,14 @@ def _secrets(st: _Load, y: Y | None) -> dict[str, SecretRef]:
     for name, entry in st.mapping(y, "secrets").items():
         if not st.fields(entry, SECRET_SOURCES, f"secret '{name}'"):
             continue
+        where = entry.key_loc or entry.loc
         if not _NAME.fullmatch(name):
-            st.bad(
-                entry.key_loc or entry.loc, f"secret name {name!r} must be letters, digits and _"
-            )
+            st.bad(where, f"secret name {name!r} must be letters, digits and _")
+        twin = next((t for t in secrets if t.upper() == name.upper()), None)
+        if (
+            twin is not None
+        ):  # both would travel in OPSKIT_SECRET_<NAME>: one would get the other's value
+            st.bad(where, f"secret '{name}' differs from '{twin}' only in case")
         given = [s for s in SECRET_SOURCES if s in entry.value]
         if len(given) != 1:
             st.bad(entry.loc, f"secret '{name}' needs exactly one of env, file or command")
@@ -589,6 +593,6 @@ def _secrets(st: _Load, y: Y | None) -> dict[str, SecretRef]:
             env=env,
             file=st.text(entry.value.get("file"), "file"),
             command=st.text(entry.value.get("command"), "command"),
-            loc=entry.key_loc or entry.loc,
+            loc=where,
         )
     return secrets

@@ -214,3 +214,13 @@ def test_a_var_that_was_not_utf8_or_a_device_as_secret_file_is_one_line(
     assert bad_var.stderr.startswith("opskit: --var 'v': text holds a lone surrogate")
     assert len(bad_var.stderr.splitlines()) == 1
     assert "not a regular file" in refused(opskit, device)
+
+
+def test_two_secrets_that_differ_only_in_case_are_refused(opskit: Invoke, tmp_path: Path) -> None:
+    """`dbPw` and `DBPW` would share one OPSKIT_SECRET_DBPW variable: refused at the second."""
+    path = write(
+        tmp_path,
+        "name: x\nsecrets: {dbPw: {env: A_PW}, DBPW: {env: B_PW}}\nsteps:\n  - {id: a, run: 'true'}\n",
+    )
+
+    assert "differs from 'dbPw' only in case" in refused(opskit, path)
