@@ -7,6 +7,7 @@ the key is allowed and return a neutral placeholder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,9 +92,12 @@ class Params:
         if value is default:
             return value
         try:
-            return durations.parse_seconds(value)
+            seconds = durations.parse_seconds(value)
         except durations.DurationError as exc:
             raise ParamError(key, str(exc)) from None
+        if not math.isfinite(seconds):  # YAML's .nan and .inf are numbers; no wait can mean them
+            raise ParamError(key, f"expected a finite duration like 30s or 10m, got {value!r}")
+        return seconds
 
     def text_list(self, key: str, default: Any = _MISSING) -> Any:
         """A list of strings; a single string (or comma-separated text) is accepted."""

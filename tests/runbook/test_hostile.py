@@ -224,3 +224,19 @@ def test_two_secrets_that_differ_only_in_case_are_refused(opskit: Invoke, tmp_pa
     )
 
     assert "differs from 'dbPw' only in case" in refused(opskit, path)
+
+
+def test_an_action_duration_of_nan_is_refused(opskit: Invoke, tmp_path: Path) -> None:
+    """`with: {timeout: .nan}` of a waiting action is refused at its line like a step's timeout."""
+    path = write(
+        tmp_path,
+        """
+        name: x
+        steps:
+          - id: a
+            uses: dns.wait
+            with: {name: a.example, expect: [192.0.2.1], nameservers: ["127.0.0.1:53"], timeout: .nan}
+    """,
+    )
+
+    assert "finite duration" in refused(opskit, path)
