@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opskit.errors import SourceLocation
 from opskit.runbook.model import Runbook, Step
 from opskit.runbook.shell import render_command
 from opskit.runbook.templates import TemplateProblem, render, render_value
 
 BUILTINS = ("run_id", "operator")
+
+
+class VarProblem(TemplateProblem):
+    """A `vars:` entry that does not render, at its FILE:LINE:COL when known."""
+
+    def __init__(self, where: SourceLocation | None, problem: str) -> None:
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.where, self.problem = where, problem
 
 
 def base_vars(runbook: Runbook, builtins: Mapping[str, Any]) -> dict[str, Any]:
@@ -24,7 +33,7 @@ def base_vars(runbook: Runbook, builtins: Mapping[str, Any]) -> dict[str, Any]:
             ctx[name] = render_value(value, ctx)
         except TemplateProblem as exc:
             where = runbook.locs.get(f"vars.{name}")
-            raise TemplateProblem(f"{where}: vars.{name}: {exc}" if where else str(exc)) from None
+            raise VarProblem(where, f"vars.{name}: {exc}") from None
     return ctx
 
 

@@ -80,12 +80,9 @@ def _finalize(value: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def _env() -> Any:
-    from jinja2 import StrictUndefined  # noqa: PLC0415 - imported on first use, keeps start-up fast
-    from jinja2.sandbox import SandboxedEnvironment  # noqa: PLC0415 - imported on first use, keeps start-up fast
+    from opskit.runbook.templates import sandboxed_environment  # noqa: PLC0415 - templates imports us
 
-    env = SandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=True, finalize=_finalize
-    )
+    env = sandboxed_environment(finalize=_finalize)
     env.filters["raw"] = raw
     return env
 
@@ -252,8 +249,8 @@ def fragments(src: str) -> list[str]:
 
     try:
         tree = _env().parse(src)
-    except TemplateSyntaxError:
-        return []
+    except (TemplateSyntaxError, RecursionError):
+        return []  # reported by validate as a template problem
     found: list[str] = []
     for node in tree.find_all(nodes.Filter):
         if node.name == "raw":

@@ -30,12 +30,35 @@ def is_template(text: object) -> bool:
     return isinstance(text, str) and any(m in text for m in _MARKERS)
 
 
-@lru_cache(maxsize=1)
-def _env() -> Any:
+MAX_RESULT_LEN = 1_000_000  # `{{ 'x' * 10**9 }}` would take a gigabyte before anything checks it
+MAX_EXPONENT = 1024  # `{{ 10 ** 10**8 }}` would compute for minutes
+
+
+def sandboxed_environment(**options: Any) -> Any:
+    """A Jinja sandbox where undefined names are errors and `*`, `**` cannot build a bomb."""
     from jinja2 import StrictUndefined  # noqa: PLC0415 - imported on first use, keeps start-up fast
+    from jinja2.exceptions import SecurityError  # noqa: PLC0415 - imported on first use, keeps start-up fast
     from jinja2.sandbox import SandboxedEnvironment  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
-    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    class Sandbox(SandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                    if sized and len(seq) * times > MAX_RESULT_LEN:
+                        raise SecurityError(f"a result longer than {MAX_RESULT_LEN}")
+            return super().call_binop(context, operator, left, right)
+
+    return Sandbox(undefined=StrictUndefined, keep_trailing_newline=True, **options)
+
+
+@lru_cache(maxsize=1)
+def _env() -> Any:
+    env = sandboxed_environment()
     env.filters["raw"] = str  # only shell commands quote; elsewhere `| raw` changes nothing
     return env
 
@@ -69,6 +92,8 @@ def names(src: str) -> set[str]:
         return set(meta.find_undeclared_variables(_env().parse(src)))
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax: {exc.message}") from None
+    except RecursionError:  # `{{ ((((...)))) }}` thousands deep: the parser recurses per level
+        raise TemplateProblem("template syntax: nested too deeply") from None
 
 
 def expression_names(src: str) -> set[str]:

@@ -19,7 +19,7 @@ from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation, Usage
 from opskit.redaction import MASK
 from opskit.runbook import loader, shell
 from opskit.runbook.model import Kind, Runbook, Step
-from opskit.runbook.scope import BUILTINS, base_vars
+from opskit.runbook.scope import BUILTINS, VarProblem, base_vars
 from opskit.runbook.templates import (
     TemplateProblem,
     expression_names,
@@ -221,8 +221,8 @@ def check(
     builtins = {n: n.upper() for n in BUILTINS}
     try:
         c.static = base_vars(runbook, builtins)
-    except TemplateProblem as exc:
-        c.bad(SourceLocation(loader.display_path(runbook.path), 1, 1), str(exc))
+    except VarProblem as exc:
+        c.bad(exc.where or SourceLocation(loader.display_path(runbook.path), 1, 1), exc.problem)
         c.static = {**builtins, **runbook.vars}
     for name, secret in runbook.secrets.items():
         c.static[name] = MASK

@@ -49,12 +49,18 @@ def refused(opskit: Invoke, path: Path, *args: str) -> str:
         ("name: x\nvars:\n  a: &a [1, *a]\nsteps: []\n", "alias *a refers to itself"),
         ("name: x\nvars:\n  a: " + "[" * 3000 + "]" * 3000 + "\n", "levels deep"),
         ("name: x\nvars:\n  a: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "levels deep"),
+        ("name: x\nvars: {a: \"{{ 'x' * 10**9 }}\"}\nsteps: []\n", "a result longer than"),
+        ('name: x\nvars: {a: "{{ 2 ** 100000000 }}"}\nsteps: []\n', "exponent"),
+        (
+            'name: x\nsteps:\n  - {id: a, run: "{{ ' + "(" * 3000 + "1" + ")" * 3000 + ' }}"}\n',
+            "nested too deeply",
+        ),
     ],
 )
 def test_bombs_and_deep_nesting_are_refused_within_a_second(
     opskit: Invoke, tmp_path: Path, text: str, problem: str
 ) -> None:
-    """Billion laughs, a self-referencing alias and 3000 levels of nesting: one line, exit 2, under 1 s."""
+    """Alias and template bombs, a self-referencing alias, 3000 levels of nesting: one line, exit 2, < 1 s."""
     path = write(tmp_path, text)
     started = time.monotonic()
 
