@@ -12,6 +12,7 @@ from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import write
 
+ONE_STEP = "steps:\n  - {id: a, run: 'true'}\n"
 LOCATED = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): (?P<problem>.+)$")
 
 BOMB = """
@@ -49,8 +50,8 @@ def refused(opskit: Invoke, path: Path, *args: str) -> str:
         ("name: x\nvars:\n  a: &a [1, *a]\nsteps: []\n", "alias *a refers to itself"),
         ("name: x\nvars:\n  a: " + "[" * 3000 + "]" * 3000 + "\n", "levels deep"),
         ("name: x\nvars:\n  a: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "levels deep"),
-        ("name: x\nvars: {a: \"{{ 'x' * 10**9 }}\"}\nsteps: []\n", "a result longer than"),
-        ('name: x\nvars: {a: "{{ 2 ** 100000000 }}"}\nsteps: []\n', "exponent"),
+        ("name: x\nvars: {a: \"{{ 'x' * 10**9 }}\"}\n" + ONE_STEP, "a result longer than"),
+        ('name: x\nvars: {a: "{{ 2 ** 100000000 }}"}\n' + ONE_STEP, "exponent"),
         (
             'name: x\nsteps:\n  - {id: a, run: "{{ ' + "(" * 3000 + "1" + ")" * 3000 + ' }}"}\n',
             "nested too deeply",
