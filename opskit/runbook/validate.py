@@ -306,7 +306,9 @@ def _fragments(runbook: Runbook) -> tuple[list[str], set[str]]:
             if not is_template(src):
                 continue
             for name in shell.fragments(str(src)):
-                places.append(f"{where}: {field_name}: {name}")
+                source = runbook.captures.get(name)
+                note = f" (output of step {source}: it runs as shell code)" if source else ""
+                places.append(f"{where}: {field_name}: {name}{note}")
                 inserted.add(name)
     return places, inserted
 
