@@ -115,6 +115,8 @@ class Step:
     # rendered in the scope around it, so an include can pass its own variables on to a nested one.
     scope: tuple[Mapping[str, Any], ...] = ()
     locs: Mapping[str, SourceLocation] = field(default_factory=dict)
+    # Names its run/check/undo insert as shell text (`| raw`): an include's value of one is quoted inside.
+    raw_names: frozenset[str] = frozenset()
 
     @property
     def title(self) -> str:

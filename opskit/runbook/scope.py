@@ -7,7 +7,7 @@ from typing import Any
 
 from opskit.errors import SourceLocation
 from opskit.runbook.model import Runbook, Step
-from opskit.runbook.shell import render_command
+from opskit.runbook.shell import render_fragment
 from opskit.runbook.templates import TemplateProblem, render, render_value
 
 BUILTINS = ("run_id", "operator")
@@ -28,7 +28,7 @@ def base_vars(runbook: Runbook, builtins: Mapping[str, Any]) -> dict[str, Any]:
         try:
             if name in runbook.fragment_vars and isinstance(value, str):
                 # A command fragment (`{{ stop_old | raw }}`): the values it holds are still quoted.
-                ctx[name] = render_command(value, ctx).text
+                ctx[name] = render_fragment(value, ctx)
                 continue
             ctx[name] = render_value(value, ctx)
         except TemplateProblem as exc:
@@ -46,8 +46,15 @@ def step_context(
     """The context of one step; each include layer is rendered in the scope around it."""
     ctx: dict[str, Any] = {**base, **secrets, **captures}
     for layer in step.scope:
-        ctx = {**ctx, **{k: render_value(v, ctx) for k, v in layer.items()}}
+        ctx = {**ctx, **{k: _layer_value(step, k, v, ctx) for k, v in layer.items()}}
     return ctx
+
+
+def _layer_value(step: Step, name: str, value: Any, ctx: Mapping[str, Any]) -> Any:
+    """An include's `with:` value; one the step inserts as shell text has its own values quoted."""
+    if name in step.raw_names and isinstance(value, str):
+        return render_fragment(value, ctx)
+    return render_value(value, ctx)
 
 
 def render_hosts(step: Step, ctx: Mapping[str, Any]) -> tuple[str, ...]:

@@ -101,22 +101,35 @@ class Command:
     secrets: frozenset[str]
 
 
-def render_command(src: str, context: Mapping[str, Any]) -> Command:
-    """Render a `run:`/`check:`/`undo:` template; raises TemplateProblem like `templates.render`."""
+def _render(src: str, context: Mapping[str, Any]) -> tuple[str, list[str | None]]:
     from opskit.runbook.templates import TemplateProblem, explain  # noqa: PLC0415 - templates imports us
 
     pending: list[str | None] = []
     token = _set_aside.set(pending)
     try:
-        rendered = str(_compiled(src).render(dict(context)))
+        return str(_compiled(src).render(dict(context))), pending
     except Exception as exc:  # noqa: BLE001 - jinja raises many types; each becomes one line
         raise TemplateProblem(explain(exc)) from None
     finally:
         _set_aside.reset(token)
+
+
+def render_command(src: str, context: Mapping[str, Any]) -> Command:
+    """Render a `run:`/`check:`/`undo:` template; raises TemplateProblem like `templates.render`."""
+    rendered, pending = _render(src, context)
     used: set[str] = set()
-    text = _put_back(rendered, pending, used, show=False)
-    shown = _put_back(rendered, pending, set(), show=True)
+    text = _put_back(rendered, pending, used, _RUN)
+    shown = _put_back(rendered, pending, set(), _SHOW)
     return Command(text, shown, frozenset(used))
+
+
+def render_fragment(src: str, context: Mapping[str, Any]) -> str:
+    """Render shell text that a command will insert with `| raw` (`stop_old: "systemctl stop {{ svc }}"`).
+
+    Its values are quoted like a command's; its secrets stay references, resolved (and passed in the
+    environment) by the command that inserts it."""
+    rendered, pending = _render(src, context)
+    return _put_back(rendered, pending, set(), _FRAGMENT)
 
 
 # --- putting values back, quoted for where they land ---------------------------------------------------
@@ -126,7 +139,10 @@ _WORD_START = " \t\n;&|()<>"
 _MARKER_STARTS = (_VALUE_OPEN, "\ue002")
 
 
-def _put_back(rendered: str, values: list[str | None], used: set[str], *, show: bool) -> str:
+_RUN, _SHOW, _FRAGMENT = "run", "show", "fragment"  # what a secret becomes: reference, ***, marker
+
+
+def _put_back(rendered: str, values: list[str | None], used: set[str], mode: str) -> str:
     out: list[str] = []
     stack = [_BARE]
     i = 0
@@ -134,12 +150,12 @@ def _put_back(rendered: str, values: list[str | None], used: set[str], *, show: 
         marker = _VALUE.match(rendered, i)
         if marker and int(marker.group(1)) < len(values):
             value = values[int(marker.group(1))]
-            out.append(_quoted(value, stack[-1], used, show=show))
+            out.append(_quoted(value, stack[-1], used, mode))
             i = marker.end()
             continue
         secret = _SECRET.match(rendered, i)
         if secret:  # a reference inside raw text
-            out.append(_quoted_secret(secret.group(1), stack[-1], used, show=show))
+            out.append(_quoted_secret(secret.group(1), stack[-1], used, mode))
             i = secret.end()
             continue
         step = _advance(rendered, i, stack)
@@ -207,11 +223,11 @@ def _pieces(value: str) -> Iterator[tuple[str, bool]]:
         yield value[pos:], False
 
 
-def _quoted(value: str | None, state: str, used: set[str], *, show: bool) -> str:
+def _quoted(value: str | None, state: str, used: set[str], mode: str) -> str:
     if value is None:  # a secret in the operator's view
         return MASK
     parts = [
-        _quoted_secret(text, state, used, show=show) if is_secret else _quoted_text(text, state)
+        _quoted_secret(text, state, used, mode) if is_secret else _quoted_text(text, state)
         for text, is_secret in _pieces(value)
     ]
     if not parts and state not in (_DOUBLE, _SINGLE):
@@ -229,9 +245,11 @@ def _quoted_text(text: str, state: str) -> str:
     return shlex.quote(text)
 
 
-def _quoted_secret(name: str, state: str, used: set[str], *, show: bool) -> str:
-    if show:
+def _quoted_secret(name: str, state: str, used: set[str], mode: str) -> str:
+    if mode == _SHOW:
         return MASK
+    if mode == _FRAGMENT:
+        return secret_marker(name)  # quoted where the fragment lands
     used.add(name)
     ref = secret_env_name(name)
     if state == _DOUBLE:

@@ -216,6 +216,7 @@ def check(
         runbook,
         fragments=tuple(places),
         fragment_vars=frozenset(fragment_names & set(runbook.vars)),
+        steps=tuple(_with_raw_names(s) for s in runbook.steps),
     )
     c = _Checker(runbook)
     builtins = {n: n.upper() for n in BUILTINS}
@@ -290,6 +291,12 @@ def _not_text(path: Path) -> str | None:
     except UnicodeDecodeError:
         return "is a binary file, not text"
     return "is a binary file, not text" if b"\0" in head else None
+
+
+def _with_raw_names(step: Step) -> Step:
+    srcs = [step.run, step.check, step.undo.run if step.undo else None]
+    raw = {n for src in srcs if is_template(src) for n in shell.fragments(str(src))}
+    return dataclasses.replace(step, raw_names=frozenset(raw)) if raw else step
 
 
 def _fragments(runbook: Runbook) -> tuple[list[str], set[str]]:

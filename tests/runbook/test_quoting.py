@@ -214,3 +214,35 @@ def test_over_ssh_a_value_and_a_secret_are_one_argument_each(
     assert hashlib.sha256(secret.encode()).hexdigest() in result.stdout
     assert not marker.exists()
     assert secret not in result.stdout + sshd.log_text()
+
+
+def test_a_raw_value_passed_to_a_playbook_keeps_its_values_quoted(
+    opskit: Invoke, tmp_path: Path
+) -> None:
+    """An include's `with:` value that the playbook inserts with `| raw` still passes each value whole."""
+    marker = tmp_path / "pwned"
+    out = tmp_path / "args"
+    secret = "pb secret *"  # noqa: S105 - a made-up secret the test hunts for
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "tool.yaml").write_text(
+        'params: [tool]\nsteps:\n  - id: use\n    run: "{{ tool | raw }} >> ' + str(out) + '"\n'
+    )
+    path = write(
+        tmp_path,
+        """
+        name: raw-include
+        vars: {evil: plain}
+        secrets: {pw: {env: RAW_INCLUDE_PW}}
+        steps:
+          - include: playbooks/tool.yaml
+            with: {tool: "printf '[%s]' {{ evil }} {{ pw }}"}
+    """,
+    )
+
+    result = opskit("run", str(path), "--var", f"evil=x; touch {marker}",
+                    env={"RAW_INCLUDE_PW": secret}, expect=ExitCode.OK)  # fmt: skip
+
+    assert out.read_text() == f"[x; touch {marker}][{secret}]"
+    assert not marker.exists()
+    assert f"printf '[%s]' 'x; touch {marker}' *** >>" in result.stdout
+    assert secret not in result.stdout
