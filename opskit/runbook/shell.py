@@ -140,33 +140,65 @@ _MARKER_STARTS = (_VALUE_OPEN, "\ue002")
 
 
 _RUN, _SHOW, _FRAGMENT = "run", "show", "fragment"  # what a secret becomes: reference, ***, marker
+_DOC, _QUOTED_DOC = "H", "Q"  # a here-document body: `<<EOF` expands `$`, `<<'EOF'` does not
+_DELIMITER = re.compile(r"<<(-?)[ \t]*(?:'([^'\n]*)'|\"([^\"\n]*)\"|\\?([A-Za-z0-9_.-]+))")
+
+
+@dataclass
+class _Scan:
+    """Where the walk over a command is: the quoting states, innermost last, and pending here-documents."""
+
+    stack: list[str]
+    docs: list[tuple[str, str, bool]]  # (delimiter, _DOC | _QUOTED_DOC, strip leading tabs)
 
 
 def _put_back(rendered: str, values: list[str | None], used: set[str], mode: str) -> str:
     out: list[str] = []
-    stack = [_BARE]
+    scan = _Scan([_BARE], [])
     i = 0
     while i < len(rendered):
         marker = _VALUE.match(rendered, i)
         if marker and int(marker.group(1)) < len(values):
             value = values[int(marker.group(1))]
-            out.append(_quoted(value, stack[-1], used, mode))
+            out.append(_quoted(value, scan.stack[-1], used, mode))
             i = marker.end()
             continue
         secret = _SECRET.match(rendered, i)
         if secret:  # a reference inside raw text
-            out.append(_quoted_secret(secret.group(1), stack[-1], used, mode))
+            out.append(_quoted_secret(secret.group(1), scan.stack[-1], used, mode))
             i = secret.end()
             continue
-        step = _advance(rendered, i, stack)
+        step = _advance(rendered, i, scan)
         out.append(rendered[i : i + step])
         i += step
     return "".join(out)
 
 
-def _advance(text: str, i: int, stack: list[str]) -> int:  # noqa: PLR0911, PLR0912 - one branch per token
+def _newline(scan: _Scan) -> None:
+    """The end of a command line: the here-documents it opened start, the first one innermost."""
+    for delimiter, kind, strip in reversed(scan.docs):
+        scan.stack.append(f"{kind}{'-' if strip else ''}:{delimiter}")
+    scan.docs.clear()
+
+
+def _in_doc(text: str, i: int, scan: _Scan) -> int:
+    state = scan.stack[-1]
+    if i == 0 or text[i - 1] == "\n":
+        end = text.find("\n", i)
+        line = text[i : len(text) if end < 0 else end]
+        head, _, delimiter = state.partition(":")
+        if (line.lstrip("\t") if head.endswith("-") else line) == delimiter:
+            scan.stack.pop()
+            return max(len(line), 1)
+    return 1
+
+
+def _advance(text: str, i: int, scan: _Scan) -> int:  # noqa: PLR0911, PLR0912 - one branch per token
     """Move the quoting state over the shell text at `i`; returns how many characters it read."""
+    stack = scan.stack
     state, c = stack[-1], text[i]
+    if state[0] in (_DOC, _QUOTED_DOC):
+        return _in_doc(text, i, scan)
     if state == _SINGLE:
         if c == "'":
             stack.pop()
@@ -174,6 +206,7 @@ def _advance(text: str, i: int, stack: list[str]) -> int:  # noqa: PLR0911, PLR0
     if state == _COMMENT:
         if c == "\n":
             stack.pop()
+            _newline(scan)
         return 1
     if c == "\\":
         # A value put back right after a backslash is still quoted as a whole (never half-escaped).
@@ -198,6 +231,13 @@ def _advance(text: str, i: int, stack: list[str]) -> int:  # noqa: PLR0911, PLR0
     if text.startswith("$'", i):
         stack.append(_ANSI)
         return 2
+    doc = _DELIMITER.match(text, i) if not text.startswith("<<<", i) else None
+    if doc:
+        quoted_word = doc.group(2) if doc.group(2) is not None else doc.group(3)
+        quoted = quoted_word is not None or "\\" in doc.group(0)  # <<'EOF', <<"EOF", <<\EOF
+        word = quoted_word if quoted_word is not None else doc.group(4)
+        scan.docs.append((word, _QUOTED_DOC if quoted else _DOC, doc.group(1) == "-"))
+        return doc.end() - i
     if c == "'":
         stack.append(_SINGLE)
     elif c == '"':
@@ -208,6 +248,8 @@ def _advance(text: str, i: int, stack: list[str]) -> int:  # noqa: PLR0911, PLR0
         stack.pop()
     elif c == "#" and (i == 0 or text[i - 1] in _WORD_START):
         stack.append(_COMMENT)
+    elif c == "\n" and scan.docs:
+        _newline(scan)
     return 1
 
 
@@ -226,12 +268,34 @@ def _pieces(value: str) -> Iterator[tuple[str, bool]]:
 def _quoted(value: str | None, state: str, used: set[str], mode: str) -> str:
     if value is None:  # a secret in the operator's view
         return MASK
+    if state[0] in (_DOC, _QUOTED_DOC):
+        return _in_document(value, state, used, mode)
     parts = [
         _quoted_secret(text, state, used, mode) if is_secret else _quoted_text(text, state)
         for text, is_secret in _pieces(value)
     ]
     if not parts and state not in (_DOUBLE, _SINGLE):
         return "''"  # an empty value is still one (empty) argument
+    return "".join(parts)
+
+
+def _in_document(value: str, state: str, used: set[str], mode: str) -> str:
+    """A value in a here-document body: its exact text, and never the line that would end it."""
+    from opskit.runbook.templates import TemplateProblem  # noqa: PLC0415 - templates imports us
+
+    delimiter = state.partition(":")[2]
+    if delimiter and delimiter in value:
+        raise TemplateProblem(
+            f"a value holds {delimiter!r}, which would end the here-document early"
+        )
+    parts = []
+    for text, is_secret in _pieces(value):
+        if not is_secret:
+            parts.append(re.sub(r"([\\$`])", r"\\\1", text) if state[0] == _DOC else text)
+        elif mode == _RUN and state[0] == _QUOTED_DOC:
+            raise TemplateProblem("a secret cannot be read in a <<'EOF' here-document: use <<EOF")
+        else:
+            parts.append(_quoted_secret(text, _DOUBLE, used, mode))
     return "".join(parts)
 
 

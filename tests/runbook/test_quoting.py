@@ -9,6 +9,7 @@ import pytest
 
 from opskit.errors import ExitCode
 from opskit.runbook.shell import masked_view, render_command, secret_view
+from opskit.runbook.templates import TemplateProblem
 from tests.conftest import Invoke
 from tests.runbook.helpers import write
 from tests.servers.sshd import Sshd
@@ -246,3 +247,16 @@ def test_a_raw_value_passed_to_a_playbook_keeps_its_values_quoted(
     assert not marker.exists()
     assert f"printf '[%s]' 'x; touch {marker}' *** >>" in result.stdout
     assert secret not in result.stdout
+
+
+def test_a_value_in_a_here_document_is_its_exact_text_and_cannot_end_it() -> None:
+    """In `<<EOF` and `<<'EOF'` bodies a value keeps `$`, backticks and quotes; its own `EOF` is refused."""
+    ctx = {"v": "a $HOME `x` 'q'"}
+
+    expanding = render_command("cat <<EOF\n{{ v }}\nEOF\necho {{ v }}", ctx).text
+    literal = render_command("cat <<'EOF'\n{{ v }}\nEOF", ctx).text
+
+    assert expanding == "cat <<EOF\na \\$HOME \\`x\\` 'q'\nEOF\necho 'a $HOME `x` '\"'\"'q'\"'\"''"
+    assert literal == "cat <<'EOF'\na $HOME `x` 'q'\nEOF"
+    with pytest.raises(TemplateProblem, match="would end the here-document"):
+        render_command("cat <<EOF\n{{ v }}\nEOF", {"v": "x\nEOF\ntouch /tmp/p"})
