@@ -137,8 +137,6 @@ def render_fragment(src: str, context: Mapping[str, Any]) -> str:
 _BARE, _DOUBLE, _SINGLE, _ANSI, _SUBSHELL, _BACKTICK, _COMMENT = "U", "D", "S", "A", "P", "K", "C"
 _WORD_START = " \t\n;&|()<>"
 _MARKER_STARTS = (_VALUE_OPEN, "\ue002")
-
-
 _RUN, _SHOW, _FRAGMENT = "run", "show", "fragment"  # what a secret becomes: reference, ***, marker
 _DOC, _QUOTED_DOC = "H", "Q"  # a here-document body: `<<EOF` expands `$`, `<<'EOF'` does not
 _DELIMITER = re.compile(r"<<(-?)[ \t]*(?:'([^'\n]*)'|\"([^\"\n]*)\"|\\?([A-Za-z0-9_.-]+))")
@@ -165,7 +163,7 @@ def _put_back(rendered: str, values: list[str | None], used: set[str], mode: str
             continue
         secret = _SECRET.match(rendered, i)
         if secret:  # a reference inside raw text
-            out.append(_quoted_secret(secret.group(1), scan.stack[-1], used, mode))
+            out.append(_quoted(secret.group(0), scan.stack[-1], used, mode))
             i = secret.end()
             continue
         step = _advance(rendered, i, scan)
