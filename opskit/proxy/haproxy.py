@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from opskit.errors import OpskitError
+from opskit.errors import Blocked, OpskitError
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import child_main, die_with_parent, spawn_module
 from opskit.proxy.haproxy_stats import (
@@ -101,7 +101,7 @@ DEFAULT_MAX_CONNECTIONS = next(
 
 
 def honoured_maxconn(asked: int, nofile: int) -> tuple[int, str | None]:
-    """(maxconn, a note when it is lower than asked); HaproxyFailed for an explicit ask that does not fit.
+    """(maxconn, a note when it is lower than asked); Blocked for an explicit ask that does not fit.
 
     Never lowered silently (issue #9): an explicit --max-connections HAProxy cannot hold is refused with
     the number that fits; the default is lowered to fit and the bridge says so.
@@ -111,7 +111,7 @@ def honoured_maxconn(asked: int, nofile: int) -> tuple[int, str | None]:
         return asked, None
     why = f"HAProxy can hold {fits} connections with this fd limit ({nofile}, ulimit -Hn)"
     if asked != DEFAULT_MAX_CONNECTIONS:
-        raise HaproxyFailed(
+        raise Blocked(
             f"--max-connections {asked}: {why}; give --max-connections {fits} or raise the limit"
         )
     return fits, f"--max-connections lowered from the default {asked} to {fits}: {why}"
@@ -474,10 +474,6 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.kill()
         time.sleep(0.1)  # the log reader folds the last connections in
-        with self.tally.lock:
-            self.tally.active = 0
-            for row in self.tally.clients.values():
-                row.active = 0
         self.tally.end_watch(time.time())
         data = self.write("stopped", reason)
         if self.log:

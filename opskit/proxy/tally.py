@@ -191,8 +191,11 @@ class Tally:
             self.watch = [*self.watch, entry][-WATCH_KEEP:]
 
     def end_watch(self, stopped_at: float) -> None:
-        """A clean stop: this process's lifetime ends here."""
+        """A clean stop: nothing is connected any more, and this process's lifetime ends here."""
         with self.lock:
+            self.active = 0
+            for row in self.clients.values():
+                row.active = 0
             if self.watch and self.watch[-1].get("stopped_at") is None:
                 self.watch[-1]["stopped_at"] = iso(stopped_at)
 
