@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from opskit.errors import ExitCode
+from opskit.proxy import haproxy
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
 from opskit.proxy.haproxy_stats import read_socket
@@ -290,3 +291,34 @@ def test_stats_file_keeps_the_contract_while_idle_and_across_restarts(
         (second.pid, True),
     ]
     assert watch[0]["stopped_at"] == last_known
+
+
+def test_dropped_log_lines_mark_the_client_table_partial(
+    tmp_path: Path, nginx: Nginx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When HAProxy drops log lines (its pipe full), the stats file says the client table is partial."""
+    require_binary("haproxy")
+    monkeypatch.setattr(haproxy, "LOG_PIPE_BYTES", 4096)  # one page: a few hundred lines fill it
+    config = BridgeConfig(
+        listen=f"127.0.0.1:{free_port()}",
+        to=nginx.http,
+        stats_file=tmp_path / "hap.json",
+        engine="haproxy",
+        max_connections=2000,
+    )
+    engine = haproxy.Engine(config)
+    engine.start()
+    try:
+        with engine.tally.lock:  # the log reader waits here, as a slow reader would
+            for _ in range(1500):
+                socket.create_connection(config.listen_host_port).close()
+        deadline = time.monotonic() + 10
+        while not engine.tally.clients_partial and time.monotonic() < deadline:
+            engine.poll()
+            time.sleep(0.1)
+        data = engine.write("running")
+    finally:
+        engine.stop("sigterm")
+
+    assert data["clients_partial"] is True
+    assert "HAProxy dropped" in data["clients_partial_reason"]
