@@ -25,8 +25,8 @@ def refuse_taken(listen: str, host: str, port: int) -> None:
     taken = address_taken(host, port)
     if taken:
         raise Blocked(
-            f"{listen} is already taken: {taken} listens there (an orphaned bridge?); "
-            "stop it or choose another --listen"
+            f"bridge on {listen} did not start: address already in use by {taken}; "
+            "stop it (an orphaned bridge?) or choose another --listen"
         )
 
 

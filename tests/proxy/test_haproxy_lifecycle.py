@@ -143,7 +143,7 @@ def test_start_refuses_an_address_an_orphan_listens_on(
             "--stats-file", str(stats_file), "--detach", *engine_args, expect=ExitCode.BLOCKED,
         )  # fmt: skip
 
-        assert f"socat (pid {orphan.pid}) listens there" in result.stderr
+        assert f"address already in use by socat (pid {orphan.pid})" in result.stderr
         assert not stats_file.exists()
     finally:
         orphan.terminate()
