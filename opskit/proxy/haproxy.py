@@ -51,7 +51,7 @@ UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 READY_TIMEOUT_S = 10.0
 TUNNEL_WATCH_MAX = 2000  # live sessions up to which bytes per session are read every poll
 LOG_PIPE_BYTES = 1 << 20  # the default pipe-max-size
-RESOLVE_HOLD = "10s"  # how long a resolved address is trusted before HAProxy asks again
+RESOLVE_EVERY = "2s"  # `hold valid`: HAProxy asks DNS again this long after a good answer
 LONG_TIMEOUT = "24h"  # "off" for a bridge: HAProxy warns about missing timeouts, so a very long one
 
 
@@ -141,13 +141,18 @@ def _resolvers(nameservers: Sequence[str] | None) -> str:
         servers = "    parse-resolv-conf\n"
     else:
         servers = "".join(f"    nameserver ns{i} {ns}\n" for i, ns in enumerate(nameservers, 1))
-    # Re-resolve as the built-in engine does: a short hold, so a changed record reaches new connections.
+    # Re-resolve as the built-in engine does, so a changed record reaches new connections within
+    # seconds. When DNS fails (no answer, refused, NXDOMAIN) keep the last address for a long time:
+    # HAProxy would otherwise put the only server in maintenance and cut the residual clients.
     return f"""resolvers system
 {servers}    resolve_retries 3
     timeout resolve 1s
     timeout retry 1s
-    hold valid {RESOLVE_HOLD}
-    hold obsolete {RESOLVE_HOLD}
+    hold valid {RESOLVE_EVERY}
+    hold nx {LONG_TIMEOUT}
+    hold timeout {LONG_TIMEOUT}
+    hold refused {LONG_TIMEOUT}
+    hold other {LONG_TIMEOUT}
 
 """
 
@@ -210,8 +215,15 @@ backend {be_name}
 class Engine:
     """HAProxy as a child plus the loop that turns its logs and stats socket into the stats file."""
 
-    def __init__(self, config: BridgeConfig, *, haproxy: str = "haproxy") -> None:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        haproxy: str = "haproxy",
+        nameservers: Sequence[str] | None = None,
+    ) -> None:
         self.config = config
+        self.nameservers = nameservers  # None: the system's resolv.conf
         self.binary = shutil.which(haproxy) or shutil.which(haproxy, path="/usr/sbin:/sbin")
         if not self.binary:
             raise HaproxyFailed(
@@ -247,7 +259,12 @@ class Engine:
         self.maxconn, note = honoured_maxconn(self.config.max_connections, fd_limit())
         if note:
             self._notice(note)
-        text = render_config(self.config, socket_path=self.paths.socket, maxconn=self.maxconn)
+        text = render_config(
+            self.config,
+            socket_path=self.paths.socket,
+            maxconn=self.maxconn,
+            nameservers=self.nameservers,
+        )
         self.paths.config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.paths.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
