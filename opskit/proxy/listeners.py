@@ -58,13 +58,16 @@ def address_taken(host: str, port: int) -> str | None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 return None
-            return owners(host, port) or "something (its process is not visible to this user)"
+            return (
+                owners(listening_inodes(host, port))
+                or _connection_owner(host, port)
+                or "something (its process is not visible to this user)"
+            )
     return None
 
 
-def owners(host: str, port: int) -> str | None:
-    """The processes listening on a TCP address overlapping host:port, as "name (pid N), ..."."""
-    inodes = listening_inodes(host, port)
+def owners(inodes: set[str]) -> str | None:
+    """The processes holding these socket inodes, as "name (pid N), ..."."""
     if not inodes:
         return None
     found: list[str] = []
@@ -74,8 +77,19 @@ def owners(host: str, port: int) -> str | None:
     return ", ".join(found) or None
 
 
-def listening_inodes(host: str, port: int, proc: Path = PROC) -> set[str]:
-    """Socket inodes of TCP listeners whose address overlaps host:port (wildcards included)."""
+def _connection_owner(host: str, port: int) -> str | None:
+    """Who holds host:port as the local end of a connection (an outgoing one's ephemeral port)."""
+    held = owners(listening_inodes(host, port, states=None))
+    return f"a connection of {held}, not a listener" if held else None
+
+
+def listening_inodes(
+    host: str, port: int, proc: Path = PROC, states: tuple[str, ...] | None = (TCP_LISTEN,)
+) -> set[str]:
+    """Socket inodes of TCP listeners whose address overlaps host:port (wildcards included).
+
+    states=None: sockets in any state (an established connection holds its local port too).
+    """
     wanted = _plain(ipaddress.ip_address(host))
     inodes: set[str] = set()
     for table in ("tcp", "tcp6"):
@@ -85,7 +99,7 @@ def listening_inodes(host: str, port: int, proc: Path = PROC) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) < 10 or fields[3] != TCP_LISTEN:
+            if len(fields) < 10 or (states is not None and fields[3] not in states):
                 continue
             address, _, port_hex = fields[1].partition(":")
             if int(port_hex, 16) != port:

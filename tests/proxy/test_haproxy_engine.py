@@ -19,7 +19,7 @@ import pytest
 from opskit.errors import Blocked, ExitCode
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
-from opskit.proxy.haproxy import honoured_maxconn, render_config
+from opskit.proxy.haproxy_config import honoured_maxconn, render_config
 from opskit.proxy.haproxy_stats import (
     dropped_logs,
     parse_log_line,

@@ -21,7 +21,7 @@ from opskit.proxy import haproxy
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
 from opskit.proxy.haproxy_stats import read_socket
-from opskit.proxy.listeners import address_taken
+from opskit.proxy.listeners import address_taken, listening_inodes
 from tests.conftest import Invoke
 from tests.proxy.test_haproxy_engine import _read_response, wait_for
 from tests.servers.common import free_port, require_binary
@@ -114,7 +114,7 @@ def test_haproxy_dies_when_opskit_is_killed(
         time.sleep(0.05)
 
     assert not any(alive(c) for c in children)
-    assert address_taken("127.0.0.1", port) is None
+    assert listening_inodes("127.0.0.1", port) == set()
 
 
 @pytest.mark.parametrize(
