@@ -325,6 +325,9 @@ class Engine:
             haproxy_socket=str(self.paths.socket),
             haproxy_config=str(self.paths.config),
         )
+        with self.tally.lock:
+            if len(self.closed) > len(self.tally.clients):  # rows folded into clients_other
+                self.closed = {a: n for a, n in self.closed.items() if a in self.tally.clients}
         if error and not self.write_failing:
             self._notice(f"cannot write the stats file, still forwarding: {error}")
         elif not error and self.write_failing:
