@@ -322,3 +322,32 @@ def test_dropped_log_lines_mark_the_client_table_partial(
 
     assert data["clients_partial"] is True
     assert "HAProxy dropped" in data["clients_partial_reason"]
+
+
+def test_upstream_reset_is_counted_as_an_upstream_abort(tmp_path: Path) -> None:
+    """A new host that resets the connection mid-transfer counts in aborts_upstream."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = BridgeConfig(
+        listen=f"127.0.0.1:{free_port()}",
+        to=f"127.0.0.1:{listener.getsockname()[1]}",
+        stats_file=tmp_path / "hap.json",
+        engine="haproxy",
+        stats_interval_s=0.1,
+        drain_timeout_s=1.0,
+    )
+    proc = start_engine(config)
+    try:
+        with socket.create_connection(config.listen_host_port, timeout=5) as client:
+            listener.settimeout(5)
+            upstream, _ = listener.accept()
+            client.sendall(b"half an upload")
+            upstream.recv(64)
+            upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            upstream.close()  # a reset, not a FIN
+
+            stats = wait_for(config.stats_file, lambda s: s["aborts_upstream"] == 1)
+    finally:
+        stop_engine(proc)
+        listener.close()
+
+    assert stats["aborts_client"] == 0
