@@ -1,11 +1,13 @@
 """The HAProxy engine: render a `mode tcp` config, run HAProxy as a child, and keep the same stats file.
 
 For traffic beyond one Python core (about 10k req/s, 500 MiB/s or 20k connections) and for a bridge that
-must outlive the terminal (proxy-anchors.md section 7). opskit stays the parent: it starts
-`haproxy -db -f CFG` in the foreground, reads per-connection log lines from HAProxy's stdout (client,
-bytes each way, termination state), polls the stats socket every second (`show stat`: scur, stot, bin,
-bout, lastsess; `show sess`: who is connected now), and writes the stats file of opskit/proxy/stats.py,
-so `opskit traffic` works unchanged. It never connects to the frontend itself: readiness comes from the
+must outlive the terminal (proxy-anchors.md section 7). opskit stays the parent, and HAProxy dies with
+it (issue #9: an orphan forwarded uncounted): it starts `haproxy -db -f CFG` in the foreground, reads
+per-connection log lines from HAProxy's stdout (client, bytes each way, termination state), polls the
+stats socket every second (`show stat`: scur, stot, bin, bout; `show sess`: who is connected now;
+`show sess all`: bytes per live connection, since the frontend counters move only when a connection
+ends; `show info`: log lines HAProxy dropped), and writes the stats file of opskit/proxy/stats.py, so
+`opskit traffic` works unchanged. It never connects to the frontend itself: readiness comes from the
 stats socket, so no probe is counted as a client.
 """
 
