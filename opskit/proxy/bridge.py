@@ -21,6 +21,7 @@ from opskit.errors import Blocked, Negative, UsageError
 from opskit.proxy import stats
 from opskit.proxy.config import BridgeConfig, split_host_port
 from opskit.proxy.detach import log_tail, popen_detached
+from opskit.proxy.listeners import refuse_taken
 from opskit.proxy.stats import BridgeStats
 
 __all__ = [
@@ -96,6 +97,7 @@ def _validate(config: BridgeConfig) -> None:
             f"{config.stats_file} belongs to the bridge that runs as pid {owner}: stop it first "
             f"(opskit proxy stop --stats-file {config.stats_file}) or give another --stats-file"
         )
+    refuse_taken(config.listen, *config.listen_host_port)
 
 
 def _engine_module(config: BridgeConfig) -> Any:
