@@ -70,6 +70,9 @@ class DnsCheck(BaseAction):
     def describe(self) -> str:
         return f"check DNS readiness of {', '.join(self.names)} (max TTL {self.max_ttl_s:g} s)"
 
+    def longest_wait_s(self) -> float | None:
+        return self.wait_until_safe_s or None
+
     def run(self, ctx: ActionContext) -> ActionResult:
         result, wait_s = self._check(ctx)
         deadline = time.monotonic() + self.wait_until_safe_s

@@ -46,6 +46,9 @@ class DnsWait(BaseAction):
     def describe(self) -> str:
         return f"wait until {self.name} returns {', '.join(self.expect)} everywhere (up to {self.timeout_s:g} s)"
 
+    def longest_wait_s(self) -> float | None:
+        return self.timeout_s
+
     def _options(self, timeout_s: float | None = None) -> Any:
         from opskit.dns.query import QueryOptions  # noqa: PLC0415 - dnspython loads only when run
         from opskit.dns.wait import WaitOptions  # noqa: PLC0415

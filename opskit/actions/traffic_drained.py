@@ -112,6 +112,12 @@ class TrafficDrained(BaseAction):
             raise ParamError("max_active", "cannot be negative")
         if action.interval_s <= 0:
             raise ParamError("interval", "must be more than 0")
+        if action.quiet_s > action.timeout_s:  # it could never say SAFE before giving up
+            raise ParamError(
+                "quiet",
+                f"the quiet window {format_seconds(action.quiet_s)} is longer than timeout "
+                f"{format_seconds(action.timeout_s)}: raise timeout or shorten quiet",
+            )
         return action
 
     def describe(self) -> str:
@@ -119,6 +125,9 @@ class TrafficDrained(BaseAction):
             f"wait until the bridge of {self.stats_file or self.haproxy_socket} has drained "
             f"(quiet {format_seconds(self.quiet_s)}, up to {format_seconds(self.timeout_s)})"
         )
+
+    def longest_wait_s(self) -> float | None:
+        return self.timeout_s
 
     def _policy(self, ctx: ActionContext) -> Any:
         from opskit.traffic.verdict import DrainPolicy  # noqa: PLC0415

@@ -34,6 +34,7 @@ from opskit.runbook.templates import (
     truth,
 )
 from opskit.runbook.validate import load_runbook
+from opskit.runbook.waits import step_timeout_s
 
 
 @dataclass(frozen=True)
@@ -409,7 +410,8 @@ class Runner:
         self.journal.append(
             "step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL], command=display
         )
-        actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
+        timeout_s = step_timeout_s(step, action)  # a waiting action's own timeout governs
+        actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=timeout_s)
         try:
             result = action.run(actx)
         except (TransportError, KeyboardInterrupt):
@@ -422,7 +424,7 @@ class Runner:
             self.s.emit(step.id, host or LOCAL, "stdout", line)
         timed_out = actx.timed_out and not result.ok
         summary = (
-            f"timed out after {step.timeout_s:g}s: {result.summary}"
+            f"timed out after {format_seconds(timeout_s or 0)}: {result.summary}"
             if timed_out
             else result.summary
         )
