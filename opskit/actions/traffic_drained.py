@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
+from opskit.actions.samples import record_verdict
 from opskit.durations import format_seconds
 from opskit.errors import OpskitError
 from opskit.traffic.verdict import DEFAULT_QUIET_S
@@ -200,6 +201,7 @@ class TrafficDrained(BaseAction):
         policy = self._policy(ctx)
 
         def progress(verdict: Any, elapsed_s: float) -> None:
+            record_verdict(ctx.run_dir, verdict)  # the report's chart, in every run with a bridge
             fraction = min(1.0, elapsed_s / self.timeout_s) if self.timeout_s else None
             ctx.progress(
                 f"{verdict.active} active, quiet {format_seconds(verdict.quiet_for_s)}: {verdict.reasons[0]}",
