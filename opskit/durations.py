@@ -41,13 +41,23 @@ def parse(text: str | float | int) -> timedelta:
 
 
 def format_seconds(seconds: float) -> str:
-    """A short human form: 450ms, 42s, 5m, 1h30m, 1d2h."""
-    if seconds < 1:
+    """The one way opskit prints a duration: 250ms, 42s, 5m07s, 1h00m, 1d02h (two units, padded).
+
+    Never "3601 s": an operator reads "1h00m" at a glance. The second unit is rounded, so a wait of
+    3601 s prints as 1h00m and one of 89 s as 1m29s.
+    """
+    if seconds < 0:
+        return "-" + format_seconds(-seconds)
+    if seconds < 0.9995:
         return f"{round(seconds * 1000)}ms"
-    whole = round(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if whole >= size:
-            parts.append(f"{whole // size}{unit}")
-            whole %= size
-    return "".join(parts[:2])
+    if seconds < 59.5:
+        return f"{round(seconds)}s"
+    if seconds < 3599.5:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes}m{secs:02d}s"
+    if seconds < 86400 - 30:
+        hours, minutes = divmod(round(seconds / 60), 60)
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days}d{hours:02d}h"
+

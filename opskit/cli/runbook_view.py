@@ -9,7 +9,12 @@ from typing import Any
 import click
 
 from opskit.cli import output
+from opskit.durations import format_seconds
 from opskit.errors import UsageError
+
+PLAN_WIDTH = (
+    120  # the plan is read in a terminal, pasted into tickets and printed: it fits 120 columns
+)
 
 
 def _step_order(state_dir: Path, run_id: str) -> list[str]:
@@ -86,7 +91,7 @@ class ConsoleReporter:
             status, status.upper()
         )
         tail = f": {summary}" if summary else ""
-        output.line(f"<== {mark} {step_id} ({duration_s:.2f}s){tail}", err=self.err)
+        output.line(f"<== {mark} {step_id} ({format_seconds(duration_s)}){tail}", err=self.err)
 
     def ask(self, question: str) -> str | None:
         try:
@@ -108,7 +113,7 @@ def render_plan(plan: Any, next_command: str) -> None:
         for s in plan.steps
     ]  # fmt: skip
     headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
-    output.table(headers, rows)
+    output.table(headers, rows, max_width=PLAN_WIDTH)
     for h in plan.hosts:
         state = "ok" if h.ok else "UNREACHABLE"
         output.line(
@@ -117,7 +122,7 @@ def render_plan(plan: Any, next_command: str) -> None:
     if owners:
         output.line("who does what:")
         for owner, lines in _by_owner(plan.steps):
-            output.line(f"  {owner}: " + "; ".join(lines))
+            output.wrapped(f"  {owner}: " + "; ".join(lines), PLAN_WIDTH)
     output.line(
         f"forecast: {format_seconds(plan.forecast_s)} "
         "(waits, predicted waits, probes, and step times of the last real run)"

@@ -112,3 +112,12 @@ def test_the_timeline_tells_kills_resumes_and_changes(opskit: Invoke, tmp_path: 
     attempts = {s["id"]: s["attempts"] for s in report["steps"]}
     assert attempts == {"first": 1, "pause": 2}
     assert [e["event"] for e in events(state, rid)].count("step_started") == 3
+
+
+def test_captured_numbers_are_rounded_for_display() -> None:
+    """A captured 0.1 + 0.2 shows as 0.3 and a waited_s of 89.4 as 1m29s, in Markdown and HTML alike."""
+    from opskit.report.markdown import values_text  # noqa: PLC0415
+
+    assert values_text({"ratio": 0.1 + 0.2, "waited_s": 89.4, "rows": 12.0}) == (
+        "ratio=0.3; waited_s=1m29s; rows=12"
+    )
