@@ -16,6 +16,7 @@ from typing import ClassVar, Self
 from opskit.actions._dns_params import ServerParams
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
+from opskit.durations import format_seconds
 from opskit.errors import Blocked
 
 
@@ -141,7 +142,7 @@ def _sleep(ctx: ActionContext, wait_s: float, names: tuple[str, ...]) -> bool:
         if ctx.cancelled():
             return False
         ctx.progress(
-            f"waiting {left:.0f} s until caches can have forgotten the old TTL of {', '.join(names)}",
+            f"waiting {format_seconds(left)} until caches can have forgotten the old TTL of {', '.join(names)}",
             1.0 - left / wait_s if wait_s else None,
         )
         time.sleep(min(1.0, left))

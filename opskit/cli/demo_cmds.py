@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from opskit.cli.output import emit_json, line
+from opskit.durations import format_seconds
 from opskit.errors import ExitCode
 
 
@@ -92,9 +93,9 @@ def _summary(result: Any) -> None:
     line(f"TTL gate: {' -> '.join(result.ttl_verdicts) or 'not run'}")
     if result.dry_run:
         line(
-            f"Forecast: {result.forecast_s:.0f} s here = {result.forecast_real_s / 3600:.1f} h on a real night"
+            f"Forecast: {format_seconds(result.forecast_s)} here = {format_seconds(result.forecast_real_s)} on a real night"
             + (
-                f"; the window is {result.window_s / 3600:.1f} h: "
+                f"; the window is {format_seconds(result.window_s)}: "
                 + ("it fits." if result.fits_window else "it does NOT fit.")
                 if result.window_s is not None
                 else ""
@@ -116,7 +117,9 @@ def _summary(result: Any) -> None:
     if result.report_md:
         line(f"Report: {result.report_md}")
         line(f"        {result.report_html}")
-    line(f"Run {result.run_id}: {result.state} in {result.wall_s:.0f} s. {result.message}")
+    line(
+        f"Run {result.run_id}: {result.state} in {format_seconds(result.wall_s)}. {result.message}"
+    )
 
 
 @demo.command("ctl", hidden=True)

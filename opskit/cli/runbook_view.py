@@ -106,14 +106,8 @@ class ConsoleReporter:
 def render_plan(plan: Any, next_command: str) -> None:
     from opskit.durations import format_seconds  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
+    _plan_table(plan)
     owners = any(s.owner for s in plan.steps)
-    rows = [
-        (s.id, s.status, *((s.owner or "",) if owners else ()), ", ".join(s.hosts) or "local",
-         s.command or "", _note(s))
-        for s in plan.steps
-    ]  # fmt: skip
-    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
-    output.table(headers, rows, max_width=PLAN_WIDTH)
     for h in plan.hosts:
         state = "ok" if h.ok else "UNREACHABLE"
         output.line(
@@ -122,7 +116,7 @@ def render_plan(plan: Any, next_command: str) -> None:
     if owners:
         output.line("who does what:")
         for owner, lines in _by_owner(plan.steps):
-            output.wrapped(f"  {owner}: " + "; ".join(lines), PLAN_WIDTH)
+            output.wrapped_line(f"  {owner}: " + "; ".join(lines), PLAN_WIDTH)
     output.line(
         f"forecast: {format_seconds(plan.forecast_s)} "
         "(waits, predicted waits, probes, and step times of the last real run)"
@@ -151,6 +145,23 @@ def render_plan(plan: Any, next_command: str) -> None:
         )
     else:
         output.line("next: fix what the NOTE column and host lines say, then plan again")
+
+
+def _plan_table(plan: Any) -> None:
+    """One row a step; rows wider than the plan's width wrap their command and put the note below."""
+    owners = any(s.owner for s in plan.steps)
+    rows = [
+        (s.id, s.status, *((s.owner or "",) if owners else ()), ", ".join(s.hosts) or "local",
+         s.command or "", _note(s))
+        for s in plan.steps
+    ]  # fmt: skip
+    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
+    if rows and max(len("  ".join(str(c) for c in row)) for row in rows) > PLAN_WIDTH:
+        # Too wide for one line a step: each note goes under its row, whole (it says what to fix).
+        output.table(headers[:-1], [r[:-1] for r in rows], max_width=PLAN_WIDTH,
+                     wrap_first="COMMAND", notes=[str(r[-1]) for r in rows])  # fmt: skip
+    else:
+        output.table(headers, rows)
 
 
 def _note(step: Any) -> str:

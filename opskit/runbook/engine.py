@@ -34,7 +34,7 @@ from opskit.runbook.templates import (
     truth,
 )
 from opskit.runbook.validate import load_runbook
-from opskit.runbook.waits import step_timeout_s
+from opskit.runbook.waits import step_timeout_s, wait_left_s
 
 
 @dataclass(frozen=True)
@@ -314,13 +314,19 @@ class Runner:
         return Attempt(ok=True, summary="confirmed" if step.manual else "gate passed"), 1
 
     def wait(self, step: Step, total_s: float) -> Attempt:
-        deadline = time.monotonic() + total_s
+        left_s = wait_left_s(read_journal(self.journal.path).events, step.id, total_s, utc_now())
+        deadline = time.monotonic() + left_s  # a resumed wait waits only what is left of it
         while (left := deadline - time.monotonic()) > 0:
             self.reporter.progress(
-                step.id, f"waiting, {left:.0f}s left", 1 - left / total_s if total_s else 1.0
+                step.id,
+                f"waiting, {format_seconds(left)} left",
+                1 - left / total_s if total_s else 1.0,
             )
             time.sleep(min(left, 0.5))
-        return Attempt(ok=True, summary=f"waited {total_s:g}s")
+        resumed = (
+            "" if left_s >= total_s else f" (the last {format_seconds(left_s)} after a resume)"
+        )
+        return Attempt(ok=True, summary=f"waited {format_seconds(total_s)}{resumed}")
 
     def on_hosts(self, step: Step, hosts: tuple[str, ...],
                  once: Callable[[str | None, int], Attempt]) -> tuple[Attempt, int]:  # fmt: skip

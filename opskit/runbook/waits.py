@@ -10,7 +10,8 @@ minutes on a real night, while `validate` said nothing. So:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from opskit import actions
@@ -67,3 +68,21 @@ def _wait_of(step: Step, ctx: Mapping[str, Any]) -> tuple[float | None, str]:
     except (TemplateProblem, OpskitError, ImportError, LookupError):
         return None, ""  # reported elsewhere, or known only at run time
     return longest_wait_s(action), f"what {step.uses} may wait by its own with:"
+
+
+def wait_left_s(
+    events: Iterable[Mapping[str, Any]], step_id: str, total_s: float, now: datetime
+) -> float:
+    """What is left of a `wait:` that an earlier process of this run started: a resume waits the rest.
+
+    The first `step_started` of the step is when the wait began; a wait cut off by a kill after 50 of
+    60 minutes waits 10 more on resume, not the whole hour again.
+    """
+    for event in events:
+        if event.get("event") == "step_started" and event.get("step") == step_id:
+            try:
+                began = datetime.fromisoformat(str(event.get("ts")).replace("Z", "+00:00"))
+            except ValueError:
+                return total_s
+            return min(total_s, max(0.0, total_s - (now - began).total_seconds()))
+    return total_s

@@ -177,7 +177,7 @@ def test_window_too_short_for_the_night_exits_1(opskit: Invoke, tmp_path: Path) 
     result = opskit("plan", str(path), "--window", "02:00-05:00", expect=ExitCode.NEGATIVE)
 
     assert "window: the night does NOT fit window 02:00-05:00: forecast 4h" in result.stdout
-    assert "1h00m short" in result.stdout
+    assert "1h short" in result.stdout
     assert "BLOCKED: the night does not fit the window" in result.stdout
     assert "next: start the night earlier, pass a longer --window" in result.stdout
 

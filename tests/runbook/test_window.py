@@ -28,7 +28,7 @@ def test_afternoon_plan_looks_at_tonights_window() -> None:
     assert verdict.fits
     assert verdict.margin_s == 2 * 3600
     assert "FITS window 02:00-05:00" in verdict.message
-    assert "2h00m to spare" in verdict.message
+    assert "2h to spare" in verdict.message
 
 
 def test_inside_the_window_only_the_rest_counts() -> None:
@@ -40,7 +40,7 @@ def test_inside_the_window_only_the_rest_counts() -> None:
     assert not verdict.fits
     assert verdict.margin_s == -1800
     assert "does NOT fit" in verdict.message
-    assert "30m00s short" in verdict.message
+    assert "30m short" in verdict.message
 
 
 def test_window_past_midnight_is_open_after_midnight() -> None:

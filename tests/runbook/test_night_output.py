@@ -1,0 +1,46 @@
+"""What an operator reads on a real night: a plan that fits 120 columns, waits that speak, resumes that remember."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from opskit.errors import ExitCode
+from opskit.runbook.waits import wait_left_s
+from tests.conftest import REPO, Invoke
+from tests.runbook.helpers import write
+
+
+def test_the_plan_table_fits_120_columns(opskit: Invoke) -> None:
+    """`opskit plan` of the shipped night prints no table row wider than 120 characters, and no note is lost."""
+    result = opskit(
+        "plan", str(REPO / "runbooks" / "night-cutover.yaml"), "--offline", expect=ExitCode.OK
+    )
+
+    table = result.stdout.split("forecast:", 1)[0].splitlines()
+    assert table[0].startswith("STEP")
+    assert max(len(line) for line in table) <= 120
+    assert result.stdout.count("probe not executed (--offline)") == 7  # every probe
+
+
+def test_a_wait_off_a_terminal_keeps_printing(opskit: Invoke, tmp_path: Path) -> None:
+    """Off a terminal, a 5.5 s wait prints its countdown more than once, in the one duration format."""
+    path = write(tmp_path, "name: w\nsteps:\n  - {id: pause, wait: 5500ms}\n")
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    countdown = re.findall(r"\.\.\. pause .* waiting, (\S+) left", result.stdout)
+    assert len(countdown) >= 2, result.stdout
+    assert countdown[0] in ("5s", "6s")
+    assert "waited 6s" in result.stdout or "waited 5s" in result.stdout
+
+
+def test_a_resumed_wait_waits_only_what_is_left() -> None:
+    """A 1 h wait cut off after 50 minutes has 10 minutes left on resume; a fresh one the whole hour."""
+    began = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    events = [{"event": "step_started", "step": "settle", "ts": "2026-11-24T02:00:00.000Z"}]
+
+    assert wait_left_s(events, "settle", 3600, began + timedelta(minutes=50)) == 600
+    assert wait_left_s(events, "settle", 3600, began + timedelta(hours=3)) == 0
+    assert wait_left_s([], "settle", 3600, began) == 3600
