@@ -10,6 +10,7 @@ import click
 from opskit.cli.output import emit_json, line
 from opskit.durations import format_seconds
 from opskit.errors import ExitCode
+from opskit.statedir import default_state_dir
 
 
 @click.group(invoke_without_command=True)
@@ -31,9 +32,8 @@ from opskit.errors import ExitCode
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="OPSKIT_STATE_DIR",
-    default=".opskit",
-    show_default=True,
-    help="Where the run is journaled (also $OPSKIT_STATE_DIR).",
+    default=lambda: str(default_state_dir()),
+    help="Where the run is journaled (env OPSKIT_STATE_DIR; default ~/.local/state/opskit).",
 )
 @click.option(
     "--ssh",

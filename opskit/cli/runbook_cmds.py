@@ -16,16 +16,20 @@ import click
 from opskit.cli import output
 from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
 from opskit.errors import ExitCode, RunbookProblems, UsageError
+from opskit.statedir import default_state_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STATE_DIR_HELP = "Where journals live (env OPSKIT_STATE_DIR; default ./.opskit)."
+STATE_DIR_HELP = (
+    "Where journals live (env OPSKIT_STATE_DIR; default $XDG_STATE_HOME/opskit, "
+    "~/.local/state/opskit)."
+)
 
 
 def state_dir_option(fn: F) -> F:
     return click.option(
         "--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="OPSKIT_STATE_DIR",
-        default=".opskit", show_default=True, help=STATE_DIR_HELP,
+        default=lambda: str(default_state_dir()), help=STATE_DIR_HELP,
     )(fn)  # fmt: skip
 
 

@@ -7,11 +7,12 @@ that outlives the terminal, `spawn(config: BridgeConfig) -> int` (a detached pro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
+
+from opskit.statedir import default_state_dir
 
 Mode = Literal["tcp", "http"]
 Engine = Literal["builtin", "haproxy"]
@@ -65,8 +66,8 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 def default_stats_file(listen: str) -> Path:
-    """$OPSKIT_STATE_DIR/bridge/bridge-PORT.json (default ./.opskit): one file per listener port."""
-    base = Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
+    """STATE_DIR/bridge/bridge-PORT.json (see opskit.statedir): one file per listener port."""
+    base = default_state_dir()
     return base / "bridge" / f"bridge-{split_host_port(listen)[1]}.json"
 
 

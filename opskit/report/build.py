@@ -15,6 +15,7 @@ from opskit.report.model import Approval, Note, Report, StepRecord, TimelineEntr
 from opskit.report.traffic import parse_ts, traffic_series
 from opskit.runbook.journal import run_dir as journal_run_dir
 from opskit.runbook.replay import RunState, replay
+from opskit.statedir import default_state_dir
 
 _DONE = {"succeeded", "ok", "done", "skipped", "skip", "probe_ok"}
 _OUTPUT_TAIL = 5
@@ -22,11 +23,11 @@ _SEGMENT_STARTS = {"run_started", "resumed", "rollback_started"}
 
 
 def find_run_dir(run_id: str, state_dir: Path | None = None) -> Path:
-    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, default ./.opskit).
+    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, ~/.local/state/opskit).
 
     An unknown run id is bad input (exit 2), as for `opskit status` and `opskit resume`.
     """
-    base = state_dir or Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
+    base = state_dir or default_state_dir()
     return journal_run_dir(base, run_id)
 
 
@@ -201,9 +202,7 @@ def _next_steps(run_id: str, state: str, advice: list[str]) -> tuple[str | None,
     if state not in {"failed", "aborted", "interrupted"}:
         return None, []
     state_dir = os.environ.get("OPSKIT_STATE_DIR")
-    prefix = (
-        f"OPSKIT_STATE_DIR={state_dir} " if state_dir and Path(state_dir) != Path(".opskit") else ""
-    )
+    prefix = f"OPSKIT_STATE_DIR={state_dir} " if state_dir else ""
     lines = [line.replace("opskit ", prefix + "opskit ", 1) for line in advice]
     command = f"{prefix}opskit resume {run_id}"
     for line in lines:
