@@ -23,6 +23,7 @@ from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_s
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
+from opskit.runbook.notify import notify
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
 from opskit.runbook.templates import (
@@ -176,6 +177,7 @@ class Runner:
         self, state: str, code: ExitCode, message: str, step: str | None = None
     ) -> RunOutcome:
         hint = None if state == "succeeded" else f"opskit resume {self.s.run_id}"
+        notify(self.s, "run_finished", f"run {state}: {message}")
         self.journal.append(
             "run_finished", state=state, exit_code=int(code), message=message, resume_hint=hint
         )
@@ -240,6 +242,8 @@ class Runner:
         if not result.ok and step.continue_on_error:
             summary += " (continue_on_error: going on)"
         self.reporter.step_end(step.id, status, self.s.masker.text(summary), duration)
+        if not result.ok:
+            notify(self.s, "step_failed", f"step {step.id} failed: {summary}")
         return result
 
     def display_command(self, step: Step, view: Mapping[str, Any] | None = None) -> str | None:
@@ -275,6 +279,7 @@ class Runner:
                                 interactive=self.o.interactive)  # fmt: skip
         verdict, via = decision.verdict, decision.via
         if verdict == "ask":
+            notify(self.s, "gate", f"gate {step.id} is waiting for {self.o.operator}: {prompt}")
             answer = self.reporter.ask(gates.question(step.id, level, prompt))
             verdict, via = (
                 ("approved" if gates.accepts(step.id, level, answer) else "refused"),
