@@ -107,11 +107,9 @@ def _summary(result: Any) -> None:
     if fleet is not None:
         on_new = fleet.served_by.get("new", 0)
         line(f"Phones: {on_new} of {fleet.clients} served by the new host at the end.")
-        line(
-            f"After the switch, {fleet.attempts_to_old_after_switch} connection attempts still arrived at "
-            f"the old address; the bridge carried {fleet.carried_by_bridge} of them: drivers who, without "
-            "it, could not have connected."
-        )
+        from opskit.demo.fleet import attempts_sentence  # noqa: PLC0415 - dnspython: not at --help
+
+        line(attempts_sentence(fleet))
     line(f"Drain verdict: {result.drain_summary or 'not reached'}")
     line(f"Old service stopped: {'yes' if result.old_stopped else 'no'}")
     if result.report_md:

@@ -43,6 +43,7 @@ class BridgeConfig:
     nudge_not_before: str | None = None  # ISO 8601: when condition (1) of the drain verdict holds
     stats_interval_s: float = 1.0
     log_file: Path | None = None  # detached engines write their log lines here
+    bind_retry_s: float = 0.0  # retry the bind this long while the old service still holds the port
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
