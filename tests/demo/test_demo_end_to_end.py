@@ -68,6 +68,14 @@ def test_the_rehearsal_moves_every_phone_and_leaves_nothing_running(tmp_path: Pa
     assert result.fleet is not None
     assert result.fleet.all_on_new, result.fleet
     assert result.fleet.attempts_to_old_after_switch >= result.fleet.carried_by_bridge > 0
+    fleet = result.fleet
+    assert (
+        fleet.carried_by_bridge
+        + fleet.served_by_old_after_switch
+        + (fleet.refused_at_old_after_switch + fleet.unanswered_at_old_after_switch)
+        == fleet.attempts_to_old_after_switch
+    )  # every attempt accounted for
+    assert fleet.unanswered_at_old_after_switch >= 0
     assert result.drain_safe, result.drain_summary
     assert result.old_stopped
     assert "stop old" in result.service_commands

@@ -50,6 +50,7 @@ def test_the_shipped_runbook_runs_to_safe_in_real_time(tmp_path: Path) -> None:
 
         took_s = time.monotonic() - started
         old_running = world.old.running
+        fleet = world.fleet_summary()
     journal = tmp_path / "runs" / outcome.run_id / "journal.jsonl"
     finished = {
         e["step"]: e
@@ -61,4 +62,12 @@ def test_the_shipped_runbook_runs_to_safe_in_real_time(tmp_path: Path) -> None:
     assert finished["ttl-gate"]["summary"].startswith("READY")
     assert finished["drained"]["summary"].startswith("SAFE"), finished["drained"]["summary"]
     assert not old_running
+    accounted = (
+        fleet.carried_by_bridge
+        + fleet.served_by_old_after_switch
+        + fleet.refused_at_old_after_switch
+        + fleet.unanswered_at_old_after_switch
+    )
+    assert accounted == fleet.attempts_to_old_after_switch
+    assert fleet.unanswered_at_old_after_switch >= 0
     assert took_s < 60
