@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,11 @@ from opskit.cli import output
 from opskit.durations import format_seconds
 from opskit.errors import UsageError
 
-PLAN_WIDTH = (
-    120  # the plan is read in a terminal, pasted into tickets and printed: it fits 120 columns
-)
+# Off a terminal (a log, `nohup`, CI) a step that prints nothing for this long says it is still running,
+# so a 40-minute copy or a wait between rare readings never looks like a hang.
+HEARTBEAT_S = 60.0
+# The plan is read in a terminal, pasted into tickets and printed: it fits 120 columns.
+PLAN_WIDTH = 120
 
 
 def _step_order(state_dir: Path, run_id: str) -> list[str]:
@@ -33,7 +37,12 @@ class ConsoleReporter:
     """Live output: step banners, `[host] line`, progress; prompts at a terminal."""
 
     def __init__(
-        self, *, quiet_steps: bool = False, err: bool = False, state_dir: Path | None = None
+        self,
+        *,
+        quiet_steps: bool = False,
+        err: bool = False,
+        state_dir: Path | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.quiet_steps = quiet_steps
         self.err = err
@@ -41,6 +50,9 @@ class ConsoleReporter:
         self.state_dir = state_dir
         self._last_progress = 0.0
         self._order: list[str] = []
+        quiet_terminal = output.is_terminal()  # a terminal shows live progress instead
+        self._heartbeat = None if quiet_terminal else Heartbeat(heartbeat_s, self._still_running)
+        self._step: tuple[str, float] | None = None
 
     def started(self, run_id: str, mode: str) -> None:
         if mode == "dry-run":
@@ -66,8 +78,19 @@ class ConsoleReporter:
         if command:
             shown = command if command.startswith(("manual: ", "wait ")) else f"$ {command}"
             output.line(f"    {shown}", err=self.err)
+        self._step = (step_id, time.monotonic())
+        if self._heartbeat is not None:
+            self._heartbeat.start()
+
+    def _still_running(self) -> None:
+        if self._step is not None:
+            step_id, since = self._step
+            elapsed = format_seconds(time.monotonic() - since)
+            output.line(f"... {step_id} still running ({elapsed} so far)", err=self.err)
 
     def output(self, host: str, line: str) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.touch()
         output.line(f"[{host}] {line}", err=self.err)
 
     def progress(self, step_id: str, message: str, fraction: float | None) -> None:
@@ -75,6 +98,8 @@ class ConsoleReporter:
         if not self.tty and now - self._last_progress < 5:
             return
         self._last_progress = now
+        if self._heartbeat is not None:
+            self._heartbeat.touch()
         pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
         text = f"... {step_id}{pct} {message}"
         if self.tty:
@@ -83,6 +108,9 @@ class ConsoleReporter:
             output.line(text, err=self.err)
 
     def step_end(self, step_id: str, status: str, summary: str, duration_s: float) -> None:
+        self._step = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self.quiet_steps:
             return
         if self.tty:
@@ -101,6 +129,39 @@ class ConsoleReporter:
 
     def warn(self, text: str) -> None:
         output.line(f"warning: {text}", err=True)
+
+
+class Heartbeat:
+    """Calls `beat` whenever `every_s` pass without a `touch()`, between `start()` and `stop()`."""
+
+    def __init__(self, every_s: float, beat: Any) -> None:
+        self.every_s = every_s
+        self.beat = beat
+        self._last = time.monotonic()
+        self._stop: threading.Event | None = None
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def start(self) -> None:
+        self.stop()
+        self.touch()
+        stop = self._stop = threading.Event()
+        threading.Thread(
+            target=self._run, args=(stop,), name="opskit-heartbeat", daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(min(1.0, self.every_s)):  # ends with the step (stop), or the process
+            if time.monotonic() - self._last >= self.every_s:
+                self.touch()
+                with contextlib.suppress(OSError, ValueError):  # output closed under us
+                    self.beat()
 
 
 def render_plan(plan: Any, next_command: str) -> None:

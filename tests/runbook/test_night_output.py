@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from opskit.errors import ExitCode
 from opskit.runbook.waits import wait_left_s
@@ -44,3 +47,21 @@ def test_a_resumed_wait_waits_only_what_is_left() -> None:
     assert wait_left_s(events, "settle", 3600, began + timedelta(minutes=50)) == 600
     assert wait_left_s(events, "settle", 3600, began + timedelta(hours=3)) == 0
     assert wait_left_s([], "settle", 3600, began) == 3600
+
+
+def test_a_silent_step_off_a_terminal_says_it_is_still_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A step that prints nothing still gets a line at least every heartbeat (every minute by default)."""
+    from opskit.cli.runbook_view import HEARTBEAT_S, ConsoleReporter  # noqa: PLC0415
+
+    reporter = ConsoleReporter(heartbeat_s=0.5)
+    reporter.step_begin("sync-data", "Copy the data", (), "rsync -a old:/data new:/data")
+    time.sleep(1.8)
+    reporter.step_end("sync-data", "succeeded", "exit 0 on local", 1.8)
+    time.sleep(0.6)  # nothing more once the step ended
+
+    out = capsys.readouterr().out
+    assert HEARTBEAT_S == 60.0
+    assert out.count("... sync-data still running (") >= 2, out
+    assert out.rstrip().endswith("<== ok sync-data (2s): exit 0 on local")
