@@ -134,7 +134,6 @@ def _steps(  # noqa: PLR0912 - one branch per event kind
             rec.update(finished=event, finished_at=_text(event, "ts"))
             if segment in tries and isinstance(event.get("attempts"), int):
                 tries[segment] = max(tries[segment], int(event["attempts"]))
-            rec["attempts"] = sum(tries.values())
         elif kind == "gate":
             rec["approvals"].append(_approval(step_id, event))
         elif kind == "output":

@@ -121,3 +121,32 @@ def test_captured_numbers_are_rounded_for_display() -> None:
     assert values_text({"ratio": 0.1 + 0.2, "waited_s": 89.4, "rows": 12.0}) == (
         "ratio=0.3; waited_s=1m29s; rows=12"
     )
+
+
+def test_a_rollback_is_in_the_timeline() -> None:
+    """Who rolled back, each undo and how the rollback ended appear in the timeline, in order."""
+    from opskit.report.build import from_events  # noqa: PLC0415
+
+    events = [
+        {"ts": "2026-11-24T02:00:00Z", "event": "run_started", "operator": "alice", "mode": "run"},
+        {"ts": "2026-11-24T02:00:01Z", "event": "step_started", "step": "stop-old", "attempt": 1},
+        {"ts": "2026-11-24T02:00:02Z", "event": "step_finished", "step": "stop-old",
+         "status": "succeeded", "attempts": 1},
+        {"ts": "2026-11-24T02:00:03Z", "event": "run_finished", "state": "failed"},
+        {"ts": "2026-11-24T02:10:00Z", "event": "rollback_started", "operator": "carol"},
+        {"ts": "2026-11-24T02:10:01Z", "event": "undo_finished", "step": "stop-old",
+         "status": "undone", "summary": "started dispatch again"},
+        {"ts": "2026-11-24T02:10:02Z", "event": "rollback_finished",
+         "message": "rolled back: 1 step(s) undone"},
+    ]  # fmt: skip
+
+    report = from_events("R9", events, warnings=[])
+
+    timeline = [t.what for t in report.timeline]
+    assert timeline[-4:] == [
+        "operator changed: alice -> carol",
+        "rollback started by carol",
+        "stop-old undo undone: started dispatch again",
+        "rollback finished: rolled back: 1 step(s) undone",
+    ]
+    assert report.steps[0].attempts == 1
