@@ -15,6 +15,8 @@ import click
 
 from opskit.cli import output
 from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
+from opskit.display import display_value
+from opskit.durations import format_seconds
 from opskit.errors import ExitCode, RunbookProblems, UsageError
 from opskit.statedir import default_state_dir
 
@@ -374,8 +376,8 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     owners = any(s.owner for s in state.steps)
     rows = []
     for s in state.steps:
-        duration = "" if s.duration_s is None else f"{s.duration_s:.2f}s"
-        captured = ", ".join(f"{k}={v}" for k, v in s.captured.items())
+        duration = "" if s.duration_s is None else format_seconds(s.duration_s)
+        captured = ", ".join(f"{k}={display_value(k, v)}" for k, v in s.captured.items())
         rows.append((s.id, s.status, *((s.owner or "",) if owners else ()), str(s.attempts),
                      duration, s.approved_by or "", captured))  # fmt: skip
     headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "ATTEMPTS", "DURATION",

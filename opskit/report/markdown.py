@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from opskit.display import display_value
 from opskit.durations import format_seconds
 from opskit.report.model import Report, StepRecord
 
@@ -128,21 +129,6 @@ def values_text(values: dict[str, Any]) -> str:
         if len(text) <= _VALUE_MAX:  # long structures stay in the journal and `--format json`
             parts.append(f"{key}={text}")
     return "; ".join(parts)
-
-
-def display_value(key: str, value: Any) -> Any:
-    """A captured value as a person reads it: `waited_s` as 1m29s, 0.30000000000000004 as 0.3."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and key.endswith("_s"):
-        return format_seconds(value)
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else round(value, 2)
-    if isinstance(value, dict):
-        return {k: display_value(str(k), v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [display_value(key, v) for v in value]
-    return value
 
 
 def _hms(ts: str | None) -> str:

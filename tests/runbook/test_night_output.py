@@ -12,7 +12,8 @@ import pytest
 from opskit.errors import ExitCode
 from opskit.runbook.waits import wait_left_s
 from tests.conftest import REPO, Invoke
-from tests.runbook.helpers import write
+from tests.runbook.helpers import run_id, write
+from tests.servers.health_http import HealthHttp, health_http  # noqa: F401 - fixture
 
 
 def test_the_plan_table_fits_120_columns(opskit: Invoke) -> None:
@@ -65,3 +66,27 @@ def test_a_silent_step_off_a_terminal_says_it_is_still_running(
     assert HEARTBEAT_S == 60.0
     assert out.count("... sync-data still running (") >= 2, out
     assert out.rstrip().endswith("<== ok sync-data (2s): exit 0 on local")
+
+
+def test_status_rounds_captured_numbers(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """`opskit status` shows a captured connect time as 1ms, not 0.000612345678 (seconds)."""
+    path = write(
+        tmp_path,
+        f"""\
+        name: measured
+        steps:
+          - id: reach
+            uses: tcp.check
+            with: {{host: 127.0.0.1, port: {health_http.port}}}
+            capture: reach
+        """,
+    )
+    rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
+
+    status = opskit("status", rid, expect=ExitCode.OK).stdout
+
+    assert re.search(r"'connect_s': '\d+(ms|s)'", status), status
