@@ -115,3 +115,28 @@ def test_a_quiet_window_longer_than_the_drain_timeout_is_bad_input(
     result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
 
     assert "with.quiet: the quiet window 30m is longer than timeout 10m" in result.stderr
+
+
+def test_the_shipped_drain_is_not_cut_by_the_shipped_default() -> None:
+    """night-cutover.yaml as shipped: the drain (quiet 30m, up to 24h) outlives defaults.timeout 10m."""
+    from opskit import actions  # noqa: PLC0415
+    from opskit.runbook.scope import base_vars, step_context  # noqa: PLC0415
+    from opskit.runbook.templates import render_value  # noqa: PLC0415
+    from opskit.runbook.validate import load_runbook  # noqa: PLC0415
+    from opskit.runbook.waits import step_timeout_s  # noqa: PLC0415
+    from tests.conftest import REPO  # noqa: PLC0415
+
+    runbook = load_runbook(REPO / "runbooks" / "night-cutover.yaml")
+    ctx = base_vars(runbook, {"run_id": "R", "operator": "night"})
+    deadlines = {}
+    for step_id in ("ttl-gate", "switch.propagated", "drained"):
+        step = runbook.step(step_id)
+        assert step is not None
+        scoped = step_context(step, ctx, {}, {})
+        action = actions.load(step.uses or "").from_params(
+            actions.Params(render_value(dict(step.with_), scoped))
+        )
+        deadlines[step_id] = step_timeout_s(step, action)
+
+    assert runbook.timeout_s == 600
+    assert deadlines == {"ttl-gate": 3660.0, "switch.propagated": 1860.0, "drained": 86460.0}
