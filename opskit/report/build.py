@@ -86,7 +86,7 @@ def from_events(
             for e in events
             if e.get("event") == "note"
         ],
-        timeline=_timeline(events),
+        timeline=_timeline(events, live=state == "running"),
         done=done,
         remains=remains,
         resume_command=resume_command,
@@ -212,7 +212,7 @@ def _next_steps(run_id: str, state: str, advice: list[str]) -> tuple[str | None,
     return command, lines or [command]
 
 
-def _timeline(events: list[dict[str, Any]]) -> list[TimelineEntry]:  # noqa: PLR0912 - one line per event kind
+def _timeline(events: list[dict[str, Any]], *, live: bool = False) -> list[TimelineEntry]:  # noqa: PLR0912 - one line per event kind
     out = []
     operator: str | None = None
     open_since: str | None = None  # a process that started and has not said how it ended
@@ -266,12 +266,21 @@ def _timeline(events: list[dict[str, Any]]) -> list[TimelineEntry]:  # noqa: PLR
             what = f"run {_text(e, 'state', 'status') or 'finished'}"
         if what and at:
             out.append(TimelineEntry(at=at, what=what))
+    if open_since and not live:  # killed, and nobody has resumed it yet
+        out.append(_stopped(events, open_since, None))
     return out
 
 
-def _stopped(events: list[dict[str, Any]], since: str, until: str) -> TimelineEntry:
+def _stopped(events: list[dict[str, Any]], since: str, until: str | None) -> TimelineEntry:
     """A process that journaled no end before the next one began was killed (or its host went down)."""
-    last = max((t for e in events if (t := _text(e, "ts")) and since <= t < until), default=since)
+    last = max(
+        (
+            t
+            for e in events
+            if (t := _text(e, "ts")) and since <= t and (until is None or t < until)
+        ),
+        default=since,
+    )
     return TimelineEntry(
         at=last, what="the run stopped here without finishing (killed, or its host went down)"
     )

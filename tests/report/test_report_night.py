@@ -99,6 +99,8 @@ def test_the_timeline_tells_kills_resumes_and_changes(opskit: Invoke, tmp_path: 
         assert proc.stdout is not None
         proc.stdout.close()
     rid = journal.parent.name
+    killed = json.loads(opskit("report", rid, "--format", "json", expect=ExitCode.OK).stdout)
+    assert "stopped here without finishing" in killed["timeline"][-1]["what"]
     path.write_text(text.replace("60s", "100ms"))
 
     opskit("resume", rid, "--operator", "bob", "--accept-changes", "--rerun-in-doubt",
