@@ -172,13 +172,14 @@ class ProxyStart(BaseAction):
         from opskit.proxy import bridge  # noqa: PLC0415
         from opskit.proxy.config import split_host_port  # noqa: PLC0415
 
-        config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
         if self.mode == "tcp" and self.engine == "builtin":
-            # Bound here the moment the port is free; the kernel queues clients while the bridge
-            # process starts, so nobody is refused in between (issue #11: 6 of 22 were).
+            # Bound first thing, the moment the port is free; the kernel queues clients while the
+            # bridge process starts, so nobody is refused in between (issue #11: 6 of 22 were).
             with bind_when_free(split_host_port(self.listen), self.bind_timeout_s) as sock:
+                config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
                 pid = bridge.spawn_builtin(config, listen_sock=sock)
         else:
+            config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
             pid = bridge.spawn(config)
         ctx.log(
             f"bridge {self.listen} -> {self.to} runs as pid {pid}; stats in {config.stats_file}"
