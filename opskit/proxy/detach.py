@@ -66,7 +66,9 @@ def log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "no log"
 
 
-def popen_detached(argv: list[str], config: BridgeConfig) -> tuple[subprocess.Popen[bytes], Path]:
+def popen_detached(
+    argv: list[str], config: BridgeConfig, *, pass_fds: tuple[int, ...] = ()
+) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `argv` in its own session, output appended to the log file (0600); (process, log file)."""
     log_file = config.log_file or config.stats_file.with_suffix(".log")
     for directory in {config.stats_file.parent, log_file.parent}:
@@ -80,6 +82,7 @@ def popen_detached(argv: list[str], config: BridgeConfig) -> tuple[subprocess.Po
             stderr=fd,
             start_new_session=True,  # Ctrl-C in this terminal must not reach the bridge
             close_fds=True,
+            pass_fds=pass_fds,  # a listening socket handed over (see spawn_builtin)
         )
     finally:
         os.close(fd)

@@ -86,6 +86,17 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class NotifyTarget:
+    """One `notify:` entry: a webhook (Slack/Mattermost `{"text": ...}`) or a command (message on stdin)."""
+
+    webhook: str | None = None
+    command: str | None = None
+    on: tuple[str, ...] = ("gate", "step_failed", "run_finished")
+    timeout_s: float = 10.0
+    loc: SourceLocation | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     """One step. Exactly one of run/uses/wait/manual (or none when it is only a gate)."""
 
@@ -165,6 +176,7 @@ class Runbook:
     fragments: tuple[str, ...] = ()
     # `vars:` inserted that way; their own `{{ }}` are quoted like a command's (see scope.base_vars).
     fragment_vars: frozenset[str] = frozenset()
+    notify: tuple[NotifyTarget, ...] = ()  # who hears when a gate waits, a step fails, the run ends
 
     def step(self, step_id: str) -> Step | None:
         """The step with that id, if any."""
