@@ -17,7 +17,7 @@ import dns.rdatatype
 from opskit.dns.aiorun import run_sync
 from opskit.dns.authview import consensus, observe, serials
 from opskit.dns.cacheview import peek_all
-from opskit.dns.chain import MAX_CHAIN, effective_ttl, final_answers
+from opskit.dns.chain import MAX_CHAIN, effective_ttl, final_answers, widest
 from opskit.dns.discovery import Discovery, discover
 from opskit.dns.history import latest_for
 from opskit.dns.query import Limiter, QueryOptions, ask, make_query, rdtype_of
@@ -103,11 +103,12 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         verdict = judge_record(observed, policy=options.policy, lowering=lowering, now=now)
         rec = dataclasses.replace(
             observed,
-            problems=observed.problems + verdict.problems,
-            ready=verdict.ready and not observed.problems,
+            problems=verdict.problems,
+            ready=verdict.ready,
             blocked=verdict.blocked,
             safe_after=verdict.safe_after,
             notes=verdict.notes,
+            blockers=verdict.blockers,
         )
         pairs.append((rec, verdict))
     overall = judge([(r, dataclasses.replace(v, ready=r.ready)) for r, v in pairs], now)
@@ -149,11 +150,11 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         limiter=limiter,
         changes=changes,
     )
-    chain: list[Link] = list(consensus(nameservers))
+    chain: list[Link] = list(widest(consensus(nameservers), [ns.chain for ns in nameservers]))
     problems: list[str] = list(zone.problems)
     for _ in range(MAX_CHAIN):
-        if pending is None:
-            break
+        if pending is None or pending.to_text().lower() in {lk.name.lower() for lk in chain}:
+            break  # done, or a loop across zones (the verdict names it from the chain)
         other = await zones.for_name(pending.to_text())
         more, pending = await observe(
             pending.to_text(),
@@ -167,7 +168,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         )
         problems += [f"{other.zone}: {p}" for p in disagreements(more)]
         problems += [f"{ns.server} ({other.zone}) {ns.error}" for ns in more if ns.error]
-        chain += consensus(more)
+        chain += widest(consensus(more), [ns.chain for ns in more])
     chain = await _with_dnskey_ttl(chain, zone, options.query, limiter)
     ttl = effective_ttl(chain, changes)
     resolvers = (

@@ -69,6 +69,7 @@ def make_plan(
     now: datetime,
     lowering: Lowering | None = None,
     lower_what: str | None = None,
+    blockers: tuple[str, ...] = (),
 ) -> SwitchPlan:
     """The timeline, pure: every time follows from the TTLs, the switch time and `now`.
 
@@ -79,7 +80,9 @@ def make_plan(
     lowered_rrset = lower_what or what
     _not_past(switch_at, now)
     steps: list[PlanStep] = []
-    problems: list[str] = []
+    # what `dns check` refuses and no waiting fixes (disagreement, a failing server, a loop) sinks
+    # the plan too: a timeline on top of a broken record would read as permission
+    problems: list[str] = list(blockers)
     caveats: list[str] = []
     lower_by: datetime | None = None
     safe_from: datetime | None
@@ -164,11 +167,12 @@ def plan(
     """Ask the authoritative servers for the TTL now, then lay out the timeline."""
     _not_past(switch_at, now)
     report = check([name], options, now=now)
+    blockers = tuple(dict.fromkeys(p for r in report.records for p in r.blockers))
     timed = [r for r in report.records if r.ttl is not None]
-    if not timed:
+    if report.blocked or (not timed and not blockers):
         reasons = "; ".join(p for r in report.records for p in r.problems)
         raise Blocked(f"no TTL for {name}: {reasons}")
-    record = max(timed, key=lambda r: r.ttl or 0)
+    record = max(timed or report.records, key=lambda r: r.ttl or 0)
     link = gate_link(record.chain, options.policy.changes)
     lower_what = f"{link.name.rstrip('.')} {link.type}" if link is not None else None
     lowering = options.lowering or latest_for(
@@ -185,4 +189,5 @@ def plan(
         now=now,
         lowering=lowering,
         lower_what=lower_what,
+        blockers=blockers,
     )

@@ -96,6 +96,7 @@ class RecordReport:
     safe_after: datetime | None = None
     notes: tuple[str, ...] = ()
     zone: str | None = None
+    blockers: tuple[str, ...] = ()  # the problems that waiting does not fix (plan refuses on them)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from opskit.dns.chain import gate_link
+from opskit.dns.chain import chain_problem, gate_link
 from opskit.dns.dnssec import expiry_problem
 from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
 from opskit.dns.timefmt import as_utc, by, when
@@ -69,6 +69,7 @@ class RecordVerdict:
     safe_after: datetime | None
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    blockers: tuple[str, ...] = ()  # the problems no wait fixes: `dns plan` refuses on these too
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,22 @@ def _bare(name: str) -> str:
 
 
 def _fingerprint(
-    ns: NameserverAnswer,
+    ns: NameserverAnswer, upto: int | None = None
 ) -> tuple[tuple[str, str, int | None, tuple[str, ...], str], ...]:
-    return tuple((lk.name.lower(), lk.type, lk.ttl, lk.answers, lk.rcode) for lk in ns.chain)
+    return tuple((lk.name.lower(), lk.type, lk.ttl, lk.answers, lk.rcode) for lk in ns.chain[:upto])
+
+
+def _unfinished(ns: NameserverAnswer) -> bool:
+    """The server stopped inside a chain (knot answers 5 links of a longer chain, nsd all of them)."""
+    return bool(ns.chain) and ns.chain[-1].type == "CNAME" and not ns.chain[-1].negative
+
+
+def _groups(answered: Sequence[NameserverAnswer]) -> int:
+    """How many different answers the servers gave, comparing a partial chain only as far as it goes."""
+    shortest = min((len(ns.chain) for ns in answered if _unfinished(ns)), default=None)
+    prefixes = {_fingerprint(ns, shortest) for ns in answered}
+    whole = {_fingerprint(ns) for ns in answered if not _unfinished(ns)}
+    return max(len(prefixes), len(whole))
 
 
 def _show(ns: NameserverAnswer) -> str:
@@ -100,10 +114,7 @@ def disagreements(nameservers: Sequence[NameserverAnswer]) -> list[str]:
     """Answers, TTLs and serials that differ between authoritative servers (same serial != same data)."""
     answered = [ns for ns in nameservers if ns.error is None]
     problems: list[str] = []
-    groups: dict[object, list[NameserverAnswer]] = {}
-    for ns in answered:
-        groups.setdefault(_fingerprint(ns), []).append(ns)
-    if len(groups) > 1:
+    if _groups(answered) > 1:
         shown = "; ".join(_show(ns) for ns in answered)
         serials = {ns.serial for ns in answered}
         why = (
@@ -136,8 +147,7 @@ def _newer(a: int, b: int) -> bool:
 def judge_record(
     report: RecordReport, *, policy: Policy, lowering: Lowering | None, now: datetime
 ) -> RecordVerdict:
-    """Decide one record from what the servers said."""
-    problems: list[str] = []
+    """Decide one record from what the servers said (`report.problems`: what asking already found)."""
     notes: list[str] = []
     answered = [ns for ns in report.nameservers if ns.error is None]
     if not answered:
@@ -145,10 +155,17 @@ def judge_record(
             "; ".join(f"{ns.server} {ns.error}" for ns in report.nameservers) or "no server to ask"
         )
         return RecordVerdict(False, True, None, (f"no authoritative server answered: {why}",), ())
+    blockers = list(report.problems)
     for ns in report.nameservers:
         if ns.error is not None:
-            problems.append(f"{ns.server} {ns.error}: every authoritative server must answer")
-    problems += disagreements(report.nameservers)
+            blockers.append(f"{ns.server} {ns.error}: every authoritative server must answer")
+    blockers += disagreements(report.nameservers)
+    broken = chain_problem(report.chain)
+    if broken is not None:
+        # a chain resolvers cannot follow has no TTL worth gating on: clients get SERVFAIL
+        blockers.append(broken)
+        return RecordVerdict(False, False, None, tuple(blockers), (), tuple(blockers))
+    problems = list(blockers)
     link = gate_link(report.chain, policy.changes)
     safe_after: datetime | None = None
     if link is None or link.ttl is None:
@@ -173,7 +190,9 @@ def judge_record(
                 f"{by(lk.dnssec.rrsig_expires, now)} (validators cache these too)"
             )
     notes += _resolver_notes(report.resolvers, now)
-    return RecordVerdict(not problems, False, safe_after, tuple(problems), tuple(notes))
+    return RecordVerdict(
+        not problems, False, safe_after, tuple(problems), tuple(notes), tuple(blockers)
+    )
 
 
 def _too_long(
