@@ -68,7 +68,7 @@ def _resolver_note(r: ResolverAnswer) -> str:
     if r.label:
         words.append("clamps TTLs or serves stale")
     if r.primed:
-        words.append("this probe may have primed it")
+        words.append("cache view unknown")
     return "; ".join(words)
 
 

@@ -180,6 +180,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
             now=now,
             changes=changes,
             auth_ttl=ttl,
+            zone=zone.zone,
         )
         if options.resolvers
         else []

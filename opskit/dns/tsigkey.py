@@ -141,13 +141,13 @@ def _key(name: _Token, fields: dict[str, _Token], reader: _Reader) -> TsigKey:
     except (binascii.Error, ValueError):
         raise reader.fail(f"the secret of key {name.text!r} is not base64", secret.line) from None
     given = fields.get("algorithm")
-    algorithm = wire_algorithm(given.text if given else DEFAULT_ALGORITHM)
-    if algorithm is None and given is not None:
+    algorithm = given.text.lower().rstrip(".") if given else DEFAULT_ALGORITHM
+    if given is not None and wire_algorithm(algorithm) is None:
         known = ", ".join(a for a in ALGORITHMS if "." not in a)
         raise reader.fail(
             f"unknown TSIG algorithm {given.text!r} (expected one of {known})", given.line
         )
-    return TsigKey(name.text, algorithm or ALGORITHMS[DEFAULT_ALGORITHM], secret.text)
+    return TsigKey(name.text, algorithm, secret.text)
 
 
 def load_key_file(path: str | Path) -> TsigKey:

@@ -176,6 +176,11 @@ def judge_record(
     else:
         safe_after, more = _lowering_evidence(report, link, policy, lowering, now, notes)
         problems += more
+        cache_safe, more, said = _stretching(report, lowering, now)
+        problems += more
+        notes += said
+        if cache_safe is not None and safe_after is not None:
+            safe_after = max(safe_after, cache_safe)
     for lk in report.chain:
         if lk.dnssec is not None and lk.ttl is not None:
             what = f"{_bare(lk.name)} {lk.type}"
@@ -254,7 +259,12 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
             f"{when(lowering.lowered_at, now)}: every cache has expired the old TTL since {when(safe, now)}"
         )
         return safe, []
-    held = [r for r in report.resolvers if r.error is None and r.ttl_remaining is not None]
+    # only a cache that already held the record is evidence; one that may have recursed says nothing
+    held = [
+        r
+        for r in report.resolvers
+        if r.error is None and r.ttl_remaining is not None and not r.primed
+    ]
     if held:
         top = max(held, key=lambda r: r.ttl_remaining or 0)
         remaining = top.ttl_remaining or 0
@@ -262,11 +272,12 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
             safe = now + timedelta(seconds=remaining)
             return safe, [
                 f"resolver {top.server} still holds {what} for {remaining} s, above the "
-                f"{policy.max_ttl_s} s limit (an old TTL): it may serve the old answer until "
-                f"{when(safe, now)}; the switch is safe from then"
+                f"{policy.max_ttl_s} s limit: a TTL from before a lowering, or a resolver that "
+                f"stretches TTLs (cache-min-ttl); it may serve the old answer until "
+                f"{when(safe, now)}, so the switch is safe from then (give --lowered-at and "
+                "--previous-ttl to tell the two apart)"
             ]
-    # only a cache that already held the record is evidence; one this probe filled says nothing
-    witnesses = [r for r in held if not r.primed]
+    witnesses = held
     if witnesses:
         notes.append(
             f"no sampled resolver holds {what} longer than {max(ttl, policy.max_ttl_s)} s "
@@ -286,6 +297,10 @@ def _resolver_notes(resolvers: Sequence[ResolverAnswer], now: datetime) -> list[
         if r.error is not None:
             notes.append(f"resolver {r.server} {r.error}")
             continue
+        if r.primed:
+            why = r.primed_why or "may have answered by recursing"
+            notes.append(f"resolver {r.server}: cache view unknown ({why})")
+            continue
         if not r.cached:
             notes.append(f"resolver {r.server} does not hold it (not cached)")
         elif r.serves_until is not None:
@@ -293,10 +308,83 @@ def _resolver_notes(resolvers: Sequence[ResolverAnswer], now: datetime) -> list[
             notes.append(f"{r.server} may serve {data} until {when(r.serves_until, now)}")
         if r.label:
             notes.append(f"resolver {r.server} {r.label}")
-        if r.primed:
-            why = r.primed_why or "had to be asked with recursion on"
-            notes.append(f"resolver {r.server} {why}: this probe may have primed its cache")
     return notes
+
+
+def reading(
+    remaining_s: int,
+    published_ttl_s: int,
+    *,
+    lowered_at: datetime | None,
+    previous_ttl_s: int | None,
+    now: datetime,
+) -> str:
+    """What a resolver's remaining TTL says about it: "conforming", "clamp", "old-ttl" or "either".
+
+    More than the published TTL left is a copy from before a lowering, or a resolver that stretches
+    TTLs (unbound cache-min-ttl). A copy from before the lowering has at most lowered_at + previous TTL
+    - now left; a resolver reporting more than that stretches TTLs. Without a known lowering the two
+    look the same ("either").
+    """
+    if remaining_s <= published_ttl_s:
+        return "conforming"
+    if lowered_at is None or previous_ttl_s is None:
+        return "either"
+    old_left = (lowered_at - now).total_seconds() + previous_ttl_s
+    # +1 s: TTLs count whole seconds, and the lowering time was taken after the server showed it
+    return "clamp" if remaining_s > old_left + 1 else "old-ttl"
+
+
+def _stretching(
+    report: RecordReport, lowering: Lowering | None, now: datetime
+) -> tuple[datetime | None, list[str], list[str]]:
+    """Resolvers holding more than the published TTL: a clamp, or a copy from before the lowering.
+
+    A clamping resolver (cache-min-ttl) is safe after the lowering + its clamp, and keeps the old
+    answer up to its clamp after the switch; a copy from before the lowering is gone when it runs out.
+    """
+    published = report.ttl
+    safe: datetime | None = None
+    problems: list[str] = []
+    notes: list[str] = []
+    if published is None:
+        return None, [], []
+    for r in report.resolvers:
+        if r.error is not None or r.primed or r.ttl_remaining is None:
+            continue
+        left = r.ttl_remaining
+        kind = reading(
+            left,
+            published,
+            lowered_at=lowering.lowered_at if lowering else None,
+            previous_ttl_s=lowering.previous_ttl_s if lowering else None,
+            now=now,
+        )
+        what = f"reports {left} s left for {_bare(report.name)} {report.type}, published with {published} s"
+        if kind == "clamp" and lowering is not None:
+            until = lowering.lowered_at + timedelta(seconds=left)
+            notes.append(
+                f"resolver {r.server} clamps TTLs (cache-min-ttl of at least {left} s): it {what}, "
+                f"more than any copy from before the lowering can have left; it is safe from "
+                f"{when(until, now)} (the lowering + its clamp), and after the switch it may keep "
+                f"the old answer up to its clamp"
+            )
+            if until > now:
+                problems.append(
+                    f"resolver {r.server} clamps TTLs to at least {left} s: wait until "
+                    f"{when(until, now)} (the lowering + its clamp) before the switch"
+                )
+        elif kind == "old-ttl" and lowering is not None:
+            until = now + timedelta(seconds=left)
+            notes.append(
+                f"resolver {r.server} still holds a copy from before the lowering: it {what}, "
+                f"within the old {lowering.previous_ttl_s} s TTL; it may serve the old answer "
+                f"until {when(until, now)}"
+            )
+        else:
+            continue
+        safe = max(safe, until) if safe else until
+    return safe, problems, notes
 
 
 def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime) -> Overall:

@@ -100,7 +100,7 @@ def test_primed_resolver_is_no_evidence() -> None:
     )
 
     assert verdict.safe_after is None
-    assert any("may have primed its cache" in n for n in verdict.notes)
+    assert any("cache view unknown" in n for n in verdict.notes)
 
 
 def test_same_serial_different_answers_disagree() -> None:

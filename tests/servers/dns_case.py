@@ -13,9 +13,13 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import dns.message
+import dns.query
 
 from tests.servers.common import free_port, require_binary
 from tests.servers.dns_lab import NS1, NS2, PARENT, _shared_port, wait_ready
@@ -65,7 +69,8 @@ class CaseLab:
         return f"{PARENT}:{self.port}"
 
     def write_nsd_zone(self, zone: str, text: str) -> None:
-        """Replace a zone file of the child nsd and reload it (bump the serial in `text`)."""
+        """Replace a zone file of the child nsd, reload it, and return once it serves the new serial."""
+        before = _serial(self.nsd, zone)
         (self.dir / "zones-nsd" / f"{zone}.zone").write_text(text)
         subprocess.run(
             ["nsd-control", "-c", str(self.dir / "etc" / "nsd.conf"), "reload", zone],
@@ -73,6 +78,17 @@ class CaseLab:
             capture_output=True,
             timeout=10,
         )
+        deadline = time.monotonic() + 10
+        while _serial(self.nsd, zone) == before:  # the reload runs after nsd-control returns
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nsd still serves serial {before} of {zone} after a reload")
+            time.sleep(0.05)
+
+
+def _serial(server: str, zone: str) -> int:
+    host, port = server.split(":")
+    response = dns.query.udp(dns.message.make_query(zone, "SOA"), host, port=int(port), timeout=2)
+    return int(response.answer[0][0].serial)
 
 
 def _nsd_conf(lab: Path, name: str, addr: str, port: int, zones: Sequence[str]) -> Path:
