@@ -119,9 +119,13 @@ def wait_end(result: WaitResult) -> None:
     if result.stale:
         output.line(f"served the old answer after the switch: {', '.join(result.stale)}")
     expected = ", ".join(result.expected)
+    for note in result.notes:
+        output.line(f"! {note}")
     if result.done:
         output.line(f"FLIPPED: every server returns {expected} ({result.waited_s:.1f} s)")
         return
+    if result.unflipped_types:
+        output.line(f"  did not flip: {', '.join(result.unflipped_types)}")
     for s in result.servers:
         if not s.flipped:
             what = ", ".join(s.answers) or s.error or "nothing"

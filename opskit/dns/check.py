@@ -97,10 +97,19 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         for t in types
     ]
     records = await asyncio.gather(*jobs)
+    # the address types that exist at each final name: a missing AAAA beside an A is a note
+    present = {(r.chain[-1].name.lower(), r.type) for r in records if r.chain and r.answers}
     pairs = []
     for observed in records:
         lowering = options.lowering or latest_for(options.lowerings, observed.name, observed.type)
-        verdict = judge_record(observed, policy=options.policy, lowering=lowering, now=now)
+        final = observed.chain[-1].name.lower() if observed.chain else ""
+        verdict = judge_record(
+            observed,
+            policy=options.policy,
+            lowering=lowering,
+            now=now,
+            present_types={t for n, t in present if n == final},
+        )
         rec = dataclasses.replace(
             observed,
             problems=verdict.problems,

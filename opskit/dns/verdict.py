@@ -8,7 +8,7 @@ A low TTL seen now proves nothing about when it was lowered, so without a journa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -145,7 +145,12 @@ def _newer(a: int, b: int) -> bool:
 
 
 def judge_record(
-    report: RecordReport, *, policy: Policy, lowering: Lowering | None, now: datetime
+    report: RecordReport,
+    *,
+    policy: Policy,
+    lowering: Lowering | None,
+    now: datetime,
+    present_types: Collection[str] = (),
 ) -> RecordVerdict:
     """Decide one record from what the servers said (`report.problems`: what asking already found)."""
     notes: list[str] = []
@@ -170,6 +175,14 @@ def judge_record(
     safe_after: datetime | None = None
     if link is None or link.ttl is None:
         problems.append(f"no TTL for {_bare(report.name)} {report.type} (no data, no SOA)")
+    elif (family := _other_family(link, present_types)) is not None:
+        # an IPv4-only name has no AAAA to switch: nothing is cached that the switch changes
+        safe_after = now
+        notes.append(
+            f"no {link.type} at {_bare(link.name)} ({family} only): nothing to switch for "
+            f"{'IPv6' if link.type == 'AAAA' else 'IPv4'} clients; if the switch adds {link.type}, "
+            f"resolvers cache its absence for up to {link.ttl} s"
+        )
     elif link.ttl > policy.max_ttl_s:
         safe_after = now + timedelta(seconds=link.ttl)
         problems.append(_too_long(link, report, policy, safe_after, now))
@@ -198,6 +211,14 @@ def judge_record(
     return RecordVerdict(
         not problems, False, safe_after, tuple(problems), tuple(notes), tuple(blockers)
     )
+
+
+def _other_family(link: Link, present_types: Collection[str]) -> str | None:
+    """"IPv4"/"IPv6" when this address type is absent (NODATA) while the other one exists."""
+    other = {"A": "AAAA", "AAAA": "A"}.get(link.type)
+    if link.rcode != "NODATA" or other is None or other not in present_types:
+        return None
+    return "IPv4" if other == "A" else "IPv6"
 
 
 def _too_long(
