@@ -105,6 +105,7 @@ class DnsUpdate(BaseAction):
 
         key = self._key(ctx)
         ttl = int(self.ttl_s) if self.ttl_s is not None else None
+        wildcard = _synthesized_from(self._target(), self.zone, self.name, self.type)
         result = replace_rrset(
             self._target(),
             self.zone,
@@ -117,7 +118,7 @@ class DnsUpdate(BaseAction):
         )
         before = (
             {"values": list(result.before.values), "ttl": result.before.ttl}
-            if result.before
+            if result.before and wildcard is None  # a synthesized answer is no record to restore
             else None
         )
         after = (
@@ -136,6 +137,8 @@ class DnsUpdate(BaseAction):
                 "after": {"values": list(result.after.values), "ttl": result.after.ttl}
                 if result.after
                 else None,
+                # no explicit record existed: the name was covered by this wildcard (issue #12.6)
+                **({"synthesized_from": wildcard} if wildcard else {}),
             },
             facts=_facts(result),
             undo={
@@ -144,6 +147,7 @@ class DnsUpdate(BaseAction):
                 "name": result.name,
                 "type": result.type,
                 "before": before,
+                **({"synthesized_from": wildcard} if wildcard else {}),
             },
         )
 
@@ -163,10 +167,30 @@ class DnsUpdate(BaseAction):
             now=ctx.now(),
         )
         shown = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing (deleted)"
+        ok = result.verified
+        wildcard = data.get("synthesized_from")
+        if not ok and before is None and wildcard:
+            # deleted: the name answers from its wildcard again, which is the state before the step
+            owner = _synthesized_from(
+                server, str(data.get("zone", self.zone)), result.name, result.type
+            )
+            ok = owner == wildcard
+            shown = f"nothing of its own (answers from {wildcard} again)"
         return ActionResult(
-            ok=result.verified,
+            ok=ok,
             summary=f"restored {result.name} {result.type} on {result.server} to {shown}",
         )
+
+
+def _synthesized_from(server: Server, zone: str, name: str, rtype: str) -> str | None:
+    """The `*.` owner when NAME TYPE has no record of its own on the server, only a wildcard's."""
+    from opskit.dns.update import read_rrset  # noqa: PLC0415
+    from opskit.dns.wildcard import wildcard_owner_sync  # noqa: PLC0415
+
+    now = read_rrset(server, name, rtype)
+    if now is None:
+        return None
+    return wildcard_owner_sync(server, name, rtype, now.values, zone=zone)
 
 
 def _facts(result: UpdateResult) -> dict[str, Any]:

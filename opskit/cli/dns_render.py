@@ -30,7 +30,8 @@ def check(report: CheckReport) -> None:
         output.line(title)
         for link in rec.chain:
             data = ", ".join(link.answers) if link.answers else link.rcode
-            output.line(f"  {link.name} {link.ttl} {link.type} {data}")
+            source = f" (synthesized from {link.wildcard})" if link.wildcard else ""
+            output.line(f"  {link.name} {link.ttl} {link.type} {data}{source}")
         output.table(
             ["nameserver", "answers", "ttl", "serial", "error"],
             [

@@ -24,6 +24,7 @@ from opskit.dns.query import Limiter, QueryOptions, ask, make_query, rdtype_of
 from opskit.dns.report import CheckReport, Link, RecordReport
 from opskit.dns.servers import Server, ServerChoice, parse_name
 from opskit.dns.verdict import Lowering, Policy, disagreements, judge, judge_record
+from opskit.dns.wildcard import wildcard_owner
 from opskit.errors import UsageError
 
 DEFAULT_TYPES = ("A", "AAAA")
@@ -179,6 +180,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         problems += [f"{ns.server} ({other.zone}) {ns.error}" for ns in more if ns.error]
         chain += widest(consensus(more), [ns.chain for ns in more])
     chain = await _with_dnskey_ttl(chain, zone, options.query, limiter)
+    chain = await _with_wildcards(chain, zones, options.query, limiter)
     ttl = effective_ttl(chain, changes)
     resolvers = (
         await peek_all(
@@ -229,3 +231,28 @@ async def _with_dnskey_ttl(
         else link
         for link in chain
     ]
+
+
+async def _with_wildcards(
+    chain: list[Link], zones: Zones, options: QueryOptions, limiter: Limiter
+) -> list[Link]:
+    """Each link synthesized from a wildcard names its `*.` owner (the fix goes there)."""
+
+    async def one(link: Link) -> Link:
+        if link.negative or not link.answers:
+            return link
+        home = await zones.for_name(link.name)
+        if not home.nameservers:
+            return link
+        owner = await wildcard_owner(
+            home.nameservers[0],
+            link.name,
+            rdtype_of(link.type),
+            link.answers,
+            zone=home.zone,
+            options=options,
+            limiter=limiter,
+        )
+        return dataclasses.replace(link, wildcard=owner) if owner else link
+
+    return list(await asyncio.gather(*(one(link) for link in chain)))

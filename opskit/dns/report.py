@@ -32,6 +32,7 @@ class Link:
     answers: tuple[str, ...]
     rcode: str = "NOERROR"
     dnssec: Dnssec | None = None
+    wildcard: str | None = None  # "*.wild.example.net." when the answer is synthesized from it
 
     @property
     def negative(self) -> bool:

@@ -214,7 +214,7 @@ def judge_record(
 
 
 def _other_family(link: Link, present_types: Collection[str]) -> str | None:
-    """"IPv4"/"IPv6" when this address type is absent (NODATA) while the other one exists."""
+    """ "IPv4"/"IPv6" when this address type is absent (NODATA) while the other one exists."""
     other = {"A": "AAAA", "AAAA": "A"}.get(link.type)
     if link.rcode != "NODATA" or other is None or other not in present_types:
         return None
@@ -232,9 +232,20 @@ def _too_long(
             f"lower the SOA MINIMUM of {report.zone or 'the zone'} to {policy.target_ttl_s}, or create the "
             f"record now; the switch is safe from {when(safe, now)}"
         )
+    owner = (
+        f"{_bare(link.wildcard)} {link.type}"
+        if link.wildcard
+        else f"{_bare(link.name)} {link.type}"
+    )
+    synthesized = (
+        f" ({_bare(link.name)} has no record of its own: the answer is synthesized from the "
+        f"wildcard {_bare(link.wildcard)})"
+        if link.wildcard
+        else ""
+    )
     return (
         f"TTL {link.ttl} s of {_bare(link.name)} {link.type}{path} is above the {policy.max_ttl_s} s limit: "
-        f"lower the TTL of {_bare(link.name)} {link.type} from {link.ttl} to {policy.target_ttl_s} now; "
+        f"lower the TTL of {owner} from {link.ttl} to {policy.target_ttl_s} now{synthesized}; "
         f"the switch is safe from {when(safe, now)}"
     )
 
