@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import dns.name
 import dns.rdatatype
@@ -19,13 +20,14 @@ from opskit.dns.authview import consensus, observe, serials
 from opskit.dns.cacheview import peek_all
 from opskit.dns.chain import MAX_CHAIN, effective_ttl, final_answers, widest
 from opskit.dns.discovery import Discovery, discover
+from opskit.dns.dnssec import describe_keys, ds_matching, signature
 from opskit.dns.history import latest_for
-from opskit.dns.query import Limiter, QueryOptions, ask, make_query, rdtype_of
-from opskit.dns.report import CheckReport, Link, RecordReport
+from opskit.dns.query import Limiter, QueryOptions, ask, find, make_query, rdtype_of
+from opskit.dns.report import CheckReport, Link, RecordReport, ZoneKeys
 from opskit.dns.servers import Server, ServerChoice, parse_name
 from opskit.dns.verdict import Lowering, Policy, disagreements, judge, judge_record
 from opskit.dns.wildcard import wildcard_owner
-from opskit.errors import UsageError
+from opskit.errors import OpskitError, UsageError
 
 DEFAULT_TYPES = ("A", "AAAA")
 
@@ -50,6 +52,8 @@ class Zones:
         self._options = options
         self._by_apex: dict[str, Discovery] = {}
         self._serials: dict[str, dict[Server, int | str]] = {}
+        self._keys: dict[str, tuple[ZoneKeys, int | None]] = {}
+        self._keys_lock = asyncio.Lock()  # 500 names in one signed zone: one DNSKEY and DS lookup
 
     async def for_name(self, name: str) -> Discovery:
         qname = dns.name.from_text(name)
@@ -63,6 +67,12 @@ class Zones:
         )
         self._by_apex.setdefault(found.zone, found)
         return self._by_apex[found.zone]
+
+    async def keys(self, zone: Discovery, limiter: Limiter) -> tuple[ZoneKeys, int | None]:
+        async with self._keys_lock:
+            if zone.zone not in self._keys:
+                self._keys[zone.zone] = await _zone_keys(zone, self, self._options.query, limiter)
+        return self._keys[zone.zone]
 
     async def serials(self, zone: Discovery, limiter: Limiter) -> dict[Server, int | str]:
         if zone.zone not in self._serials:
@@ -179,7 +189,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         problems += [f"{other.zone}: {p}" for p in disagreements(more)]
         problems += [f"{ns.server} ({other.zone}) {ns.error}" for ns in more if ns.error]
         chain += widest(consensus(more), [ns.chain for ns in more])
-    chain = await _with_dnskey_ttl(chain, zone, options.query, limiter)
+    chain, keys = await _signed_zone(chain, zone, zones, options.query, limiter)
     chain = await _with_wildcards(chain, zones, options.query, limiter)
     ttl = effective_ttl(chain, changes)
     resolvers = (
@@ -206,31 +216,77 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         resolvers=tuple(resolvers),
         problems=tuple(problems),
         zone=zone.zone,
+        keys=keys,
     )
 
 
-async def _with_dnskey_ttl(
-    chain: list[Link], zone: Discovery, options: QueryOptions, limiter: Limiter
-) -> list[Link]:
+async def _signed_zone(
+    chain: list[Link], zone: Discovery, zones: Zones, options: QueryOptions, limiter: Limiter
+) -> tuple[list[Link], ZoneKeys | None]:
+    """For a signed chain: the zone's keys, the DS at its parent, and the DNSKEY TTL on each link."""
     if not any(link.dnssec for link in chain) or not zone.nameservers:
-        return chain
-    outcome = await ask(
-        zone.nameservers[0],
-        make_query(zone.zone, dns.rdatatype.DNSKEY),
-        options=options,
-        limiter=limiter,
-    )
-    key_ttl = None
-    if outcome.response is not None:
-        for rrset in outcome.response.answer:
-            if rrset.rdtype == dns.rdatatype.DNSKEY:
-                key_ttl = int(rrset.ttl)
-    return [
+        return chain, None
+    keys = await zones.keys(zone, limiter)
+    key_ttl = keys[1]
+    linked = [
         dataclasses.replace(link, dnssec=dataclasses.replace(link.dnssec, dnskey_ttl=key_ttl))
         if link.dnssec
         else link
         for link in chain
     ]
+    return linked, keys[0]
+
+
+async def _zone_keys(
+    zone: Discovery, zones: Zones, options: QueryOptions, limiter: Limiter
+) -> tuple[ZoneKeys, int | None]:
+    apex = dns.name.from_text(zone.zone)
+    outcome = await ask(
+        zone.nameservers[0],
+        make_query(apex, dns.rdatatype.DNSKEY, dnssec=True),
+        options=options,
+        limiter=limiter,
+    )
+    response = outcome.response
+    dnskeys = find(response, apex, dns.rdatatype.DNSKEY) if response is not None else None
+    ds, parent_error = await _parent_ds(apex, zones, options, limiter)
+    keys = ZoneKeys(
+        zone=zone.zone,
+        dnskeys=describe_keys(dnskeys or ()),
+        ds=None if ds is None else tuple(r.to_text() for r in ds),
+        ds_matching=ds_matching(zone.zone, dnskeys or (), ds or ()),
+        dnskey_signature=signature(response, apex, dns.rdatatype.DNSKEY) if response else None,
+        parent_error=parent_error,
+    )
+    return keys, (int(dnskeys.ttl) if dnskeys is not None else None)
+
+
+async def _parent_ds(
+    apex: dns.name.Name, zones: Zones, options: QueryOptions, limiter: Limiter
+) -> tuple[list[Any] | None, str | None]:
+    """The DS RRset the parent's servers publish for the zone ([] for none), or why it is unknown."""
+    if apex == dns.name.root:
+        return None, "the root has no parent"
+    try:
+        parent = await zones.for_name(apex.parent().to_text())
+    except OpskitError as exc:
+        return None, f"the parent's servers were not found: {exc}"
+    for server in parent.nameservers:
+        outcome = await ask(
+            server,
+            make_query(apex, dns.rdatatype.DS),
+            options=options,
+            limiter=limiter,
+            authoritative=True,
+        )
+        if outcome.error is not None or outcome.response is None:
+            continue
+        soa = [r.name for r in outcome.response.authority if r.rdtype == dns.rdatatype.SOA]
+        if soa and soa[0] == apex:
+            continue  # the child's own servers answered: DS lives at the parent (RFC 4035 3.1.4.1)
+        ds = find(outcome.response, apex, dns.rdatatype.DS)
+        return (list(ds) if ds is not None else []), None
+    return None, f"no server of {parent.zone} answered for the DS (give a --nameserver pin for it)"
 
 
 async def _with_wildcards(

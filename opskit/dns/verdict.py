@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opskit.dns.chain import chain_problem, gate_link
-from opskit.dns.dnssec import expiry_problem
+from opskit.dns.dnssec import signed_path
 from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
-from opskit.dns.timefmt import as_utc, by, when
+from opskit.dns.timefmt import as_utc, when
 
 # The longest a common resolver keeps anything (unbound cache-max-ttl default); used only to say what an
 # unknown lowering time would have to be, never to declare a switch safe.
@@ -194,19 +194,10 @@ def judge_record(
         notes += said
         if cache_safe is not None and safe_after is not None:
             safe_after = max(safe_after, cache_safe)
-    for lk in report.chain:
-        if lk.dnssec is not None and lk.ttl is not None:
-            what = f"{_bare(lk.name)} {lk.type}"
-            p = expiry_problem(what, lk.dnssec, safe_after, now, lk.ttl)
-            if p:
-                problems.append(p)
-            key = (
-                f", DNSKEY TTL {lk.dnssec.dnskey_ttl} s" if lk.dnssec.dnskey_ttl is not None else ""
-            )
-            notes.append(
-                f"{what} is signed: RRSIG TTL {lk.dnssec.rrsig_ttl} s{key}, signature valid until "
-                f"{by(lk.dnssec.rrsig_expires, now)} (validators cache these too)"
-            )
+    signed_problems, signed_notes = signed_path(report, safe_after, now)
+    blockers += signed_problems  # a signature or a DS is fixed at the signer, not by waiting
+    problems += signed_problems
+    notes += signed_notes
     notes += _resolver_notes(report.resolvers, now)
     return RecordVerdict(
         not problems, False, safe_after, tuple(problems), tuple(notes), tuple(blockers)

@@ -120,7 +120,32 @@ def _nsd_conf(lab: Path, name: str, addr: str, port: int, zones: Sequence[str]) 
     return path
 
 
-def _knot_conf(lab: Path, port: int, zones: Sequence[str], keys: Sequence[TsigSpec]) -> Path:
+def _policies(signing: Mapping[str, int]) -> list[str]:
+    """A knot signing policy per zone: RRSIGs valid `lifetime` seconds, refreshed at half of it.
+
+    knot refuses an rrsig-refresh below propagation-delay + the zone's largest TTL, so signed case
+    zones keep their TTLs at a minute or less.
+    """
+    lines = ["policy:"] if signing else []
+    for i, lifetime in enumerate(signing.values()):
+        lines += [
+            f"  - id: p{i}",
+            "    algorithm: ecdsap256sha256",
+            "    propagation-delay: 0",
+            f"    rrsig-lifetime: {lifetime}",
+            f"    rrsig-refresh: {lifetime // 2}",
+            "    rrsig-pre-refresh: 60",
+        ]
+    return lines
+
+
+def _knot_conf(
+    lab: Path,
+    port: int,
+    zones: Sequence[str],
+    keys: Sequence[TsigSpec],
+    signing: Mapping[str, int],
+) -> Path:
     lines = [
         "server:",
         f'    rundir: "{lab}/knot"',
@@ -149,6 +174,7 @@ def _knot_conf(lab: Path, port: int, zones: Sequence[str], keys: Sequence[TsigSp
             f"    key: [{', '.join(k.name for k in keys)}]",
             "    action: update",
         ]
+    lines += _policies(signing)
     lines += [
         "template:",
         "  - id: default",
@@ -162,7 +188,11 @@ def _knot_conf(lab: Path, port: int, zones: Sequence[str], keys: Sequence[TsigSp
     if keys:
         lines.append("    acl: update-by-tsig")
     lines.append("zone:")
-    lines += [f"  - domain: {zone}" for zone in zones]
+    policy = {zone: f"p{i}" for i, zone in enumerate(signing)}
+    for zone in zones:
+        lines.append(f"  - domain: {zone}")
+        if zone in policy:
+            lines += ["    dnssec-signing: on", f"    dnssec-policy: {policy[zone]}"]
     path = lab / "etc" / "knot.conf"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -211,6 +241,7 @@ def _servers(
     port: int,
     zones: Mapping[str, Mapping[str, str]],
     keys: Sequence[TsigSpec],
+    signing: Mapping[str, int],
 ) -> list[Launch]:
     """Write the zone files and configs of nsd, the parent nsd and knot; their launch lines."""
     launches: list[Launch] = []
@@ -222,7 +253,7 @@ def _servers(
         for zone, text in held.items():
             (lab / f"zones-{label}" / f"{zone}.zone").write_text(text)
         if label == "knot":
-            cmd = ["knotd", "-c", str(_knot_conf(lab, port, list(held), keys))]
+            cmd = ["knotd", "-c", str(_knot_conf(lab, port, list(held), keys, signing))]
         else:
             cmd = ["nsd", "-d", "-c", str(_nsd_conf(lab, label, addr, port, list(held)))]
         launches.append((label, cmd, addr, port, next(iter(held))))
@@ -239,8 +270,10 @@ def _caches(
             stubs.setdefault(zone, []).append(f"{addr}@{port}")
     # a stray name SERVFAILs on loopback instead of leaving for the real root
     stubs.setdefault(".", [f"{PARENT if zones['parent'] else NS1}@{port}"])
-    first = next(iter({**zones["nsd"], **zones["knot"]}))
     launches: list[Launch] = []
+    if not unbound:
+        return launches, {}
+    first = next(iter({**zones["nsd"], **zones["knot"]}))
     resolvers: dict[str, str] = {}
     for label, extra in unbound.items():
         (lab / label).mkdir()
@@ -259,8 +292,12 @@ def case_lab(
     parent: Mapping[str, str] | None = None,
     keys: Sequence[TsigSpec] = (),
     unbound: Mapping[str, str] | None = None,
+    signing: Mapping[str, int] | None = None,
 ) -> Iterator[CaseLab]:
-    """Start the servers the case needs (zone name -> zone text), yield where they listen, stop them."""
+    """Start the servers the case needs (zone name -> zone text), yield where they listen, stop them.
+
+    `signing` maps knot zones to sign to their RRSIG lifetime in seconds.
+    """
     zones = {"nsd": nsd or {}, "knot": knot or {}, "parent": parent or {}}
     for binary, package, wanted in (
         ("nsd", "nsd", zones["nsd"] or zones["parent"]),
@@ -275,7 +312,7 @@ def case_lab(
     try:
         for d in ("etc", "run", "log", "zones-nsd", "zones-knot", "zones-parent", "knot"):
             (lab / d).mkdir()
-        launches = _servers(lab, port, zones, keys)
+        launches = _servers(lab, port, zones, keys, signing or {})
         caches, resolvers = _caches(lab, port, zones, unbound or {})
         for label, cmd, *_ in [*launches, *caches]:
             with (lab / "log" / f"{label}.out").open("wb") as out:
