@@ -15,6 +15,7 @@ from typing import Any
 import dns.name
 import dns.rdatatype
 
+from opskit.dns.agreement import disagreements
 from opskit.dns.aiorun import run_sync
 from opskit.dns.authview import consensus, observe, serials
 from opskit.dns.cacheview import peek_all
@@ -25,7 +26,7 @@ from opskit.dns.history import latest_for
 from opskit.dns.query import Limiter, QueryOptions, ask, find, make_query, rdtype_of
 from opskit.dns.report import CheckReport, Link, RecordReport, ZoneKeys
 from opskit.dns.servers import Server, ServerChoice, parse_name
-from opskit.dns.verdict import Lowering, Policy, disagreements, judge, judge_record
+from opskit.dns.verdict import Lowering, Policy, decide
 from opskit.dns.wildcard import wildcard_owner
 from opskit.errors import OpskitError, UsageError
 
@@ -108,36 +109,13 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         for t in types
     ]
     records = await asyncio.gather(*jobs)
-    # the address types that exist at each final name: a missing AAAA beside an A is a note
-    present = {(r.chain[-1].name.lower(), r.type) for r in records if r.chain and r.answers}
-    pairs = []
-    for observed in records:
-        lowering = options.lowering or latest_for(options.lowerings, observed.name, observed.type)
-        final = observed.chain[-1].name.lower() if observed.chain else ""
-        verdict = judge_record(
-            observed,
-            policy=options.policy,
-            lowering=lowering,
-            now=now,
-            present_types={t for n, t in present if n == final},
-        )
-        rec = dataclasses.replace(
-            observed,
-            problems=verdict.problems,
-            ready=verdict.ready,
-            blocked=verdict.blocked,
-            safe_after=verdict.safe_after,
-            notes=verdict.notes,
-            blockers=verdict.blockers,
-        )
-        pairs.append((rec, verdict))
-    overall = judge([(r, dataclasses.replace(v, ready=r.ready)) for r, v in pairs], now)
-    return CheckReport(
-        ready=overall.ready,
-        records=tuple(r for r, _ in pairs),
-        safe_after=overall.safe_after,
-        blocked=overall.blocked,
-        verdict=overall.verdict,
+    return decide(
+        records,
+        policy=options.policy,
+        lowering_for=lambda name, rtype: (
+            options.lowering or latest_for(options.lowerings, name, rtype)
+        ),
+        now=now,
     )
 
 

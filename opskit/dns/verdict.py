@@ -8,13 +8,16 @@ A low TTL seen now proves nothing about when it was lowered, so without a journa
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from opskit.dns.agreement import disagreements
+from opskit.dns.cacheverdict import resolver_notes, stretching
 from opskit.dns.chain import chain_problem, gate_link
 from opskit.dns.dnssec import signed_path
-from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
+from opskit.dns.report import CheckReport, Link, RecordReport
 from opskit.dns.timefmt import as_utc, when
 
 # The longest a common resolver keeps anything (unbound cache-max-ttl default); used only to say what an
@@ -86,64 +89,6 @@ def _bare(name: str) -> str:
     return name.lower().rstrip(".")
 
 
-def _fingerprint(
-    ns: NameserverAnswer, upto: int | None = None
-) -> tuple[tuple[str, str, int | None, tuple[str, ...], str], ...]:
-    return tuple((lk.name.lower(), lk.type, lk.ttl, lk.answers, lk.rcode) for lk in ns.chain[:upto])
-
-
-def _unfinished(ns: NameserverAnswer) -> bool:
-    """The server stopped inside a chain (knot answers 5 links of a longer chain, nsd all of them)."""
-    return bool(ns.chain) and ns.chain[-1].type == "CNAME" and not ns.chain[-1].negative
-
-
-def _groups(answered: Sequence[NameserverAnswer]) -> int:
-    """How many different answers the servers gave, comparing a partial chain only as far as it goes."""
-    shortest = min((len(ns.chain) for ns in answered if _unfinished(ns)), default=None)
-    prefixes = {_fingerprint(ns, shortest) for ns in answered}
-    whole = {_fingerprint(ns) for ns in answered if not _unfinished(ns)}
-    return max(len(prefixes), len(whole))
-
-
-def _show(ns: NameserverAnswer) -> str:
-    data = ", ".join(ns.answers) if ns.answers else (ns.chain[-1].rcode if ns.chain else "nothing")
-    return f"{ns.server} {data} ttl {ns.ttl} serial {ns.serial}"
-
-
-def disagreements(nameservers: Sequence[NameserverAnswer]) -> list[str]:
-    """Answers, TTLs and serials that differ between authoritative servers (same serial != same data)."""
-    answered = [ns for ns in nameservers if ns.error is None]
-    problems: list[str] = []
-    if _groups(answered) > 1:
-        shown = "; ".join(_show(ns) for ns in answered)
-        serials = {ns.serial for ns in answered}
-        why = (
-            f" under the same SOA serial {serials.pop()} (a zone changed without a serial bump)"
-            if len(serials) == 1
-            else ""
-        )
-        problems.append(
-            f"authoritative servers disagree{why}: {shown}; make every server serve the same zone "
-            "(bump the serial, reload, NOTIFY the secondaries) before the switch"
-        )
-    serials_seen = {ns.serial for ns in answered if ns.serial is not None}
-    if len(serials_seen) > 1:
-        newest = max(serials_seen, key=lambda s: sum(_newer(s, o) for o in serials_seen))
-        lagging = ", ".join(
-            f"{ns.server} has {ns.serial}" for ns in answered if ns.serial != newest
-        )
-        problems.append(
-            f"SOA serials differ (newest {newest}; {lagging}): wait until every server has "
-            "transferred the zone, or send NOTIFY"
-        )
-    return problems
-
-
-def _newer(a: int, b: int) -> bool:
-    """RFC 1982 serial arithmetic: a is newer than b."""
-    return a != b and ((a - b) % 2**32) < 2**31
-
-
 def judge_record(
     report: RecordReport,
     *,
@@ -189,7 +134,12 @@ def judge_record(
     else:
         safe_after, more = _lowering_evidence(report, link, policy, lowering, now, notes)
         problems += more
-        cache_safe, more, said = _stretching(report, lowering, now)
+        cache_safe, more, said = stretching(
+            report,
+            lowered_at=lowering.lowered_at if lowering else None,
+            previous_ttl_s=lowering.previous_ttl_s if lowering else None,
+            now=now,
+        )
         problems += more
         notes += said
         if cache_safe is not None and safe_after is not None:
@@ -198,7 +148,7 @@ def judge_record(
     blockers += signed_problems  # a signature or a DS is fixed at the signer, not by waiting
     problems += signed_problems
     notes += signed_notes
-    notes += _resolver_notes(report.resolvers, now)
+    notes += resolver_notes(report.resolvers, now)
     return RecordVerdict(
         not problems, False, safe_after, tuple(problems), tuple(notes), tuple(blockers)
     )
@@ -314,102 +264,6 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
     return None, []
 
 
-def _resolver_notes(resolvers: Sequence[ResolverAnswer], now: datetime) -> list[str]:
-    notes: list[str] = []
-    for r in resolvers:
-        if r.error is not None:
-            notes.append(f"resolver {r.server} {r.error}")
-            continue
-        if r.primed:
-            why = r.primed_why or "may have answered by recursing"
-            notes.append(f"resolver {r.server}: cache view unknown ({why})")
-            continue
-        if not r.cached:
-            notes.append(f"resolver {r.server} does not hold it (not cached)")
-        elif r.serves_until is not None:
-            data = ", ".join(r.answers) if r.answers else (r.rcode or "a negative answer")
-            notes.append(f"{r.server} may serve {data} until {when(r.serves_until, now)}")
-        if r.label:
-            notes.append(f"resolver {r.server} {r.label}")
-    return notes
-
-
-def reading(
-    remaining_s: int,
-    published_ttl_s: int,
-    *,
-    lowered_at: datetime | None,
-    previous_ttl_s: int | None,
-    now: datetime,
-) -> str:
-    """What a resolver's remaining TTL says about it: "conforming", "clamp", "old-ttl" or "either".
-
-    More than the published TTL left is a copy from before a lowering, or a resolver that stretches
-    TTLs (unbound cache-min-ttl). A copy from before the lowering has at most lowered_at + previous TTL
-    - now left; a resolver reporting more than that stretches TTLs. Without a known lowering the two
-    look the same ("either").
-    """
-    if remaining_s <= published_ttl_s:
-        return "conforming"
-    if lowered_at is None or previous_ttl_s is None:
-        return "either"
-    old_left = (lowered_at - now).total_seconds() + previous_ttl_s
-    # +1 s: TTLs count whole seconds, and the lowering time was taken after the server showed it
-    return "clamp" if remaining_s > old_left + 1 else "old-ttl"
-
-
-def _stretching(
-    report: RecordReport, lowering: Lowering | None, now: datetime
-) -> tuple[datetime | None, list[str], list[str]]:
-    """Resolvers holding more than the published TTL: a clamp, or a copy from before the lowering.
-
-    A clamping resolver (cache-min-ttl) is safe after the lowering + its clamp, and keeps the old
-    answer up to its clamp after the switch; a copy from before the lowering is gone when it runs out.
-    """
-    published = report.ttl
-    safe: datetime | None = None
-    problems: list[str] = []
-    notes: list[str] = []
-    if published is None:
-        return None, [], []
-    for r in report.resolvers:
-        if r.error is not None or r.primed or r.ttl_remaining is None:
-            continue
-        left = r.ttl_remaining
-        kind = reading(
-            left,
-            published,
-            lowered_at=lowering.lowered_at if lowering else None,
-            previous_ttl_s=lowering.previous_ttl_s if lowering else None,
-            now=now,
-        )
-        what = f"reports {left} s left for {_bare(report.name)} {report.type}, published with {published} s"
-        if kind == "clamp" and lowering is not None:
-            until = lowering.lowered_at + timedelta(seconds=left)
-            notes.append(
-                f"resolver {r.server} clamps TTLs (cache-min-ttl of at least {left} s): it {what}, "
-                f"more than any copy from before the lowering can have left; it is safe from "
-                f"{when(until, now)} (the lowering + its clamp), and after the switch it may keep "
-                f"the old answer up to its clamp"
-            )
-            if until > now:
-                problems.append(
-                    f"resolver {r.server} clamps TTLs to at least {left} s: wait until "
-                    f"{when(until, now)} (the lowering + its clamp) before the switch"
-                )
-        elif kind == "old-ttl" and lowering is not None:
-            until = now + timedelta(seconds=left)
-            notes.append(
-                f"resolver {r.server} still holds a copy from before the lowering: it {what}, "
-                f"within the old {lowering.previous_ttl_s} s TTL; it may serve the old answer "
-                f"until {when(until, now)}"
-            )
-        else:
-            continue
-        safe = max(safe, until) if safe else until
-    return safe, problems, notes
-
-
 def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime) -> Overall:
     """The whole check: READY only when every record is; blocked when a record had no usable answer."""
     blocked = [r for r, v in verdicts if v.blocked]
@@ -440,3 +294,47 @@ def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime)
         )
     since = f"safe since {when(latest, now)}" if latest and latest < now else "safe now"
     return Overall(True, False, latest, f"READY: effective TTL {top} s, {since}{absent}")
+
+
+def decide(
+    records: Sequence[RecordReport],
+    *,
+    policy: Policy,
+    lowering_for: Callable[[str, str], Lowering | None],
+    now: datetime,
+) -> CheckReport:
+    """The one verdict of `dns check`, `dns plan` and the dns.* actions, from what the servers said.
+
+    Pure: the records as observed, the gate, the known lowerings and the clock go in; READY or NOT
+    READY, each record's problems, blockers, notes and safe time come out.
+    """
+    # the address types that exist at each final name: a missing AAAA beside an A is a note
+    present = {(r.chain[-1].name.lower(), r.type) for r in records if r.chain and r.answers}
+    pairs = []
+    for observed in records:
+        final = observed.chain[-1].name.lower() if observed.chain else ""
+        verdict = judge_record(
+            observed,
+            policy=policy,
+            lowering=lowering_for(observed.name, observed.type),
+            now=now,
+            present_types={t for n, t in present if n == final},
+        )
+        rec = dataclasses.replace(
+            observed,
+            problems=verdict.problems,
+            ready=verdict.ready,
+            blocked=verdict.blocked,
+            safe_after=verdict.safe_after,
+            notes=verdict.notes,
+            blockers=verdict.blockers,
+        )
+        pairs.append((rec, verdict))
+    overall = judge(pairs, now)
+    return CheckReport(
+        ready=overall.ready,
+        records=tuple(r for r, _ in pairs),
+        safe_after=overall.safe_after,
+        blocked=overall.blocked,
+        verdict=overall.verdict,
+    )

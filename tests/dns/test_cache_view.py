@@ -11,7 +11,7 @@ import dns.message
 import dns.query
 import pytest
 
-from opskit.dns.verdict import reading
+from opskit.dns.cacheverdict import reading
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.servers.dns_case import CaseLab, case_lab, zone_text
