@@ -27,7 +27,7 @@ from opskit.dns.query import Limiter, QueryOptions, ask, find, make_query, rdtyp
 from opskit.dns.report import CheckReport, Link, RecordReport, ZoneKeys
 from opskit.dns.servers import Server, ServerChoice, parse_name
 from opskit.dns.verdict import Lowering, Policy, decide
-from opskit.dns.wildcard import wildcard_owner
+from opskit.dns.wildcard import Memo, wildcard_owner
 from opskit.errors import OpskitError, UsageError
 
 DEFAULT_TYPES = ("A", "AAAA")
@@ -54,6 +54,7 @@ class Zones:
         self._by_apex: dict[str, Discovery] = {}
         self._serials: dict[str, dict[Server, int | str]] = {}
         self._keys: dict[str, tuple[ZoneKeys, int | None]] = {}
+        self.wildcards = Memo()
         self._keys_lock = asyncio.Lock()  # 500 names in one signed zone: one DNSKEY and DS lookup
 
     async def for_name(self, name: str) -> Discovery:
@@ -286,6 +287,7 @@ async def _with_wildcards(
             zone=home.zone,
             options=options,
             limiter=limiter,
+            memo=zones.wildcards,
         )
         return dataclasses.replace(link, wildcard=owner) if owner else link
 

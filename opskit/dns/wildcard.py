@@ -10,6 +10,8 @@ not writing the synthesized data down as a record of its own.
 
 from __future__ import annotations
 
+import asyncio
+
 import dns.name
 import dns.rdatatype
 
@@ -19,6 +21,34 @@ from opskit.dns.query import Limiter, QueryOptions, ask, make_query
 from opskit.dns.servers import Server
 
 PROBE_LABEL = "_opskit-wildcard-probe"
+
+
+class Memo:
+    """Which parents have a wildcard for a type, asked once per check (500 names, one question).
+
+    `*.PARENT` answered NXDOMAIN or NODATA means no name below PARENT gets that type from a wildcard:
+    either PARENT exists and has no `*` child, or a higher wildcard lacks the type too.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Server, dns.name.Name, int], bool] = {}
+        self._locks: dict[tuple[Server, dns.name.Name, int], asyncio.Lock] = {}
+
+    async def covers(
+        self,
+        server: Server,
+        parent: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        options: QueryOptions,
+        limiter: Limiter | None,
+    ) -> bool:
+        key = (server, parent, int(rdtype))
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if key not in self._known:
+                star = dns.name.Name((b"*", *parent.labels))
+                found = await _answers(server, star, rdtype, options, limiter)
+                self._known[key] = found is not None
+        return self._known[key]
 
 
 async def _answers(
@@ -49,11 +79,15 @@ async def wildcard_owner(
     zone: str,
     options: QueryOptions,
     limiter: Limiter | None = None,
+    memo: Memo | None = None,
 ) -> str | None:
     """`*.PARENT.` when the server synthesizes NAME TYPE (`answers`) from a wildcard, else None."""
     qname = dns.name.from_text(name)
     apex = dns.name.from_text(zone)
     if not answers or qname == apex or qname.labels[0] == b"*":
+        return None
+    memo = memo or Memo()
+    if not await memo.covers(server, qname.parent(), rdtype, options, limiter):
         return None
     probe = dns.name.Name((PROBE_LABEL.encode(), *qname.labels))
     if await _answers(server, probe, rdtype, options, limiter) != answers:
