@@ -384,8 +384,14 @@ def update(
     )
     if result.ttl_lowered is not None:
         history.record({"fact": history.FACT, **result.ttl_lowered})
+    from opskit.dns.family import after_switch
+
+    changed = (result.before.values if result.before else ()) != (
+        result.after.values if result.after else ()
+    )
+    note = after_switch(target, result.name, result.type, changed=changed)
     if as_json:
         output.emit_json(result)
     else:
-        dns_render.update(result, history.changes_file())
+        dns_render.update(result, history.changes_file(), [note] if note else [])
     return ExitCode.OK if result.verified else ExitCode.NEGATIVE

@@ -92,8 +92,8 @@ def plan(result: SwitchPlan) -> None:
         output.line("PLAN OK")
 
 
-def update(result: UpdateResult, journal: Path) -> None:
-    """Before -> after, the journaled lowering, and VERIFIED or not."""
+def update(result: UpdateResult, journal: Path, notes: Sequence[str] = ()) -> None:
+    """Before -> after, the journaled lowering, what else still points at the old host, VERIFIED."""
     before = (
         f"{', '.join(result.before.values)} ttl {result.before.ttl}" if result.before else "nothing"
     )
@@ -111,6 +111,8 @@ def update(result: UpdateResult, journal: Path) -> None:
             f"if every authoritative server serves the new TTL now (`opskit dns check` tells; "
             f"recorded in {journal})"
         )
+    for note in notes:
+        output.line(f"! {note}")
     output.line(
         "VERIFIED" if result.verified else "NOT VERIFIED: the server does not show the new records"
     )

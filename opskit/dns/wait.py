@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import dns.name
 import dns.rdatatype
 
+from opskit.dns import family
 from opskit.dns.aiorun import run_sync
 from opskit.dns.cacheview import STALE_REPLY_TTL_S
 from opskit.dns.chain import effective_ttl, final_answers, links_from
@@ -248,7 +249,7 @@ def unflipped_types(
 def still_published(rows: Sequence[Row], watched: Sequence[dns.rdatatype.RdataType]) -> list[str]:
     """The other address family the authoritatives still serve while only one type is switched."""
     notes = []
-    for rdtype, clients in ((dns.rdatatype.AAAA, "IPv6"), (dns.rdatatype.A, "IPv4")):
+    for rdtype in (dns.rdatatype.AAAA, dns.rdatatype.A):
         if rdtype in watched:
             continue
         values = sorted(
@@ -260,10 +261,7 @@ def still_published(rows: Sequence[Row], watched: Sequence[dns.rdatatype.RdataTy
             }
         )
         if values:
-            notes.append(
-                f"{dns.rdatatype.to_text(rdtype)} {', '.join(values)} is still published: "
-                f"{clients} clients keep reaching the old host (switch it too, or delete it)"
-            )
+            notes.append(family.still_published(dns.rdatatype.to_text(rdtype), values))
     return notes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from opskit.actions.params import Params
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.dns.context import PlainContext
-from tests.servers.dns_case import CaseLab, case_lab, zone_text
+from tests.servers.dns_case import CaseLab, TsigSpec, case_lab, zone_text
 
 pytestmark = pytest.mark.dns
 
@@ -141,3 +142,36 @@ def test_wait_names_the_types_it_did_not_see_flip(opskit: Invoke, families: Case
 
     assert "did not flip: AAAA" in result.stdout
     assert "did not flip: A," not in result.stdout
+
+
+def test_update_of_a_says_the_aaaa_still_points_at_the_old_host(
+    opskit: Invoke, tmp_path: Path
+) -> None:
+    """`dns update` moving the A of a dual-stack name says the AAAA still points at the old host."""
+    secret = base64.b64encode(b"opskit-lab-only-family-key").decode()
+    key = tmp_path / "family.key"
+    key.write_text(f'key "fam" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n')
+    with case_lab(
+        knot={"types.test": zone_text("types.test", BODY)},
+        keys=[TsigSpec("fam", "hmac-sha256", secret)],
+    ) as lab:
+        result = opskit(
+            "dns",
+            "update",
+            "--server",
+            lab.knot,
+            "--zone",
+            "types.test",
+            "--name",
+            "dual.types.test",
+            "--set",
+            "192.0.2.51",
+            "--tsig-key-file",
+            str(key),
+            expect=ExitCode.OK,
+        )
+
+    assert (
+        "AAAA 2001:db8::201 is still published: IPv6 clients keep reaching the old host"
+        in result.stdout
+    )
