@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
 from opskit.dns.servers import Server, parse_servers, split_host_port
+from opskit.dns.tsigkey import wire_algorithm
 from opskit.errors import OpskitError
 
 if TYPE_CHECKING:
@@ -55,6 +56,12 @@ class DnsUpdate(BaseAction):
                 split_host_port("server", action.server, 53)
             except OpskitError as exc:
                 raise ParamError("server", str(exc)) from None
+        if wire_algorithm(action.tsig_algorithm) is None:
+            raise ParamError(
+                "tsig_algorithm",
+                f"unknown TSIG algorithm {action.tsig_algorithm!r} (hmac-md5, hmac-sha1, "
+                "hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512)",
+            )
         if action.tsig_key_file and action.tsig_secret:
             raise ParamError("tsig_secret", "give tsig_key_file or tsig_secret, not both")
         if action.tsig_secret and not action.tsig_name:
@@ -126,8 +133,15 @@ class DnsUpdate(BaseAction):
             if result.after
             else "nothing"
         )
+        from opskit.dns.family import after_switch  # noqa: PLC0415
+
+        changed = (result.before.values if result.before else ()) != (
+            result.after.values if result.after else ()
+        )
+        still = after_switch(self._target(), result.name, result.type, changed=changed)
         return ActionResult(
             ok=result.verified,
+            detail=still or "",
             summary=(
                 f"{result.name} {result.type} on {result.server} now {after}"
                 + ("" if result.verified else " (NOT verified: the server does not show it)")

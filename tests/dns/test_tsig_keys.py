@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from opskit.actions import load
+from opskit.actions.params import ParamError, Params
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
+from tests.dns.context import PlainContext
 from tests.servers.dns_case import CaseLab, TsigSpec, case_lab, zone_text
 
 pytestmark = pytest.mark.dns
@@ -127,3 +130,46 @@ def test_a_broken_key_file_is_one_line_naming_file_and_line(
     assert f"{key}{where}" in result.stderr
     assert what in result.stderr
     assert "c2VjcmV0" not in result.stderr
+
+
+def test_runbook_secret_with_a_short_algorithm_name_signs(
+    knot_keys: CaseLab, tmp_path: Path
+) -> None:
+    """dns.update with tsig_secret and `tsig_algorithm: hmac-md5` signs an update knot accepts."""
+    action = load("dns.update").from_params(
+        Params(
+            {
+                "server": knot_keys.knot,
+                "zone": "tsig.test",
+                "name": "h.tsig.test",
+                "set": ["192.0.2.40"],
+                "tsig_name": "k-hmac-md5",
+                "tsig_algorithm": "hmac-md5",
+                "tsig_secret": _secret("hmac-md5"),
+            }
+        )
+    )
+
+    result = action.run(PlainContext(state_dir=tmp_path))
+
+    assert result.ok, result.summary
+
+
+def test_unknown_runbook_algorithm_is_refused_at_load_time() -> None:
+    """A `tsig_algorithm` no server knows is reported with its key before anything runs."""
+    with pytest.raises(ParamError) as caught:
+        load("dns.update").from_params(
+            Params(
+                {
+                    "server": "127.0.0.1:53",
+                    "zone": "z.test",
+                    "name": "a.z.test",
+                    "set": ["192.0.2.1"],
+                    "tsig_name": "k",
+                    "tsig_algorithm": "hmac-sha999",
+                    "tsig_secret": "c2VjcmV0",
+                }
+            )
+        )
+
+    assert caught.value.key == "tsig_algorithm"
