@@ -54,6 +54,7 @@ class Zones:
         self._by_apex: dict[str, Discovery] = {}
         self._serials: dict[str, dict[Server, int | str]] = {}
         self._keys: dict[str, tuple[ZoneKeys, int | None]] = {}
+        self._parents: dict[str, Discovery] = {}
         self.wildcards = Memo()
         self._keys_lock = asyncio.Lock()  # 500 names in one signed zone: one DNSKEY and DS lookup
 
@@ -69,6 +70,16 @@ class Zones:
         )
         self._by_apex.setdefault(found.zone, found)
         return self._by_apex[found.zone]
+
+    async def parent(self, apex: dns.name.Name) -> Discovery:
+        """The parent zone's servers, for its DS: kept apart from the zones names are looked up in
+        (the parent zone `test.` must not swallow a later lookup of another zone under it)."""
+        parent = apex.parent().to_text()
+        if parent not in self._parents:
+            self._parents[parent] = await discover(
+                parent, self._options.nameservers, self._options.resolvers, self._options.query
+            )
+        return self._parents[parent]
 
     async def keys(self, zone: Discovery, limiter: Limiter) -> tuple[ZoneKeys, int | None]:
         async with self._keys_lock:
@@ -247,7 +258,7 @@ async def _parent_ds(
     if apex == dns.name.root:
         return None, "the root has no parent"
     try:
-        parent = await zones.for_name(apex.parent().to_text())
+        parent = await zones.parent(apex)
     except OpskitError as exc:
         return None, f"the parent's servers were not found: {exc}"
     for server in parent.nameservers:
