@@ -77,11 +77,27 @@ def _answer(
     )
 
 
-async def _delegation_cached(
-    resolver: Server, zone: str, options: QueryOptions, limiter: Limiter | None
-) -> Outcome:
-    """Peek at the zone's NS RRset (RD=0): afterwards the resolver holds the delegation."""
-    return await ask(resolver, make_query(zone, dns.rdatatype.NS), options=options, limiter=limiter)
+class Delegations:
+    """Each resolver's peek at each zone's NS RRset, once per check (500 names, one peek per zone)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Server, str], bool] = {}
+        self._locks: dict[tuple[Server, str], asyncio.Lock] = {}
+
+    async def cached(
+        self, resolver: Server, zone: str, options: QueryOptions, limiter: Limiter | None
+    ) -> bool:
+        """Peek at the zone's NS RRset (RD=0); True when the resolver now holds the delegation."""
+        key = (resolver, zone.lower())
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if key not in self._seen:
+                ns = await ask(
+                    resolver, make_query(zone, dns.rdatatype.NS), options=options, limiter=limiter
+                )
+                # no NS RRset even after asking: one that would recurse has not cached the zone
+                empty = ns.error is None and ns.response is not None and not ns.response.answer
+                self._seen[key] = not empty
+        return self._seen[key]
 
 
 async def peek(
@@ -95,14 +111,14 @@ async def peek(
     changes: str | None = None,
     auth_ttl: int | None = None,
     zone: str | None = None,
+    delegations: Delegations | None = None,
 ) -> ResolverAnswer:
     """What one resolver holds for NAME TYPE, asked with recursion off only (see the module doc)."""
     name = dns.name.from_text(qname)
     unknown = None
     if zone is not None and rdtype != dns.rdatatype.NS:
-        ns = await _delegation_cached(resolver, zone, options, limiter)
-        if ns.error is None and ns.response is not None and not ns.response.answer:
-            # no NS RRset even after asking: a resolver that would recurse has not cached the zone
+        memo = delegations or Delegations()
+        if not await memo.cached(resolver, zone, options, limiter):
             unknown = "holds no delegation for the zone, so its answer may come from recursion"
     outcome = await ask(resolver, make_query(name, rdtype), options=options, limiter=limiter)
     if outcome.response is not None and outcome.response.rcode() == dns.rcode.REFUSED:
@@ -133,6 +149,7 @@ async def peek_all(
     changes: str | None = None,
     auth_ttl: int | None = None,
     zone: str | None = None,
+    delegations: Delegations | None = None,
 ) -> list[ResolverAnswer]:
     """peek() at every resolver concurrently."""
     limiter = Limiter(options.per_server)
@@ -149,6 +166,7 @@ async def peek_all(
                     changes=changes,
                     auth_ttl=auth_ttl,
                     zone=zone,
+                    delegations=delegations,
                 )
                 for r in resolvers
             )

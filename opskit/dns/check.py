@@ -18,7 +18,7 @@ import dns.rdatatype
 from opskit.dns.agreement import disagreements
 from opskit.dns.aiorun import run_sync
 from opskit.dns.authview import consensus, observe, serials
-from opskit.dns.cacheview import peek_all
+from opskit.dns.cacheview import Delegations, peek_all
 from opskit.dns.chain import MAX_CHAIN, effective_ttl, final_answers, widest
 from opskit.dns.discovery import Discovery, discover
 from opskit.dns.dnssec import describe_keys, ds_matching, signature
@@ -56,6 +56,7 @@ class Zones:
         self._keys: dict[str, tuple[ZoneKeys, int | None]] = {}
         self._parents: dict[str, Discovery] = {}
         self.wildcards = Memo()
+        self.delegations = Delegations()
         self._keys_lock = asyncio.Lock()  # 500 names in one signed zone: one DNSKEY and DS lookup
 
     async def for_name(self, name: str) -> Discovery:
@@ -192,6 +193,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
             changes=changes,
             auth_ttl=ttl,
             zone=zone.zone,
+            delegations=zones.delegations,
         )
         if options.resolvers
         else []
