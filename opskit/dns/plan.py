@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opskit.dns.chain import gate_link
 from opskit.dns.check import CheckOptions, check
+from opskit.dns.dnssec import signed_path
 from opskit.dns.history import latest_for
 from opskit.dns.timefmt import as_utc, ceil_second
 from opskit.dns.verdict import ASSUMED_MAX_CACHE_TTL_S, Lowering
@@ -180,7 +182,7 @@ def plan(
         link.name if link is not None else record.name,
         link.type if link is not None else record.type,
     )
-    return make_plan(
+    made = make_plan(
         name=record.name,
         rtype=record.type,
         current_ttl=record.ttl or 0,
@@ -191,3 +193,10 @@ def plan(
         lower_what=lower_what,
         blockers=blockers,
     )
+    # signatures valid now may run out before a switch days away: fine while the signer keeps
+    # re-signing, which opskit cannot see from outside, so the plan holds only "if" it does
+    later = [p for r in report.records for p in signed_path(r, as_utc(switch_at), now)[0]]
+    signer = tuple(f"the signer refreshes it in time ({p})" for p in dict.fromkeys(later))
+    if not signer or not made.feasible:
+        return made
+    return dataclasses.replace(made, caveats=made.caveats + signer)

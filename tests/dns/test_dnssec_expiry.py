@@ -116,3 +116,31 @@ def test_ds_matching_no_dnskey_is_not_ready(
 
     assert "matches no DNSKEY of wrong.test" in out
     assert "validating resolvers answer SERVFAIL" in out
+
+
+def test_plan_past_the_signatures_holds_only_if_the_signer_refreshes(
+    opskit: Invoke, signed: tuple[CaseLab, CaseLab]
+) -> None:
+    """A switch planned after today's RRSIGs expire is PLAN OK only "if the signer refreshes" them."""
+    child, parent = signed
+    switch_at = (datetime.now(UTC) + timedelta(days=8)).isoformat()
+
+    result = opskit(
+        "dns",
+        "plan",
+        "www.good.test",
+        "--type",
+        "A",
+        "--switch-at",
+        switch_at,
+        "--nameserver",
+        f"ns1.case.test={child.knot}",
+        "--nameserver",
+        f"a.nic.test={parent.parent}",
+        expect=ExitCode.OK,
+    )
+
+    assert "PLAN OK if" in result.stdout
+    assert (
+        "the signer refreshes it in time (the RRSIG over www.good.test A expires" in result.stdout
+    )
