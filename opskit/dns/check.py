@@ -233,15 +233,24 @@ async def _zone_keys(
     zone: Discovery, zones: Zones, options: QueryOptions, limiter: Limiter
 ) -> tuple[ZoneKeys, int | None]:
     apex = dns.name.from_text(zone.zone)
-    outcome = await ask(
-        zone.nameservers[0],
-        make_query(apex, dns.rdatatype.DNSKEY, dnssec=True),
-        options=options,
-        limiter=limiter,
-    )
-    response = outcome.response
+    response = None
+    for (
+        server
+    ) in zone.nameservers:  # the first that answers: one dead server must not fake "no key"
+        outcome = await ask(
+            server,
+            make_query(apex, dns.rdatatype.DNSKEY, dnssec=True),
+            options=options,
+            limiter=limiter,
+            authoritative=True,
+        )
+        if outcome.error is None and outcome.response is not None:
+            response = outcome.response
+            break
     dnskeys = find(response, apex, dns.rdatatype.DNSKEY) if response is not None else None
     ds, parent_error = await _parent_ds(apex, zones, options, limiter)
+    if response is None:
+        ds, parent_error = None, f"no server of {zone.zone} answered for its DNSKEY"
     keys = ZoneKeys(
         zone=zone.zone,
         dnskeys=describe_keys(dnskeys or ()),
