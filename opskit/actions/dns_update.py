@@ -75,7 +75,7 @@ class DnsUpdate(BaseAction):
         return f"set {self.name} {self.type} to {', '.join(self.values)}{ttl} on {self.server}"
 
     def _key(self, ctx: ActionContext) -> Any:
-        from opskit.dns.update import TsigKey, load_key_file  # noqa: PLC0415 - dnspython on use
+        from opskit.dns.tsigkey import TsigKey, load_key_file  # noqa: PLC0415
 
         if self.tsig_key_file:
             key = load_key_file(self.tsig_key_file)

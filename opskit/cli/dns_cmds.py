@@ -367,7 +367,8 @@ def update(
     """
     from opskit.dns import history
     from opskit.dns.servers import parse_servers
-    from opskit.dns.update import load_key_file, replace_rrset
+    from opskit.dns.tsigkey import load_key_file
+    from opskit.dns.update import replace_rrset
 
     target = parse_servers("--server", [server])[0]
     key = load_key_file(tsig_key_file) if tsig_key_file else None

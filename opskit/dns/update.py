@@ -25,10 +25,8 @@ import dns.update
 from opskit.dns.chain import links_from
 from opskit.dns.query import describe_error, make_query, rdtype_of
 from opskit.dns.servers import Server, parse_name
-from opskit.dns.tsigkey import BadKey, TsigKey, load_key_file, parse_key_text, wire_algorithm
+from opskit.dns.tsigkey import BadKey, TsigKey, wire_algorithm
 from opskit.errors import Blocked, Negative, OpskitError, UsageError
-
-__all__ = ["BadKey", "TsigKey", "load_key_file", "parse_key_text"]  # moved to tsigkey; kept here
 
 DEFAULT_NEW_TTL_S = 300
 

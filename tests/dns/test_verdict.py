@@ -9,7 +9,7 @@ import pytest
 from opskit.dns.plan import make_plan
 from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
 from opskit.dns.servers import BadServer, Server, parse_nameservers
-from opskit.dns.update import BadKey, parse_key_text
+from opskit.dns.tsigkey import BadKey, parse_key_text
 from opskit.dns.verdict import Lowering, Policy, judge, judge_record
 from opskit.dns.wait import RESOLVER, _Memory, judge_round, predict_flip
 from opskit.errors import UsageError
