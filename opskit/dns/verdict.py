@@ -282,6 +282,8 @@ def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime)
         # a record whose safe time is unknown cannot make it earlier: the latest known one is the
         # earliest moment the whole switch can be safe
         tail = f"; safe from {when(latest, now)}" if latest and latest > now else ""
+        if any(v.blockers for _, v in waiting):
+            tail += "; waiting alone will not make it READY: fix the problems marked above"
         return Overall(False, False, latest, f"NOT READY: {names}{tail}{absent}")
     ttls = [r.ttl for r, _ in verdicts if r.ttl is not None]
     top = max(ttls) if ttls else 0
