@@ -18,6 +18,7 @@ from opskit.dns.aiorun import run_sync
 from opskit.dns.authview import consensus, observe, serials
 from opskit.dns.cacheview import peek_all
 from opskit.dns.chain import MAX_CHAIN, effective_ttl, final_answers
+from opskit.dns.delegation import findings
 from opskit.dns.discovery import Discovery, discover
 from opskit.dns.history import latest_for
 from opskit.dns.query import Limiter, QueryOptions, ask, make_query, rdtype_of
@@ -107,7 +108,7 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
             ready=verdict.ready and not observed.problems,
             blocked=verdict.blocked,
             safe_after=verdict.safe_after,
-            notes=verdict.notes,
+            notes=observed.notes + verdict.notes,
         )
         pairs.append((rec, verdict))
     overall = judge([(r, dataclasses.replace(v, ready=r.ready)) for r, v in pairs], now)
@@ -151,6 +152,8 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
     )
     chain: list[Link] = list(consensus(nameservers))
     problems: list[str] = list(zone.problems)
+    one_sided, notes = findings(zone.one_sided, nameservers, name, dns.rdatatype.to_text(rdtype))
+    problems += one_sided
     for _ in range(MAX_CHAIN):
         if pending is None:
             break
@@ -193,6 +196,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         resolvers=tuple(resolvers),
         problems=tuple(problems),
         zone=zone.zone,
+        notes=zone.notes + tuple(notes),
     )
 
 

@@ -36,6 +36,16 @@ class ServerChoice:
     servers: tuple[Server, ...] = ()
     pins: dict[str, tuple[Server, ...]] = field(default_factory=dict)
     auth_port: int = DNS_PORT
+    family: int | None = None  # 4 or 6 (-4/-6): only nameserver addresses of that family are asked
+
+    def allows(self, server: Server) -> bool:
+        """True when the address is of the chosen family (or no family was chosen)."""
+        return self.family is None or family_of(server.host) == self.family
+
+
+def family_of(host: str) -> int:
+    """4 or 6: the IP version of an address."""
+    return 6 if ":" in host else 4
 
 
 class BadServer(UsageError):
@@ -88,6 +98,8 @@ def parse_name(option: str, text: str) -> str:
     import dns.exception  # noqa: PLC0415 - this module stays light for the CLI's option parsing
     import dns.name  # noqa: PLC0415
 
+    if not text.strip():
+        raise UsageError(f"{option}: empty name (expected a domain name like dispatch.example.net)")
     try:
         return dns.name.from_text(text.strip()).to_text()
     except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
@@ -105,7 +117,9 @@ def parse_servers(option: str, values: Iterable[str], default_port: int = DNS_PO
     return servers
 
 
-def parse_nameservers(values: Iterable[str], auth_port: int = DNS_PORT) -> ServerChoice:
+def parse_nameservers(
+    values: Iterable[str], auth_port: int = DNS_PORT, family: int | None = None
+) -> ServerChoice:
     """`--nameserver` values: plain ones are asked directly, NAME=ADDR[:PORT] ones pin a discovered NS."""
     fixed: list[Server] = []
     pins: dict[str, list[Server]] = {}
@@ -120,4 +134,6 @@ def parse_nameservers(values: Iterable[str], auth_port: int = DNS_PORT) -> Serve
             pins.setdefault(key, []).extend(Server(a, port, key) for a in addrs)
         else:
             fixed += parse_servers("--nameserver", [value], auth_port)
-    return ServerChoice(tuple(fixed), {k: tuple(v) for k, v in pins.items()}, auth_port=auth_port)
+    return ServerChoice(
+        tuple(fixed), {k: tuple(v) for k, v in pins.items()}, auth_port=auth_port, family=family
+    )
