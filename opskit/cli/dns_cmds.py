@@ -78,6 +78,12 @@ def server_options(func: Any) -> Any:
                 show_default=True,
                 help="Extra attempts after a timeout.",
             ),
+            click.option(
+                "-4", "ipv4", is_flag=True, help="Ask only the IPv4 addresses of nameservers."
+            ),
+            click.option(
+                "-6", "ipv6", is_flag=True, help="Ask only the IPv6 addresses of nameservers."
+            ),
         ]
     ):
         func = option(func)
@@ -91,6 +97,8 @@ def _check_options(
     auth_port: int,
     query_timeout: str,
     retries: int,
+    ipv4: bool = False,
+    ipv6: bool = False,
     types: tuple[str, ...] = (),
     max_ttl: str = "600s",
     changes: str | None = None,
@@ -102,12 +110,18 @@ def _check_options(
     from opskit.dns.verdict import Lowering, Policy
 
     at = _time("--lowered-at", lowered_at)
+    if at is not None and at > _now():
+        raise UsageError(
+            f"--lowered-at {lowered_at}: in the future (expected when the TTL was lowered)"
+        )
     previous = parse_duration("--previous-ttl", previous_ttl)
     if (at is None) != (previous is None):
         raise UsageError("--lowered-at and --previous-ttl go together")
     lowering = Lowering(at, int(previous)) if at is not None and previous is not None else None
     max_ttl_s = parse_duration("--max-ttl", max_ttl) or 0.0
-    auth, caches, query = _servers(nameservers, resolvers, auth_port, query_timeout, retries)
+    auth, caches, query = _servers(
+        nameservers, resolvers, auth_port, query_timeout, retries, ipv4=ipv4, ipv6=ipv6
+    )
     return CheckOptions(
         types=tuple(t.upper() for t in types) or DEFAULT_TYPES,
         policy=Policy.for_max(int(max_ttl_s), changes),
@@ -125,13 +139,18 @@ def _servers(
     auth_port: int,
     query_timeout: str,
     retries: int,
+    *,
+    ipv4: bool = False,
+    ipv6: bool = False,
 ) -> tuple[ServerChoice, tuple[Server, ...], QueryOptions]:
     """The options of `server_options`: who to ask and how hard."""
     from opskit.dns.query import QueryOptions
     from opskit.dns.servers import parse_nameservers, parse_servers
 
+    if ipv4 and ipv6:
+        raise UsageError("-4 and -6: give one of them (neither asks both families)")
     return (
-        parse_nameservers(nameservers, auth_port),
+        parse_nameservers(nameservers, auth_port, 4 if ipv4 else 6 if ipv6 else None),
         tuple(parse_servers("--resolver", resolvers)),
         QueryOptions(
             timeout_s=parse_duration("--query-timeout", query_timeout) or 2.0, retries=retries

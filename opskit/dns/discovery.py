@@ -191,9 +191,14 @@ async def find_apex(
         if deeper:
             ns, response = max(deeper, key=lambda pair: len(pair[0].name))
             followed = await _referred_servers(ns, response, choice, sources, options)
-            if followed:
-                sources, referred, cut = [Source(s, False) for s in followed], True, ns.name
-                continue
+            if not followed:
+                targets = ", ".join(sorted(r.target.to_text() for r in ns))
+                raise Blocked(
+                    f"{ns.name} is delegated to {targets}, with no address to ask (no glue, "
+                    "none found); give --nameserver NAME=ADDR:PORT"
+                )
+            sources, referred, cut = [Source(s, False) for s in followed], True, ns.name
+            continue
         if best is not None:
             return Apex(best, tuple(answered), referred)
         if name == dns.name.root:
