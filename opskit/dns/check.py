@@ -98,6 +98,7 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         for t in types
     ]
     records = await asyncio.gather(*jobs)
+    _changes_is_a_link(options.policy.changes, records)
     pairs = []
     for observed in records:
         lowering = options.lowering or latest_for(options.lowerings, observed.name, observed.type)
@@ -119,6 +120,19 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         blocked=overall.blocked,
         verdict=overall.verdict,
     )
+
+
+def _changes_is_a_link(changes: str | None, records: Sequence[RecordReport]) -> None:
+    """--changes must name a link of the chain checked: gating on another name would gate on nothing."""
+    if not changes:
+        return
+    wanted = dns.name.from_text(changes).to_text().lower()
+    links = {link.name.lower() for r in records for link in r.chain}
+    if links and wanted not in links:
+        shown = " -> ".join(
+            dict.fromkeys(link.name.rstrip(".") for r in records for link in r.chain)
+        )
+        raise UsageError(f"--changes {changes}: not a link of the chain checked ({shown})")
 
 
 def _type(text: str) -> dns.rdatatype.RdataType:
