@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from opskit.actions._dns_params import ServerParams
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
 from opskit.dns.servers import Server, parse_servers, split_host_port
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DnsUpdate(BaseAction):
-    """with: server, zone, name, type, set, ttl, tsig_key_file | tsig_secret + tsig_name + tsig_algorithm."""
+    """with: server, zone, name, type, set, ttl, tsig_key_file | tsig_secret + tsig_name + tsig_algorithm.
+
+    The change is verified on every authoritative server (nameservers, auth_port, family as for
+    dns.check), each given up to `propagation_timeout` (default 2m) to serve it.
+    """
 
     kind: ClassVar[ActionKind] = ActionKind.MUTATE
     server: str
@@ -34,6 +39,8 @@ class DnsUpdate(BaseAction):
     tsig_secret: str | None = field(default=None, repr=False)  # never in a traceback or a log line
     tsig_name: str | None = None
     tsig_algorithm: str = "hmac-sha256"
+    propagation_timeout_s: float = 120.0
+    servers: ServerParams = field(default_factory=ServerParams)
 
     @classmethod
     def from_params(cls, params: Params) -> Self:
@@ -48,6 +55,8 @@ class DnsUpdate(BaseAction):
             tsig_secret=params.text("tsig_secret", None),
             tsig_name=params.text("tsig_name", None),
             tsig_algorithm=params.text("tsig_algorithm", "hmac-sha256"),
+            propagation_timeout_s=params.seconds("propagation_timeout", 120.0),
+            servers=ServerParams.read(params),
         )
         params.finish()
         if action.server and "{{" not in action.server:
@@ -114,6 +123,10 @@ class DnsUpdate(BaseAction):
             ttl_s=ttl,
             key=key,
             now=ctx.now(),
+            nameservers=self.servers.choice(),
+            resolvers=self.servers.resolver_servers(),
+            query=self.servers.query_options(),
+            propagation_timeout_s=self.propagation_timeout_s,
         )
         before = (
             {"values": list(result.before.values), "ttl": result.before.ttl}
@@ -128,8 +141,7 @@ class DnsUpdate(BaseAction):
         return ActionResult(
             ok=result.verified,
             summary=(
-                f"{result.name} {result.type} on {result.server} now {after}"
-                + ("" if result.verified else " (NOT verified: the server does not show it)")
+                f"{result.name} {result.type} on {result.server} now {after}" + _propagation(result)
             ),
             values={
                 "before": before,
@@ -161,12 +173,23 @@ class DnsUpdate(BaseAction):
             before,
             key=self._key(ctx),
             now=ctx.now(),
+            nameservers=self.servers.choice(),
+            propagation_timeout_s=self.propagation_timeout_s,
         )
         shown = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing (deleted)"
         return ActionResult(
             ok=result.verified,
             summary=f"restored {result.name} {result.type} on {result.server} to {shown}",
         )
+
+
+def _propagation(result: UpdateResult) -> str:
+    """Where the change is served: every server, or which still serve what after the timeout."""
+    late = [s for s in result.servers if s.served_at is None]
+    if late:
+        shown = "; ".join(f"{s.who} still serves {s.serves}" for s in late)
+        return f" (NOT verified on every server: {shown})"
+    return f", served by all {len(result.servers)} authoritative servers" if result.servers else ""
 
 
 def _facts(result: UpdateResult) -> dict[str, Any]:

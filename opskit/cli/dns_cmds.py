@@ -362,6 +362,14 @@ def wait(
     type=click.Path(dir_okay=False),
     help="TSIG key (BIND format, as tsig-keygen writes).",
 )
+@click.option(
+    "--propagation-timeout",
+    default="2m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long each secondary may take to serve the change.",
+)
+@server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def update(
     *,
@@ -372,12 +380,18 @@ def update(
     values: tuple[str, ...],
     ttl: str | None,
     tsig_key_file: str | None,
+    propagation_timeout: str,
     as_json: bool,
+    **kw: Any,
 ) -> ExitCode:
-    """Switch (or lower the TTL of) a record with an RFC 2136 dynamic update, then verify it.
+    """Switch (or lower the TTL of) a record with an RFC 2136 dynamic update, then verify it everywhere.
 
-    The RRset is read first; a lowered TTL is journaled with the time and the previous TTL so a later
-    `dns check` knows when the switch is safe. Exit 0 when the server shows the new records.
+    The RRset is read first; the change is sent to --server, then verified on every authoritative
+    server of the zone (its NS set and the parent's delegation, found as `dns check` finds them),
+    each given --propagation-timeout to serve it. A lowered TTL is journaled with the previous TTL and
+    the time the LAST server served it, so a later `dns check` knows when the switch is safe.
+    Exit 0 when every server serves the new records, 1 when one does not (named), 3 when the
+    server cannot be reached (nothing changed).
 
     \b
     Example:
@@ -391,6 +405,8 @@ def update(
     target = parse_servers("--server", [server])[0]
     key = load_key_file(tsig_key_file) if tsig_key_file else None
     ttl_s = parse_duration("--ttl", ttl)
+    wait_s = parse_duration("--propagation-timeout", propagation_timeout) or 0.0
+    choice, resolvers, query = _servers(**kw)
     result = replace_rrset(
         target,
         zone,
@@ -400,6 +416,10 @@ def update(
         ttl_s=int(ttl_s) if ttl_s is not None else None,
         key=key,
         now=_now(),
+        nameservers=choice,
+        resolvers=resolvers,
+        query=query,
+        propagation_timeout_s=wait_s,
     )
     if result.ttl_lowered is not None:
         history.record({"fact": history.FACT, **result.ttl_lowered})
@@ -407,4 +427,22 @@ def update(
         output.emit_json(result)
     else:
         dns_render.update(result, history.changes_file())
+        _propagation(result, wait_s)
     return ExitCode.OK if result.verified else ExitCode.NEGATIVE
+
+
+def _propagation(result: Any, wait_s: float) -> None:
+    """One line per authoritative server: when it served the change, or what it still serves."""
+    times = [s.served_at for s in result.servers if s.served_at is not None]
+    for state in result.servers:
+        if state.served_at is None:
+            output.line(
+                f"  ✗ {state.who} still serves {state.serves} after {wait_s:g} s: make it serve "
+                "the zone (NOTIFY, transfer, reload), or take it out of the NS set and the delegation"
+            )
+            continue
+        lag = (state.served_at - min(times)).total_seconds()
+        after = f", {lag:.1f} s after the first" if lag >= 0.05 else ""
+        output.line(f"  ✓ {state.who} serves {state.serves}{after}")
+    for note in result.notes:
+        output.line(f"  · {note}")

@@ -61,7 +61,13 @@ def read(base: Path | None = None) -> list[dict[str, Any]]:
 
 
 def as_lowering(fact: Mapping[str, Any]) -> Lowering | None:
-    """A `dns.ttl_lowered` fact as a Lowering (None when it lacks the time or the previous TTL)."""
+    """A `dns.ttl_lowered` fact as a Lowering (None when it lacks the time or the previous TTL).
+
+    A lowering some server had not served yet (`pending`) has no known time: the safe time counts from
+    when the last server serves it, so such a fact is no evidence at all.
+    """
+    if fact.get("pending"):
+        return None
     try:
         at = datetime.fromisoformat(str(fact["lowered_at"]))
         previous = int(fact["previous_ttl"])
