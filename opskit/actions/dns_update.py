@@ -92,24 +92,39 @@ class DnsUpdate(BaseAction):
         return parse_servers("server", [self.server])[0]
 
     def rehearse(self, ctx: ActionContext) -> ActionResult:
+        """Say what would change; a change an earlier step of this rehearsal would make counts as made."""
+        from opskit.dns import history  # noqa: PLC0415
         from opskit.dns.update import read_rrset  # noqa: PLC0415
 
         self._key(ctx)  # a missing key file must fail the dry-run, not the night
-        before = read_rrset(self._target(), self.name, self.type)
-        new_ttl = int(self.ttl_s) if self.ttl_s is not None else (before.ttl if before else 300)
-        now = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing"
+        before = _simulated(ctx, self.name, self.type)
+        if before is None:
+            found = read_rrset(self._target(), self.name, self.type)
+            before = (found.values, found.ttl) if found else None
+        new_ttl = int(self.ttl_s) if self.ttl_s is not None else (before[1] if before else 300)
+        now = f"{', '.join(before[0])} ttl {before[1]}" if before else "nothing"
         summary = f"would change {self.name} {self.type} on {self.server} from {now} to {', '.join(self.values)} ttl {new_ttl}"
-        if before is not None and new_ttl < before.ttl:
-            summary += f" (lowers the TTL from {before.ttl} s: the switch is safe {before.ttl} s after this step)"
+        if before is not None and new_ttl < before[1]:
+            summary += f" (lowers the TTL from {before[1]} s: the switch is safe {before[1]} s after this step)"
+        facts = history.change_facts(
+            name=_absolute(self.name),
+            rtype=self.type,
+            zone=_absolute(self.zone),
+            server=self.server,
+            before=before,
+            after=(tuple(self.values), new_ttl) if self.values else None,
+            at=ctx.now(),
+            simulated=True,
+        )
         return ActionResult(
             ok=True,
             summary=summary,
-            values={
-                "before": {"values": list(before.values), "ttl": before.ttl} if before else None
-            },
+            values={"before": {"values": list(before[0]), "ttl": before[1]} if before else None},
+            facts=facts,
         )
 
     def run(self, ctx: ActionContext) -> ActionResult:
+        from opskit.dns import history  # noqa: PLC0415
         from opskit.dns.update import replace_rrset  # noqa: PLC0415
 
         key = self._key(ctx)
@@ -128,6 +143,8 @@ class DnsUpdate(BaseAction):
             query=self.servers.query_options(),
             propagation_timeout_s=self.propagation_timeout_s,
         )
+        # the one record of DNS changes: `dns check` and `dns plan` outside this run read it too
+        history.record_facts(result.facts(), ctx.state_dir, run=ctx.run_id, step=ctx.step_id)
         before = (
             {"values": list(result.before.values), "ttl": result.before.ttl}
             if result.before
@@ -149,7 +166,7 @@ class DnsUpdate(BaseAction):
                 if result.after
                 else None,
             },
-            facts=_facts(result),
+            facts=result.facts(),
             undo={
                 "server": self.server,
                 "zone": result.zone,
@@ -192,21 +209,24 @@ def _propagation(result: UpdateResult) -> str:
     return f", served by all {len(result.servers)} authoritative servers" if result.servers else ""
 
 
-def _facts(result: UpdateResult) -> dict[str, Any]:
-    """What later steps read back: a lowered TTL (for dns.check) and a switch (for traffic.drained)."""
-    facts: dict[str, Any] = {}
-    if result.ttl_lowered:
-        facts["dns.ttl_lowered"] = result.ttl_lowered
-    before_values = sorted(result.before.values) if result.before else []
-    after_values = sorted(result.after.values) if result.after else []
-    if before_values != after_values:
-        # Caches that fetched the old answer keep it for the TTL it had before this change.
-        facts["dns.switched"] = {
-            "name": result.name,
-            "type": result.type,
-            "switched_at": result.changed_at.isoformat(),
-            "old_ttl": result.before.ttl if result.before else None,
-            "old_values": before_values,
-            "new_values": after_values,
-        }
-    return facts
+def _absolute(name: str) -> str:
+    return name.lower().rstrip(".") + "."
+
+
+def _simulated(ctx: ActionContext, name: str, rtype: str) -> tuple[tuple[str, ...], int] | None:
+    """The RRset an earlier step of this rehearsal would have left (None: ask the server)."""
+    latest: tuple[str, tuple[tuple[str, ...], int]] | None = None
+    for kind, values, ttl in (
+        ("dns.switched", "new_values", "new_ttl"),
+        ("dns.ttl_lowered", "values", "new_ttl"),
+    ):
+        for fact in ctx.facts(kind):
+            if not fact.get("simulated") or _absolute(str(fact.get("name"))) != _absolute(name):
+                continue
+            if str(fact.get("type", "")).upper() != rtype.upper() or fact.get(ttl) is None:
+                continue
+            at = str(fact.get("switched_at") or fact.get("lowered_at"))
+            state = (tuple(fact.get(values) or ()), int(fact[ttl]))
+            if latest is None or at >= latest[0]:
+                latest = (at, state)
+    return latest[1] if latest else None

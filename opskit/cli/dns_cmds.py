@@ -421,8 +421,7 @@ def update(
         query=query,
         propagation_timeout_s=wait_s,
     )
-    if result.ttl_lowered is not None:
-        history.record({"fact": history.FACT, **result.ttl_lowered})
+    history.record_facts(result.facts())
     if as_json:
         output.emit_json(result)
     else:

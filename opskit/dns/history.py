@@ -1,14 +1,16 @@
-"""Where `opskit dns update` outside a runbook journals a TTL it lowered, so a later check knows when.
+"""The one record of DNS changes: TTLs lowered and records switched, by `dns update` and `dns.update`.
 
 `$OPSKIT_STATE_DIR/dns/changes.jsonl` (default ./.opskit): one JSON object per line, the file 0600 in a
-0700 directory. Inside a runbook the same fact goes to the run's journal as `dns.ttl_lowered`.
+0700 directory. The standalone command and the runbook action write the same facts here (the action also
+puts them in its run's journal), so `dns check`, `dns plan`, a runbook's `plan` and `resume --dry-run`
+all read what either did (issue #11, point 3).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from opskit.dns.verdict import Lowering
 
 FACT = "dns.ttl_lowered"
+SWITCHED = "dns.switched"
 
 
 def state_dir() -> Path:
@@ -92,3 +95,58 @@ def latest_for(lows: Iterable[Lowering], name: str, rtype: str) -> Lowering | No
     """The most recent lowering of NAME TYPE (a lowering for every name counts too)."""
     matching = [low for low in lows if low.applies_to(name, rtype)]
     return max(matching, key=lambda low: low.lowered_at) if matching else None
+
+
+def change_facts(
+    *,
+    name: str,
+    rtype: str,
+    zone: str,
+    server: str,
+    before: tuple[Sequence[str], int] | None,
+    after: tuple[Sequence[str], int] | None,
+    at: datetime,
+    pending: Sequence[str] = (),
+    simulated: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """The `dns.ttl_lowered` and `dns.switched` facts of one change (values, TTL) before -> after.
+
+    `at` is when the last authoritative server served the change; `pending` names the servers that
+    never did (then no safe time can count from `at`); `simulated` marks a rehearsal's would-be change.
+    """
+    where = {"name": name, "type": rtype, "zone": zone, "server": server}
+    extra: dict[str, Any] = {"pending": list(pending)} if pending else {}
+    if simulated:
+        extra["simulated"] = True
+    facts: dict[str, dict[str, Any]] = {}
+    if before is not None and after is not None and after[1] < before[1]:
+        facts[FACT] = {
+            **where,
+            "lowered_at": at.isoformat(),
+            "previous_ttl": before[1],
+            "new_ttl": after[1],
+            "values": sorted(after[0]),
+            **extra,
+        }
+    old_values = sorted(before[0]) if before else []
+    new_values = sorted(after[0]) if after else []
+    if old_values != new_values:
+        # caches that fetched the old answer keep it for the TTL it had before this change
+        facts[SWITCHED] = {
+            **where,
+            "switched_at": at.isoformat(),
+            "old_ttl": before[1] if before else None,
+            "old_values": old_values,
+            "new_values": new_values,
+            "new_ttl": after[1] if after else None,
+            **extra,
+        }
+    return facts
+
+
+def record_facts(
+    facts: Mapping[str, Mapping[str, Any]], base: Path | None = None, **origin: Any
+) -> None:
+    """Append each fact with its kind (`fact`) and where it came from (run and step, when a runbook)."""
+    for kind, value in facts.items():
+        record({"fact": kind, **value, **origin}, base)

@@ -24,6 +24,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
+from opskit.dns import history
 from opskit.dns.aiorun import run_sync
 from opskit.dns.chain import links_from
 from opskit.dns.propagation import (
@@ -94,6 +95,15 @@ class UpdateResult:
     servers: tuple[ServerState, ...] = ()
     served_at: datetime | None = None  # when the last of them did (None: one never did)
     notes: tuple[str, ...] = ()  # what discovery could not check (the parent's delegation, ...)
+    switched: dict[str, object] | None = None  # the `dns.switched` fact, when the values changed
+
+    def facts(self) -> dict[str, dict[str, object]]:
+        """The facts of this change, by kind (what `dns.update` journals and history records)."""
+        return {
+            kind: fact
+            for kind, fact in ((history.FACT, self.ttl_lowered), (history.SWITCHED, self.switched))
+            if fact
+        }
 
 
 def parse_key_text(text: str, where: str = "key file") -> TsigKey:
@@ -265,22 +275,17 @@ def replace_rrset(
         after = read_rrset(server, name, type_text)
     except OpskitError:  # the update went out: a failed read must not say "nothing changed"
         after = None
-    lowered: dict[str, object] | None = None
-    if before is not None and values and ttl < before.ttl:
-        lowered = {
-            "name": qname.to_text(),
-            "type": type_text,
-            "zone": zone_name.to_text(),
-            "server": str(server),
-            # when the LAST server served the new TTL: caches may fetch the old one until then
-            "lowered_at": (
-                served_at or now + timedelta(seconds=time.monotonic() - started)
-            ).isoformat(),
-            "previous_ttl": before.ttl,
-            "new_ttl": ttl,
-        }
-        if served_at is None:  # the safe time is unknown until every server serves the new TTL
-            lowered["pending"] = [s.who for s in states if s.served_at is None]
+    facts = history.change_facts(
+        name=qname.to_text(),
+        rtype=type_text,
+        zone=zone_name.to_text(),
+        server=str(server),
+        before=(before.values, before.ttl) if before else None,
+        after=(wanted_values, ttl) if values else None,
+        # when the LAST server served it: caches may fetch the old data until then
+        at=served_at or now + timedelta(seconds=time.monotonic() - started),
+        pending=[s.who for s in states if s.served_at is None],
+    )
     return UpdateResult(
         str(server),
         zone_name.to_text(),
@@ -290,10 +295,11 @@ def replace_rrset(
         after,
         verified,
         served_at or now,
-        lowered,
+        facts.get(history.FACT),
         states,
         served_at,
         notes,
+        facts.get(history.SWITCHED),
     )
 
 
