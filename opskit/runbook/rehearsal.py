@@ -166,7 +166,7 @@ class _Rehearsal:
             down = [h for h in hosts if not self.host_ok.get(h, True)]
             reason = f"{', '.join(down)} unreachable (see the host lines below)"
         reason = reason or _reason(status, step, self.unknown, self._prompt(step))
-        if status == P.WOULD_RUN:
+        if status not in (P.DONE, P.SKIP, P.UNKNOWN):  # a gate's human time is unknown: None
             self.elapsed_s += (predicted or 0.0) + (duration or 0.0)
         past = self.history.get(step.id) if status in (P.WOULD_RUN, P.GATE, P.UNKNOWN) else None
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,

@@ -1,0 +1,117 @@
+"""One record of DNS changes, read by every command; a rehearsal simulates its own changes (issue #11.3).
+
+A knot primary (127.0.0.41) serves `sim.test`; the runbook action and the standalone command both change
+records there, and `dns check`, `dns plan` and `opskit plan` must all see what either did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from opskit.actions.dns_update import DnsUpdate
+from opskit.actions.params import Params
+from opskit.errors import ExitCode
+from tests.conftest import Invoke
+from tests.dns.context import PlainContext
+from tests.servers.dns_zone_lab import Auth, ZoneLab, zone, zone_lab
+
+pytestmark = pytest.mark.dns
+
+PRIMARY = "127.0.0.41"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[ZoneLab]:
+    """One knot serving sim.test: each test owns one record, all at TTL 3600."""
+    records = f"ns1 3600 IN A {PRIMARY}\n" + "\n".join(
+        f"{name} 3600 IN A 192.0.2.{i + 10}" for i, name in enumerate(("one", "two"))
+    )
+    with zone_lab([Auth(PRIMARY, {"sim.test": zone("sim.test", records)}, kind="knot")]) as lab:
+        yield lab
+
+
+def _with(lab: ZoneLab, name: str, values: list[str], ttl: str = "60s") -> dict[str, object]:
+    return {
+        "server": lab.at(PRIMARY),
+        "zone": "sim.test",
+        "name": f"{name}.sim.test",
+        "set": values,
+        "ttl": ttl,
+        "tsig_key_file": str(lab.key_file),
+        "auth_port": lab.port,
+        "propagation_timeout": "10s",
+    }
+
+
+def test_a_runbook_lowering_is_seen_by_dns_check_and_dns_plan(
+    opskit: Invoke, sim: ZoneLab, tmp_path: Path
+) -> None:
+    """After dns.update lowered 3600 -> 60 s in a run, `dns check` and `dns plan` wait for the old TTL."""
+    action = DnsUpdate.from_params(Params(_with(sim, "one", ["192.0.2.10"])))
+    done = action.run(PlainContext(state_dir=tmp_path / "state"))
+    assert done.ok, done.summary
+
+    pins = ["--auth-port", str(sim.port), "--nameserver", f"ns1.sim.test={sim.at(PRIMARY)}"]
+    check = opskit("dns", "check", "one.sim.test", "--type", "A", *pins, expect=ExitCode.NEGATIVE)
+    assert "was lowered from 3600 s" in check.stdout
+
+    switch_at = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    plan = opskit(
+        "dns", "plan", "one.sim.test", "--type", "A", "--switch-at", switch_at, *pins, "--json",
+        expect=ExitCode.NEGATIVE,
+    )  # fmt: skip
+    assert json.loads(plan.stdout)["feasible"] is False
+
+    fact = json.loads((tmp_path / "state" / "dns" / "changes.jsonl").read_text().splitlines()[0])
+    assert (fact["fact"], fact["previous_ttl"], fact["step"]) == ("dns.ttl_lowered", 3600, "step")
+
+
+def _runbook(lab: ZoneLab, path: Path) -> Path:
+    steps = [
+        {"id": "lower", "uses": "dns.update", "with": _with(lab, "two", ["192.0.2.11"])},
+        {
+            "id": "gate",
+            "uses": "dns.check",
+            "with": {
+                "name": "two.sim.test",
+                "types": ["A"],
+                "max_ttl": "5m",
+                "nameservers": [f"ns1.sim.test={lab.at(PRIMARY)}"],
+                "auth_port": lab.port,
+                "wait_until_safe": "2h",
+            },
+        },
+        {"id": "switch", "uses": "dns.update", "with": _with(lab, "two", ["192.0.2.99"], "60s")},
+        {
+            "id": "drain",
+            "uses": "traffic.drained",
+            "with": {
+                "stats_file": str(path.parent / "no-bridge.json"),
+                "quiet": "5s",
+                "margin": "0s",
+            },
+        },
+    ]
+    path.write_text(json.dumps({"name": "lower-then-switch", "steps": steps}))
+    return path
+
+
+def test_a_rehearsal_switch_counts_from_the_ttl_it_lowered(
+    opskit: Invoke, sim: ZoneLab, tmp_path: Path
+) -> None:
+    """After the simulated lowering and its hour-long gate, the drain is predicted from TTL 60, not 3600."""
+    runbook = _runbook(sim, tmp_path / "night.yaml")
+
+    # the gate is not ready before the lowering really happened: the plan says so, and how long it waits
+    result = opskit("plan", str(runbook), "--json", expect=ExitCode.NEGATIVE)
+
+    steps = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+    assert "from 192.0.2.11 ttl 3600 to 192.0.2.11 ttl 60" in steps["lower"]["reason"]
+    assert 3590 <= steps["gate"]["predicted_wait_s"] <= 3610
+    assert "from 192.0.2.11 ttl 60 to 192.0.2.99 ttl 60" in steps["switch"]["reason"]
+    assert 55 <= steps["drain"]["predicted_wait_s"] <= 65
