@@ -56,7 +56,7 @@ class Apex:
     """A zone apex and the sources that answered for it."""
 
     name: dns.name.Name
-    answered: tuple[Source, ...]
+    answered: tuple[Source, ...]  # newest SOA serial first: its NS set is the zone's current one
     referred: bool = False  # reached by following a referral from the sources first asked
 
 
@@ -114,11 +114,12 @@ async def _asked(
     return []
 
 
-def _soa_owner(response: dns.message.Message, name: dns.name.Name) -> dns.name.Name | None:
+def _soa(response: dns.message.Message, name: dns.name.Name) -> tuple[dns.name.Name, int] | None:
+    """The owner and serial of the SOA that covers `name` in an answer, if any."""
     for section in (response.answer, response.authority):
         for rrset in section:
             if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
-                return rrset.name
+                return rrset.name, int(rrset[0].serial)
     return None
 
 
@@ -173,13 +174,13 @@ async def find_apex(
     for _ in range(MAX_LABEL_WALK + MAX_REFERRALS):
         usable = await _asked(sources, name, dns.rdatatype.SOA, options, errors)
         best: dns.name.Name | None = None
-        answered: list[Source] = []
+        answered: list[tuple[int, Source]] = []
         for source, response in usable:
-            owner = _soa_owner(response, name)
-            if owner is not None and (best is None or len(owner) > len(best)):
-                best, answered = owner, [source]
-            elif owner is not None and owner == best:
-                answered.append(source)
+            soa = _soa(response, name)
+            if soa is not None and (best is None or len(soa[0]) > len(best)):
+                best, answered = soa[0], [(soa[1], source)]
+            elif soa is not None and soa[0] == best:
+                answered.append((soa[1], source))
         deeper = [
             (ns, response)
             for _, response in usable
@@ -200,7 +201,8 @@ async def find_apex(
             sources, referred, cut = [Source(s, False) for s in followed], True, ns.name
             continue
         if best is not None:
-            return Apex(best, tuple(answered), referred)
+            newest_first = sorted(answered, key=lambda pair: -pair[0])
+            return Apex(best, tuple(source for _, source in newest_first), referred)
         if name == dns.name.root:
             break
         name = name.parent()
