@@ -27,10 +27,18 @@ def test_empty_name_is_bad_input(opskit: Invoke, lab: DnsLab) -> None:
     assert result.stdout == ""
 
 
-def test_changes_outside_the_chain_is_bad_input(opskit: Invoke, lab: DnsLab) -> None:
+def _command(name: str) -> list[str]:
+    if name == "plan":
+        later = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ["dns", "plan", "--switch-at", later]
+    return ["dns", "check"]
+
+
+@pytest.mark.parametrize("command", ["check", "plan"])
+def test_changes_outside_the_chain_is_bad_input(opskit: Invoke, lab: DnsLab, command: str) -> None:
     """--changes naming a name that is no link of the chain is exit 2, listing the chain's links."""
     result = opskit(
-        "dns", "check", "www.example.test", "--type", "A", "--changes", "dispach.example.test",
+        *_command(command), "www.example.test", "--type", "A", "--changes", "dispach.example.test",
         *lab.pins,
         expect=ExitCode.BAD_INPUT,
     )  # fmt: skip
@@ -40,12 +48,13 @@ def test_changes_outside_the_chain_is_bad_input(opskit: Invoke, lab: DnsLab) -> 
     assert "www.example.test -> edge.example.test -> dispatch.example.test" in line
 
 
-def test_lowered_at_in_the_future_is_bad_input(opskit: Invoke, lab: DnsLab) -> None:
+@pytest.mark.parametrize("command", ["check", "plan"])
+def test_lowered_at_in_the_future_is_bad_input(opskit: Invoke, lab: DnsLab, command: str) -> None:
     """A lowering time in the future cannot be evidence: exit 2 before any server is asked."""
     later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     result = opskit(
-        "dns", "check", "dispatch.example.test", "--lowered-at", later, "--previous-ttl", "1h",
+        *_command(command), "dispatch.example.test", "--lowered-at", later, "--previous-ttl", "1h",
         *lab.pins,
         expect=ExitCode.BAD_INPUT,
     )  # fmt: skip
