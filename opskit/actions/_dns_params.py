@@ -22,7 +22,7 @@ class ServerParams:
 
     nameservers: tuple[str, ...] = ()
     resolvers: tuple[str, ...] = ()
-    auth_port: int = 53
+    auth_port: int | None = None  # None: the port of the plain nameservers, else 53
     query_timeout_s: float = 2.0
     retries: int = 2
     family: int | None = None  # 4 or 6: ask only nameserver addresses of that family (-4/-6)
@@ -30,8 +30,8 @@ class ServerParams:
     @classmethod
     def read(cls, params: Params) -> ServerParams:
         """Read nameservers, resolvers, auth_port, query_timeout, retries, family; check their syntax."""
-        port = params.integer("auth_port", 53)
-        if not 0 < port < 65536:
+        port = params.integer("auth_port", 0)
+        if not 0 <= port < 65536:
             raise ParamError("auth_port", f"expected a port from 1 to 65535, got {port}")
         retries = params.integer("retries", 2)
         if not 0 <= retries <= 10:
@@ -44,7 +44,7 @@ class ServerParams:
         found = cls(
             tuple(params.text_list("nameservers", [])),
             tuple(params.text_list("resolvers", [])),
-            port or 53,
+            port or None,
             params.seconds("query_timeout", 2.0) or 2.0,
             retries,
             family or None,
@@ -60,7 +60,7 @@ class ServerParams:
                     continue
                 target = value.partition("=")[2] if key == "nameservers" and "=" in value else value
                 try:
-                    split_host_port(key, target, self.auth_port)
+                    split_host_port(key, target, self.auth_port or 53)
                 except OpskitError as exc:
                     raise ParamError(key, str(exc)) from None
 

@@ -48,7 +48,8 @@ def server_options(func: Any) -> Any:
                 "nameservers",
                 multiple=True,
                 metavar="HOST[:PORT]|NAME=ADDR:PORT",
-                help="Ask this authoritative server (repeatable); NAME=ADDR:PORT pins a discovered NS name.",
+                help="Ask this authoritative server and start the walk there: the zone's NS set and the "
+                "parent's delegation are asked too (repeatable); NAME=ADDR:PORT pins an NS name.",
             ),
             click.option(
                 "--resolver",
@@ -60,9 +61,8 @@ def server_options(func: Any) -> Any:
             click.option(
                 "--auth-port",
                 type=click.IntRange(1, 65535),
-                default=53,
-                show_default=True,
-                help="Port of discovered nameservers (NS records carry no port).",
+                help="Port of nameservers found through NS records, which carry no port "
+                "(default: the port of the --nameserver servers, else 53).",
             ),
             click.option(
                 "--query-timeout",
@@ -94,7 +94,7 @@ def _check_options(
     *,
     nameservers: tuple[str, ...],
     resolvers: tuple[str, ...],
-    auth_port: int,
+    auth_port: int | None,
     query_timeout: str,
     retries: int,
     ipv4: bool = False,
@@ -136,7 +136,7 @@ def _check_options(
 def _servers(
     nameservers: tuple[str, ...],
     resolvers: tuple[str, ...],
-    auth_port: int,
+    auth_port: int | None,
     query_timeout: str,
     retries: int,
     *,

@@ -1,5 +1,8 @@
 """Find the zone a name lives in and every server resolvers may ask for it.
 
+Servers named with `--nameserver HOST[:PORT]` are where the walk starts and are always asked; they do not
+narrow the set: a READY that asked one server of three says nothing about the other two.
+
 The servers to ask are the union of the parent's delegation (its NS set and glue, asked at the parent's own
 servers) and the zone's apex NS set, every address of each: a secondary the registrar still lists but the
 zone forgot keeps answering resolvers with whatever it last transferred (issue #12, point 1).
@@ -321,11 +324,17 @@ async def discover(
         else []
     )
     apex = await find_apex(name, sources, options, choice)
-    if choice.servers and not apex.referred:
-        return _by_family(Discovery(apex.name.to_text(), choice.servers), choice)
+    # a named server is asked even when neither side lists it (a hidden primary, a dead secondary),
+    # unless it only referred us to the zone's servers (a parent's server)
+    on_apex = {s.server for s in apex.answered}
+    named = tuple(s for s in choice.servers if not apex.referred or s in on_apex)
     asked = [*apex.answered, *(s for s in sources if s not in apex.answered)]
     child = await ns_set(apex.name, asked, choice, options)
     if not child.names:
+        if named:  # the servers named are asked whatever else can be found
+            answered = ", ".join(str(s.server) for s in apex.answered)
+            note = f"no NS set for {apex.name} from {answered}: only the --nameserver servers are asked"
+            return _by_family(Discovery(apex.name.to_text(), named, notes=(note,)), choice)
         where = ", ".join(str(s.server) for s in apex.answered)
         raise Blocked(f"no NS records for {apex.name} from {where}; give --nameserver HOST[:PORT]")
     parent = await parent_view(apex.name, sources, choice, options)
@@ -344,6 +353,7 @@ async def discover(
     servers, one_sided, notes = merge(
         child.names, child.ttl, child.addresses, parent, parent_only, choice
     )
+    servers = tuple({**dict.fromkeys(servers), **dict.fromkeys(named)})
     if not servers:
         raise Blocked(f"no address for any nameserver of {apex.name} ({', '.join(child.names)})")
     found = Discovery(

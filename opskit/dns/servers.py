@@ -118,10 +118,20 @@ def parse_servers(option: str, values: Iterable[str], default_port: int = DNS_PO
 
 
 def parse_nameservers(
-    values: Iterable[str], auth_port: int = DNS_PORT, family: int | None = None
+    values: Iterable[str], auth_port: int | None = None, family: int | None = None
 ) -> ServerChoice:
-    """`--nameserver` values: plain ones are asked directly, NAME=ADDR[:PORT] ones pin a discovered NS."""
+    """`--nameserver` values: plain ones are asked directly, NAME=ADDR[:PORT] ones pin a discovered NS.
+
+    Without --auth-port, servers found through NS records are asked on the port the plain
+    --nameserver values share (a lab where every server sits on one port), else on 53.
+    """
+    values = list(values)
     fixed: list[Server] = []
+    for value in values:
+        if "=" not in value:
+            fixed += parse_servers("--nameserver", [value], auth_port or DNS_PORT)
+    ports = {s.port for s in fixed}
+    port = auth_port or (ports.pop() if len(ports) == 1 else DNS_PORT)
     pins: dict[str, list[Server]] = {}
     for value in values:
         if "=" in value:
@@ -129,11 +139,9 @@ def parse_nameservers(
             key = name.strip().lower().rstrip(".") + "."
             if key == ".":
                 raise BadServer("--nameserver", value, "no name before '='")
-            host, port = split_host_port("--nameserver", target, auth_port)
+            host, pin_port = split_host_port("--nameserver", target, port)
             addrs = _addresses("--nameserver", value, host)
-            pins.setdefault(key, []).extend(Server(a, port, key) for a in addrs)
-        else:
-            fixed += parse_servers("--nameserver", [value], auth_port)
+            pins.setdefault(key, []).extend(Server(a, pin_port, key) for a in addrs)
     return ServerChoice(
-        tuple(fixed), {k: tuple(v) for k, v in pins.items()}, auth_port=auth_port, family=family
+        tuple(fixed), {k: tuple(v) for k, v in pins.items()}, auth_port=port, family=family
     )

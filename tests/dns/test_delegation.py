@@ -179,3 +179,15 @@ def test_address_family_chooses_the_addresses_asked(
     assert dual.at(asked) in result.stdout
     assert f"not asked ({flag}): ns1.eu.example.net {left}" in result.stdout
     assert "NS TTL differs: 172800 s at the parent, 3600 s in the zone" in result.stdout
+
+
+def test_naming_one_server_does_not_narrow_the_servers_asked(opskit: Invoke, dual: ZoneLab) -> None:
+    """--nameserver ADDR:PORT alone starts the walk: every address of the NS set is asked, same port."""
+    result = opskit(
+        "dns", "check", "app.eu.example.net", "--type", "A", "--nameserver", dual.at(NS1),
+        "--lowered-at", "2020-01-01T00:00:00Z", "--previous-ttl", "1d", "--json",
+        expect=ExitCode.OK,
+    )  # fmt: skip
+
+    record = json.loads(result.stdout)["records"][0]
+    assert {ns["server"] for ns in record["nameservers"]} == {dual.at(NS1), dual.at("::1")}
