@@ -390,6 +390,8 @@ def update(
     server of the zone (its NS set and the parent's delegation, found as `dns check` finds them),
     each given --propagation-timeout to serve it. A lowered TTL is journaled with the previous TTL and
     the time the LAST server served it, so a later `dns check` knows when the switch is safe.
+    Without --nameserver or --resolver the other servers are learnt from the primary alone (the
+    parent's delegation then goes unchecked, and the output says so).
     Exit 0 when every server serves the new records, 1 when one does not (named), 3 when the
     server cannot be reached (nothing changed).
 

@@ -8,6 +8,7 @@ Every server is polled on its own, concurrently, each bounded by the propagation
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from opskit.dns.aiorun import run_sync
 from opskit.dns.chain import links_from
 from opskit.dns.discovery import discover
 from opskit.dns.query import QueryOptions, ask, make_query
-from opskit.dns.servers import Server, ServerChoice
+from opskit.dns.servers import DNS_PORT, Server, ServerChoice
 from opskit.errors import Blocked
 
 DEFAULT_PROPAGATION_TIMEOUT_S = 120.0
@@ -128,7 +129,13 @@ def authoritative_set(
     resolvers: Sequence[Server],
     options: QueryOptions,
 ) -> tuple[tuple[Server, ...], tuple[str, ...]]:
-    """The primary and every server resolvers may ask for the zone (as `dns check` finds them)."""
+    """The primary and every server resolvers may ask for the zone (as `dns check` finds them).
+
+    The walk starts at the primary (and at --nameserver); without --auth-port, servers found through
+    NS records are asked on the primary's port, as on a lab where every server shares one.
+    """
+    if not choice.servers and choice.auth_port == DNS_PORT:
+        choice = dataclasses.replace(choice, auth_port=primary.port)
     try:
         found = run_sync(discover(zone, choice, resolvers, options, also_ask=[primary]))
     except Blocked as exc:
