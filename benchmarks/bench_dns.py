@@ -70,7 +70,7 @@ def main() -> int:
         check(["h0.bench.test"], options, now=datetime.now(UTC))  # warm imports only
         parent_for_one = counts[PARENT]
         runs = []
-        for _ in range(3):
+        for _ in range(5):
             counts.clear()
             started = time.perf_counter()
             report = check(names, options, now=datetime.now(UTC))
