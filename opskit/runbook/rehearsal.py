@@ -166,9 +166,9 @@ class _Rehearsal:
             down = [h for h in hosts if not self.host_ok.get(h, True)]
             reason = f"{', '.join(down)} unreachable (see the host lines below)"
         reason = reason or _reason(status, step, self.unknown, self._prompt(step))
-        if status not in (P.DONE, P.SKIP, P.UNKNOWN):  # a gate's human time is unknown: None
-            self.elapsed_s += (predicted or 0.0) + (duration or 0.0)
         past = self.history.get(step.id) if status in (P.WOULD_RUN, P.GATE, P.UNKNOWN) else None
+        if status not in (P.DONE, P.SKIP):  # the forecast's own measure of the step (forecast_s)
+            self.elapsed_s += max(predicted or 0.0, duration or 0.0, past or 0.0)
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
                              self.s.masker.text(reason), duration, predicted, past_duration_s=past)  # fmt: skip
         if record:
