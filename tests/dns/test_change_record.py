@@ -51,7 +51,7 @@ def _with(lab: ZoneLab, name: str, values: list[str], ttl: str = "60s") -> dict[
 def test_a_runbook_lowering_is_seen_by_dns_check_and_dns_plan(
     opskit: Invoke, sim: ZoneLab, tmp_path: Path
 ) -> None:
-    """After dns.update lowered 3600 -> 60 s in a run, `dns check` and `dns plan` wait for the old TTL."""
+    """After dns.update lowered 3600 -> 60 s in a run, `dns check`, `dns plan` and `plan` wait for 3600 s."""
     action = DnsUpdate.from_params(Params(_with(sim, "one", ["192.0.2.10"])))
     done = action.run(PlainContext(state_dir=tmp_path / "state"))
     assert done.ok, done.summary
@@ -67,25 +67,33 @@ def test_a_runbook_lowering_is_seen_by_dns_check_and_dns_plan(
     )  # fmt: skip
     assert json.loads(plan.stdout)["feasible"] is False
 
+    gate = {"id": "gate", "uses": "dns.check", "with": _gate(sim, "one")}
+    runbook = tmp_path / "gate.yaml"
+    runbook.write_text(json.dumps({"name": "gate-only", "steps": [gate]}))
+    rehearsed = opskit("plan", str(runbook), "--json", expect=ExitCode.NEGATIVE)
+    step = json.loads(rehearsed.stdout)["steps"][0]
+    assert 3500 <= step["predicted_wait_s"] <= 3601  # counted from the run's lowering, not from now
+
     fact = json.loads((tmp_path / "state" / "dns" / "changes.jsonl").read_text().splitlines()[0])
     assert (fact["fact"], fact["previous_ttl"], fact["step"]) == ("dns.ttl_lowered", 3600, "step")
+
+
+def _gate(lab: ZoneLab, name: str) -> dict[str, object]:
+    """A dns.check step that waits up to 2 h for the TTL gate, as the shipped night runbook does."""
+    return {
+        "name": f"{name}.sim.test",
+        "types": ["A"],
+        "max_ttl": "5m",
+        "nameservers": [f"ns1.sim.test={lab.at(PRIMARY)}"],
+        "auth_port": lab.port,
+        "wait_until_safe": "2h",
+    }
 
 
 def _runbook(lab: ZoneLab, path: Path) -> Path:
     steps = [
         {"id": "lower", "uses": "dns.update", "with": _with(lab, "two", ["192.0.2.11"])},
-        {
-            "id": "gate",
-            "uses": "dns.check",
-            "with": {
-                "name": "two.sim.test",
-                "types": ["A"],
-                "max_ttl": "5m",
-                "nameservers": [f"ns1.sim.test={lab.at(PRIMARY)}"],
-                "auth_port": lab.port,
-                "wait_until_safe": "2h",
-            },
-        },
+        {"id": "gate", "uses": "dns.check", "with": _gate(lab, "two")},
         {"id": "switch", "uses": "dns.update", "with": _with(lab, "two", ["192.0.2.99"], "60s")},
         {
             "id": "drain",
