@@ -18,6 +18,7 @@ from opskit.actions.params import Params
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.dns.context import PlainContext
+from tests.runbook.helpers import run_id
 from tests.servers.dns_zone_lab import Auth, ZoneLab, zone, zone_lab
 
 pytestmark = pytest.mark.dns
@@ -29,7 +30,7 @@ PRIMARY = "127.0.0.41"
 def sim() -> Iterator[ZoneLab]:
     """One knot serving sim.test: each test owns one record, all at TTL 3600."""
     records = f"ns1 3600 IN A {PRIMARY}\n" + "\n".join(
-        f"{name} 3600 IN A 192.0.2.{i + 10}" for i, name in enumerate(("one", "two"))
+        f"{name} 3600 IN A 192.0.2.{i + 10}" for i, name in enumerate(("one", "two", "three"))
     )
     with zone_lab([Auth(PRIMARY, {"sim.test": zone("sim.test", records)}, kind="knot")]) as lab:
         yield lab
@@ -123,3 +124,29 @@ def test_a_rehearsal_switch_counts_from_the_ttl_it_lowered(
     assert 3590 <= steps["gate"]["predicted_wait_s"] <= 3610
     assert "from 192.0.2.11 ttl 60 to 192.0.2.99 ttl 60" in steps["switch"]["reason"]
     assert 55 <= steps["drain"]["predicted_wait_s"] <= 65
+
+
+def test_resume_dry_run_knows_the_lowering_the_run_made(
+    opskit: Invoke, sim: ZoneLab, tmp_path: Path
+) -> None:
+    """The run lowered the TTL just now and stopped: a switch now drains for the old 3600 s, not 60 s."""
+    steps = [
+        {"id": "lower", "uses": "dns.update", "with": _with(sim, "three", ["192.0.2.12"])},
+        {"id": "hold", "run": f"test -f {tmp_path / 'go'}"},
+        {"id": "switch", "uses": "dns.update", "with": _with(sim, "three", ["192.0.2.98"])},
+        {
+            "id": "drain",
+            "uses": "traffic.drained",
+            "with": {"stats_file": str(tmp_path / "no-bridge.json"), "quiet": "5s", "margin": "0s"},
+        },
+    ]
+    runbook = tmp_path / "stopped.yaml"
+    runbook.write_text(json.dumps({"name": "stopped-after-lowering", "steps": steps}))
+    rid = run_id(opskit("run", str(runbook), expect=ExitCode.NEGATIVE).stdout)
+
+    result = opskit("resume", rid, "--dry-run", "--json", expect=ExitCode.OK)
+
+    planned = {s["id"]: s for s in json.loads(result.stdout)["steps"]}
+    assert planned["lower"]["status"] == "done"
+    assert "from 192.0.2.12 ttl 60 to 192.0.2.98 ttl 60" in planned["switch"]["reason"]
+    assert 3500 <= planned["drain"]["predicted_wait_s"] <= 3600
