@@ -338,21 +338,20 @@ async def discover(
         where = ", ".join(str(s.server) for s in apex.answered)
         raise Blocked(f"no NS records for {apex.name} from {where}; give --nameserver HOST[:PORT]")
     parent = await parent_view(apex.name, sources, choice, options)
-    parent_only: dict[str, tuple[Server, ...]] = {}
-    if isinstance(parent, Delegation):
-        for target in parent.names:
-            if target in child.names:
-                continue
-            if target in choice.pins:
-                parent_only[target] = choice.pins[target]
-                continue
-            addrs = parent.glue.get(target) or tuple(
-                await addresses(dns.name.from_text(target), asked, options)
-            )
-            parent_only[target] = tuple(Server(a, choice.auth_port, target) for a in addrs)
+    parent_only = (
+        await _parent_only(parent, child, asked, choice, options)
+        if isinstance(parent, Delegation)
+        else {}
+    )
     servers, one_sided, notes = merge(
         child.names, child.ttl, child.addresses, parent, parent_only, choice
     )
+    notes += [
+        f"{target.rstrip('.')} is in the parent's delegation but has no address to ask "
+        "(no glue, none found): resolvers that pick it time out"
+        for target, addrs in parent_only.items()
+        if not addrs
+    ]
     servers = tuple({**dict.fromkeys(servers), **dict.fromkeys(named)})
     if not servers:
         raise Blocked(f"no address for any nameserver of {apex.name} ({', '.join(child.names)})")
@@ -365,6 +364,28 @@ async def discover(
         one_sided,
     )
     return _by_family(found, choice)
+
+
+async def _parent_only(
+    parent: Delegation,
+    child: NsSet,
+    asked: Sequence[Source],
+    choice: ServerChoice,
+    options: QueryOptions,
+) -> dict[str, tuple[Server, ...]]:
+    """Every address of each name only the parent lists: its pin, else its glue, else a lookup."""
+    found: dict[str, tuple[Server, ...]] = {}
+    for target in parent.names:
+        if target in child.names:
+            continue
+        if target in choice.pins:
+            found[target] = choice.pins[target]
+            continue
+        addrs = parent.glue.get(target) or tuple(
+            await addresses(dns.name.from_text(target), asked, options)
+        )
+        found[target] = tuple(Server(a, choice.auth_port, target) for a in addrs)
+    return found
 
 
 def _by_family(found: Discovery, choice: ServerChoice) -> Discovery:
