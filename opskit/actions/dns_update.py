@@ -143,8 +143,15 @@ class DnsUpdate(BaseAction):
             query=self.servers.query_options(),
             propagation_timeout_s=self.propagation_timeout_s,
         )
+        facts = history.settle(
+            result.facts(),
+            [*ctx.facts(history.FACT), *history.read(ctx.state_dir)],
+            name=result.name,
+            rtype=result.type,
+            served_at=result.served_at,
+        )
         # the one record of DNS changes: `dns check` and `dns plan` outside this run read it too
-        history.record_facts(result.facts(), ctx.state_dir, run=ctx.run_id, step=ctx.step_id)
+        history.record_facts(facts, ctx.state_dir, run=ctx.run_id, step=ctx.step_id)
         before = (
             {"values": list(result.before.values), "ttl": result.before.ttl}
             if result.before
@@ -166,7 +173,7 @@ class DnsUpdate(BaseAction):
                 if result.after
                 else None,
             },
-            facts=result.facts(),
+            facts=facts,
             undo={
                 "server": self.server,
                 "zone": result.zone,

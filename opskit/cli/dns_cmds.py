@@ -423,12 +423,25 @@ def update(
         query=query,
         propagation_timeout_s=wait_s,
     )
-    history.record_facts(result.facts())
+    facts = history.settle(
+        result.facts(),
+        history.read(),
+        name=result.name,
+        rtype=result.type,
+        served_at=result.served_at,
+    )
+    history.record_facts(facts)
     if as_json:
         output.emit_json(result)
     else:
         dns_render.update(result, history.changes_file())
         _propagation(result, wait_s)
+        settled = facts.get(history.FACT, {})
+        if "settles" in settled:
+            output.line(
+                f"  · every server serves it now: the lowering left pending at {settled['settles']} "
+                f"counts from now, with the previous TTL {settled['previous_ttl']} s"
+            )
     return ExitCode.OK if result.verified else ExitCode.NEGATIVE
 
 

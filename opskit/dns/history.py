@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opskit.dns.timefmt import as_utc
 from opskit.dns.verdict import Lowering
 
 FACT = "dns.ttl_lowered"
@@ -63,19 +64,20 @@ def read(base: Path | None = None) -> list[dict[str, Any]]:
     return facts
 
 
-def as_lowering(fact: Mapping[str, Any]) -> Lowering | None:
+def as_lowering(fact: Mapping[str, Any], now: datetime | None = None) -> Lowering | None:
     """A `dns.ttl_lowered` fact as a Lowering (None when it lacks the time or the previous TTL).
 
-    A lowering some server had not served yet (`pending`) has no known time: the safe time counts from
-    when the last server serves it, so such a fact is no evidence at all.
+    A lowering some server had not served yet (`pending`) counts from `now`: that server may serve it
+    any moment, and until it does caches may still fetch the old TTL. A later `dns update` that sees
+    every server serve it settles it (see `settle`).
     """
-    if fact.get("pending"):
-        return None
     try:
         at = datetime.fromisoformat(str(fact["lowered_at"]))
         previous = int(fact["previous_ttl"])
     except (KeyError, TypeError, ValueError):
         return None
+    if fact.get("pending"):
+        at = max(as_utc(at), now or datetime.now(UTC))
     new = fact.get("new_ttl")
     return Lowering(
         lowered_at=at,
@@ -86,9 +88,59 @@ def as_lowering(fact: Mapping[str, Any]) -> Lowering | None:
     )
 
 
-def lowerings(facts: Iterable[Mapping[str, Any]]) -> list[Lowering]:
-    """Every usable lowering among the facts, oldest first."""
-    return [low for low in (as_lowering(f) for f in facts) if low is not None]
+def _key(fact: Mapping[str, Any]) -> tuple[str, str]:
+    return str(fact.get("name", "")).lower().rstrip("."), str(fact.get("type", "")).upper()
+
+
+def _unsettled(facts: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pending lowerings no later lowering of the same record has settled."""
+    done: dict[tuple[str, str], str] = {}
+    for fact in facts:
+        if not fact.get("pending") and "lowered_at" in fact:
+            key = _key(fact)
+            done[key] = max(done.get(key, ""), str(fact["lowered_at"]))
+    return [
+        f
+        for f in facts
+        if f.get("pending") and "lowered_at" in f and done.get(_key(f), "") < str(f["lowered_at"])
+    ]
+
+
+def lowerings(facts: Iterable[Mapping[str, Any]], now: datetime | None = None) -> list[Lowering]:
+    """Every usable lowering among the facts, oldest first (settled pending ones left out)."""
+    facts = list(facts)
+    unsettled = [id(f) for f in _unsettled(facts)]
+    kept = [f for f in facts if not f.get("pending") or id(f) in unsettled]
+    return [low for low in (as_lowering(f, now) for f in kept) if low is not None]
+
+
+def settle(
+    facts: Mapping[str, dict[str, Any]],
+    earlier: Sequence[Mapping[str, Any]],
+    *,
+    name: str,
+    rtype: str,
+    served_at: datetime | None,
+) -> dict[str, dict[str, Any]]:
+    """The facts of a change, with a lowering that settles an earlier pending one of the same record.
+
+    Once every server serves the record, the earlier lowering was served by then at the latest: the
+    safe time counts from now with the larger previous TTL (never earlier than the truth).
+    """
+    key = (name.lower().rstrip("."), rtype.upper())
+    pending = [f for f in _unsettled(earlier) if _key(f) == key]
+    if served_at is None or not pending:
+        return dict(facts)
+    last = max(pending, key=lambda f: str(f["lowered_at"]))
+    own = facts.get(FACT, {})
+    settled = {
+        **{k: v for k, v in last.items() if k not in ("fact", "pending", "run", "step")},
+        **own,
+        "lowered_at": served_at.isoformat(),
+        "previous_ttl": max(int(last["previous_ttl"]), int(own.get("previous_ttl", 0))),
+        "settles": last["lowered_at"],
+    }
+    return {**facts, FACT: settled}
 
 
 def latest_for(lows: Iterable[Lowering], name: str, rtype: str) -> Lowering | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -117,6 +117,31 @@ def test_a_secondary_that_never_serves_the_change_is_named_and_exit_1(
     record = json.loads(check.stdout)["records"][0]
     ttls = {ns["server"]: ns["ttl"] for ns in record["nameservers"]}
     assert ttls == {prop.at(PRIMARY): 60, prop.at(SECONDARY): 3600}
+
+
+def test_a_secondary_that_catches_up_later_never_makes_an_early_ready(
+    opskit: Invoke, prop: ZoneLab, tmp_path: Path
+) -> None:
+    """The lowering stays pending after the secondary catches up, until a re-run settles it from then."""
+    lower = _update(prop, "stuck", "--set", "192.0.2.20", "--ttl", "60")
+    opskit(*lower, "--propagation-timeout", "1s", expect=ExitCode.NEGATIVE)
+    prop.rewrite(SECONDARY, "prop.test", _zone({**_old(), "stuck": ("192.0.2.20", 60)}, 2))
+    check = [
+        "dns", "check", "stuck.prop.test", "--type", "A", "--auth-port", str(prop.port),
+        "--nameserver", f"ns1.prop.test={prop.at(PRIMARY)}", "--json",
+    ]  # fmt: skip
+
+    # every server agrees now, but when the secondary caught up is unknown: never READY on that
+    pending = json.loads(opskit(*check, expect=ExitCode.NEGATIVE).stdout)
+    assert "was lowered from 3600 s" in pending["records"][0]["problems"][0]
+
+    settled = opskit(*lower, "--propagation-timeout", "5s", expect=ExitCode.OK)
+    assert "the lowering left pending at" in settled.stdout
+    fact = json.loads((tmp_path / "state" / "dns" / "changes.jsonl").read_text().splitlines()[-1])
+    assert (fact["previous_ttl"], "pending" in fact, "settles" in fact) == (3600, False, True)
+    after = json.loads(opskit(*check, expect=ExitCode.NEGATIVE).stdout)
+    safe = datetime.fromisoformat(after["safe_after"])
+    assert safe >= datetime.fromisoformat(fact["lowered_at"]) + timedelta(seconds=3600)
 
 
 def test_action_facts_carry_the_time_the_last_server_served_the_switch(
