@@ -77,8 +77,13 @@ def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
             )
     start = next((e for e in events if e.get("event") == "run_started"), {})
     options = replace(options, overrides=dict(start.get("overrides") or {}))
+    facts: dict[str, list[Any]] = {}
+    for ev in events:  # what the finished steps found or changed, as a resume will know it
+        if ev.get("event") == "step_finished" and ev.get("facts"):
+            for kind, value in dict(ev["facts"]).items():
+                facts.setdefault(kind, []).append(value)
     return rehearse(runbook.path, options, reporter, done=frozenset(done), captures=state.captured,
-                    in_doubt=in_doubt)  # fmt: skip
+                    in_doubt=in_doubt, facts=facts)  # fmt: skip
 
 
 def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
