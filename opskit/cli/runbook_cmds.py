@@ -119,12 +119,24 @@ def _options(state_dir: Path, operator: str | None, **kw: Any) -> Any:
 
 
 def _interrupt_on_sigterm() -> None:
-    """`kill PID` stops the current step like Ctrl-C does, so the journal says how to resume."""
+    """`kill PID` and a dropped terminal (SIGHUP) stop the current step like Ctrl-C: exit 130, resumable."""
 
     def handler(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _forget_lost_terminal()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def _forget_lost_terminal() -> None:
+    """After a hang-up, writing to the dead terminal fails (EIO): the journal is the record from here."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.command()

@@ -90,6 +90,11 @@ class Attempt:
     undo: Mapping[str, Any] | None = None
 
 
+def where_it_runs() -> dict[str, Any]:
+    """The machine and process driving a step, journaled with `step_started` (the time is the event's)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def _reachability_failure(exc: BaseException) -> bool:
     """Only a host that could not be reached is retried by default: nothing ran there."""
     return isinstance(exc, TransportError) and not isinstance(exc, HostKeyError | TransportDropped)
@@ -305,9 +310,8 @@ class Runner:
             return self.on_hosts(
                 step, hosts, lambda host, n: self.action(step, action, host, display, n)
             )
-        self.journal.append(
-            "step_started", step=step.id, attempt=1, hosts=list(hosts), command=display
-        )
+        self.journal.append("step_started", step=step.id, attempt=1, hosts=list(hosts),
+                            command=display, **where_it_runs())  # fmt: skip
         if step.wait_s is not None:
             return self.wait(step, step.wait_s), 1
         return Attempt(ok=True, summary="confirmed" if step.manual else "gate passed"), 1
@@ -376,12 +380,15 @@ class Runner:
         shell_ctx = self.context(step, self.s.shell_view)
         command = render(step.run or "", shell_ctx)
         env = self.environment(step, ctx, step.run or "")
-        self.journal.append(
-            "step_started", step=step.id, attempt=attempt, hosts=[label], command=display
-        )
+        self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[label],
+                            command=display, **where_it_runs())  # fmt: skip
         transport = self.s.transport(host)
+
+        def on_start(pid: int) -> None:  # where the step's processes live, for `resume` to check
+            self.journal.append("step_process", step=step.id, host=socket.gethostname(), pid=pid)
+
         res = transport.run(command, env=env, timeout_s=step.timeout_s,
-                            on_output=self.s.sink(step.id, label))  # fmt: skip
+                            on_output=self.s.sink(step.id, label), on_start=on_start)  # fmt: skip
         if res.timed_out:
             summary = f"timed out after {step.timeout_s:g}s on {label}"
         elif res.rc == 0:
@@ -406,9 +413,8 @@ class Runner:
     def action(
         self, step: Step, action: Any, host: str | None, display: str | None, attempt: int
     ) -> Attempt:
-        self.journal.append(
-            "step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL], command=display
-        )
+        self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL],
+                            command=display, **where_it_runs())  # fmt: skip
         actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
         try:
             result = action.run(actx)

@@ -23,7 +23,8 @@ from opskit.redaction import Masker
 
 JOURNAL = "journal.jsonl"
 OUTPUT_CAP_BYTES = 64 * 1024  # per step; the rest is counted, not kept
-_NO_FSYNC = frozenset({"output"})
+# step_process follows an fsynced step_started; a power loss also ends the process it names.
+_NO_FSYNC = frozenset({"output", "step_process"})
 
 
 def utc_now() -> datetime:

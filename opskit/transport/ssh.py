@@ -20,7 +20,7 @@ import paramiko
 
 from opskit.errors import HostKeyError, TransportDropped, TransportError
 from opskit.transport import known_hosts, remote_script
-from opskit.transport.base import CommandResult, HostSpec, OutputSink
+from opskit.transport.base import CommandResult, HostSpec, OutputSink, StartSink
 from opskit.transport.ssh_config import SshTarget, resolve
 from opskit.transport.streams import StreamTail, command_result, open_tails
 
@@ -198,6 +198,7 @@ class SshTransport:
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
+        on_start: StartSink | None = None,  # no local process to name: the journal names the host
     ) -> CommandResult:
         """Run `command` in bash on the host; env and the command itself travel over stdin."""
         header = remote_script.stdin_header(command, env)
