@@ -110,6 +110,16 @@ def _overrides(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
     return values
 
 
+def _set_values(items: tuple[str, ...]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected VAR=VALUE")
+        values[key.strip()] = value
+    return values
+
+
 def _options(state_dir: Path, operator: str | None, **kw: Any) -> Any:
     from opskit.runbook.engine import RunOptions  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
@@ -287,6 +297,10 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
     help="Count a step that was in flight as done without running it.",
 )
 @click.option(
+    "--set", "set_values", multiple=True, metavar="VAR=VALUE",
+    help="With --skip-in-doubt: the value a skipped capture: step would have captured.",
+)  # fmt: skip
+@click.option(
     "--accept-changes",
     is_flag=True,
     help="Resume even though the runbook changed since the run started.",
@@ -299,15 +313,17 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 @state_dir_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
-           run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
-           dry_run: bool, as_json: bool, window: str | None,
+           run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, set_values: tuple[str, ...],
+           accept_changes: bool, dry_run: bool, as_json: bool, window: str | None,
            approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
            state_dir: Path) -> ExitCode:  # fmt: skip
     """Continue a run after its last finished step; no finished step runs twice.
 
-    A step that started but never finished is in doubt: its check: decides; without one it runs again only
-    when idempotent: true or with --rerun-in-doubt (or is skipped with --skip-in-doubt). Captured values
-    come back from the journal. Refuses a changed runbook unless --accept-changes.
+    A step that started but never finished is in doubt. One that changes nothing (a probe, a wait, a gate)
+    runs again by itself; otherwise its check: decides; without one it runs again only when idempotent:
+    true or with --rerun-in-doubt (or is skipped with --skip-in-doubt; a skipped capture: needs
+    --set VAR=VALUE). Captured values come back from the journal. Refuses a changed runbook unless
+    --accept-changes, and a step whose processes still run.
 
     \b
     Example:
@@ -333,7 +349,8 @@ def resume(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.runbook.resume import resume as resume_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, yes=yes, approve=approve, accept_new_host_keys=accept_new_host_keys,
-                       rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes)  # fmt: skip
+                       rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes,
+                       set_values=_set_values(set_values))  # fmt: skip
     _interrupt_on_sigterm()
     return _outcome(resume_run(run_id, options, ConsoleReporter(state_dir=state_dir)))
 

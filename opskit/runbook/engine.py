@@ -50,6 +50,7 @@ class RunOptions:
     offline: bool = False
     rerun_in_doubt: bool = False
     skip_in_doubt: bool = False
+    set_values: Mapping[str, str] = field(default_factory=dict)  # resume --set: a skipped capture
     accept_changes: bool = False
     window: str | None = None  # plan only: "02:00-05:00", checked against the forecast
 

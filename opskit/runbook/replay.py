@@ -284,7 +284,11 @@ def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = F
         return [f"{resume}    (after the rollback it runs {', '.join(again) or 'nothing'} again)"]
     lines: list[str] = []
     for s in steps:
-        if s.status == "in_doubt" and s.has_check:
+        if s.status == "in_doubt" and s.kind == "probe":
+            lines.append(
+                f"{resume}    (step {s.id} was cut off; it changes nothing, so it runs again)"
+            )
+        elif s.status == "in_doubt" and s.has_check:
             lines.append(
                 f"{resume}    (step {s.id} was cut off; its check: decides whether it runs again)"
             )

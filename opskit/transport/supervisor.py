@@ -69,6 +69,28 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def session_members(session_id: int) -> list[int]:
+    """The live processes of session `session_id` (a step's supervisor pid names its session)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        # fields: state, ppid, pgrp, session; a zombie has already ended.
+        if len(fields) > 3 and int(fields[3]) == session_id and fields[0] != b"Z":
+            found.append(int(name))
+    return sorted(found)
+
+
 def _signal_all(pids: set[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
