@@ -17,7 +17,14 @@ from typing import Any
 
 from opskit import __version__, actions
 from opskit.durations import format_seconds
-from opskit.errors import ExitCode, HostKeyError, OpskitError, TransportDropped, TransportError
+from opskit.errors import (
+    ExitCode,
+    HostKeyError,
+    OpskitError,
+    TransportDropped,
+    TransportError,
+    UsageError,
+)
 from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
@@ -131,9 +138,21 @@ def open_new_run(runbook: Runbook, options: RunOptions, reporter: Reporter, mode
     return session, lock
 
 
+def check_approvals(runbook: Runbook, approve: frozenset[str]) -> None:
+    """--approve of a step that is not in the runbook is a typo that would leave a gate closed: exit 2."""
+    unknown = sorted(a for a in approve if runbook.step(a) is None)
+    if unknown:
+        gated = [s.id for s in runbook.steps if s.gate or s.manual]
+        raise UsageError(
+            f"--approve {unknown[0]}: no such step in {runbook.path} "
+            f"(steps with a gate: {', '.join(gated) or 'none'})"
+        )
+
+
 def run(path: Path, options: RunOptions, reporter: Reporter) -> RunOutcome:
     """Run a runbook from the start (raises RunbookProblems before anything runs when it is invalid)."""
     runbook = load_runbook(path, options.overrides)
+    check_approvals(runbook, options.approve)
     secrets = read_secrets(runbook)
     session, lock = open_new_run(runbook, options, reporter, "run", secrets)
     try:
@@ -276,15 +295,12 @@ class Runner:
             prompt = f"MANUAL{who}: {render(step.manual, view)} Done?"
         else:
             prompt = render(step.gate.prompt if step.gate else "", view)
+        other = step.owner if step.manual and step.owner and step.owner != self.o.operator else None
         decision = gates.decide(step.id, level, approved=self.o.approve, yes=self.o.yes,
-                                interactive=self.o.interactive)  # fmt: skip
+                                interactive=self.o.interactive, someone_else=other)  # fmt: skip
         verdict, via = decision.verdict, decision.via
         if verdict == "ask":
-            answer = self.reporter.ask(gates.question(step.id, level, prompt))
-            verdict, via = (
-                ("approved" if gates.accepts(step.id, level, answer) else "refused"),
-                "terminal",
-            )
+            verdict, via = self.ask_gate(step.id, level, prompt), "terminal"
         self.journal.append("gate", step=step.id, level=str(level), prompt=prompt, answer=verdict,
                             operator=self.o.operator, via=via or "none", reason=decision.reason)  # fmt: skip
         if verdict != "approved":
@@ -295,6 +311,16 @@ class Runner:
             else:
                 message = f"stopped at gate {step.id}: {why}"
             raise Stop("aborted", ExitCode.BLOCKED, message, step.id)
+
+    def ask_gate(self, step_id: str, level: GateLevel, prompt: str) -> str:
+        """approved | refused, from the terminal; a typo asks again (Ctrl-C propagates: exit 130)."""
+        question = gates.question(step_id, level, prompt)
+        for _ in range(gates.TRIES):
+            meaning = gates.judge(step_id, level, self.reporter.ask(question))
+            if meaning != "again":
+                return "approved" if meaning == "yes" else "refused"
+            self.reporter.warn(gates.retry_hint(step_id, level))
+        return "refused"
 
     def perform(self, step: Step, ctx: Mapping[str, Any], hosts: tuple[str, ...],
                 display: str | None) -> tuple[Attempt, int]:  # fmt: skip

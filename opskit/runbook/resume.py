@@ -23,7 +23,7 @@ from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
 from opskit.runbook.context import Reporter, Session, read_secrets
-from opskit.runbook.engine import Runner, RunOptions, RunOutcome
+from opskit.runbook.engine import Runner, RunOptions, RunOutcome, check_approvals
 from opskit.runbook.journal import JOURNAL, read_journal, run_dir
 from opskit.runbook.lock import RunLock, is_locked
 from opskit.runbook.model import Kind, Runbook, Step
@@ -130,6 +130,7 @@ def _resume_locked(
     state, runbook, events = load_for_resume(
         options.state_dir, run_id, accept_changes=options.accept_changes, lock_held=True
     )
+    check_approvals(runbook, options.approve)
     if state.state == "succeeded":
         return RunOutcome(
             run_id, "succeeded", ExitCode.OK, f"run {run_id} already succeeded; nothing to resume"
