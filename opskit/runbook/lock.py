@@ -6,6 +6,7 @@ run never needs a manual unlock; the file's content names the last holder (host,
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -49,9 +50,12 @@ class RunLock:
             ) from None
         os.fchmod(fd, 0o600)
         self.holder = Holder(socket.gethostname(), os.getpid(), operator, iso(utc_now()))
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(self.holder.__dict__).encode())
-        os.fsync(fd)
+        # The holder's name is a courtesy to whoever is refused; a full disk must not stop the run here
+        # (the journal, written next, is what refuses to go on).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.holder.__dict__).encode())
+            os.fsync(fd)
         self._fd = fd
 
     def release(self) -> None:
