@@ -13,8 +13,8 @@ import dataclasses
 import errno
 import json
 import os
-import signal
 import secrets as pysecrets
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime

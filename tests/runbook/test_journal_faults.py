@@ -48,7 +48,7 @@ def _run_limited(path: Path, state: Path, limit: int) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "opskit", "run", str(path)],
         env={**os.environ, "OPSKIT_STATE_DIR": str(state)},
-        capture_output=True, text=True, timeout=60, cwd=REPO, preexec_fn=cap,  # noqa: PLW1509 - only setrlimit
+        capture_output=True, text=True, timeout=60, cwd=REPO, preexec_fn=cap,
         check=False,
     )  # fmt: skip
 
