@@ -62,6 +62,13 @@ def gate_options(fn: F) -> F:
                         help="Record unknown SSH host keys in known_hosts (a changed key is still refused).")(fn)  # fmt: skip
 
 
+def concurrency_option(fn: F) -> F:
+    return click.option(
+        "--allow-concurrent", is_flag=True,
+        help="Run even while another run of the same runbook is live (refused by default).",
+    )(fn)  # fmt: skip
+
+
 def reports_problems(fn: F) -> F:
     """An invalid runbook: one `FILE:LINE:COL: message` line per problem on stderr, exit 2."""
 
@@ -251,14 +258,15 @@ def _outcome(outcome: Any) -> ExitCode:
 @click.option("--dry-run", is_flag=True, help="Rehearse instead (same as `opskit plan`).")
 @click.option("--offline", is_flag=True, help="With --dry-run: execute nothing at all.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@concurrency_option
 @window_option
 @operator_option
 @state_dir_option
 @reports_problems
 def run(  # noqa: PLR0917 - click passes every option as an argument
         runbook: Path, var: tuple[str, ...], vars_file: Path | None, approve: tuple[str, ...], yes: bool,
-        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, window: str | None,
-        operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
+        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, allow_concurrent: bool,
+        window: str | None, operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
     """Run a runbook for real, journaled step by step; prints the run id first.
 
     Output streams live with the host as prefix. Gates ask at a terminal; without one they stop the run
@@ -281,7 +289,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.runbook import engine  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, overrides=overrides, yes=yes, approve=approve,
-                       accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+                       accept_new_host_keys=accept_new_host_keys, allow_concurrent=allow_concurrent)  # fmt: skip
     _interrupt_on_sigterm()
     return _outcome(engine.run(runbook, options, ConsoleReporter(state_dir=state_dir)))
 
@@ -307,6 +315,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 )
 @click.option("--dry-run", is_flag=True, help="Plan the rest instead: finished steps show as done.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@concurrency_option
 @window_option
 @gate_options
 @operator_option
@@ -314,7 +323,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
            run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, set_values: tuple[str, ...],
-           accept_changes: bool, dry_run: bool, as_json: bool, window: str | None,
+           accept_changes: bool, dry_run: bool, as_json: bool, allow_concurrent: bool, window: str | None,
            approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
            state_dir: Path) -> ExitCode:  # fmt: skip
     """Continue a run after its last finished step; no finished step runs twice.
@@ -350,7 +359,7 @@ def resume(  # noqa: PLR0917 - click passes every option as an argument
 
     options = _options(state_dir, operator, yes=yes, approve=approve, accept_new_host_keys=accept_new_host_keys,
                        rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes,
-                       set_values=_set_values(set_values))  # fmt: skip
+                       set_values=_set_values(set_values), allow_concurrent=allow_concurrent)  # fmt: skip
     _interrupt_on_sigterm()
     return _outcome(resume_run(run_id, options, ConsoleReporter(state_dir=state_dir)))
 

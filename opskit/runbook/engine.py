@@ -28,7 +28,7 @@ from opskit.errors import (
 from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
-from opskit.runbook.lock import RunLock
+from opskit.runbook.lock import RunbookLock, RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
@@ -59,6 +59,7 @@ class RunOptions:
     skip_in_doubt: bool = False
     set_values: Mapping[str, str] = field(default_factory=dict)  # resume --set: a skipped capture
     accept_changes: bool = False
+    allow_concurrent: bool = False  # run/resume while another run of the same runbook is live
     window: str | None = None  # plan only: "02:00-05:00", checked against the forecast
 
 
@@ -154,12 +155,27 @@ def run(path: Path, options: RunOptions, reporter: Reporter) -> RunOutcome:
     runbook = load_runbook(path, options.overrides)
     check_approvals(runbook, options.approve)
     secrets = read_secrets(runbook)
-    session, lock = open_new_run(runbook, options, reporter, "run", secrets)
+    guard = runbook_guard(runbook, options)
     try:
-        return Runner(session, options).execute(done=set())
+        session, lock = open_new_run(runbook, options, reporter, "run", secrets)
+        if guard is not None:
+            guard.name_run(session.run_id)
+        try:
+            return Runner(session, options).execute(done=set())
+        finally:
+            session.close()
+            lock.release()
     finally:
-        session.close()
-        lock.release()
+        if guard is not None:
+            guard.release()
+
+
+def runbook_guard(runbook: Runbook, options: RunOptions) -> RunbookLock | None:
+    """The one-live-run-per-runbook lock (None with --allow-concurrent)."""
+    if options.allow_concurrent:
+        return None
+    private_dir(options.state_dir)
+    return RunbookLock(options.state_dir, runbook.path, options.operator)
 
 
 class Runner:

@@ -23,7 +23,13 @@ from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
 from opskit.runbook.context import Reporter, Session, read_secrets
-from opskit.runbook.engine import Runner, RunOptions, RunOutcome, check_approvals
+from opskit.runbook.engine import (
+    Runner,
+    RunOptions,
+    RunOutcome,
+    check_approvals,
+    runbook_guard,
+)
 from opskit.runbook.journal import JOURNAL, read_journal, run_dir
 from opskit.runbook.lock import RunLock, is_locked
 from opskit.runbook.model import Kind, Runbook, Step
@@ -131,6 +137,18 @@ def _resume_locked(
         options.state_dir, run_id, accept_changes=options.accept_changes, lock_held=True
     )
     check_approvals(runbook, options.approve)
+    guard = runbook_guard(runbook, options)
+    try:
+        return _resume_guarded(run_id, directory, options, reporter, state, runbook, events)
+    finally:
+        if guard is not None:
+            guard.release()
+
+
+def _resume_guarded(  # noqa: PLR0917 - private: the state loaded under the locks
+    run_id: str, directory: Path, options: RunOptions, reporter: Reporter, state: RunState,
+    runbook: Runbook, events: list[dict[str, Any]],
+) -> RunOutcome:  # fmt: skip
     if state.state == "succeeded":
         return RunOutcome(
             run_id, "succeeded", ExitCode.OK, f"run {run_id} already succeeded; nothing to resume"

@@ -120,3 +120,32 @@ def test_skipping_an_in_doubt_capture_needs_its_value(
     assert lines(tmp_path / "markers") == ["asked", "got given"]
     state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert state["steps"][0]["captured"] == {"answer": "given"}
+
+
+def test_a_second_run_of_the_same_runbook_is_refused(
+    opskit: Invoke, opskit_proc: Proc, tmp_path: Path
+) -> None:
+    """While a run is live, another run of its runbook is refused naming it; after kill -9 one may start."""
+    path = write(
+        tmp_path,
+        f"""
+        name: once
+        steps:
+          - id: slow
+            run: echo slow >> {tmp_path}/markers; test -f {tmp_path}/fast || sleep 30
+        """,
+    )
+    proc = opskit_proc("run", str(path), "--operator", "alice")
+    wait_for(lambda: lines(tmp_path / "markers") == ["slow"], what="the first run started")
+    live = next((tmp_path / "state" / "runs").iterdir()).name
+
+    refused = opskit("run", str(path), "--operator", "bob", expect=ExitCode.BLOCKED)
+    assert f"is already being run: run {live} by alice on" in refused.stderr
+    assert "--allow-concurrent" in refused.stderr
+    assert lines(tmp_path / "markers") == ["slow"]
+
+    proc.kill()  # the stale lock of a dead run is no obstacle
+    proc.communicate(timeout=10)
+    (tmp_path / "fast").touch()
+    opskit("run", str(path), "--operator", "bob", expect=ExitCode.OK)
+    assert lines(tmp_path / "markers") == ["slow", "slow"]
