@@ -455,32 +455,56 @@ def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitC
 @click.command()
 @click.argument("run_id")
 @click.option(
+    "--dry-run", is_flag=True, help="Show what would be undone, in order and with which values."
+)
+@click.option(
+    "--rerun-in-doubt",
+    is_flag=True,
+    help="Run again an undo that was cut off (its step has no check:).",
+)
+@click.option("--skip-in-doubt", is_flag=True, help="Count an undo that was cut off as done.")
+@click.option(
     "--accept-changes",
     is_flag=True,
     help="Roll back even though the runbook changed since the run.",
 )
-@click.option("--accept-new-host-keys", is_flag=True, help="Record unknown SSH host keys.")
+@gate_options
 @operator_option
 @state_dir_option
 @reports_problems
-def rollback(run_id: str, accept_changes: bool, accept_new_host_keys: bool, operator: str | None,
+def rollback(  # noqa: PLR0917 - click passes every option as an argument
+             run_id: str, dry_run: bool, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
+             approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
              state_dir: Path) -> ExitCode:  # fmt: skip
     """Undo a run's succeeded steps, newest first; stops at an irreversible step.
 
-    Exit 0 when everything was undone, 1 when an undo failed, 3 when it stopped at the point of no return.
+    Asks before it starts (at a terminal; otherwise --yes or --approve rollback). An undo that failed
+    last time is tried again; one that was cut off is decided by its step's check: (or --rerun-in-doubt /
+    --skip-in-doubt). Exit 0 when everything was undone, 1 when an undo failed, 3 when it stopped at the
+    point of no return or a changing step without undo: stays in effect, 130 interrupted.
 
     \b
     Example:
+      opskit rollback 20251123-031002-a1b2 --dry-run
       opskit rollback 20251123-031002-a1b2 --operator bob
     """
     from opskit.runbook.rollback import rollback as rollback_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
-    options = _options(
-        state_dir,
-        operator,
-        accept_changes=accept_changes,
-        accept_new_host_keys=accept_new_host_keys,
-    )
+    if rerun_in_doubt and skip_in_doubt:
+        raise UsageError("choose one of --rerun-in-doubt and --skip-in-doubt")
+    options = _options(state_dir, operator, accept_changes=accept_changes, approve=approve, yes=yes,
+                       accept_new_host_keys=accept_new_host_keys, rerun_in_doubt=rerun_in_doubt,
+                       skip_in_doubt=skip_in_doubt)  # fmt: skip
+    if dry_run:
+        outcome = rollback_run(run_id, options, ConsoleReporter(quiet_steps=True), dry_run=True)
+        for r in outcome.steps:
+            verb = {"would_undo": "undo", "nothing": "skip", "in_effect": "KEEP", "stopped": "STOP"}
+            output.line(f"{verb.get(r.status, r.status)} {r.step}: {r.summary}")
+        output.line(
+            ("plan: " if outcome.exit_code == ExitCode.OK else "WARNING: ") + outcome.message
+        )
+        return ExitCode(outcome.exit_code)
+    _interrupt_on_sigterm()
     outcome = rollback_run(run_id, options, ConsoleReporter())
     output.line(("done: " if outcome.exit_code == ExitCode.OK else "STOPPED: ") + outcome.message)
     return ExitCode(outcome.exit_code)

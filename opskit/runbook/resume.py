@@ -35,7 +35,7 @@ from opskit.runbook.lock import RunLock, is_locked
 from opskit.runbook.model import Kind, Runbook, Step
 from opskit.runbook.plan import Plan
 from opskit.runbook.rehearsal import rehearse
-from opskit.runbook.replay import RunState, replay
+from opskit.runbook.replay import UNDO_TOUCHED, RunState, replay
 from opskit.runbook.validate import load_runbook
 from opskit.transport.supervisor import session_members
 
@@ -137,6 +137,15 @@ def _resume_locked(
         options.state_dir, run_id, accept_changes=options.accept_changes, lock_held=True
     )
     check_approvals(runbook, options.approve)
+    touched = [s.id for s in state.steps if s.status in UNDO_TOUCHED]
+    if touched:
+        # A step whose undo ran (or failed, or was cut off) must never be re-applied behind the
+        # rollback's back (issue #10).
+        raise Blocked(
+            f"run {run_id} was rolled back ({', '.join(touched)}); resuming would redo them: "
+            f"finish the rollback with `opskit rollback {run_id}` or start a new run with "
+            f"`opskit run {runbook.path}`"
+        )
     guard = runbook_guard(runbook, options)
     try:
         return _resume_guarded(run_id, directory, options, reporter, state, runbook, events)

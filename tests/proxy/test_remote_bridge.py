@@ -80,7 +80,7 @@ def test_remote_bridge_runs_detached_and_undo_stops_it(
         finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
         assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-        opskit("rollback", rid, expect=ExitCode.OK)
+        opskit("rollback", rid, "--yes", expect=ExitCode.OK)
 
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:
@@ -163,7 +163,7 @@ def test_remote_haproxy_bridge_is_read_over_ssh_and_undo_stops_it(
         finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
         assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-        opskit("rollback", rid, expect=ExitCode.OK)
+        opskit("rollback", rid, "--yes", expect=ExitCode.OK)
 
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:

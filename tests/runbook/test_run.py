@@ -533,7 +533,7 @@ def test_rollback_undoes_commands_and_passes_over_probes(
     )
     rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
 
-    result = opskit("rollback", rid, expect=ExitCode.OK)
+    result = opskit("rollback", rid, "--yes", expect=ExitCode.OK)
 
     assert lines(log) == ["stop", "start"]
     assert "<== -- new-healthy (0.00s): nothing to undo (probe)" in result.stdout
