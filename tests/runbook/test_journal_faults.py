@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from opskit.errors import ExitCode
 from tests.conftest import REPO, Invoke
 from tests.runbook.helpers import lines, run_id, write
@@ -85,3 +87,23 @@ def test_an_existing_state_dir_keeps_its_permissions(opskit: Invoke, tmp_path: P
     assert stat.S_IMODE(shared.stat().st_mode) == 0o750
     assert stat.S_IMODE((shared / "runs").stat().st_mode) == 0o700
     assert stat.S_IMODE((shared / "runs" / rid).stat().st_mode) == 0o700
+
+
+def test_an_immutable_journal_is_one_line_and_nothing_runs(opskit: Invoke, tmp_path: Path) -> None:
+    """A journal that cannot be written (chattr +i) makes note and resume exit 3 in one line, running nothing."""
+    path = write(tmp_path, THREE.format(dir=tmp_path).replace("echo c", "exit 1; echo c"))
+    rid = run_id(opskit("run", str(path), expect=ExitCode.NEGATIVE).stdout)
+    journal = tmp_path / "state" / "runs" / rid / "journal.jsonl"
+    locked = subprocess.run(["chattr", "+i", str(journal)], capture_output=True, check=False)
+    if locked.returncode != 0:
+        pytest.skip(f"this filesystem has no immutable files: {locked.stderr!r}")
+    try:
+        note = opskit("note", rid, "hello", expect=ExitCode.BLOCKED)
+        resumed = opskit("resume", rid, expect=ExitCode.BLOCKED)
+    finally:
+        subprocess.run(["chattr", "-i", str(journal)], check=True)
+
+    for result in (note, resumed):
+        assert result.stderr.startswith("opskit: cannot write the journal ")
+        assert result.stderr.count("\n") == 1
+    assert lines(tmp_path / "markers") == ["a", "b"]
