@@ -32,6 +32,7 @@ RUNBOOK = """
         on: old
         with: {{listen: "127.0.0.1:{port}", to: "{to}", stats_file: "{stats}", drain_timeout: 2s}}
       - id: client
+        kind: probe
         run: curl -s --interface 127.0.0.71 -o /dev/null -w "status=%{{http_code}}\\n" http://127.0.0.1:{port}/1k.txt
       - id: drained
         uses: traffic.drained
@@ -126,6 +127,7 @@ HAPROXY_RUNBOOK = """
         with: {{listen: "127.0.0.1:{port}", to: "{to}", stats_file: "{stats}", engine: haproxy,
                 drain_timeout: 2s}}
       - id: client
+        kind: probe
         run: curl -s --interface 127.0.0.72 -o /dev/null -w "status=%{{http_code}}\\n" http://127.0.0.1:{port}/1k.txt
       - id: drained
         uses: traffic.drained
