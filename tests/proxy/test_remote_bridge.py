@@ -32,7 +32,6 @@ RUNBOOK = """
         on: old
         with: {{listen: "127.0.0.1:{port}", to: "{to}", stats_file: "{stats}", drain_timeout: 2s}}
       - id: client
-        kind: probe
         run: curl -s --interface 127.0.0.71 -o /dev/null -w "status=%{{http_code}}\\n" http://127.0.0.1:{port}/1k.txt
       - id: drained
         uses: traffic.drained
@@ -81,7 +80,8 @@ def test_remote_bridge_runs_detached_and_undo_stops_it(
         finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
         assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-        opskit("rollback", rid, "--yes", expect=ExitCode.OK)
+        # exit 3: the curl step has no undo:, so rollback reports it as still in effect
+        opskit("rollback", rid, "--yes", expect=ExitCode.BLOCKED)
 
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:
@@ -127,7 +127,6 @@ HAPROXY_RUNBOOK = """
         with: {{listen: "127.0.0.1:{port}", to: "{to}", stats_file: "{stats}", engine: haproxy,
                 drain_timeout: 2s}}
       - id: client
-        kind: probe
         run: curl -s --interface 127.0.0.72 -o /dev/null -w "status=%{{http_code}}\\n" http://127.0.0.1:{port}/1k.txt
       - id: drained
         uses: traffic.drained
@@ -165,7 +164,8 @@ def test_remote_haproxy_bridge_is_read_over_ssh_and_undo_stops_it(
         finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
         assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-        opskit("rollback", rid, "--yes", expect=ExitCode.OK)
+        # exit 3: the curl step has no undo:, so rollback reports it as still in effect
+        opskit("rollback", rid, "--yes", expect=ExitCode.BLOCKED)
 
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:
