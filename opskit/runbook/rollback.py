@@ -253,11 +253,21 @@ def _finish(  # noqa: PLR0917 - private, one caller shape
     )
 
 
+def _no_undo_needed(step: Step) -> str | None:
+    """Why a step without undo: is no change left in effect, or None when it is one."""
+    if changes_nothing(step):
+        return "nothing to undo (probe)"
+    if step.manual and not step.kind_explicit:
+        # Usually a call or a confirmation; a manual change that needs undoing says `kind: mutate`.
+        return f"done by hand ({step.owner or 'someone'}): rollback cannot undo it"
+    return None
+
+
 def _undo_step(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> UndoResult:
     if step.undo is None and not (step.uses and data is not None):
-        if changes_nothing(step):
-            runner.reporter.step_end(step.id, "nothing", "nothing to undo (probe)", 0.0)
-            return UndoResult(step.id, "nothing", "nothing to undo (probe)")
+        if (why := _no_undo_needed(step)) is not None:
+            runner.reporter.step_end(step.id, "nothing", why, 0.0)
+            return UndoResult(step.id, "nothing", why)
         summary = "no undo: defined; its change stays in effect"
         runner.reporter.step_end(step.id, "in_effect", summary, 0.0)
         return UndoResult(step.id, "in_effect", summary)
@@ -334,8 +344,8 @@ def _preview(  # noqa: PLR0917 - private, one caller
                 return RollbackOutcome(run_id, ExitCode.BLOCKED,
                                        f"would stop at irreversible step {c.step.id}", results, c.step.id, in_effect)  # fmt: skip
             if not _has_undo(c):
-                if changes_nothing(c.step):
-                    results.append(UndoResult(c.step.id, "nothing", "nothing to undo (probe)"))
+                if (why := _no_undo_needed(c.step)) is not None:
+                    results.append(UndoResult(c.step.id, "nothing", why))
                 else:
                     in_effect.append(c.step.id)
                     results.append(UndoResult(c.step.id, "in_effect", "no undo: its change stays"))
