@@ -154,3 +154,16 @@ def test_rollback_previews_and_asks_before_it_starts(opskit: Invoke, tmp_path: P
     assert "not started: no terminal to ask at; pass --yes" in refused.stderr
     assert lines(tmp_path / "log") == ["new"]
     assert _statuses(opskit, rid)["point-new"] == "succeeded"
+
+
+def test_the_preview_of_a_dns_undo_names_the_record_and_the_values_put_back() -> None:
+    """A dns.update undo is previewed as the record, the old values and the old TTL it puts back."""
+    from opskit.runbook.rollback import _restores  # noqa: PLC0415 - the pure helper behind --dry-run
+
+    data = {"name": "dispatch.example.net", "type": "A", "zone": "example.net",
+            "before": {"values": ["203.0.113.10"], "ttl": 300}}  # fmt: skip
+
+    assert _restores(data) == "dispatch.example.net A back to 203.0.113.10 TTL 300"
+    assert _restores({"name": "new.example.net", "type": "A", "before": None}) == (
+        "new.example.net A removed (it did not exist before)"
+    )
