@@ -331,10 +331,22 @@ UNDO_TOUCHED = ("undone", "undo_failed", "undo_in_doubt", "undoing")
 def after_rollback(run_id: str, runbook: str, steps: Sequence[StepState]) -> list[str]:
     """After a rollback the run does not go forward again (a resume would redo undone steps): finish
     the rollback, or start a new run."""
-    again = [s.id for s in steps if s.status in ("undo_failed", "undo_in_doubt")]
+    failed = [s.id for s in steps if s.status == "undo_failed"]
+    cut_off = [s for s in steps if s.status == "undo_in_doubt"]
     lines = []
-    if again:
-        lines.append(f"opskit rollback {run_id}    (tries the undo of {', '.join(again)} again)")
+    if failed:
+        lines.append(f"opskit rollback {run_id}    (tries the undo of {', '.join(failed)} again)")
+    for s in cut_off:
+        if s.has_check:
+            lines.append(
+                f"opskit rollback {run_id}    (the undo of {s.id} was cut off; its check: decides)"
+            )
+        else:
+            lines += [
+                f"the undo of {s.id} was cut off and it has no check:; see on its host whether it took effect, then:",
+                f"  opskit rollback {run_id} --skip-in-doubt     (it did)",
+                f"  opskit rollback {run_id} --rerun-in-doubt    (it did not)",
+            ]  # fmt: skip
     lines.append(f"opskit run {runbook}    (a new run; this one was rolled back)")
     return lines
 

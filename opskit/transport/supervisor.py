@@ -115,6 +115,10 @@ def _end_tree(grace_s: float) -> int | None:
     status: int | None = None
     seen = descendants(me)
     _signal_all(seen, signal.SIGTERM)
+    # Where /proc is missing (not Linux) the command's process group is what we can still reach; the
+    # SIGTERM reaches us too, and only sets the stop flag we already act on.
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgid(0), signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         status = _note_status(_reap(), status)

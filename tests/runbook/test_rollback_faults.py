@@ -96,6 +96,9 @@ def test_an_undo_cut_off_by_kill_9_needs_a_decision_without_check(
     proc.communicate(timeout=10)
 
     assert _statuses(opskit, rid)["change"] == "undo_in_doubt"
+    status = opskit("status", rid, expect=ExitCode.OK).stdout
+    assert "the undo of change was cut off and it has no check:" in status
+    assert f"opskit rollback {rid} --skip-in-doubt     (it did)" in status
     refused = opskit("rollback", rid, "--yes", expect=ExitCode.BLOCKED)
     assert "--skip-in-doubt (it did) or --rerun-in-doubt (it did not)" in refused.stderr
     opskit("rollback", rid, "--yes", "--skip-in-doubt", expect=ExitCode.OK)
