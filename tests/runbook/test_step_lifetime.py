@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -47,7 +49,9 @@ def _gone_within(marker: str, seconds: float) -> bool:
 
 
 def _cleanup(marker: str) -> None:
-    subprocess.run(["pkill", "-KILL", "-f", f"sleep {marker}"], check=False)
+    for pid in _alive(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 ESCAPES = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +56,12 @@ def _gone_within(marker: str, seconds: float) -> bool:
     return not _alive(marker)
 
 
+def _cleanup(marker: str) -> None:
+    for pid in _alive(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 ESCAPES = {
     "plain": "sleep {m}",
     "exec": "exec sleep {m}",
@@ -89,7 +98,7 @@ def test_kill_9_of_opskit_ends_the_remote_command(sshd: Sshd, how: str) -> None:
         if child.poll() is None:
             child.kill()
             child.wait(timeout=10)
-        subprocess.run(["pkill", "-KILL", "-f", f"sleep {marker}"], check=False)
+        _cleanup(marker)
 
 
 def test_remote_timeout_stops_a_command_that_used_exec(sshd: Sshd) -> None:
@@ -106,4 +115,4 @@ def test_remote_timeout_stops_a_command_that_used_exec(sshd: Sshd) -> None:
         assert transport.run("echo usable").stdout == "usable\n"
     finally:
         transport.close()
-        subprocess.run(["pkill", "-KILL", "-f", f"sleep {marker}"], check=False)
+        _cleanup(marker)
