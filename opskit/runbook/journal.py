@@ -50,6 +50,11 @@ def private_dir(path: Path) -> Path:
             directory.mkdir(mode=0o700)
         except FileExistsError:
             continue  # created meanwhile by someone else: theirs, permissions included
+        except OSError as exc:
+            raise Blocked(
+                f"cannot create {directory}: {exc.strerror or exc} (pass --state-dir or set "
+                "OPSKIT_STATE_DIR to a writable directory)"
+            ) from None
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
     return path
 

@@ -99,9 +99,12 @@ class RunbookLock:
     def __init__(self, state_dir: Path, runbook: Path, operator: str) -> None:
         key = hashlib.sha256(str(runbook.resolve()).encode()).hexdigest()[:16]
         locks = state_dir / "locks"
-        locks.mkdir(mode=0o700, exist_ok=True)
         self.path = locks / f"runbook-{key}.lock"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            locks.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise Blocked(f"cannot open the runbook lock {self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
