@@ -18,6 +18,7 @@ from opskit.errors import ExitCode
 from opskit.transport.local import LocalTransport
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, lines, run_id, wait_for, write
+from tests.servers.sshd import Sshd
 
 Proc = Callable[..., subprocess.Popen[str]]
 
@@ -143,3 +144,39 @@ def test_journal_names_where_the_step_runs(opskit: Invoke, tmp_path: Path) -> No
     assert process["step"] == "a"
     assert process["host"] == started["host"]
     assert isinstance(process["pid"], int)
+
+
+@pytest.mark.sshd
+def test_kill_9_of_opskit_ends_a_remote_step_and_resume_runs_it_once(
+    opskit: Invoke, opskit_proc: Proc, tmp_path: Path, sshd: Sshd
+) -> None:
+    """kill -9 during an SSH step ends it on the host; the resumed run completes the step exactly once."""
+    marker = _marker()
+    path = write(
+        tmp_path,
+        f"""
+        name: remote-lifetime
+        hosts:
+          target: {{address: 127.0.0.1, port: {sshd.port}, user: {sshd.user}, key_file: "{sshd.client_key}",
+                    known_hosts: "{sshd.known_hosts}"}}
+        steps:
+          - id: pay
+            on: target
+            idempotent: true
+            run: test -f {tmp_path}/fast || exec sleep {marker}; echo paid >> {tmp_path}/paid
+        """,
+    )
+    proc = opskit_proc("run", str(path))
+    try:
+        wait_for(lambda: bool(_alive(marker)), what="the remote sleep started")
+
+        proc.kill()
+        proc.wait(timeout=10)
+
+        assert _gone_within(marker, 6.0), f"still running on the host: {_alive(marker)}"
+        (tmp_path / "fast").touch()
+        rid = next((tmp_path / "state" / "runs").iterdir()).name
+        opskit("resume", rid, expect=ExitCode.OK)
+        assert lines(tmp_path / "paid") == ["paid"]
+    finally:
+        _cleanup(marker)
