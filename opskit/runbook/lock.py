@@ -104,7 +104,9 @@ class RunbookLock:
             locks.mkdir(mode=0o700, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise Blocked(f"cannot open the runbook lock {self.path}: {exc.strerror or exc}") from None
+            raise Blocked(
+                f"cannot open the runbook lock {self.path}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
