@@ -33,7 +33,9 @@ _TREE = (
     "for(k in t)if(k!=r)print k}'; }; "
 )
 _END = (
-    '__end() { __v=$(__tree $$); [ -n "$__v" ] && kill -TERM $__v 2>/dev/null; __i=0; '
+    # The tree is listed before anything is signalled (a child killed first would orphan its own);
+    # the direct child is named by pid too, in case this host's ps cannot list the tree.
+    "__end() { __v=$(__tree $$); kill -TERM $__c $__v 2>/dev/null; __i=0; "
     'while [ $__i -lt 10 ] && [ -n "$(__tree $$)" ]; do sleep 0.2; __i=$((__i+1)); done; '
     '__v="$__v $(__tree $$)"; kill -KILL $__v 2>/dev/null; }; '
 )
