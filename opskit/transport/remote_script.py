@@ -34,10 +34,17 @@ _TREE = (
 )
 _END = (
     # The tree is listed before anything is signalled (a child killed first would orphan its own);
-    # the direct child is named by pid too, in case this host's ps cannot list the tree.
+    # the direct child is named by pid too, in case this host's ps cannot list the tree. The grace
+    # period polls the listed pids with `kill -0` (a builtin): listing the tree costs a ps each time.
+    # A zombie (ended, not yet reaped by a slow init) counts as gone.
+    "__live() { kill -0 $1 2>/dev/null || return 1; [ -r /proc/$1/stat ] || return 0; "
+    "read -r __st < /proc/$1/stat 2>/dev/null || return 1; "
+    'case "$__st" in *") Z "*) return 1;; esac; return 0; }; '
     "__end() { __v=$(__tree $$); kill -TERM $__c $__v 2>/dev/null; __i=0; "
-    'while [ $__i -lt 10 ] && [ -n "$(__tree $$)" ]; do sleep 0.2; __i=$((__i+1)); done; '
-    '__v="$__v $(__tree $$)"; kill -KILL $__v 2>/dev/null; }; '
+    "while [ $__i -lt 20 ]; do __a=; for __p in $__c $__v; do "
+    '__live $__p && __a=1 && break; done; [ -z "$__a" ] && break; '
+    "sleep 0.1; __i=$((__i+1)); done; "
+    '__v="$__v $(__tree $$)"; kill -KILL $__c $__v 2>/dev/null; }; '
 )
 _READER = (
     "IFS=' ' read -r __o __n || exit 96; "
