@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opskit.durations import format_seconds
-from opskit.proxy.stats import BridgeStats
+from opskit.proxy.stats import BridgeStats, parse_time
 from opskit.traffic.source import StatsSource
-from opskit.traffic.verdict import DrainPolicy, DrainVerdict, clock, decide, parse_time
+from opskit.traffic.verdict import DrainPolicy, DrainVerdict, clock, decide
 
 BARS = "▁▂▃▄▅▆▇█"
 HISTORY_POINTS = 50  # two sparklines of this width fit an 80-column terminal
