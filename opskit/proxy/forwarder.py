@@ -26,9 +26,11 @@ import asyncio
 import contextlib
 import datetime
 import errno
+import heapq
 import importlib
 import ipaddress
 import json
+import operator
 import os
 import resource
 import signal
@@ -43,8 +45,14 @@ PROBE_LINE = b"OPSKIT-BRIDGE-PROBE/1\r\n"
 PROBE_GRACE_S = 0.25
 PROBE_MAX_S = 10.0
 LISTEN_BACKLOG = 4096
-# Rewrite the stats file this often even when nothing changed: readers see the bridge lives.
-HEARTBEAT_S = 5.0
+# Rewrite the stats file this often even when nothing changed: readers see the bridge lives, and a
+# file older than 2 heartbeats + 1 s is "cannot tell" for them (STATS-CONTRACT.md).
+HEARTBEAT_S = 1.0
+# Rows of the per-client table; idle clients beyond it are folded into "clients_other", so neither the
+# file nor the time to write it grows with the number of distinct addresses (issue #9: 200k clients).
+CLIENT_TABLE_CAP = 10000
+WATCH_KEEP = 50  # bridge lifetimes kept in the stats file's "watch" history
+LOG_REPEAT_S = 60.0  # the same bookkeeping failure is logged at most this often
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 _mono = time.monotonic
@@ -144,6 +152,8 @@ class Options:
         self.nudge_after_s: float | None = ns.nudge_after
         self.nudge_not_before: float | None = ns.nudge_not_before
         self.stats_interval_s: float = ns.stats_interval
+        self.heartbeat_s: float = max(0.05, ns.heartbeat)
+        self.client_table_cap: int = max(1, ns.client_table_cap)
         self.use_uvloop: bool = not ns.no_uvloop
         self.quiet: bool = ns.quiet
 
@@ -170,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nudge-after", type=parse_duration, default=None)
     p.add_argument("--nudge-not-before", type=parse_iso, default=None, help="ISO 8601 time")
     p.add_argument("--stats-interval", type=parse_duration, default=1.0)
+    p.add_argument("--heartbeat", type=parse_duration, default=HEARTBEAT_S, help=argparse.SUPPRESS)
+    p.add_argument("--client-table-cap", type=int, default=CLIENT_TABLE_CAP, help=argparse.SUPPRESS)
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop")
     p.add_argument("--quiet", action="store_true", help="do not print the final table")
     return p
@@ -179,6 +191,7 @@ class Client:
     """Counters for one client IP address."""
 
     __slots__ = (
+        "aborts",
         "active",
         "address",
         "bytes_in",
@@ -196,8 +209,23 @@ class Client:
         self.bytes_in = 0
         self.bytes_out = 0
         self.errors = 0
+        self.aborts = 0  # connections ended by a reset (either side)
         self.first_seen = first_seen  # wall clock
         self.last_io = last_io  # monotonic clock: cheap to read on every chunk
+
+
+# One row of a stats snapshot, copied on the event loop in one cheap pass and formatted in a thread.
+_row = operator.attrgetter(
+    "address",
+    "active",
+    "total",
+    "bytes_in",
+    "bytes_out",
+    "first_seen",
+    "last_io",
+    "errors",
+    "aborts",
+)
 
 
 def _set_socket_options(transport: asyncio.BaseTransport) -> None:
@@ -590,15 +618,36 @@ class Bridge:
         self.stopping = False
         self.stopping_now = False
         self.dirty = True
-        self.writing: asyncio.Future[None] | None = None  # the stats write in flight, if any
+        self.writing: asyncio.Future[str | None] | None = None  # the stats write in flight, if any
         self.last_write = 0.0
         self.server: asyncio.AbstractServer | None = None
         self.done: asyncio.Future[None] = loop.create_future()
         self.drain_deadline: float | None = None
+        self.other = new_other()  # idle clients folded beyond the table cap
+        self.watch: list[dict[str, Any]] = []  # lifetimes of the bridges that wrote this stats file
+        self.own_watch: dict[str, Any] | None = None
+        self.write_errors = 0
+        self.last_write_error: str | None = None
+        self.write_failing = False
+        self.log_errors = 0
+        self.logged_at: dict[str, float] = {}
+        self.aborts_client = self.aborts_upstream = 0
+        self.carries = ["tcp"]
 
     def log(self, message: str) -> None:
-        self.log_stream.write(f"{iso(time.time())} opskit-bridge: {message}\n")
-        self.log_stream.flush()
+        """One line to the log; a failing log (disk full, closed pipe) is counted and dropped, never fatal."""
+        try:
+            self.log_stream.write(f"{iso(time.time())} opskit-bridge: {message}\n")
+            self.log_stream.flush()
+        except Exception:  # noqa: BLE001 - any failure to log must not stop forwarding
+            self.log_errors += 1
+
+    def log_limited(self, key: str, message: str) -> None:
+        """Log a recurring failure once, then at most every LOG_REPEAT_S (a full disk repeats itself)."""
+        now = _mono()
+        if now - self.logged_at.get(key, -LOG_REPEAT_S) >= LOG_REPEAT_S:
+            self.logged_at[key] = now
+            self.log(message)
 
     def client_for(self, address: str) -> Client:
         client = self.clients.get(address)
@@ -607,15 +656,61 @@ class Bridge:
             self.clients[address] = client
         return client
 
+    # ----- the per-client table -----
+    def fold_idle_clients(self) -> None:
+        """Keep the table at most `client_table_cap` rows: active clients, top talkers and the newest
+        stay; the other idle ones are folded into `clients_other` (counted, never lost)."""
+        cap = self.opts.client_table_cap
+        if len(self.clients) <= cap:
+            return
+        keep = int(cap * 0.9)  # fold below the cap, so folding is rare rather than every tick
+        rows = list(self.clients.values())
+        active = [c for c in rows if c.active > 0]
+        idle = [c for c in rows if c.active <= 0]
+        room = max(0, keep - len(active))
+        talkers = heapq.nlargest(room // 2, idle, key=lambda c: c.bytes_in + c.bytes_out)
+        kept = {id(c) for c in talkers}
+        rest = [c for c in idle if id(c) not in kept]
+        newest = heapq.nlargest(room - len(talkers), rest, key=lambda c: c.last_io)
+        kept.update(id(c) for c in newest)
+        other = self.other
+        for c in idle:
+            if id(c) in kept:
+                continue
+            del self.clients[c.address]
+            other["clients"] += 1
+            other["total"] += c.total
+            other["bytes_in"] += c.bytes_in
+            other["bytes_out"] += c.bytes_out
+            other["errors"] += c.errors
+            if other["last_io"] is None or c.last_io > other["last_io"]:
+                other["last_io"] = c.last_io
+        self.dirty = True
+
     # ----- the stats file -----
     def restore(self) -> None:
-        """Continue the per-client table and totals of a previous run's stats file."""
+        """Continue the per-client table, totals and watch history of a previous run's stats file."""
         path = self.opts.stats_file
+        own = {
+            "pid": os.getpid(),
+            "engine": self.opts.engine,
+            "started_at": iso(self.started_at),
+            "stopped_at": None,
+        }
+        try:
+            self.watch = self.restore_from(path)
+        finally:
+            self.watch = [*self.watch, own][-WATCH_KEEP:]
+            self.own_watch = own
+
+    def restore_from(self, path: str | None) -> list[dict[str, Any]]:
+        """Load the previous file's counters; its watch history, its last lifetime closed."""
         if not path or not os.path.exists(path):
-            return
+            return []
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
+            watch = previous_watch(data)
             wall, mono = time.time(), _mono()
             for key in ("total", "bytes_in", "bytes_out", "errors"):
                 setattr(self, key, int(data.get(key) or 0))
@@ -631,32 +726,32 @@ class Bridge:
                 client.bytes_in = int(row.get("bytes_in") or 0)
                 client.bytes_out = int(row.get("bytes_out") or 0)
                 client.errors = int(row.get("errors") or 0)
+                client.aborts = int(row.get("aborts") or 0)
                 self.clients[client.address] = client
+            other = data.get("clients_other") or {}
+            for key in ("clients", "total", "bytes_in", "bytes_out"):
+                self.other[key] = int(other.get(key) or 0)
+            if other.get("last_seen"):
+                self.other["last_io"] = mono - (wall - parse_iso(other["last_seen"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.log(f"{path}: could not continue the previous table ({exc}); starting a new one")
             self.clients.clear()
             self.total = self.bytes_in = self.bytes_out = self.errors = 0
             self.last_io = None
-            return
+            self.other = new_other()
+            return []
         self.log(f"{path}: continuing {len(self.clients)} clients and {self.total} connections")
+        return watch
 
-    def snapshot(self) -> dict[str, Any]:
-        """The stats file's content now (keys of opskit.proxy.stats.BridgeStats)."""
-        wall, mono = time.time(), _mono()
-
-        def wall_of(last_io: float) -> str | None:
-            return iso(wall - (mono - last_io))
-
-        clients = sorted(self.clients.values(), key=lambda c: c.last_io, reverse=True)
-        lhost, lport = self.opts.listen
-        thost, tport = self.opts.to
-        return {
-            "listener": f"[{lhost}]:{lport}" if ":" in lhost else f"{lhost}:{lport}",
-            "target": f"[{thost}]:{tport}" if ":" in thost else f"{thost}:{tport}",
+    def capture(self) -> tuple[Any, ...]:
+        """An immutable copy of everything the stats file says, taken on the loop in one cheap pass."""
+        rows = list(map(_row, self.clients.values()))
+        header: dict[str, Any] = {
+            "listener": format_host_port(self.opts.listen),
+            "target": format_host_port(self.opts.to),
             "engine": self.opts.engine,
             "mode": "tcp",
             "started_at": iso(self.started_at),
-            "updated_at": iso(wall),
             "pid": os.getpid(),
             "state": self.state,
             "active": self.active,
@@ -664,57 +759,78 @@ class Bridge:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "errors": self.errors,
-            "last_activity": None if self.last_io is None else wall_of(self.last_io),
-            "clients": [
-                {
-                    "address": c.address,
-                    "active": c.active,
-                    "total": c.total,
-                    "bytes_in": c.bytes_in,
-                    "bytes_out": c.bytes_out,
-                    "first_seen": iso(c.first_seen),
-                    "last_seen": wall_of(c.last_io),
-                    "errors": c.errors,
-                }
-                for c in clients
-            ],
             "ended": self.ended,
             "cut": self.cut,
             "requests": {},
+            "heartbeat_s": self.opts.heartbeat_s,
+            "watch": [dict(w) for w in self.watch],
+            "write_errors": self.write_errors,
+            "last_write_error": self.last_write_error,
+            "log_errors": self.log_errors,
+            "aborts_client": self.aborts_client,
+            "aborts_upstream": self.aborts_upstream,
+            "clients_partial": False,
+            "carries": list(self.carries),
         }
+        return header, self.last_io, dict(self.other), rows, time.time(), _mono()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stats file's content now (keys of opskit.proxy.stats.BridgeStats)."""
+        return render_snapshot(self.capture())
 
     def write_stats_now(self) -> dict[str, Any]:
-        """Write the stats file synchronously (start and end)."""
+        """Write the stats file synchronously (start and end); a failure is counted, never raised."""
         data = self.snapshot()
         self.dirty = False
         self.last_write = _mono()
         if self.opts.stats_file:
-            write_atomic(self.opts.stats_file, data)
+            self.note_write(write_reporting(self.opts.stats_file, data))
         return data
 
     def write_stats_soon(self) -> None:
-        """Write the stats file from a worker thread, so a slow disk never stalls forwarding."""
+        """Copy the counters now; format and write them in a worker thread, so neither a large table
+        nor a slow or full disk ever stalls forwarding."""
         if self.writing is not None or not self.opts.stats_file:
             return
-        data = self.snapshot()
+        captured = self.capture()
         self.dirty = False
         self.last_write = _mono()
-        future = self.loop.run_in_executor(None, write_atomic, self.opts.stats_file, data)
+        future = self.loop.run_in_executor(None, render_and_write, self.opts.stats_file, captured)
         self.writing = future
         future.add_done_callback(self._written)
 
-    def _written(self, future: asyncio.Future[None]) -> None:
+    def _written(self, future: asyncio.Future[str | None]) -> None:
         self.writing = None
+        if future.cancelled():
+            return
         exc = future.exception()
-        if exc is not None:
-            self.log(f"{self.opts.stats_file}: could not write the stats file: {exc}")
-            self.dirty = True
+        self.note_write(f"{type(exc).__name__}: {exc}" if exc is not None else future.result())
+
+    def note_write(self, error: str | None) -> None:
+        """Count a failed stats write (the next successful file carries the count) and log it."""
+        if error is None:
+            if self.write_failing:
+                self.write_failing = False
+                self.log(
+                    f"{self.opts.stats_file}: written again after {self.write_errors} failures"
+                )
+            return
+        self.write_errors += 1
+        self.last_write_error = f"{iso(time.time())} {error}"
+        self.write_failing = True
+        self.dirty = True
+        self.log_limited(
+            "stats-write",
+            f"{self.opts.stats_file}: could not write the stats file ({error}); still forwarding, "
+            f"{self.write_errors} failed writes so far",
+        )
 
     # ----- the periodic sweep: grace, reaper, idle timeout, nudge, stats -----
     def tick_interval(self) -> float:
         candidates = [
             1.0,
             self.opts.stats_interval_s,
+            self.opts.heartbeat_s / 2,
             PROBE_GRACE_S,
             self.opts.half_close_timeout_s / 4,
         ]
@@ -758,18 +874,20 @@ class Bridge:
                 conn.close()
         if self.stopping and self.drain_deadline is not None and now >= self.drain_deadline:
             self.finish_drain()
+        self.fold_idle_clients()
         if (self.dirty and now - self.last_write >= opts.stats_interval_s) or (
-            now - self.last_write >= HEARTBEAT_S
+            now - self.last_write >= opts.heartbeat_s
         ):
             self.write_stats_soon()
 
     async def ticker(self) -> None:
+        """Run the sweep every tick until the bridge is done; no exception ends it."""
         interval = self.tick_interval()
         while not self.done.done():
             try:
                 self.sweep()
             except Exception as exc:  # noqa: BLE001 - the bridge must outlive a bug in its bookkeeping
-                self.log(f"internal error in the periodic sweep: {exc!r}")
+                self.log_limited("sweep", f"internal error in the periodic sweep: {exc!r}")
             await asyncio.sleep(interval)
 
     # ----- stopping -----
@@ -809,6 +927,94 @@ class Bridge:
             conn.abort()
         if not self.done.done():
             self.done.set_result(None)
+
+
+def new_other() -> dict[str, Any]:
+    """Empty counters for the idle clients folded beyond the table cap (last_io is monotonic)."""
+    return {"clients": 0, "total": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0, "last_io": None}
+
+
+def previous_watch(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The watch history a starting bridge continues: the previous file's, with its last lifetime closed
+    at that file's updated_at when it never stopped cleanly (the last time it is known to have watched).
+    A file from a writer without "watch" becomes one lifetime: its started_at to its updated_at."""
+    watch = data.get("watch")
+    if not isinstance(watch, list):
+        started = data.get("started_at")
+        watch = (
+            []
+            if not started
+            else [{"pid": data.get("pid"), "engine": data.get("engine"), "started_at": started}]
+        )
+    kept = [dict(w) for w in watch if isinstance(w, dict) and w.get("started_at")]
+    for entry in kept:
+        if entry.get("stopped_at") is None:
+            entry["stopped_at"] = data.get("updated_at") or entry["started_at"]
+    return kept[-(WATCH_KEEP - 1) :]
+
+
+def format_host_port(address: tuple[str, int]) -> str:
+    """ "127.0.0.1:80", or "[::1]:80" for IPv6."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render_snapshot(captured: tuple[Any, ...]) -> dict[str, Any]:
+    """The stats file's content from `Bridge.capture()`: pure, so it may run in a worker thread."""
+    header, last_io, other, rows, wall, mono = captured
+
+    def wall_of(mono_time: float) -> str | None:
+        return iso(wall - (mono - mono_time))
+
+    rows.sort(key=operator.itemgetter(6), reverse=True)  # newest first
+    data = dict(header)
+    data["updated_at"] = iso(wall)
+    data["last_activity"] = None if last_io is None else wall_of(last_io)
+    data["clients"] = [
+        {
+            "address": address,
+            "active": active,
+            "total": total,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "first_seen": iso(first_seen),
+            "last_seen": wall_of(last),
+            "errors": errors,
+            "aborts": aborts,
+        }
+        for address, active, total, bytes_in, bytes_out, first_seen, last, errors, aborts in rows
+    ]
+    data["clients_other"] = {
+        "clients": other["clients"],
+        "active": 0,  # only idle clients are ever folded; a folded client that returns gets a row
+        "total": other["total"],
+        "bytes_in": other["bytes_in"],
+        "bytes_out": other["bytes_out"],
+        "last_seen": None if other["last_io"] is None else wall_of(other["last_io"]),
+    }
+    return data
+
+
+def render_and_write(path: str, captured: tuple[Any, ...]) -> str | None:
+    """Format a captured snapshot and write it (worker thread); the failure as text, or None."""
+    return write_reporting(path, render_snapshot(captured))
+
+
+def write_reporting(path: str, data: dict[str, Any]) -> str | None:
+    """write_atomic, with its failure returned (never raised) and noted in `<path>.write-error`, a
+    marker `opskit proxy status` shows (best effort: a read-only directory takes the marker too)."""
+    marker = path + ".write-error"
+    try:
+        write_atomic(path, data)
+    except Exception as exc:  # noqa: BLE001 - a stats write must never stop the bridge
+        reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else f"{exc!r}"
+        # Overwritten, not appended: a failing disk must not grow the marker.
+        with contextlib.suppress(OSError), open(marker, "w", encoding="utf-8") as f:
+            f.write(f"{iso(time.time())} could not write {path}: {reason}\n")
+        return reason
+    if os.path.exists(marker):
+        remove_quietly(marker)
+    return None
 
 
 def write_atomic(path: str, data: dict[str, Any]) -> None:
@@ -852,6 +1058,16 @@ def format_table(data: dict[str, Any]) -> str:
         f"bytes in {data['bytes_in']}, bytes out {data['bytes_out']}, "
         f"last activity {data['last_activity'] or 'never'}",
     ]
+    other = data.get("clients_other") or {}
+    if other.get("clients"):
+        lines.append(
+            f"{other['clients']} more idle clients folded beyond the table: connections "
+            f"{other['total']}, bytes in {other['bytes_in']}, bytes out {other['bytes_out']}"
+        )
+    if data.get("write_errors"):
+        lines.append(
+            f"{data['write_errors']} failed writes of the stats file, last: {data['last_write_error']}"
+        )
     rows = [("client", "active", "total", "bytes in", "bytes out", "errors", "last seen")]
     rows += [
         (
@@ -941,12 +1157,17 @@ async def finish(bridge: Bridge, out: IO[str]) -> None:
     bridge.state = "stopped"
     if bridge.ended is None:
         bridge.ended = "error: stopped unexpectedly"
+    if bridge.own_watch is not None:
+        bridge.own_watch["stopped_at"] = iso(time.time())  # a clean stop: watched until now
     data = bridge.write_stats_now()
     if bridge.opts.pid_file:
         remove_quietly(bridge.opts.pid_file)
     if not bridge.opts.quiet:
-        out.write(format_table(data))
-        out.flush()
+        with contextlib.suppress(
+            Exception
+        ):  # a closed or full stdout must not turn a stop into a crash
+            out.write(format_table(data))
+            out.flush()
 
 
 def running_owner(stats_file: str | None) -> int | None:
