@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from opskit.cli import dns_render, output
-from opskit.cli.options import parse_duration
+from opskit.cli.options import describe, parse_duration, parse_moment
 from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -27,16 +27,14 @@ def _now() -> datetime:
 
 
 def _time(option: str, text: str | None) -> datetime | None:
-    """ISO 8601 in UTC (a time without a zone is UTC; one with a zone is converted)."""
-    if text is None:
+    """A time option in UTC, read by the CLI's one time parser (opskit.timeparse); its reading is
+    said on stderr when it involved a choice (the day of a time of day, or the zone assumed)."""
+    moment = parse_moment(option, text)
+    if moment is None:
         return None
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected a time like 2026-11-24T01:12:00Z, got {text!r}"
-        ) from None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if moment.day or moment.zone_assumed:
+        output.line(f"opskit: {describe(option, moment)}", err=True)
+    return moment.at.astimezone(UTC)
 
 
 def server_options(func: Any) -> Any:
@@ -169,7 +167,11 @@ def dns() -> None:
 @click.option(
     "--changes", metavar="NAME", help="The CNAME-chain link the switch changes (gate on its TTL)."
 )
-@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option(
+    "--lowered-at",
+    metavar="TIME",
+    help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
+)
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -203,7 +205,10 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
 @dns.command()
 @click.argument("name")
 @click.option(
-    "--switch-at", required=True, metavar="TIME", help="When the switch is planned (ISO 8601, UTC)."
+    "--switch-at",
+    required=True,
+    metavar="TIME",
+    help="When the switch is planned (ISO 8601 or HH:MM; local time unless a zone is given).",
 )
 @click.option(
     "--target-ttl",
@@ -216,7 +221,11 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
     "--type", "types", multiple=True, type=TYPES, help="Record type (default A and AAAA)."
 )
 @click.option("--changes", metavar="NAME", help="The CNAME-chain link the switch changes.")
-@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option(
+    "--lowered-at",
+    metavar="TIME",
+    help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
+)
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")

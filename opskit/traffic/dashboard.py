@@ -107,7 +107,13 @@ def render(stats: BridgeStats, verdict: DrainVerdict, history: History, *, now: 
         status = Text("NOT SAFE to shut down", style="bold red")
         if verdict.earliest_safe_at is not None:
             status.append(f"  (no earlier than {clock(verdict.earliest_safe_at, now)})", style="")
-    reasons = Text("\n".join(f"  - {r}" for r in verdict.reasons))
+    lines = [f"  - {r}" for r in verdict.reasons]
+    lines += [f"  note: {n}" for n in verdict.not_watched if n not in verdict.reasons]
+    lines += [
+        f"  not watched (not quiet): {clock(g.start, now)} to {clock(g.end, now)}"
+        for g in verdict.gaps[-3:]
+    ]
+    reasons = Text("\n".join(lines + [f"  {n}" for n in verdict.notes]))
     parts: list[Any] = [head, counters, spark, clients, status, reasons]
     if verdict.would_cut:
         parts.append(Text(f"  a shutdown now would cut: {', '.join(verdict.would_cut[:10])}"))
