@@ -369,9 +369,23 @@ def write_error_marker(stats_file: Path | str) -> Path:
 
 
 def read_write_error(stats_file: Path) -> str | None:
-    """The last write failure a bridge noted for `stats_file`, or None when it noted none."""
+    """The last write failure a bridge noted for `stats_file`, or None when it noted none.
+
+    The marker first; when the directory took the marker down with it (read-only), the bridge's log
+    next to the stats file (`<stats>.log`, where `proxy start --detach` puts it), read from its tail.
+    """
     try:
         text = write_error_marker(stats_file).read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
+        text = ""
+    if text:
+        return text.splitlines()[-1]
+    try:
+        with Path(stats_file).with_suffix(".log").open("rb") as log:
+            log.seek(0, 2)
+            log.seek(max(0, log.tell() - 65536))
+            tail = log.read().decode("utf-8", "replace").splitlines()
+    except OSError:
         return None
-    return text.splitlines()[-1] if text else None
+    failures = [row for row in tail if "could not write the stats file" in row]
+    return failures[-1] if failures else None
