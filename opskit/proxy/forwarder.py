@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import datetime
 import errno
-import heapq
 import importlib
 import ipaddress
 import json
@@ -198,6 +197,7 @@ class Client:
         "bytes_out",
         "errors",
         "first_seen",
+        "first_seen_iso",
         "last_io",
         "total",
     )
@@ -211,6 +211,7 @@ class Client:
         self.errors = 0
         self.aborts = 0  # connections ended by a reset (either side)
         self.first_seen = first_seen  # wall clock
+        self.first_seen_iso = iso(first_seen)  # formatted once: the stats rewrite formats every row
         self.last_io = last_io  # monotonic clock: cheap to read on every chunk
 
 
@@ -221,7 +222,7 @@ _row = operator.attrgetter(
     "total",
     "bytes_in",
     "bytes_out",
-    "first_seen",
+    "first_seen_iso",
     "last_io",
     "errors",
     "aborts",
@@ -664,19 +665,16 @@ class Bridge:
         if len(self.clients) <= cap:
             return
         keep = int(cap * 0.9)  # fold below the cap, so folding is rare rather than every tick
-        rows = list(self.clients.values())
-        active = [c for c in rows if c.active > 0]
-        idle = [c for c in rows if c.active <= 0]
-        room = max(0, keep - len(active))
-        talkers = heapq.nlargest(room // 2, idle, key=lambda c: c.bytes_in + c.bytes_out)
-        kept = {id(c) for c in talkers}
-        rest = [c for c in idle if id(c) not in kept]
-        newest = heapq.nlargest(room - len(talkers), rest, key=lambda c: c.last_io)
-        kept.update(id(c) for c in newest)
+        idle = [c for c in self.clients.values() if c.active <= 0]
+        room = max(0, keep - (len(self.clients) - len(idle)))
+        # Two C-level sorts: ~1 ms for 11,000 rows, where heapq.nlargest took 5 ms.
+        idle.sort(key=lambda c: c.bytes_in + c.bytes_out, reverse=True)
+        talkers = room // 2
+        rest = idle[talkers:]
+        rest.sort(key=lambda c: c.last_io, reverse=True)
+        folded = rest[room - talkers :]
         other = self.other
-        for c in idle:
-            if id(c) in kept:
-                continue
+        for c in folded:
             del self.clients[c.address]
             other["clients"] += 1
             other["total"] += c.total
@@ -741,6 +739,7 @@ class Bridge:
             self.other = new_other()
             return []
         self.log(f"{path}: continuing {len(self.clients)} clients and {self.total} connections")
+        self.fold_idle_clients()  # now, before listening: a huge old table never stalls forwarding
         return watch
 
     def capture(self) -> tuple[Any, ...]:
@@ -977,7 +976,7 @@ def render_snapshot(captured: tuple[Any, ...]) -> dict[str, Any]:
             "total": total,
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
-            "first_seen": iso(first_seen),
+            "first_seen": first_seen,
             "last_seen": wall_of(last),
             "errors": errors,
             "aborts": aborts,
@@ -1024,8 +1023,10 @@ def write_atomic(path: str, data: dict[str, Any]) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".stats-", suffix=".tmp", dir=directory)  # mode 0600
     try:
+        # json.dumps, not json.dump: only the one-shot encoder is the C one (3x faster at 10k rows).
+        text = json.dumps(data, separators=(",", ":"))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
