@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,42 +195,73 @@ def _time_text(data: dict[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
+_CLIENT_KEYS = frozenset(ClientStats.__dataclass_fields__)
+
+
+_CLIENT_TYPES = {
+    "address": str,
+    "active": int,
+    "total": int,
+    "bytes_in": int,
+    "bytes_out": int,
+    "first_seen": str,
+    "last_seen": str,
+    "errors": int,
+    "aborts": int,
+}
+
+
+_OPTIONAL = frozenset(("errors", "aborts"))  # their class-level defaults apply when a row omits them
+
+
+def _client(n: int, row: Any) -> ClientStats:
+    """One row, checked field by field (the slow path, which also names the row that is wrong)."""
+    if not isinstance(row, dict):
+        raise _problem(f"clients[{n}]", "a client row", row)
+    try:
+        client = ClientStats(**{k: v for k, v in row.items() if k in _CLIENT_KEYS})
+    except TypeError:
+        raise _problem(f"clients[{n}]", "a client row with address, counts and times", row) from None
+    for key, kind in _CLIENT_TYPES.items():
+        if type(getattr(client, key)) is not kind:
+            raise _problem(f"clients[{n}].{key}", kind.__name__, getattr(client, key))
+    return client
+
+
+def _all_rows_well_formed(rows: list[Any]) -> bool:
+    """Every row a dict with every required client field of its type (optional ones, when present,
+    too): checked a column at a time in C, since a per-row Python check made 200,000 rows take 1 s."""
+    if set(map(type, rows)) != {dict}:
+        return False
+    try:
+        for key, kind in _CLIENT_TYPES.items():
+            if key in _OPTIONAL:
+                column = map(operator.methodcaller("get", key, 0), rows)
+            else:
+                column = map(operator.itemgetter(key), rows)
+            if set(map(type, column)) != {kind}:
+                return False
+    except KeyError:
+        return False
+    return True
+
+
 def _clients(rows: Any) -> list[ClientStats]:
     if rows is None:
         return []
     if not isinstance(rows, list):
         raise _problem("clients", "a list of client rows", rows)
-    out = []
-    for n, row in enumerate(rows):
-        # Fast path on purpose: a reader answers in well under a second even for 200,000 rows.
-        try:
-            client = ClientStats(
-                row["address"],
-                row["active"],
-                row["total"],
-                row["bytes_in"],
-                row["bytes_out"],
-                row["first_seen"],
-                row["last_seen"],
-                row.get("errors", 0),
-                row.get("aborts", 0),
-            )
-        except (KeyError, TypeError, AttributeError):
-            raise _problem(
-                f"clients[{n}]", "a client row with address, counts and times", row
-            ) from None
-        if not (
-            type(client.address) is str
-            and type(client.active) is int
-            and type(client.total) is int
-            and type(client.bytes_in) is int
-            and type(client.bytes_out) is int
-            and type(client.errors) is int
-            and type(client.last_seen) is str
-        ):
-            raise _problem(f"clients[{n}]", "a client row with address, counts and times", row)
-        out.append(client)
-    return out
+    if rows and _all_rows_well_formed(rows):
+        # A frozen dataclass's __init__ costs an object.__setattr__ per field: fill __dict__ instead
+        # (an unknown key a newer writer adds just rides along; no field reads it).
+        new = ClientStats.__new__
+        out = []
+        for row in rows:
+            client = new(ClientStats)
+            client.__dict__.update(row)
+            out.append(client)
+        return out
+    return [_client(n, row) for n, row in enumerate(rows)]
 
 
 def _watch(rows: Any) -> list[WatchSpan]:
