@@ -105,6 +105,8 @@ def main() -> int:
         data = json.loads(stats_file.read_text())
         results["rows"] = len(data["clients"])
         results["clients_other"] = data.get("clients_other")
+        results["sweep_max_ms"] = data.get("sweep_max_ms")  # the bookkeeping on the event loop
+        results["loop_lag_max_ms"] = data.get("loop_lag_max_ms")  # the loop's worst late wake-up
         opskit = [
             str(REPO / ".venv/bin/opskit"),
             "traffic",

@@ -50,6 +50,9 @@ HEARTBEAT_S = 1.0
 # Rows of the per-client table; idle clients beyond it are folded into "clients_other", so neither the
 # file nor the time to write it grows with the number of distinct addresses (issue #9: 200k clients).
 CLIENT_TABLE_CAP = 10000
+CAPTURE_SLICE = (
+    2000  # client rows copied per event-loop turn (~0.5 ms) when the stats file is rewritten
+)
 WATCH_KEEP = 50  # bridge lifetimes kept in the stats file's "watch" history
 LOG_REPEAT_S = 60.0  # the same bookkeeping failure is logged at most this often
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -634,6 +637,7 @@ class Bridge:
         self.logged_at: dict[str, float] = {}
         self.aborts_client = self.aborts_upstream = 0
         self.carries = ["tcp"]
+        self.sweep_max_s = self.loop_lag_max_s = 0.0  # the longest sweep (CPU), the latest wake-up
 
     def log(self, message: str) -> None:
         """One line to the log; a failing log (disk full, closed pipe) is counted and dropped, never fatal."""
@@ -743,8 +747,11 @@ class Bridge:
         return watch
 
     def capture(self) -> tuple[Any, ...]:
-        """An immutable copy of everything the stats file says, taken on the loop in one cheap pass."""
-        rows = list(map(_row, self.clients.values()))
+        """An immutable copy of everything the stats file says, taken on the loop in one pass."""
+        return self.capture_header(), list(map(_row, self.clients.values())), time.time(), _mono()
+
+    def capture_header(self) -> tuple[dict[str, Any], float | None, dict[str, Any]]:
+        """The counters besides the per-client rows (cheap at any table size)."""
         header: dict[str, Any] = {
             "listener": format_host_port(self.opts.listen),
             "target": format_host_port(self.opts.to),
@@ -766,12 +773,14 @@ class Bridge:
             "write_errors": self.write_errors,
             "last_write_error": self.last_write_error,
             "log_errors": self.log_errors,
+            "sweep_max_ms": round(self.sweep_max_s * 1000, 1),
+            "loop_lag_max_ms": round(self.loop_lag_max_s * 1000, 1),
             "aborts_client": self.aborts_client,
             "aborts_upstream": self.aborts_upstream,
             "clients_partial": False,
             "carries": list(self.carries),
         }
-        return header, self.last_io, dict(self.other), rows, time.time(), _mono()
+        return header, self.last_io, dict(self.other)
 
     def snapshot(self) -> dict[str, Any]:
         """The stats file's content now (keys of opskit.proxy.stats.BridgeStats)."""
@@ -787,16 +796,26 @@ class Bridge:
         return data
 
     def write_stats_soon(self) -> None:
-        """Copy the counters now; format and write them in a worker thread, so neither a large table
-        nor a slow or full disk ever stalls forwarding."""
+        """Rewrite the stats file in the background: rows copied in slices between other callbacks,
+        formatted and written in a worker thread, so neither a large table nor a slow or full disk
+        ever stalls forwarding for more than about a millisecond."""
         if self.writing is not None or not self.opts.stats_file:
             return
-        captured = self.capture()
         self.dirty = False
         self.last_write = _mono()
-        future = self.loop.run_in_executor(None, render_and_write, self.opts.stats_file, captured)
-        self.writing = future
-        future.add_done_callback(self._written)
+        self.writing = self.loop.create_task(self.write_in_background(self.opts.stats_file))
+        self.writing.add_done_callback(self._written)
+
+    async def write_in_background(self, path: str) -> str | None:
+        header = self.capture_header()
+        clients = list(self.clients.values())  # references only: cheap; folding waits for us
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(clients), CAPTURE_SLICE):
+            if start:
+                await asyncio.sleep(0)  # let forwarding run between slices
+            rows.extend(map(_row, clients[start : start + CAPTURE_SLICE]))
+        captured = (header, rows, time.time(), _mono())
+        return await self.loop.run_in_executor(None, render_and_write, path, captured)
 
     def _written(self, future: asyncio.Future[str | None]) -> None:
         self.writing = None
@@ -873,10 +892,15 @@ class Bridge:
                 conn.close()
         if self.stopping and self.drain_deadline is not None and now >= self.drain_deadline:
             self.finish_drain()
-        self.fold_idle_clients()
-        if (self.dirty and now - self.last_write >= opts.stats_interval_s) or (
-            now - self.last_write >= opts.heartbeat_s
-        ):
+        self.keep_books(now)
+
+    def keep_books(self, now: float) -> None:
+        """Fold the client table to its cap and rewrite the stats file when due (heartbeat or change)."""
+        if self.writing is None:  # a write in progress is copying rows: fold after it
+            self.fold_idle_clients()
+        heartbeat = self.opts.heartbeat_s
+        due = min(self.opts.stats_interval_s, heartbeat) if self.dirty else heartbeat
+        if now - self.last_write >= due:
             self.write_stats_soon()
 
     async def ticker(self) -> None:
@@ -884,10 +908,16 @@ class Bridge:
         interval = self.tick_interval()
         while not self.done.done():
             try:
+                # CPU time of this thread, not wall time: on a busy host a preempted sweep is not slow.
+                started = time.thread_time()
                 self.sweep()
+                self.sweep_max_s = max(self.sweep_max_s, time.thread_time() - started)
             except Exception as exc:  # noqa: BLE001 - the bridge must outlive a bug in its bookkeeping
                 self.log_limited("sweep", f"internal error in the periodic sweep: {exc!r}")
+            asleep = _mono()
             await asyncio.sleep(interval)
+            # How late the loop woke us: anything that blocked it (bookkeeping or not) shows here.
+            self.loop_lag_max_s = max(self.loop_lag_max_s, _mono() - asleep - interval)
 
     # ----- stopping -----
     def stop(self, reason: str) -> None:
@@ -960,7 +990,7 @@ def format_host_port(address: tuple[str, int]) -> str:
 
 def render_snapshot(captured: tuple[Any, ...]) -> dict[str, Any]:
     """The stats file's content from `Bridge.capture()`: pure, so it may run in a worker thread."""
-    header, last_io, other, rows, wall, mono = captured
+    (header, last_io, other), rows, wall, mono = captured
 
     def wall_of(mono_time: float) -> str | None:
         return iso(wall - (mono - mono_time))
