@@ -7,14 +7,14 @@ care which engine runs the bridge or where. A source that cannot give live count
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from opskit.errors import Blocked
 from opskit.proxy import stats as stats_file
-from opskit.proxy.stats import BridgeState, BridgeStats
+from opskit.proxy.stats import BridgeState, BridgeStats, WatchSpan
 from opskit.transport.base import Transport
 
 
@@ -57,6 +57,15 @@ def check_live(
             "free the disk or fix the directory's permissions, then check opskit proxy status"
         )
     return stats
+
+
+def watched_by_live_haproxy(stats: BridgeStats) -> BridgeStats:
+    """A live stats-socket reading has no watch history; the process answering has watched at least
+    since its own last session (HAProxy forgets `lastsess` when it restarts), so that is the span."""
+    if stats.watch:
+        return stats
+    since = stats.last_activity_at or stats.updated
+    return replace(stats, watch=[WatchSpan(stats.pid, stats.engine, since, None)])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -123,7 +132,7 @@ class HaproxySocketSource:
     def read(self) -> BridgeStats:
         from opskit.proxy.haproxy_stats import read_socket  # noqa: PLC0415 - only this source needs it
 
-        return read_socket(self.socket_path, timeout_s=self.timeout_s)
+        return watched_by_live_haproxy(read_socket(self.socket_path, timeout_s=self.timeout_s))
 
 
 @dataclass(frozen=True)
@@ -141,4 +150,6 @@ class RemoteHaproxySource:
     def read(self) -> BridgeStats:
         from opskit.proxy.remote import read_haproxy  # noqa: PLC0415 - only this source needs it
 
-        return read_haproxy(self.transport, self.socket_path, python=self.python)
+        return watched_by_live_haproxy(
+            read_haproxy(self.transport, self.socket_path, python=self.python)
+        )
