@@ -175,3 +175,24 @@ def test_full_log_disk_never_stops_the_bridge(nginx: Nginx, tmp_path: Path) -> N
     final = json.loads(stats_file.read_text())
     assert final["state"] == "stopped"
     assert final["log_errors"] >= 1
+
+
+def test_allowed_client_may_stay_connected(
+    opskit: Invoke, nginx: Nginx, forwarder: StartForwarder
+) -> None:
+    """--max-active 1 --allow-client: the named client's open connection does not block SAFE, while
+    the same connection from an address not named does."""
+    bridge = forwarder(nginx.http)
+    held = socket.create_connection((bridge.host, bridge.port), 5, ("127.0.0.70", 0))
+    try:
+        bridge.wait_stats(lambda s: s["active"] == 1)
+        time.sleep(1.2)  # the quiet window below
+        args = ("traffic", "wait", "--stats-file", str(bridge.stats_file), "--timeout", "0s")
+        args += ("--switched-at", LONG_AGO.isoformat(), "--old-ttl", "1s", "--quiet", "1s")
+        allowed = opskit(*args, "--max-active", "1", "--allow-client", "127.0.0.70", expect=0)
+        other = opskit(*args, "--max-active", "1", "--allow-client", "127.0.0.99", expect=1)
+    finally:
+        held.close()
+
+    assert allowed.stdout.startswith("SAFE")
+    assert "from clients not allowed: 127.0.0.70" in other.stdout

@@ -136,3 +136,17 @@ def test_reader_answers_in_under_a_second_for_200k_clients(tmp_path: Path) -> No
 
     assert len(read.clients) == 200_000
     assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_wait_shows_how_switched_at_was_read(opskit: Invoke, tmp_path: Path) -> None:
+    """A time of day given to --switched-at is echoed with its date and zone, in text and in JSON."""
+    path = tmp_path / "bridge.json"
+    path.write_text(json.dumps(stats_doc()))
+    args = ("traffic", "wait", "--stats-file", str(path), "--timeout", "0s", "--old-ttl", "1s")
+
+    text = opskit(*args, "--switched-at", "00:00Z", expect=ExitCode.NEGATIVE)
+    as_json = opskit(*args, "--switched-at", "00:00Z", "--json", expect=ExitCode.NEGATIVE)
+
+    assert "--switched-at 00:00Z read as " in text.stdout
+    assert " UTC (" in text.stdout
+    assert json.loads(as_json.stdout)["notes"][0].startswith("--switched-at 00:00Z read as ")
