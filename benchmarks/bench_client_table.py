@@ -55,6 +55,63 @@ def fill(port: int, clients: int, distinct: int, stop: threading.Event, done: li
         done[0] += 1
 
 
+def bench_client_table(
+    clients: int, seconds: float, *, distinct: int = 0, extra: str = "", fill_timeout: float = 600.0
+) -> dict[str, object]:
+    """wrk through the built-in bridge before, during and after `clients` connections from distinct
+    addresses; the stats file's size and rows, the bridge's worst sweep and loop lag, and how long
+    `opskit traffic wait --json` takes to answer."""
+    results: dict[str, object] = {}
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-table-")))
+        nginx = stack.enter_context(start_nginx(work / "nginx"))
+        port, stats_file = free_port(), work / "bridge.json"
+        argv = [sys.executable, str(FORWARDER_PATH), "--listen", f"127.0.0.1:{port}"]
+        argv += ["--to", nginx.http, "--stats-file", str(stats_file), "--quiet"]
+        argv += extra.split()
+        stack.enter_context(process(argv, port))
+
+        results["before"] = wrk(port, "/1k.txt", 50, 2, seconds)
+        stop, done = threading.Event(), [0]
+        filler = threading.Thread(
+            target=fill, args=(port, clients, distinct or clients, stop, done), daemon=True
+        )
+        started = time.monotonic()
+        filler.start()
+        during = []
+        while filler.is_alive() and time.monotonic() - started < fill_timeout:
+            during.append(wrk(port, "/1k.txt", 50, 2, seconds))
+            print(f"  {done[0]} clients so far: {during[-1]['rps']:.0f} req/s, "
+                  f"p99 {during[-1]['p99_ms']:.1f} ms", flush=True)  # fmt: skip
+        stop.set()
+        filler.join(timeout=30)
+        results["fill_s"] = round(time.monotonic() - started, 1)
+        results["clients_sent"] = done[0]
+        results["during_rps_min"] = min((r["rps"] for r in during), default=None)
+        results["during_p99_max_ms"] = max((r["p99_ms"] for r in during), default=None)
+        time.sleep(2.0)
+        results["after"] = wrk(port, "/1k.txt", 50, 2, seconds)
+        results["stats_file_bytes"] = stats_file.stat().st_size
+        data = json.loads(stats_file.read_text())
+        results["rows"] = len(data["clients"])
+        results["clients_other"] = data.get("clients_other")
+        results["sweep_max_ms"] = data.get(
+            "sweep_max_ms"
+        )  # the bookkeeping on the event loop (CPU)
+        results["loop_lag_max_ms"] = data.get("loop_lag_max_ms")  # the loop's worst late wake-up
+        opskit = [
+            str(REPO / ".venv/bin/opskit"),
+            "traffic",
+            "wait",
+            "--stats-file",
+            str(stats_file),
+        ]
+        t0 = time.monotonic()
+        subprocess.run([*opskit, "--timeout", "0s", "--json"], capture_output=True, check=False)
+        results["traffic_wait_json_s"] = round(time.monotonic() - t0, 3)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200_000)
@@ -69,54 +126,13 @@ def main() -> int:
     )
     parser.add_argument("--extra", default="", help="more forwarder arguments, space-separated")
     args = parser.parse_args()
-    results: dict[str, object] = {}
-    with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-table-")))
-        nginx = stack.enter_context(start_nginx(work / "nginx"))
-        port, stats_file = free_port(), work / "bridge.json"
-        argv = [sys.executable, str(FORWARDER_PATH), "--listen", f"127.0.0.1:{port}"]
-        argv += ["--to", nginx.http, "--stats-file", str(stats_file), "--quiet"]
-        argv += args.extra.split()
-        stack.enter_context(process(argv, port))
-
-        results["before"] = wrk(port, "/1k.txt", 50, 2, args.seconds)
-        stop, done = threading.Event(), [0]
-        filler = threading.Thread(
-            target=fill,
-            args=(port, args.clients, args.distinct or args.clients, stop, done),
-            daemon=True,
-        )
-        started = time.monotonic()
-        filler.start()
-        during = []
-        while filler.is_alive() and time.monotonic() - started < args.fill_timeout:
-            during.append(wrk(port, "/1k.txt", 50, 2, args.seconds))
-            print(f"  {done[0]} clients so far: {during[-1]['rps']:.0f} req/s, "
-                  f"p99 {during[-1]['p99_ms']:.1f} ms", flush=True)  # fmt: skip
-        stop.set()
-        filler.join(timeout=30)
-        results["fill_s"] = round(time.monotonic() - started, 1)
-        results["clients_sent"] = done[0]
-        results["during_worst"] = min(during, key=lambda r: r["rps"]) if during else None
-        results["during_p99_max_ms"] = max((r["p99_ms"] for r in during), default=None)
-        time.sleep(2.0)
-        results["after"] = wrk(port, "/1k.txt", 50, 2, args.seconds)
-        results["stats_file_bytes"] = stats_file.stat().st_size
-        data = json.loads(stats_file.read_text())
-        results["rows"] = len(data["clients"])
-        results["clients_other"] = data.get("clients_other")
-        results["sweep_max_ms"] = data.get("sweep_max_ms")  # the bookkeeping on the event loop
-        results["loop_lag_max_ms"] = data.get("loop_lag_max_ms")  # the loop's worst late wake-up
-        opskit = [
-            str(REPO / ".venv/bin/opskit"),
-            "traffic",
-            "wait",
-            "--stats-file",
-            str(stats_file),
-        ]
-        t0 = time.monotonic()
-        subprocess.run([*opskit, "--timeout", "0s", "--json"], capture_output=True, check=False)
-        results["traffic_wait_json_s"] = round(time.monotonic() - t0, 3)
+    results = bench_client_table(
+        args.clients,
+        args.seconds,
+        distinct=args.distinct,
+        extra=args.extra,
+        fill_timeout=args.fill_timeout,
+    )
     print(json.dumps(results, indent=2))
     return 0
 
