@@ -211,7 +211,8 @@ _CLIENT_TYPES = {
 }
 
 
-_OPTIONAL = frozenset(("errors", "aborts"))  # their class-level defaults apply when a row omits them
+# Their class-level defaults apply when a row omits them.
+_OPTIONAL = frozenset(("errors", "aborts"))
 
 
 def _client(n: int, row: Any) -> ClientStats:
@@ -221,7 +222,9 @@ def _client(n: int, row: Any) -> ClientStats:
     try:
         client = ClientStats(**{k: v for k, v in row.items() if k in _CLIENT_KEYS})
     except TypeError:
-        raise _problem(f"clients[{n}]", "a client row with address, counts and times", row) from None
+        raise _problem(
+            f"clients[{n}]", "a client row with address, counts and times", row
+        ) from None
     for key, kind in _CLIENT_TYPES.items():
         if type(getattr(client, key)) is not kind:
             raise _problem(f"clients[{n}].{key}", kind.__name__, getattr(client, key))
