@@ -159,10 +159,13 @@ def watch_gaps(stats: BridgeStats) -> tuple[Gap, ...]:
     spans = sorted(stats.watch, key=lambda w: w.started_at)
     gaps = []
     covered_until = None
-    for span in spans:
+    for n, span in enumerate(spans):
         if covered_until is not None and span.started_at > covered_until:
             gaps.append(Gap(covered_until, span.started_at))
-        end = span.stopped_at or stats.updated
+        # Only the newest lifetime may be open (it is the one writing); an older open one broke the
+        # contract (its successor should have closed it), so nothing after its start is vouched for.
+        open_end = stats.updated if n == len(spans) - 1 else span.started_at
+        end = span.stopped_at or open_end
         covered_until = end if covered_until is None else max(covered_until, end)
     return tuple(gaps)
 

@@ -138,3 +138,16 @@ def test_verdict_names_what_the_bridge_does_not_carry() -> None:
     assert verdict.safe
     assert verdict.not_watched == ("UDP to port 5060 is not watched (the bridge carries TCP)",)
     assert verdict.not_watched[0] in verdict.reasons
+
+
+def test_an_older_lifetime_left_open_vouches_for_nothing_after_its_start() -> None:
+    """A watch entry that never got closed (a writer that broke the contract) is not quiet time."""
+    watch = [
+        WatchSpan(10, "haproxy", NOW - timedelta(hours=3), None),
+        WatchSpan(11, "haproxy", NOW - timedelta(seconds=20), None),
+    ]
+
+    verdict = decide(bridge(watch=watch), POLICY, now=NOW)
+
+    assert not verdict.safe
+    assert verdict.gaps[0].end == NOW - timedelta(seconds=20)
