@@ -50,9 +50,8 @@ HEARTBEAT_S = 1.0
 # Rows of the per-client table; idle clients beyond it are folded into "clients_other", so neither the
 # file nor the time to write it grows with the number of distinct addresses (issue #9: 200k clients).
 CLIENT_TABLE_CAP = 10000
-CAPTURE_SLICE = (
-    2000  # client rows copied per event-loop turn (~0.5 ms) when the stats file is rewritten
-)
+# Client rows copied per event-loop turn (~0.5 ms) when the stats file is rewritten.
+CAPTURE_SLICE = 2000
 WATCH_KEEP = 50  # bridge lifetimes kept in the stats file's "watch" history
 LOG_REPEAT_S = 60.0  # the same bookkeeping failure is logged at most this often
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
