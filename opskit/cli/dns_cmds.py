@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from opskit.cli import dns_render, output
-from opskit.cli.options import describe, parse_duration, parse_moment
+from opskit.cli.options import parse_duration, parse_time_said
 from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -27,14 +27,9 @@ def _now() -> datetime:
 
 
 def _time(option: str, text: str | None) -> datetime | None:
-    """A time option in UTC, read by the CLI's one time parser (opskit.timeparse); its reading is
-    said on stderr when it involved a choice (the day of a time of day, or the zone assumed)."""
-    moment = parse_moment(option, text)
-    if moment is None:
-        return None
-    if moment.day or moment.zone_assumed:
-        output.line(f"opskit: {describe(option, moment)}", err=True)
-    return moment.at.astimezone(UTC)
+    """A time option in UTC, read by the CLI's one time parser (its reading said on stderr)."""
+    moment = parse_time_said(option, text)
+    return moment.astimezone(UTC) if moment else None
 
 
 def server_options(func: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from opskit import durations, timeparse
+from opskit.cli import output
 from opskit.errors import UsageError
 
 
@@ -40,3 +41,14 @@ def parse_time(option: str, text: str | None, *, now: datetime | None = None) ->
 def describe(option: str, moment: timeparse.Moment | None) -> str | None:
     """ "--switched-at 13:49 read as 2026-12-01 13:49:00 UTC (today; ...)", for the output."""
     return f"{option} {moment.describe()}" if moment else None
+
+
+def parse_time_said(option: str, text: str | None) -> datetime | None:
+    """parse_time, with its reading said on stderr when it involved a choice (the day of a time of
+    day, or the zone assumed): for commands whose output has no place for it."""
+    moment = parse_moment(option, text)
+    if moment is None:
+        return None
+    if moment.day or moment.zone_assumed:
+        output.line(f"opskit: {describe(option, moment)}", err=True)
+    return moment.at

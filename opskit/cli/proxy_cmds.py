@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from opskit.cli.options import describe, parse_duration, parse_moment
+from opskit.cli.options import parse_duration, parse_time_said
 from opskit.cli.output import emit_json, line, table
 from opskit.durations import DurationError, parse_seconds
 from opskit.errors import ExitCode, UsageError
@@ -208,7 +208,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
 
     if nudge_after is not None and nudge_not_before is None:
-        when = _said_time("--switched-at", switched_at)
+        when = parse_time_said("--switched-at", switched_at)
         ttl_s = parse_duration("--old-ttl", old_ttl)
         if when is None or ttl_s is None:
             raise UsageError(
@@ -217,7 +217,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
             )
         nudge_not_before = nudge_start(when, ttl_s, parse_duration("--margin", margin) or 0.0)
     elif nudge_not_before is not None:
-        moment = _said_time("--nudge-not-before", nudge_not_before)
+        moment = parse_time_said("--nudge-not-before", nudge_not_before)
         nudge_not_before = moment.isoformat() if moment else None
 
     config = BridgeConfig(
@@ -284,14 +284,6 @@ def stop(stats_file: Path | None, pid_file: Path | None, timeout: float) -> Exit
     else:
         render(final)
     return ExitCode.OK
-
-
-def _said_time(option: str, text: str | None) -> datetime | None:
-    """A time option (opskit.timeparse), its reading said on stderr so a wrong guess is visible."""
-    moment = parse_moment(option, text)
-    if moment is not None and (moment.day or moment.zone_assumed):
-        line(f"opskit: {describe(option, moment)}", err=True)
-    return moment.at if moment else None
 
 
 @proxy.command()
