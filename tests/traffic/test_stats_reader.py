@@ -112,7 +112,8 @@ def test_stale_file_of_a_running_bridge_is_cannot_tell_with_the_reason(
 
 
 def test_reader_answers_in_under_a_second_for_200k_clients(tmp_path: Path) -> None:
-    """A 200,000-row table (an older or foreign writer) is read and validated in under a second."""
+    """A 200,000-row table (an older or foreign writer) is read and validated in under a second of
+    CPU (CPU, not wall time: on the shared test machine other work preempts the reader)."""
     seen = NOW.isoformat()
     rows = [
         {
@@ -130,9 +131,9 @@ def test_reader_answers_in_under_a_second_for_200k_clients(tmp_path: Path) -> No
     path = tmp_path / "bridge.json"
     path.write_text(json.dumps(stats_doc(clients=rows)))
 
-    started = time.perf_counter()
+    started = time.process_time()
     read = FileSource(path).read()
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
 
     assert len(read.clients) == 200_000
     assert elapsed < 1.0, f"{elapsed:.2f} s"
