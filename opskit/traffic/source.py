@@ -115,6 +115,15 @@ class RemoteFileSource:
         from opskit.proxy.remote import read_stats_dated  # noqa: PLC0415 - only this source needs it
 
         stats, host_now = read_stats_dated(self.transport, self.path, timeout_s=self.timeout_s)
+        stale = (host_now - stats.updated).total_seconds() > stats.stale_after_s
+        if stale and stats.status is not BridgeState.STOPPED and stats.pid:
+            # Only a stale file is worth the second command: is its writer alive on the host?
+            probe = self.transport.run(f"kill -0 {int(stats.pid)}", timeout_s=self.timeout_s)
+            if not probe.ok and "ermission" not in probe.stderr:
+                raise Blocked(
+                    f"{self.label}: the bridge (pid {stats.pid}) is not running any more on "
+                    f"{self.transport.label}; start it again with opskit proxy start"
+                )
         return check_live(stats, self.label, now=host_now)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from opskit.errors import ExitCode
+from opskit.errors import Blocked, ExitCode
 from opskit.proxy import stats
-from opskit.traffic.source import FileSource
+from opskit.traffic.source import FileSource, RemoteFileSource
+from opskit.transport.local import LocalTransport
 from tests.conftest import Invoke
 
 NOW = datetime.now(UTC)
@@ -151,3 +153,20 @@ def test_wait_shows_how_switched_at_was_read(opskit: Invoke, tmp_path: Path) -> 
     assert "--switched-at 00:00Z read as " in text.stdout
     assert " UTC (" in text.stdout
     assert json.loads(as_json.stdout)["notes"][0].startswith("--switched-at 00:00Z read as ")
+
+
+def test_remote_stale_file_says_cannot_tell_or_gone_by_the_hosts_pid(tmp_path: Path) -> None:
+    """Over a transport, a stale file of a live pid is "cannot tell"; of a dead pid, "not running"."""
+    old = (datetime.now(UTC) - timedelta(seconds=10)).isoformat()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live_file, dead_file = tmp_path / "live.json", tmp_path / "dead.json"
+    live_file.write_text(json.dumps(stats_doc(updated_at=old)))
+    dead_file.write_text(json.dumps(stats_doc(updated_at=old, pid=dead.pid)))
+
+    with pytest.raises(Blocked, match="cannot tell") as live:
+        RemoteFileSource(LocalTransport(), str(live_file)).read()
+    with pytest.raises(Blocked, match="not running any more"):
+        RemoteFileSource(LocalTransport(), str(dead_file)).read()
+
+    assert "gone" not in str(live.value)
