@@ -19,6 +19,7 @@ import pytest
 
 from opskit.errors import ExitCode
 from opskit.proxy.bridge import FORWARDER_PATH
+from opskit.proxy.forwarder import WATCH_KEEP, previous_watch
 from opskit.traffic.source import FileSource
 from opskit.traffic.verdict import DrainPolicy
 from opskit.traffic.wait import check
@@ -196,3 +197,26 @@ def test_allowed_client_may_stay_connected(
 
     assert allowed.stdout.startswith("SAFE")
     assert "from clients not allowed: 127.0.0.70" in other.stdout
+
+
+def test_previous_watch_closes_an_unclean_lifetime_and_converts_old_files() -> None:
+    """A starting bridge closes a lifetime that never stopped at that file's updated_at, turns a file
+    from before the watch history into one lifetime, and keeps at most 49 for itself to append to."""
+    crashed = {
+        "updated_at": "2026-12-01T13:00:05Z",
+        "watch": [{"pid": 7, "engine": "builtin", "started_at": "2026-12-01T12:00:00Z"}],
+    }
+    legacy = {"pid": 8, "engine": "builtin", "started_at": "2026-12-01T11:00:00Z"}
+    legacy["updated_at"] = "2026-12-01T11:30:00Z"
+    many = {"updated_at": "2026-12-01T13:00:00Z", "watch": crashed["watch"] * 80}
+
+    assert previous_watch(crashed)[0]["stopped_at"] == "2026-12-01T13:00:05Z"
+    assert previous_watch(legacy) == [
+        {
+            "pid": 8,
+            "engine": "builtin",
+            "started_at": "2026-12-01T11:00:00Z",
+            "stopped_at": "2026-12-01T11:30:00Z",
+        }
+    ]
+    assert len(previous_watch(many)) == WATCH_KEEP - 1
