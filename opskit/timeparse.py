@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 _TIME = r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?P<frac>\.\d{1,6})?)?"
 _ZONE = r"\s*(?P<zone>[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?"
@@ -57,12 +57,6 @@ def zone_name(moment: datetime) -> str:
     return name
 
 
-def local_zone() -> tzinfo:
-    """The machine's zone now (TZ or /etc/localtime)."""
-    zone = datetime.now().astimezone().tzinfo
-    return zone if zone is not None else UTC
-
-
 def _zone(text: str | None) -> tzinfo | None:
     if text is None:
         return None
@@ -87,47 +81,40 @@ def _clock(match: re.Match[str]) -> tuple[int, int, int, int]:
 def parse(text: str, *, now: datetime, zone: tzinfo | None = None) -> Moment:
     """The moment `text` names, relative to `now` (aware) for a time of day; TimeError when it cannot tell.
 
-    `zone` is the zone assumed when the text gives none (default: the machine's local zone).
+    `zone` is the zone assumed when the text gives none (default: the machine's local zone, with
+    the offset it has on that date, so a time across a daylight-saving change is read right).
     """
     cleaned = text.strip()
-    assumed_zone = zone if zone is not None else local_zone()
     full = _DATE_TIME.match(cleaned)
-    of_day = None if full else _TIME_OF_DAY.match(cleaned)
-    match = full or of_day
+    match = full or _TIME_OF_DAY.match(cleaned)
     if match is None:
         raise TimeError(f"expected {EXAMPLES}, got {text!r}")
     given = _zone(match["zone"])
-    tz = given or assumed_zone
     hour, minute, second, micro = _clock(match)
-    assumed = None if given else _assumed_label(assumed_zone, now)
+
+    def place(day: date) -> datetime:
+        wall = datetime(day.year, day.month, day.day, hour, minute, second, micro)
+        if given is not None or zone is not None:
+            return wall.replace(tzinfo=given or zone)
+        return wall.astimezone()  # naive = local: the system's rules for that date
+
     if full:
         try:
-            day = datetime.strptime(match["date"], "%Y-%m-%d")
+            day = datetime.strptime(match["date"], "%Y-%m-%d").date()
         except ValueError:
             raise TimeError(f"{match['date']!r} is not a date (expected {EXAMPLES})") from None
-        at = day.replace(hour=hour, minute=minute, second=second, microsecond=micro, tzinfo=tz)
-        return Moment(_normalise(at), text, assumed, None)
-    today = now.astimezone(tz).date()
+        at = place(day)
+        return Moment(at, text, None if given else _assumed_label(zone, at), None)
+    local_today = now.astimezone(given or zone).date()
     candidates = [
-        (
-            label,
-            _normalise(datetime(d.year, d.month, d.day, hour, minute, second, micro, tzinfo=tz)),
-        )
-        for label, d in (
-            ("yesterday", today - timedelta(days=1)),
-            ("today", today),
-            ("tomorrow", today + timedelta(days=1)),
-        )
+        (label, place(local_today + timedelta(days=shift)))
+        for label, shift in (("yesterday", -1), ("today", 0), ("tomorrow", 1))
     ]
     label, at = min(candidates, key=lambda c: abs((c[1] - now).total_seconds()))
-    return Moment(at, text, assumed, label)
+    return Moment(at, text, None if given else _assumed_label(zone, at), label)
 
 
-def _assumed_label(zone: tzinfo, now: datetime) -> str:
-    name = zone_name(now.astimezone(zone))
-    return "taken as UTC" if zone is UTC else f"local time, {name}"
-
-
-def _normalise(moment: datetime) -> datetime:
-    """A wall-clock time in a zone with DST: resolved through UTC, so arithmetic stays exact."""
-    return moment.astimezone(UTC).astimezone(moment.tzinfo)
+def _assumed_label(zone: tzinfo | None, at: datetime) -> str:
+    if zone is UTC:
+        return "taken as UTC"
+    return f"local time, {zone_name(at)}" if zone is None else f"taken as {zone_name(at)}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,14 +41,28 @@ def test_explicit_offset_is_used_and_zone_shown() -> None:
     assert moment.describe() == "15:49+02:00 read as 2026-12-01 15:49:00 +02:00 (today)"
 
 
-def test_zoneless_time_says_which_zone_was_assumed() -> None:
-    """Without a zone the assumed zone is named in the reading (here a machine in UTC+01:00)."""
-    cet = timezone(timedelta(hours=1))
+@pytest.fixture
+def berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local zone is Europe/Berlin for this test (TZ, re-read by tzset)."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
-    moment = timeparse.parse("2026-11-24 02:11", now=NOW, zone=cet)
 
-    assert moment.at.astimezone(UTC) == datetime(2026, 11, 24, 1, 11, tzinfo=UTC)
-    assert "no zone given: local time, +01:00" in moment.describe()
+@pytest.mark.usefixtures("berlin")
+def test_zoneless_time_is_local_and_says_so_with_that_dates_offset() -> None:
+    """Without a zone the machine's zone is assumed and named, with the offset of that date (DST)."""
+    winter = timeparse.parse("2026-11-24 02:11", now=NOW)
+    summer = timeparse.parse("2026-07-01 02:11", now=NOW)
+
+    assert winter.at.astimezone(UTC) == datetime(2026, 11, 24, 1, 11, tzinfo=UTC)
+    assert summer.at.astimezone(UTC) == datetime(2026, 7, 1, 0, 11, tzinfo=UTC)
+    assert winter.describe() == (
+        "2026-11-24 02:11 read as 2026-11-24 02:11:00 CET (no zone given: local time, CET)"
+    )
+    assert "CEST" in summer.describe()
 
 
 @pytest.mark.parametrize("text", ["2026", "1349", "2026-11-24", "25:00", "13:49 tomorrow", ""])
