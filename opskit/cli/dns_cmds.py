@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from opskit.cli import dns_render, output
-from opskit.cli.options import parse_duration
+from opskit.cli.options import parse_duration, parse_time_said
 from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -27,16 +27,9 @@ def _now() -> datetime:
 
 
 def _time(option: str, text: str | None) -> datetime | None:
-    """ISO 8601 in UTC (a time without a zone is UTC; one with a zone is converted)."""
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected a time like 2026-11-24T01:12:00Z, got {text!r}"
-        ) from None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    """A time option in UTC, read by the CLI's one time parser (its reading said on stderr)."""
+    moment = parse_time_said(option, text)
+    return moment.astimezone(UTC) if moment else None
 
 
 def server_options(func: Any) -> Any:
@@ -188,7 +181,11 @@ def dns() -> None:
 @click.option(
     "--changes", metavar="NAME", help="The CNAME-chain link the switch changes (gate on its TTL)."
 )
-@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option(
+    "--lowered-at",
+    metavar="TIME",
+    help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
+)
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -222,7 +219,10 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
 @dns.command()
 @click.argument("name")
 @click.option(
-    "--switch-at", required=True, metavar="TIME", help="When the switch is planned (ISO 8601, UTC)."
+    "--switch-at",
+    required=True,
+    metavar="TIME",
+    help="When the switch is planned (ISO 8601 or HH:MM; local time unless a zone is given).",
 )
 @click.option(
     "--target-ttl",
@@ -235,7 +235,11 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
     "--type", "types", multiple=True, type=TYPES, help="Record type (default A and AAAA)."
 )
 @click.option("--changes", metavar="NAME", help="The CNAME-chain link the switch changes.")
-@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option(
+    "--lowered-at",
+    metavar="TIME",
+    help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
+)
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")

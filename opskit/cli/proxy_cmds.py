@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from opskit.cli.options import parse_duration, parse_time
+from opskit.cli.options import parse_duration, parse_time_said
 from opskit.cli.output import emit_json, line, table
 from opskit.durations import DurationError, parse_seconds
 from opskit.errors import ExitCode, UsageError
@@ -136,7 +137,8 @@ def proxy() -> None:
 @click.option(
     "--switched-at",
     metavar="TIME",
-    help="For --nudge-after: when DNS started pointing at the new host (ISO 8601, UTC if no zone).",
+    help="For --nudge-after: when DNS started pointing at the new host (ISO 8601 or HH:MM; "
+    "local time unless a zone is given).",
 )
 @click.option(
     "--old-ttl",
@@ -206,7 +208,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
 
     if nudge_after is not None and nudge_not_before is None:
-        when = parse_time("--switched-at", switched_at)
+        when = parse_time_said("--switched-at", switched_at)
         ttl_s = parse_duration("--old-ttl", old_ttl)
         if when is None or ttl_s is None:
             raise UsageError(
@@ -215,7 +217,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
             )
         nudge_not_before = nudge_start(when, ttl_s, parse_duration("--margin", margin) or 0.0)
     elif nudge_not_before is not None:
-        moment = parse_time("--nudge-not-before", nudge_not_before)
+        moment = parse_time_said("--nudge-not-before", nudge_not_before)
         nudge_not_before = moment.isoformat() if moment else None
 
     config = BridgeConfig(
@@ -290,8 +292,9 @@ def stop(stats_file: Path | None, pid_file: Path | None, timeout: float) -> Exit
 def status(stats_file: Path, as_json: bool) -> ExitCode:
     """Show a bridge's counters: connections, bytes and the clients that still arrive, newest first.
 
-    Exit 0 when the stats file is readable, 3 when there is none (the bridge never ran here) or its
-    process is gone (the counters are the last it wrote).
+    Exit 0 when the stats file is readable, 3 when there is none (the bridge never ran here), its
+    process is gone (the counters are the last it wrote), or it runs but has stopped rewriting the
+    file (a full disk, a read-only directory: the reason is shown).
 
     \b
     Example:
@@ -309,6 +312,28 @@ def status(stats_file: Path, as_json: bool) -> ExitCode:
         line(
             f"opskit: the bridge (pid {current.pid}) is not running any more: these counters are "
             f"from {current.updated_at}; start it again with opskit proxy start",
+            err=True,
+        )
+        return ExitCode.BLOCKED
+    return _write_health(stats_file, current)
+
+
+def _write_health(stats_file: Path, current: BridgeStats) -> ExitCode:
+    """Say when the bridge cannot write its stats file (marker, counters, a stale file): exit 3."""
+    from opskit.proxy.stats import BridgeState, read_write_error  # noqa: PLC0415
+
+    marker = read_write_error(stats_file)
+    if current.write_errors or marker:
+        line(
+            f"opskit: warning: the bridge failed to write {stats_file} {current.write_errors} "
+            f"times; last: {marker or current.last_write_error}",
+            err=True,
+        )
+    age_s = (datetime.now(UTC) - current.updated).total_seconds()
+    if current.status is not BridgeState.STOPPED and age_s > current.stale_after_s:
+        line(
+            f"opskit: cannot tell: the bridge (pid {current.pid}) runs but has not rewritten "
+            f"{stats_file} for {age_s:.0f} s; these counters are old",
             err=True,
         )
         return ExitCode.BLOCKED
