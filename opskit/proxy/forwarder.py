@@ -46,6 +46,18 @@ LISTEN_BACKLOG = 4096
 # Rewrite the stats file this often even when nothing changed: readers see the bridge lives.
 HEARTBEAT_S = 5.0
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+# Descriptors kept free for everything that is not a bridged connection: listeners, the loop, stats
+# writes, the log. Each bridged connection needs two (client + new host).
+FD_RESERVE = 64
+# A client that sent fewer bytes than this within --handshake-timeout, while the new host sent nothing,
+# is cut (slowloris, port scans). A server-first protocol (SSH, SMTP) or a push stream is never cut.
+HANDSHAKE_BYTES = 64
+# A --to given as a name is re-resolved this often (the new host's address may still change tonight).
+RESOLVE_EVERY_S = 5.0
+# RFC 8305 section 5: start the next address this long after the previous attempt if it has not connected.
+HAPPY_EYEBALLS_DELAY_S = 0.25
+# At most one log line a second per kind of refusal: a flood of refused clients must not flood the log.
+REFUSAL_LOG_EVERY_S = 1.0
 
 _mono = time.monotonic
 _UTC = datetime.timezone.utc  # noqa: UP017 - datetime.UTC is 3.11+; this file also runs on 3.8
@@ -94,14 +106,244 @@ def host_port(text: str) -> tuple[str, int]:
 
 
 def plain_ip(address: str) -> str:
-    """The client's IP as people write it: an IPv4-mapped IPv6 address becomes plain IPv4."""
+    """The client's IP as people write it: an IPv4-mapped IPv6 address becomes plain IPv4.
+
+    Called once per accepted connection: the kernel already writes addresses canonically, so only the
+    v4-mapped prefix (a dual-stack listener) and a zone suffix need work.
+    """
+    if "%" in address:
+        address = address.split("%", 1)[0]
+    if address[:7].lower() == "::ffff:" and "." in address:
+        return address[7:]
+    return address
+
+
+def reset(transport: asyncio.Transport | None) -> None:
+    """Close a leg with a TCP RST (SO_LINGER 0), so its peer sees an abort and not a clean end of stream.
+
+    A plain close() or abort() sends FIN when nothing is left unread: the new host would then take a
+    client's truncated upload for a complete one.
+    """
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def is_wildcard(host: str) -> bool:
+    """True for a listener on every address ("0.0.0.0", "::" or empty)."""
+    return host in ("", "0.0.0.0", "::")  # noqa: S104 - a comparison, not a bind
+
+
+def is_local_address(ip: str) -> bool:
+    """True when this host owns `ip` (it can bind it), so a connection there comes back here."""
     try:
-        parsed = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return str(parsed.ipv4_mapped)
-    return str(parsed)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
+def points_at_listener(listen: tuple[str, int], target: tuple[str, int]) -> bool:
+    """True when a connection to `target` would arrive at the listener `listen` itself (a loop)."""
+    lhost, lport = listen
+    thost, tport = target
+    if lport != tport:
+        return False
+    lip, tip = plain_ip(lhost), plain_ip(thost)
+    if lip == tip:
+        return True
+    if is_wildcard(lhost):
+        # "0.0.0.0" accepts IPv4 only; "::" is dual-stack here (IPV6_V6ONLY=0): both families.
+        if lhost in ("0.0.0.0", "") and ":" in tip:  # noqa: S104 - a comparison, not a bind
+            return False
+        return is_local_address(tip)
+    return False
+
+
+def interleave(addresses: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Addresses in RFC 8305 order: alternate families, starting with the family listed first."""
+    if not addresses:
+        return []
+    first = addresses[0][0]
+    same = [a for a in addresses if a[0] == first]
+    other = [a for a in addresses if a[0] != first]
+    out: list[tuple[int, Any]] = []
+    for i in range(max(len(same), len(other))):
+        out.extend(group[i] for group in (same, other) if i < len(group))
+    return out
+
+
+def open_listeners(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for HOST:PORT.
+
+    "[::]" is dual-stack (IPV6_V6ONLY=0): IPv4 clients arrive as ::ffff:a.b.c.d and are shown as
+    a.b.c.d. A name that resolves to several addresses gets one socket each.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    families = {info[0] for info in infos}
+    socks: list[socket.socket] = []
+    seen: set[Any] = set()
+    try:
+        for family, kind, proto, _, sockaddr in infos:
+            if sockaddr in seen:
+                continue
+            seen.add(sockaddr)
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # dual-stack unless the same name also gave an IPv4 address (that one has its socket)
+                v6only = 1 if socket.AF_INET in families else 0
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            sock.bind(sockaddr)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+class Listeners:
+    """The listening servers of one bridge (one per address the --listen name has)."""
+
+    def __init__(self, servers: list[asyncio.AbstractServer]) -> None:
+        self.servers = servers
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+class Target:
+    """Where the new host is: its addresses, re-resolved every RESOLVE_EVERY_S when --to is a name."""
+
+    def __init__(
+        self,
+        to: tuple[str, int],
+        listen: tuple[str, int],
+        loop: asyncio.AbstractEventLoop,
+        log: Any,
+    ) -> None:
+        self.host, self.port = to
+        self.listen = listen
+        self.loop = loop
+        self.log = log
+        try:
+            ipaddress.ip_address(self.host.split("%", 1)[0])
+            self.literal = True
+        except ValueError:
+            self.literal = False
+        self.addresses: list[tuple[int, Any]] = []
+        self.resolved_at = -RESOLVE_EVERY_S
+        self.refreshing: asyncio.Future[None] | None = None
+        self.problem = f"{self.host} has not been resolved yet"
+
+    def connect(self, factory: Any) -> asyncio.Future[Any]:
+        """Start connecting a new upstream leg; the future ends with (transport, protocol)."""
+        loop = self.loop
+        if self.literal:
+            # The hot path: no name to resolve, one address (asyncio skips getaddrinfo for literals).
+            return loop.create_task(loop.create_connection(factory, self.host, self.port))
+        return loop.create_task(self._connect_by_name(factory))
+
+    async def _connect_by_name(self, factory: Any) -> Any:
+        addresses = await self.current()
+        if len(addresses) == 1:
+            sockaddr = addresses[0][1]
+            return await self.loop.create_connection(factory, sockaddr[0], sockaddr[1])
+        sock = await happy_eyeballs(self.loop, addresses, HAPPY_EYEBALLS_DELAY_S)
+        return await self.loop.create_connection(factory, sock=sock)
+
+    async def current(self) -> list[tuple[int, Any]]:
+        """The addresses to try now; a stale list is used while a fresh one is being resolved."""
+        fresh = _mono() - self.resolved_at < RESOLVE_EVERY_S
+        if not fresh and self.refreshing is None:
+            self.refreshing = self.loop.create_task(self.resolve())
+        if self.addresses:
+            return self.addresses
+        if self.refreshing is not None:
+            await asyncio.shield(self.refreshing)
+        if not self.addresses:
+            raise OSError(errno.EHOSTUNREACH, self.problem)
+        return self.addresses
+
+    async def resolve(self) -> None:
+        """Look the name up again; addresses that point back at this bridge are dropped (a loop)."""
+        try:
+            infos = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            self.problem = f"cannot resolve {self.host}: {exc.strerror or exc}"
+            if self.addresses:
+                self.log(f"{self.problem}; still using {self.describe(self.addresses)}")
+            self.resolved_at = _mono()
+            return
+        finally:
+            self.refreshing = None
+        found: list[tuple[int, Any]] = []
+        for family, _, _, _, sockaddr in infos:
+            if (family, sockaddr) not in found:
+                found.append((family, sockaddr))
+        looping = [a for a in found if points_at_listener(self.listen, (a[1][0], a[1][1]))]
+        if looping:
+            self.log(
+                f"{self.host} resolves to {self.describe(looping)}, this bridge's own listener: "
+                "not forwarding there"
+            )
+        usable = interleave([a for a in found if a not in looping])
+        if not usable:
+            self.problem = f"{self.host} has no address other than this bridge's own"
+        elif usable != self.addresses:
+            self.log(f"new host {self.host} is {self.describe(usable)}")
+        self.addresses = usable
+        self.resolved_at = _mono()
+
+    @staticmethod
+    def describe(addresses: list[tuple[int, Any]]) -> str:
+        return ", ".join(
+            f"[{a[1][0]}]:{a[1][1]}" if a[0] == socket.AF_INET6 else f"{a[1][0]}:{a[1][1]}"
+            for a in addresses
+        )
+
+
+async def happy_eyeballs(
+    loop: asyncio.AbstractEventLoop, addresses: list[tuple[int, Any]], delay_s: float
+) -> socket.socket:
+    """A connected socket to the first of `addresses` that answers (RFC 8305: staggered attempts)."""
+    from asyncio import staggered  # noqa: PLC0415 - only for names with several addresses
+
+    def attempt(family: int, sockaddr: Any) -> Any:
+        async def connect() -> socket.socket:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, sockaddr)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return connect
+
+    winner, _, errors = await staggered.staggered_race(
+        [attempt(family, sockaddr) for family, sockaddr in addresses], delay_s
+    )
+    if winner is None:
+        reasons = "; ".join(
+            f"{Target.describe([a])}: {getattr(e, 'strerror', None) or e}"
+            for a, e in zip(addresses, errors)  # noqa: B905 - strict= is 3.10+
+            if e is not None
+        )
+        raise OSError(errno.ECONNREFUSED, f"no address answered ({reasons})")
+    sock: socket.socket = winner
+    return sock
 
 
 def proxy_header(version: str, src: tuple[str, int], dst: tuple[str, int]) -> bytes:
@@ -126,6 +368,15 @@ def proxy_header(version: str, src: tuple[str, int], dst: tuple[str, int]) -> by
     )
 
 
+def connection_limit(text: str) -> int | None:
+    """A --max-connections value: a positive number, or "auto" (what the fd limit fits)."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of connections or auto, got {text!r}")
+    return int(text)
+
+
 class Options:
     """The forwarder's settings, as parsed from its command line."""
 
@@ -135,7 +386,9 @@ class Options:
         self.stats_file: str | None = ns.stats_file
         self.pid_file: str | None = ns.pid_file
         self.engine: str = ns.engine
-        self.max_connections: int = ns.max_connections
+        self.max_connections: int | None = ns.max_connections  # None: as many as the fd limit fits
+        self.max_per_client: int = ns.max_per_client  # 0: no per-source limit
+        self.handshake_timeout_s: float = ns.handshake_timeout  # 0: off
         self.idle_timeout_s: float | None = ns.idle_timeout
         self.connect_timeout_s: float = ns.connect_timeout
         self.half_close_timeout_s: float = ns.half_close_timeout
@@ -161,7 +414,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pid-file", help="write this process's id here (removed at exit)")
     p.add_argument("--engine", default="builtin", help=argparse.SUPPRESS)
-    p.add_argument("--max-connections", type=int, default=10000)
+    p.add_argument(
+        "--max-connections",
+        type=connection_limit,
+        default=None,
+        help="refuse clients beyond this many open connections (default: what the fd limit fits)",
+    )
+    p.add_argument(
+        "--max-per-client",
+        type=int,
+        default=0,
+        help="refuse a client address beyond this many open connections (default 0: no limit)",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=parse_duration,
+        default=30.0,
+        help=f"cut connections that sent under {HANDSHAKE_BYTES} bytes in this long (0: off)",
+    )
     p.add_argument("--idle-timeout", type=parse_duration, default=None, help="off by default")
     p.add_argument("--connect-timeout", type=parse_duration, default=5.0)
     p.add_argument("--half-close-timeout", type=parse_duration, default=30.0)
@@ -179,6 +449,7 @@ class Client:
     """Counters for one client IP address."""
 
     __slots__ = (
+        "aborts",
         "active",
         "address",
         "bytes_in",
@@ -196,6 +467,7 @@ class Client:
         self.bytes_in = 0
         self.bytes_out = 0
         self.errors = 0
+        self.aborts = 0  # connections ended by a reset, from either side
         self.first_seen = first_seen  # wall clock
         self.last_io = last_io  # monotonic clock: cheap to read on every chunk
 
@@ -230,7 +502,7 @@ class Upstream(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.upstream_lost()
+        self.conn.upstream_lost(exc)
 
     def pause_writing(self) -> None:
         self.conn.pause_client_reading()
@@ -258,6 +530,9 @@ class Conn(asyncio.Protocol):
         "peer",
         "pending",
         "probe",
+        "replied",
+        "sent",
+        "source_held",
         "t",
         "up",
         "up_full",
@@ -282,6 +557,9 @@ class Conn(asyncio.Protocol):
         self.pending: list[bytes] | None = None
         self.connect_task: asyncio.Future[Any] | None = None
         self.connect_timer: asyncio.TimerHandle | None = None
+        self.sent = 0  # client bytes so far (--handshake-timeout)
+        self.replied = False  # the new host sent something: the protocol is under way
+        self.source_held = False  # counted in bridge.per_source (--max-per-client)
         self.accepted_at = self.last_io = _mono()
 
     # ----- client leg -----
@@ -294,22 +572,22 @@ class Conn(asyncio.Protocol):
         if bridge.stopping:
             transport.abort()
             return
-        if len(bridge.conns) >= bridge.opts.max_connections:
+        refusal = bridge.refusal(self.peer[0])
+        if refusal is not None:
+            # Still a client that arrived here: counted (the verdict must see it), then refused.
             self.count()
-            self.error(
-                f"refused: {bridge.opts.max_connections} connections are open (--max-connections)"
-            )
-            transport.abort()
+            self.refused(*refusal)
             return
+        if bridge.opts.max_per_client:
+            self.source_held = True
+            bridge.per_source[self.peer[0]] = bridge.per_source.get(self.peer[0], 0) + 1
         _set_socket_options(transport)
         bridge.conns.add(self)
-        loop = bridge.loop
-        host, port = bridge.opts.to
-        self.connect_task = loop.create_task(
-            loop.create_connection(lambda: Upstream(self), host, port)
-        )
+        self.connect_task = bridge.target.connect(lambda: Upstream(self))
         self.connect_task.add_done_callback(self.connect_done)
-        self.connect_timer = loop.call_later(bridge.opts.connect_timeout_s, self.connect_timed_out)
+        self.connect_timer = bridge.loop.call_later(
+            bridge.opts.connect_timeout_s, self.connect_timed_out
+        )
 
     def data_received(self, data: bytes) -> None:
         if not self.counted:
@@ -335,6 +613,7 @@ class Conn(asyncio.Protocol):
         assert client is not None  # noqa: S101 - counted connections have a client
         client.last_io = bridge.last_io = now
         size = len(data)
+        self.sent += size
         client.bytes_in += size
         bridge.bytes_in += size
         bridge.dirty = True
@@ -364,6 +643,11 @@ class Conn(asyncio.Protocol):
         self.closed = True
         bridge = self.bridge
         bridge.conns.discard(self)
+        if self.source_held:
+            self.source_held = False
+            left = bridge.per_source.pop(self.peer[0], 1) - 1
+            if left > 0:
+                bridge.per_source[self.peer[0]] = left
         if not self.counted and not self.probe and self.t is not None and not bridge.stopping_now:
             self.count()
         if self.counted:
@@ -374,8 +658,14 @@ class Conn(asyncio.Protocol):
             client.last_io = bridge.last_io = now
             bridge.active -= 1
             bridge.dirty = True
+            if exc is not None:
+                # The client reset (or its leg failed): the new host must see an abort, not a FIN.
+                client.aborts += 1
+                bridge.aborts_client += 1
         self.cancel_connect()
-        if self.up is not None:
+        if exc is not None:
+            reset(self.up)
+        elif self.up is not None:
             self.up.close()
         if bridge.stopping:
             bridge.maybe_drained()
@@ -428,6 +718,7 @@ class Conn(asyncio.Protocol):
         assert client is not None  # noqa: S101 - counted connections have a client
         client.last_io = bridge.last_io = now
         size = len(data)
+        self.replied = True
         client.bytes_out += size
         bridge.bytes_out += size
         bridge.dirty = True
@@ -443,9 +734,20 @@ class Conn(asyncio.Protocol):
         if self.eof_client:
             self.close()
 
-    def upstream_lost(self) -> None:
-        if self.t is not None and not self.closed:
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.t is None or self.closed:
+            return
+        if exc is None:
             self.t.close()  # flushes what the new host sent, then FIN
+            return
+        # The new host reset: the client must see a reset too, never a FIN that looks like a clean end.
+        if not self.counted and not self.probe:
+            self.count()
+        if self.client is not None:
+            self.client.aborts += 1
+        self.bridge.aborts_upstream += 1
+        self.bridge.dirty = True
+        reset(self.t)
 
     def pause_client_reading(self) -> None:
         self.up_full = True
@@ -487,9 +789,27 @@ class Conn(asyncio.Protocol):
         if exc is None:
             return
         self.cancel_connect_timer()
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            # Our own descriptors ran out, not the new host's fault: say so, and count it apart.
+            if not self.counted and not self.probe:
+                self.count()
+            self.refused("fd_limit", f"out of file descriptors ({exc.strerror})")
+            return
         host, port = self.bridge.opts.to
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        self.fail(f"could not connect to the new host {host}:{port}: {reason}")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.fail(
+            f"could not connect to the new host {host}:{port}: {reason or type(exc).__name__}"
+        )
+
+    def refused(self, kind: str, reason: str) -> None:
+        """Close a client this bridge has no room for; counted by kind, logged at most once a second."""
+        client = self.client
+        if client is not None:
+            client.errors += 1
+        self.bridge.errors += 1
+        self.bridge.refuse(kind, f"refused {self.peer[0]}:{self.peer[1]}: {reason}")
+        if self.t is not None:
+            self.t.abort()
 
     def fail(self, reason: str) -> None:
         if self.closed:
@@ -592,13 +912,61 @@ class Bridge:
         self.dirty = True
         self.writing: asyncio.Future[None] | None = None  # the stats write in flight, if any
         self.last_write = 0.0
-        self.server: asyncio.AbstractServer | None = None
+        self.server: Listeners | None = None
+        self.target = Target(opts.to, opts.listen, loop, self.log)
+        self.conn_limit = opts.max_connections or 1  # set from the fd limit by serve()
+        self.fd_room = self.conn_limit
+        # open connections per client address (--max-per-client)
+        self.per_source: dict[str, int] = {}
+        self.aborts_client = self.aborts_upstream = self.handshake_timeouts = 0
+        self.refused_counts = {"fd_limit": 0, "max_connections": 0, "max_per_client": 0}
+        self.refusal_logged: dict[str, float] = {}
         self.done: asyncio.Future[None] = loop.create_future()
         self.drain_deadline: float | None = None
 
     def log(self, message: str) -> None:
         self.log_stream.write(f"{iso(time.time())} opskit-bridge: {message}\n")
         self.log_stream.flush()
+
+    def refusal(self, address: str) -> tuple[str, str] | None:
+        """Why a new client from `address` cannot be bridged now (kind, reason), or None."""
+        open_now = len(self.conns)
+        if open_now >= self.conn_limit:
+            if self.fd_room <= self.conn_limit:
+                return "fd_limit", (
+                    f"{open_now} connections use the file descriptors this process may open "
+                    f"(RLIMIT_NOFILE); raise it (ulimit -n) to bridge more"
+                )
+            return "max_connections", f"{open_now} connections are open (--max-connections)"
+        limit = self.opts.max_per_client
+        if limit and self.per_source.get(address, 0) >= limit:
+            return (
+                "max_per_client",
+                f"{limit} connections from this address are open (--max-per-client)",
+            )
+        return None
+
+    def refuse(self, kind: str, message: str) -> None:
+        """Count a refused client by kind; log it, at most once a second per kind, with the total."""
+        self.refused_counts[kind] += 1
+        self.dirty = True
+        now = _mono()
+        if now - self.refusal_logged.get(kind, -REFUSAL_LOG_EVERY_S) >= REFUSAL_LOG_EVERY_S:
+            self.refusal_logged[kind] = now
+            self.log(f"{message} ({self.refused_counts[kind]} refused so far: refused_{kind})")
+
+    def forwarding_counters(self) -> dict[str, Any]:
+        """The stats file's keys for aborts, refusals and what the listener carries (issue #9)."""
+        counters: dict[str, Any] = {
+            "carries": ["tcp"],
+            "aborts_client": self.aborts_client,
+            "aborts_upstream": self.aborts_upstream,
+            "handshake_timeouts": self.handshake_timeouts,
+            "max_connections": self.conn_limit,
+        }
+        for kind, count in self.refused_counts.items():
+            counters[f"refused_{kind}"] = count
+        return counters
 
     def client_for(self, address: str) -> Client:
         client = self.clients.get(address)
@@ -617,7 +985,14 @@ class Bridge:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             wall, mono = time.time(), _mono()
-            for key in ("total", "bytes_in", "bytes_out", "errors"):
+            for key in (
+                "total",
+                "bytes_in",
+                "bytes_out",
+                "errors",
+                "aborts_client",
+                "aborts_upstream",
+            ):
                 setattr(self, key, int(data.get(key) or 0))
             if data.get("last_activity"):
                 self.last_io = mono - (wall - parse_iso(data["last_activity"]))
@@ -631,6 +1006,7 @@ class Bridge:
                 client.bytes_in = int(row.get("bytes_in") or 0)
                 client.bytes_out = int(row.get("bytes_out") or 0)
                 client.errors = int(row.get("errors") or 0)
+                client.aborts = int(row.get("aborts") or 0)
                 self.clients[client.address] = client
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.log(f"{path}: could not continue the previous table ({exc}); starting a new one")
@@ -675,12 +1051,14 @@ class Bridge:
                     "first_seen": iso(c.first_seen),
                     "last_seen": wall_of(c.last_io),
                     "errors": c.errors,
+                    "aborts": c.aborts,
                 }
                 for c in clients
             ],
             "ended": self.ended,
             "cut": self.cut,
             "requests": {},
+            **self.forwarding_counters(),
         }
 
     def write_stats_now(self) -> dict[str, Any]:
@@ -720,11 +1098,13 @@ class Bridge:
         ]
         if self.opts.idle_timeout_s:
             candidates.append(self.opts.idle_timeout_s / 4)
+        if self.opts.handshake_timeout_s:
+            candidates.append(self.opts.handshake_timeout_s / 4)
         if self.opts.nudge_after_s is not None:
             candidates.append(max(self.opts.nudge_after_s / 4, 0.05))
         return max(0.05, min(candidates))
 
-    def sweep(self) -> None:
+    def sweep(self) -> None:  # noqa: PLR0912 - one branch per reason to close a connection
         now = _mono()
         opts = self.opts
         nudge = opts.nudge_after_s is not None and (
@@ -747,6 +1127,18 @@ class Bridge:
             if (conn.eof_client or conn.eof_up) and idle > opts.half_close_timeout_s:
                 side = "client" if conn.eof_client else "new host"
                 self.log(f"client {who}: half-closed by the {side} and idle {idle:.0f}s; closed")
+                conn.abort()
+            elif (
+                opts.handshake_timeout_s
+                and conn.sent < HANDSHAKE_BYTES
+                and not conn.replied
+                and now - conn.accepted_at > opts.handshake_timeout_s
+            ):
+                self.handshake_timeouts += 1
+                self.log(
+                    f"client {who}: sent {conn.sent} bytes in {now - conn.accepted_at:.0f}s "
+                    "(--handshake-timeout); closed"
+                )
                 conn.abort()
             elif opts.idle_timeout_s and idle > opts.idle_timeout_s:
                 self.log(f"client {who}: idle {idle:.0f}s (--idle-timeout); closed")
@@ -883,11 +1275,16 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
     """Accept and forward until a signal, then drain; the process exit code."""
     loop = asyncio.get_running_loop()
     bridge = Bridge(opts, loop, log)
-    limit = raise_fd_limit()
-    if limit < 2 * opts.max_connections:
+    size_for_fd_limit(bridge, raise_fd_limit())
+    if points_at_listener(opts.listen, opts.to):
         bridge.log(
-            f"only {limit} file descriptors: at most about {(limit - 64) // 2} connections fit"
+            f"error: --to {opts.to[0]}:{opts.to[1]} is this bridge's own listener: "
+            "give the new host's address"
         )
+        return 2
+    await bridge.target.resolve()
+    if not bridge.target.literal and not bridge.target.addresses:
+        bridge.log(f"warning: {bridge.target.problem}; clients will be cut until it resolves")
     owner = running_owner(opts.stats_file)
     if owner is not None:
         bridge.log(
@@ -898,8 +1295,11 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
     bridge.restore()
     host, port = opts.listen
     try:
-        bridge.server = await loop.create_server(
-            lambda: Conn(bridge), host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+        bridge.server = Listeners(
+            [
+                await loop.create_server(lambda: Conn(bridge), sock=sock, backlog=LISTEN_BACKLOG)
+                for sock in open_listeners(host, port)
+            ]
         )
     except OSError as exc:
         bridge.state, bridge.ended = "stopped", f"error: cannot listen on {host}:{port}: {why(exc)}"
@@ -926,6 +1326,24 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
         ticker.cancel()
         await finish(bridge, out)
     return 0
+
+
+def size_for_fd_limit(bridge: Bridge, fd_limit: int) -> None:
+    """Fit the connection limit into RLIMIT_NOFILE: two descriptors per connection, FD_RESERVE kept.
+
+    Beyond that, accept() or the upstream socket() would fail with EMFILE, and the client would be
+    closed with a misleading "could not connect to the new host". A larger --max-connections is not
+    lowered silently: the log says so, and clients beyond the fit are counted as refused_fd_limit.
+    """
+    fits = max(1, (fd_limit - FD_RESERVE) // 2)
+    asked = bridge.opts.max_connections
+    bridge.fd_room = fits
+    bridge.conn_limit = fits if asked is None else min(asked, fits)
+    if asked is not None and asked > fits:
+        bridge.log(
+            f"warning: --max-connections {asked} does not fit in {fd_limit} file descriptors "
+            f"(RLIMIT_NOFILE): clients beyond {fits} are refused and counted as refused_fd_limit"
+        )
 
 
 async def finish(bridge: Bridge, out: IO[str]) -> None:
