@@ -88,7 +88,14 @@ def _validate(config: BridgeConfig) -> None:
         )
     if config.max_connections < 1:
         raise UsageError("--max-connections must be at least 1")
-    from opskit.proxy.forwarder import running_owner  # noqa: PLC0415 - stdlib only, but 1000 lines
+    from opskit.proxy.forwarder import loops_back, running_owner  # noqa: PLC0415 - stdlib only
+
+    looping = loops_back(config.listen_host_port, config.to_host_port)
+    if looping is not None:
+        raise UsageError(
+            f"--to {config.to} ({looping}) is this bridge's own listener {config.listen}: "
+            "give the new host's address"
+        )
 
     owner = running_owner(str(config.stats_file))
     if owner is not None:

@@ -166,6 +166,18 @@ def points_at_listener(listen: tuple[str, int], target: tuple[str, int]) -> bool
     return False
 
 
+def loops_back(listen: tuple[str, int], to: tuple[str, int]) -> str | None:
+    """The address of `to` (a name is resolved) that is the listener `listen` itself, or None."""
+    try:
+        infos = socket.getaddrinfo(to[0], to[1], type=socket.SOCK_STREAM)
+    except OSError:
+        infos = []  # an unresolvable name cannot loop; the connect reports it
+    for ip in [to[0]] + [str(info[4][0]) for info in infos]:
+        if points_at_listener(listen, (ip, to[1])):
+            return ip
+    return None
+
+
 def interleave(addresses: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
     """Addresses in RFC 8305 order: alternate families, starting with the family listed first."""
     if not addresses:
@@ -1276,9 +1288,10 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
     loop = asyncio.get_running_loop()
     bridge = Bridge(opts, loop, log)
     size_for_fd_limit(bridge, raise_fd_limit())
-    if points_at_listener(opts.listen, opts.to):
+    looping = loops_back(opts.listen, opts.to)
+    if looping is not None:
         bridge.log(
-            f"error: --to {opts.to[0]}:{opts.to[1]} is this bridge's own listener: "
+            f"error: --to {opts.to[0]}:{opts.to[1]} ({looping}) is this bridge's own listener: "
             "give the new host's address"
         )
         return 2
