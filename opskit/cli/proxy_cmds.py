@@ -90,7 +90,31 @@ def proxy() -> None:
 @click.option(
     "--pid-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the pid here."
 )
-@click.option("--max-connections", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Refuse clients beyond this many open connections (built-in: never beyond what the "
+    "open-file limit fits, two descriptors each; the log says so and counts refused_fd_limit).",
+)
+@click.option(
+    "--max-per-client",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse one client address beyond this many open connections (0: no limit). "
+    "Mind clients behind one NAT address.",
+)
+@click.option(
+    "--handshake-timeout",
+    callback=_duration,
+    metavar="DURATION",
+    default="30s",
+    show_default=True,
+    help="Cut connections that sent under 64 bytes in this long while the new host sent nothing "
+    "(slowloris, scans; 0s: off). Server-first protocols (SSH, SMTP) are never cut by it.",
+)
 @click.option(
     "--idle-timeout",
     callback=_duration,
@@ -166,6 +190,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     stats_file: Path | None,
     pid_file: Path | None,
     max_connections: int,
+    max_per_client: int,
+    handshake_timeout: float,
     idle_timeout: float | None,
     connect_timeout: float,
     half_close_timeout: float,
@@ -195,6 +221,12 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     would only come back here. Built-in engine and --engine haproxy.
 
     opskit's own probes (`opskit proxy status`, readiness checks) are not counted as clients.
+
+    What the bridge does not carry: it forwards TCP only. UDP to the same port (DNS, SIP/RTP and
+    other VoIP, QUIC/HTTP3, games) is neither forwarded nor counted, so such clients stay unseen on
+    the old host; so are ICMP and SCTP. A `[::]` listener is dual-stack (IPv4 clients are carried and
+    shown as plain IPv4). A client or new-host reset is passed on as a reset and counted
+    (aborts_client, aborts_upstream).
 
     \b
     Example:
@@ -226,6 +258,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         engine=engine,  # type: ignore[arg-type]
         pid_file=pid_file,
         max_connections=max_connections,
+        max_per_client=max_per_client,
+        handshake_timeout_s=handshake_timeout,
         idle_timeout_s=idle_timeout,
         connect_timeout_s=connect_timeout,
         half_close_timeout_s=half_close_timeout,

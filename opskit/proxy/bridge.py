@@ -64,6 +64,10 @@ def forwarder_argv(config: BridgeConfig) -> list[str]:
         _seconds(config.drain_timeout_s),
         "--stats-interval",
         _seconds(config.stats_interval_s),
+        "--max-per-client",
+        str(config.max_per_client),
+        "--handshake-timeout",
+        _seconds(config.handshake_timeout_s),
     ]
     if config.idle_timeout_s is not None:
         argv += ["--idle-timeout", _seconds(config.idle_timeout_s)]

@@ -167,7 +167,16 @@ def points_at_listener(listen: tuple[str, int], target: tuple[str, int]) -> bool
 
 
 def loops_back(listen: tuple[str, int], to: tuple[str, int]) -> str | None:
-    """The address of `to` (a name is resolved) that is the listener `listen` itself, or None."""
+    """The address of `to` (a name is resolved) that is the listener `listen` itself, or None.
+
+    Only asked while `listen` is free: when something already listens there, "address in use" is the
+    answer the operator needs, and the bridge would not start anyway.
+    """
+    try:
+        for sock in open_listeners(*listen):
+            sock.close()
+    except OSError:
+        return None
     try:
         infos = socket.getaddrinfo(to[0], to[1], type=socket.SOCK_STREAM)
     except OSError:

@@ -334,3 +334,12 @@ def test_fd_limit_refuses_with_a_count_and_never_blames_the_new_host(
     assert "could not connect to the new host" not in log
     if extra:
         assert "--max-connections 1000 does not fit in 128 file descriptors" in log
+
+
+def test_start_help_says_what_the_bridge_does_not_carry(opskit: Invoke) -> None:
+    """`proxy start --help` tells the operator that UDP to the same port is not carried or counted."""
+    result = opskit("proxy", "start", "--help", expect=ExitCode.OK)
+
+    text = " ".join(result.stdout.split())
+    assert "UDP to the same port" in text
+    assert "neither forwarded nor counted" in text
