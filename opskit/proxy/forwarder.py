@@ -58,6 +58,10 @@ RESOLVE_EVERY_S = 5.0
 HAPPY_EYEBALLS_DELAY_S = 0.25
 # At most one log line a second per kind of refusal: a flood of refused clients must not flood the log.
 REFUSAL_LOG_EVERY_S = 1.0
+# Client bytes held while the new host's leg connects, before reading from the client pauses.
+PENDING_LIMIT = 64 * 1024
+# SO_KEEPALIVE goes on the new host's leg once a connection lasted this long (set by the sweep).
+KEEPALIVE_AFTER_S = 1.0
 
 _mono = time.monotonic
 _UTC = datetime.timezone.utc  # noqa: UP017 - datetime.UTC is 3.11+; this file also runs on 3.8
@@ -218,6 +222,9 @@ def open_listeners(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Inherited by every accepted socket (Linux): no per-connection system call for them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if family == socket.AF_INET6:
                 # dual-stack unless the same name also gave an IPv4 address (that one has its socket)
                 v6only = 1 if socket.AF_INET in families else 0
@@ -493,15 +500,17 @@ class Client:
         self.last_io = last_io  # monotonic clock: cheap to read on every chunk
 
 
-def _set_socket_options(transport: asyncio.BaseTransport) -> None:
+def _keepalive(transport: asyncio.BaseTransport) -> None:
+    """SO_KEEPALIVE on the new host's leg, so a vanished peer is reaped (TCP_NODELAY: asyncio sets it).
+
+    The client leg inherits both options from the listening socket (open_listeners): no per-connection
+    system calls there, which is most of what a new connection costs.
+    """
     sock = transport.get_extra_info("socket")
     if sock is None:
         return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(OSError):  # the peer may be gone: the transport reports that itself
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    except OSError:
-        pass  # the peer may already be gone; the transport will report that itself
 
 
 class Upstream(asyncio.Protocol):
@@ -542,7 +551,6 @@ class Conn(asyncio.Protocol):
         "client_paused",
         "closed",
         "connect_task",
-        "connect_timer",
         "counted",
         "eof_client",
         "eof_up",
@@ -553,6 +561,7 @@ class Conn(asyncio.Protocol):
         "probe",
         "replied",
         "sent",
+        "settled",
         "source_held",
         "t",
         "up",
@@ -577,7 +586,7 @@ class Conn(asyncio.Protocol):
         self.client_paused = False
         self.pending: list[bytes] | None = None
         self.connect_task: asyncio.Future[Any] | None = None
-        self.connect_timer: asyncio.TimerHandle | None = None
+        self.settled = False  # the sweep's per-connection chores are done (see settle)
         self.sent = 0  # client bytes so far (--handshake-timeout)
         self.replied = False  # the new host sent something: the protocol is under way
         self.source_held = False  # counted in bridge.per_source (--max-per-client)
@@ -602,13 +611,9 @@ class Conn(asyncio.Protocol):
         if bridge.opts.max_per_client:
             self.source_held = True
             bridge.per_source[self.peer[0]] = bridge.per_source.get(self.peer[0], 0) + 1
-        _set_socket_options(transport)
         bridge.conns.add(self)
         self.connect_task = bridge.target.connect(lambda: Upstream(self))
         self.connect_task.add_done_callback(self.connect_done)
-        self.connect_timer = bridge.loop.call_later(
-            bridge.opts.connect_timeout_s, self.connect_timed_out
-        )
 
     def data_received(self, data: bytes) -> None:
         if not self.counted:
@@ -645,9 +650,11 @@ class Conn(asyncio.Protocol):
             if self.pending is None:
                 self.pending = []
             self.pending.append(data)
-            # One read chunk at most waits for the upstream connect: reading pauses until then.
-            self.waiting_up = True
-            self.sync_client_reading()
+            # Bytes waiting for the upstream connect are bounded: reading pauses beyond
+            # PENDING_LIMIT. Not pausing for a first request saves two epoll changes per connection.
+            if self.sent >= PENDING_LIMIT:
+                self.waiting_up = True
+                self.sync_client_reading()
 
     def eof_received(self) -> bool:
         self.eof_client = True
@@ -702,12 +709,10 @@ class Conn(asyncio.Protocol):
 
     # ----- upstream leg -----
     def upstream_made(self, transport: asyncio.Transport) -> None:
-        self.cancel_connect_timer()
         if self.closed:
             transport.abort()
             return
         self.up = transport
-        _set_socket_options(transport)
         opts = self.bridge.opts
         if opts.proxy_protocol and self.t is not None:
             local = self.t.get_extra_info("sockname") or ("0.0.0.0", 0)  # noqa: S104 - header only
@@ -792,8 +797,21 @@ class Conn(asyncio.Protocol):
                 t.resume_reading()
 
     # ----- connect outcome -----
+    def settle(self, now: float) -> None:
+        """Chores the sweep does instead of a timer or a system call per connection (new connections/s).
+
+        The connect timeout is checked here (to within a sweep interval), and SO_KEEPALIVE goes on the
+        new host's leg only once a connection has lasted KEEPALIVE_AFTER_S: the short ones never need it.
+        """
+        if self.up is None:
+            if now - self.accepted_at > self.bridge.opts.connect_timeout_s:
+                self.connect_timed_out()
+            return
+        if now - self.accepted_at >= KEEPALIVE_AFTER_S:
+            self.settled = True
+            _keepalive(self.up)
+
     def connect_timed_out(self) -> None:
-        self.connect_timer = None
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
             self.connect_task = None
@@ -809,7 +827,6 @@ class Conn(asyncio.Protocol):
         exc = task.exception()
         if exc is None:
             return
-        self.cancel_connect_timer()
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
             # Our own descriptors ran out, not the new host's fault: say so, and count it apart.
             if not self.counted and not self.probe:
@@ -844,13 +861,7 @@ class Conn(asyncio.Protocol):
         if self.t is not None:
             self.t.abort()
 
-    def cancel_connect_timer(self) -> None:
-        if self.connect_timer is not None:
-            self.connect_timer.cancel()
-            self.connect_timer = None
-
     def cancel_connect(self) -> None:
-        self.cancel_connect_timer()
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
         self.connect_task = None
@@ -1134,6 +1145,8 @@ class Bridge:
         for conn in list(self.conns):
             if conn.closed:
                 continue
+            if not conn.settled:
+                conn.settle(now)
             if not conn.counted:
                 if conn.probe:
                     if now - conn.accepted_at > PROBE_MAX_S:
