@@ -320,6 +320,28 @@ def stop(stats_file: Path | None, pid_file: Path | None, timeout: float) -> Exit
 
 @proxy.command()
 @click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def restart(stats_file: Path) -> ExitCode:
+    """Restart a detached built-in bridge without cutting a client (hot restart, like HAProxy -sf).
+
+    A new bridge process takes over the listening socket, so new clients are accepted throughout;
+    the old process keeps its bridged connections until they end and reports them to the new one,
+    so the client table and the active count stay whole. Only the new process writes the stats file.
+
+    Exit 0 when the new bridge runs, 3 when there is no detached built-in bridge to restart.
+
+    \b
+    Example:
+      opskit proxy restart --stats-file bridge.json
+    """
+    from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
+
+    old, new = bridge.restart(stats_file)
+    line(f"bridge restarted: pid {new} accepts now; pid {old} drains its bridged connections")
+    return ExitCode.OK
+
+
+@proxy.command()
+@click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--json", "as_json", is_flag=True, help="The stats file's content, for scripts.")
 def status(stats_file: Path, as_json: bool) -> ExitCode:
     """Show a bridge's counters: connections, bytes and the clients that still arrive, newest first.

@@ -427,6 +427,7 @@ class Options:
         self.stats_interval_s: float = ns.stats_interval
         self.use_uvloop: bool = not ns.no_uvloop
         self.quiet: bool = ns.quiet
+        self.takeover: int | None = ns.takeover  # pid of the bridge whose listeners we continue
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -470,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=parse_duration, default=1.0)
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop")
     p.add_argument("--quiet", action="store_true", help="do not print the final table")
+    p.add_argument(
+        "--takeover",
+        type=int,
+        metavar="PID",
+        help="continue the running bridge PID: take its listening sockets and client table "
+        "(opskit proxy restart); it drains its own connections",
+    )
     return p
 
 
@@ -1305,62 +1313,333 @@ def format_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class StartError(Exception):
+    """Why the bridge does not start: the exit code and one line for the log (recorded: in the stats)."""
+
+    def __init__(self, code: int, message: str, *, recorded: bool = False) -> None:
+        super().__init__(message)
+        self.code, self.message, self.recorded = code, message, recorded
+
+
 async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
     """Accept and forward until a signal, then drain; the process exit code."""
     loop = asyncio.get_running_loop()
     bridge = Bridge(opts, loop, log)
-    size_for_fd_limit(bridge, raise_fd_limit())
-    looping = loops_back(opts.listen, opts.to)
-    if looping is not None:
-        bridge.log(
-            f"error: --to {opts.to[0]}:{opts.to[1]} ({looping}) is this bridge's own listener: "
-            "give the new host's address"
-        )
-        return 2
-    await bridge.target.resolve()
-    if not bridge.target.literal and not bridge.target.addresses:
-        bridge.log(f"warning: {bridge.target.problem}; clients will be cut until it resolves")
-    owner = running_owner(opts.stats_file)
-    if owner is not None:
-        bridge.log(
-            f"error: {opts.stats_file} belongs to the bridge that runs as pid {owner}: "
-            "stop it first (opskit proxy stop) or give another --stats-file"
-        )
-        return 1
-    bridge.restore()
-    host, port = opts.listen
     try:
-        bridge.server = Listeners(
-            [
-                await loop.create_server(lambda: Conn(bridge), sock=sock, backlog=LISTEN_BACKLOG)
-                for sock in open_listeners(host, port)
-            ]
-        )
-    except OSError as exc:
-        bridge.state, bridge.ended = "stopped", f"error: cannot listen on {host}:{port}: {why(exc)}"
-        bridge.log(bridge.ended)
-        if opts.stats_file:
-            bridge.write_stats_now()
-        return 1
+        control, fds = await start(bridge)
+    except StartError as exc:
+        bridge.log(exc.message)
+        if exc.recorded:
+            bridge.state, bridge.ended = "stopped", exc.message
+            if opts.stats_file:
+                bridge.write_stats_now()
+        return exc.code
     for signum, name in ((signal.SIGTERM, "sigterm"), (signal.SIGINT, "sigint")):
         loop.add_signal_handler(signum, bridge.stop, name)
     if opts.pid_file:
         write_pid(opts.pid_file)
     flavour = type(loop).__module__.split(".")[0]
+    host, port = opts.listen
     bridge.log(
         f"listening on {host}:{port}, forwarding to {opts.to[0]}:{opts.to[1]} ({flavour} loop)"
     )
+    inheriting = None
+    if control is not None:
+        control.sendall(b"ready\n")  # the old bridge stops accepting only now: nobody is refused
+        control.setblocking(False)
+        bridge.log(f"took over the listener from pid {opts.takeover}; it drains its connections")
+        inheriting = loop.create_task(receive_deltas(bridge, control))
     if opts.stats_file:
         bridge.write_stats_now()
     ticker = loop.create_task(bridge.ticker())
+    handoff = loop.create_task(offer_handoff(bridge, fds))
     try:
         await bridge.done
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         ticker.cancel()
+        if bridge.ended and bridge.ended.startswith("handed over"):
+            await asyncio.wait([handoff], timeout=2)  # the last delta: our connections ended
+        for task in (handoff, inheriting):
+            if task is not None:
+                task.cancel()
         await finish(bridge, out)
     return 0
+
+
+async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
+    """Checks, then the listeners (new, or taken over with --takeover): (control socket, their fds)."""
+    opts = bridge.opts
+    size_for_fd_limit(bridge, raise_fd_limit())
+    looping = loops_back(opts.listen, opts.to)
+    if looping is not None:
+        raise StartError(
+            2,
+            f"error: --to {opts.to[0]}:{opts.to[1]} ({looping}) is this bridge's own listener: "
+            "give the new host's address",
+        )
+    await bridge.target.resolve()
+    if not bridge.target.literal and not bridge.target.addresses:
+        bridge.log(f"warning: {bridge.target.problem}; clients will be cut until it resolves")
+    owner = running_owner(opts.stats_file)
+    control: socket.socket | None = None
+    socks: list[socket.socket] | None = None
+    if opts.takeover is not None:
+        try:
+            control, socks = take_over(opts.takeover)
+        except OSError as exc:
+            raise StartError(
+                1, f"error: cannot take over from pid {opts.takeover}: {why(exc)}"
+            ) from None
+        owner = None if owner == opts.takeover else owner
+    if owner is not None:
+        raise StartError(
+            1,
+            f"error: {opts.stats_file} belongs to the bridge that runs as pid {owner}: "
+            "stop it first (opskit proxy stop) or give another --stats-file",
+        )
+    bridge.restore()
+    host, port = opts.listen
+    try:
+        if socks is None:
+            socks = open_listeners(host, port)
+        fds = [sock.fileno() for sock in socks]
+        bridge.server = Listeners(
+            [
+                await bridge.loop.create_server(
+                    lambda: Conn(bridge), sock=sock, backlog=LISTEN_BACKLOG
+                )
+                for sock in socks
+            ]
+        )
+    except OSError as exc:
+        message = f"error: cannot listen on {host}:{port}: {why(exc)}"
+        raise StartError(1, message, recorded=True) from None
+    return control, fds
+
+
+# ----- hot restart (opskit proxy restart): HAProxy -sf / Envoy hot restart, for one process -----
+# The running bridge listens on a Linux abstract unix socket named after its pid (no file to leave
+# behind; only a process of the same user is served, checked with SO_PEERCRED). A new bridge started
+# with --takeover PID asks for the listening sockets, gets them with SCM_RIGHTS, starts accepting on
+# them and says "ready"; only then does the old one stop accepting, so no client is refused in between.
+# The old bridge then stops writing the stats file (one writer at a time), drains its own connections
+# for as long as they last, and streams what they do (per-client deltas) to the new one, which adds
+# them to the table it writes. The client table itself comes from the stats file the old one wrote
+# last, just before the hand-over.
+HANDOFF_READY_TIMEOUT_S = 10.0
+HANDOFF_EVERY_S = 0.2
+_DELTA_KEYS = ("active", "total", "bytes_in", "bytes_out", "errors", "aborts")
+_TOP_KEYS = (
+    "active",
+    "total",
+    "bytes_in",
+    "bytes_out",
+    "errors",
+    "aborts_client",
+    "aborts_upstream",
+)
+
+
+def handoff_address(pid: int) -> str:
+    """The abstract unix socket a bridge with this pid hands its listeners over on."""
+    return f"\0opskit-bridge-handoff-{pid}"
+
+
+def _same_user(conn: socket.socket) -> bool:
+    if not hasattr(socket, "SO_PEERCRED"):
+        return False  # not Linux: no way to tell who asks, so nobody gets our listeners
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return bool(uid == os.getuid())
+
+
+async def _read_line(loop: asyncio.AbstractEventLoop, conn: socket.socket, limit: int) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < limit:
+        chunk = await loop.sock_recv(conn, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def offer_handoff(bridge: Bridge, listeners: list[int]) -> None:
+    """The old side: wait for a new bridge, hand it the listeners, then report our draining connections."""
+    loop = bridge.loop
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        control.bind(handoff_address(os.getpid()))
+    except OSError as exc:
+        bridge.log(f"hot restart is not available: {exc}")
+        control.close()
+        return
+    control.listen(4)
+    control.setblocking(False)
+    with control:
+        while not bridge.done.done():
+            conn, _ = await loop.sock_accept(control)
+            with conn:
+                if not _same_user(conn):
+                    bridge.log("refused a hot-restart request from another user")
+                    continue
+                if await _hand_over(bridge, conn, listeners):
+                    return
+
+
+async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> bool:
+    loop = bridge.loop
+    request = await _read_line(loop, conn, 256)
+    if not request.startswith(b"takeover "):
+        return False
+    new_pid = int(request.split()[1])
+    if bridge.opts.stats_file:
+        bridge.write_stats_now()  # the table the new bridge continues from
+    baseline = Baseline(bridge)  # the same moment: no await in between
+    conn.setblocking(True)
+    conn.settimeout(HANDOFF_READY_TIMEOUT_S)
+    try:
+        conn.sendmsg(
+            [b"listeners\n"],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))],
+        )
+        ready = await loop.run_in_executor(None, conn.recv, 64)
+    except OSError:
+        ready = b""
+    if not ready.startswith(b"ready"):
+        bridge.log(f"hot restart by pid {new_pid} did not complete; still accepting here")
+        return False
+    conn.setblocking(False)
+    # From here the new bridge accepts and writes the stats file; this one only drains.
+    bridge.opts.stats_file = bridge.opts.pid_file = None
+    bridge.ended = f"handed over to pid {new_pid}"
+    bridge.state = "stopping"
+    bridge.stopping = True
+    if bridge.server is not None:
+        bridge.server.close()
+    noun = "connection" if len(bridge.conns) == 1 else "connections"
+    bridge.log(
+        f"handed the listener over to pid {new_pid}; draining {len(bridge.conns)} bridged {noun} "
+        f"here for as long as they last (SIGTERM closes them: --drain-timeout)"
+    )
+    bridge.maybe_drained()
+    await _stream_deltas(bridge, conn, baseline)
+    return True
+
+
+def _client_row(client: Client) -> tuple[int, ...]:
+    return tuple(int(getattr(client, key)) for key in _DELTA_KEYS)
+
+
+class Baseline:
+    """The counters as the stats file written at the hand-over has them (active: none, as restored)."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.top = {key: 0 if key == "active" else int(getattr(bridge, key)) for key in _TOP_KEYS}
+        self.rows = {c.address: (0, *_client_row(c)[1:]) for c in bridge.clients.values()}
+        self.watched = {c.client.address for c in bridge.conns if c.client is not None}
+
+
+async def _stream_deltas(bridge: Bridge, conn: socket.socket, baseline: Baseline) -> None:
+    """Send what this bridge's remaining connections do, as JSON lines of deltas, until they end."""
+    loop = bridge.loop
+    sent_top, sent, watched = baseline.top, baseline.rows, baseline.watched
+    while True:
+        finished = bridge.done.done()
+        now_watched = {c.client.address for c in bridge.conns if c.client is not None}
+        delta_clients = {}
+        for address in watched | now_watched:
+            client = bridge.clients.get(address)
+            if client is None:
+                continue
+            row = _client_row(client)
+            before = sent.get(address, (0,) * len(row))
+            change = [a - b for a, b in zip(row, before)]  # noqa: B905 - strict= is 3.10+
+            if any(change):
+                delta_clients[address] = change
+                sent[address] = row
+        watched = now_watched
+        top = {key: int(getattr(bridge, key)) - sent_top[key] for key in _TOP_KEYS}
+        sent_top = {key: int(getattr(bridge, key)) for key in _TOP_KEYS}
+        if delta_clients or any(top.values()) or finished:
+            line = json.dumps({"top": top, "clients": delta_clients, "done": finished}) + "\n"
+            try:
+                await loop.sock_sendall(conn, line.encode("utf-8"))
+            except OSError:
+                return  # the new bridge is gone; our connections still finish here
+        if finished:
+            return
+        await asyncio.sleep(HANDOFF_EVERY_S)
+
+
+def take_over(
+    pid: int, timeout_s: float = HANDOFF_READY_TIMEOUT_S
+) -> tuple[socket.socket, list[socket.socket]]:
+    """The new side: the listening sockets of the bridge with this pid, and the control connection."""
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    control.settimeout(timeout_s)
+    try:
+        control.connect(handoff_address(pid))
+        control.sendall(f"takeover {os.getpid()}\n".encode("ascii"))
+        size = struct.calcsize("i")
+        msg, ancillary, _, _ = control.recvmsg(64, socket.CMSG_SPACE(16 * size))
+    except OSError:
+        control.close()
+        raise
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % size
+            fds.extend(struct.unpack(f"{usable // size}i", data[:usable]))
+    if not msg.startswith(b"listeners") or not fds:
+        control.close()
+        raise OSError(errno.EPROTO, f"pid {pid} did not hand over its listening sockets")
+    socks = [socket.socket(fileno=fd) for fd in fds]
+    for sock in socks:
+        sock.setblocking(False)
+    return control, socks
+
+
+async def receive_deltas(bridge: Bridge, control: socket.socket) -> None:
+    """Add the old bridge's draining connections to our counters until it has finished (or died)."""
+    loop = bridge.loop
+    inherited: dict[str, int] = {}
+    buffer = b""
+    try:
+        while True:
+            chunk = await loop.sock_recv(control, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                _apply_delta(bridge, json.loads(line), inherited)
+    except (OSError, ValueError) as exc:
+        bridge.log(f"lost the old bridge's report on its draining connections: {exc}")
+    finally:
+        control.close()
+        # Whatever the old process still counted as active ended with it.
+        for address, count in inherited.items():
+            client = bridge.clients.get(address)
+            if count > 0 and client is not None:
+                client.active -= count
+                bridge.active -= count
+        bridge.dirty = True
+
+
+def _apply_delta(bridge: Bridge, delta: dict[str, Any], inherited: dict[str, int]) -> None:
+    now = _mono()
+    for key, value in delta.get("top", {}).items():
+        if key in _TOP_KEYS and value:
+            setattr(bridge, key, getattr(bridge, key) + int(value))
+    for address, change in delta.get("clients", {}).items():
+        client = bridge.client_for(address)
+        for key, value in zip(_DELTA_KEYS, change):  # noqa: B905 - strict= is 3.10+
+            setattr(client, key, getattr(client, key) + int(value))
+        inherited[address] = inherited.get(address, 0) + int(change[0])
+        client.last_io = bridge.last_io = now
+    bridge.dirty = True
 
 
 def size_for_fd_limit(bridge: Bridge, fd_limit: int) -> None:
