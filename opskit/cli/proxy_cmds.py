@@ -180,6 +180,12 @@ def proxy() -> None:
     help="For --nudge-after: the moment to start nudging, instead of --switched-at + --old-ttl.",
 )
 @click.option(
+    "--udp",
+    is_flag=True,
+    help="Built-in engine: also carry UDP on the same port (one flow per client address and port, "
+    "ended after 30 s without a datagram), counted like TCP.",
+)
+@click.option(
     "--detach", is_flag=True, help="Run in the background; stop it with `opskit proxy stop`."
 )
 def start(  # noqa: PLR0917 - click passes every option as an argument
@@ -202,6 +208,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     old_ttl: str | None,
     margin: str,
     nudge_not_before: str | None,
+    udp: bool,
     detach: bool,
 ) -> ExitCode:
     """Forward LISTEN to the new host until SIGTERM or Ctrl-C, counting every client.
@@ -224,7 +231,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
 
     What the bridge does not carry: it forwards TCP only. UDP to the same port (DNS, SIP/RTP and
     other VoIP, QUIC/HTTP3, games) is neither forwarded nor counted, so such clients stay unseen on
-    the old host; so are ICMP and SCTP. A `[::]` listener is dual-stack (IPv4 clients are carried and
+    the old host, unless --udp (built-in engine) carries it too; ICMP and SCTP are never carried. A `[::]` listener is dual-stack (IPv4 clients are carried and
     shown as plain IPv4). A client or new-host reset is passed on as a reset and counted
     (aborts_client, aborts_upstream).
 
@@ -267,7 +274,10 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
         nudge_after_s=nudge_after,
         nudge_not_before=nudge_not_before,
+        udp=udp,
     )
+    if udp and (engine != "builtin" or mode != "tcp"):
+        raise UsageError("--udp is carried by the built-in engine in --mode tcp only")
     problem = bridge.target_problem(config)
     if problem:
         line(f"opskit: warning: {problem}; clients will be cut until it answers", err=True)

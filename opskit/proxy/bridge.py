@@ -73,6 +73,8 @@ def forwarder_argv(config: BridgeConfig) -> list[str]:
     ]
     if config.idle_timeout_s is not None:
         argv += ["--idle-timeout", _seconds(config.idle_timeout_s)]
+    if config.udp:
+        argv += ["--udp"]
     if config.proxy_protocol is not None:
         argv += ["--proxy-protocol", config.proxy_protocol]
     if config.nudge_after_s is not None:

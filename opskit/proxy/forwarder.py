@@ -58,6 +58,8 @@ RESOLVE_EVERY_S = 5.0
 HAPPY_EYEBALLS_DELAY_S = 0.25
 # At most one log line a second per kind of refusal: a flood of refused clients must not flood the log.
 REFUSAL_LOG_EVERY_S = 1.0
+# Client datagrams held per UDP flow while its socket toward the new host is being set up.
+UDP_PENDING_DATAGRAMS = 64
 # Client bytes held while the new host's leg connects, before reading from the client pauses.
 PENDING_LIMIT = 64 * 1024
 # SO_KEEPALIVE goes on the new host's leg once a connection lasted this long (set by the sweep).
@@ -204,33 +206,37 @@ def interleave(addresses: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
     return out
 
 
-def open_listeners(host: str, port: int) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for HOST:PORT.
+def open_listeners(
+    host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM
+) -> list[socket.socket]:
+    """Bound, listening (TCP) or bound (UDP, kind=SOCK_DGRAM) non-blocking sockets for HOST:PORT.
 
     "[::]" is dual-stack (IPV6_V6ONLY=0): IPv4 clients arrive as ::ffff:a.b.c.d and are shown as
     a.b.c.d. A name that resolves to several addresses gets one socket each.
     """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE)
     families = {info[0] for info in infos}
     socks: list[socket.socket] = []
     seen: set[Any] = set()
     try:
-        for family, kind, proto, _, sockaddr in infos:
+        for family, socktype, proto, _, sockaddr in infos:
             if sockaddr in seen:
                 continue
             seen.add(sockaddr)
-            sock = socket.socket(family, kind, proto)
+            sock = socket.socket(family, socktype, proto)
             socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # Inherited by every accepted socket (Linux): no per-connection system call for them.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # Inherited by every accepted socket (Linux): no per-connection system call for them.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if family == socket.AF_INET6:
                 # dual-stack unless the same name also gave an IPv4 address (that one has its socket)
                 v6only = 1 if socket.AF_INET in families else 0
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
             sock.bind(sockaddr)
-            sock.listen(LISTEN_BACKLOG)
+            if kind == socket.SOCK_STREAM:
+                sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
     except OSError:
         for sock in socks:
@@ -240,14 +246,169 @@ def open_listeners(host: str, port: int) -> list[socket.socket]:
 
 
 class Listeners:
-    """The listening servers of one bridge (one per address the --listen name has)."""
+    """The listening servers of one bridge (one per address the --listen name has, TCP and UDP)."""
 
-    def __init__(self, servers: list[asyncio.AbstractServer]) -> None:
-        self.servers = servers
+    def __init__(self, servers: list[Any]) -> None:
+        self.servers = servers  # asyncio servers and UdpListener: each has close()
 
     def close(self) -> None:
         for server in self.servers:
             server.close()
+
+
+class UdpFlow(asyncio.DatagramProtocol):
+    """One client address and port over UDP: its own socket toward the new host, so replies find it."""
+
+    def __init__(self, udp: UdpListener, peer: Any, client: Client) -> None:
+        self.udp = udp
+        self.peer = peer  # the client's address as the listener received it (sendto needs it so)
+        self.client = client
+        self.t: asyncio.DatagramTransport | None = None
+        self.pending: list[bytes] = []
+        self.last_io = _mono()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = cast("asyncio.DatagramTransport", transport)
+        if self.closed:
+            self.t.close()
+            return
+        for data in self.pending:
+            self.t.sendto(data)
+        self.pending = []
+
+    def send(self, data: bytes) -> None:
+        """A client datagram toward the new host (held while the flow's socket is being set up)."""
+        if self.t is not None:
+            self.t.sendto(data)
+        elif len(self.pending) < UDP_PENDING_DATAGRAMS:
+            self.pending.append(data)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = _mono()
+        self.last_io = now
+        bridge = self.udp.bridge
+        size = len(data)
+        self.client.bytes_out += size
+        self.client.last_io = bridge.last_io = now
+        bridge.bytes_out += size
+        self.udp.bytes_out += size
+        bridge.dirty = True
+        self.udp.sendto(data, self.peer)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable from the new host: UDP has no connection to fail
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        bridge = self.udp.bridge
+        self.udp.flows.pop(self.peer, None)
+        self.client.active -= 1
+        bridge.active -= 1
+        self.client.last_io = bridge.last_io = _mono()
+        bridge.dirty = True
+        if self.t is not None:
+            self.t.close()
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """--udp: datagrams to the listener port go to the new host, one flow per client address and port.
+
+    A flow counts as one active connection of its client (total +1 when it starts) until it has been
+    idle for --udp-idle-timeout; bytes count as for TCP. Each flow holds one file descriptor.
+    """
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.t: asyncio.DatagramTransport | None = None
+        self.flows: dict[Any, UdpFlow] = {}
+        self.flows_total = self.bytes_in = self.bytes_out = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = cast("asyncio.DatagramTransport", transport)
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        if self.t is not None and not self.t.is_closing():
+            self.t.sendto(data, addr)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        flow = self.flows.get(addr)
+        bridge = self.bridge
+        if flow is None:
+            if bridge.stopping:
+                return
+            ip = plain_ip(str(addr[0]))
+            client = bridge.client_for(ip)
+            client.total += 1
+            bridge.total += 1
+            refusal = bridge.refusal(ip, len(bridge.conns) + len(self.flows))
+            if refusal is not None:
+                client.errors += 1
+                bridge.errors += 1
+                bridge.refuse(refusal[0], f"refused UDP from {ip}:{addr[1]}: {refusal[1]}")
+                return
+            client.active += 1
+            bridge.active += 1
+            self.flows_total += 1
+            flow = self.flows[addr] = UdpFlow(self, addr, client)
+            host, port = bridge.opts.to
+            task = bridge.loop.create_task(
+                bridge.loop.create_datagram_endpoint(lambda: flow, remote_addr=(host, port))
+            )
+            task.add_done_callback(lambda done: self.flow_started(flow, done))
+        now = _mono()
+        size = len(data)
+        flow.last_io = flow.client.last_io = bridge.last_io = now
+        flow.client.bytes_in += size
+        bridge.bytes_in += size
+        self.bytes_in += size
+        bridge.dirty = True
+        flow.send(data)
+
+    def flow_started(self, flow: UdpFlow, done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is None:
+            return
+        exc = done.exception()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        flow.client.errors += 1
+        self.bridge.errors += 1
+        self.bridge.log(
+            f"UDP client {flow.client.address}: no socket toward the new host: {reason}"
+        )
+        flow.close()
+
+    def reap(self, idle_timeout_s: float) -> None:
+        """Close flows idle longer than idle_timeout_s (UDP has no end: idleness is its close)."""
+        now = _mono()
+        for flow in [f for f in self.flows.values() if now - f.last_io > idle_timeout_s]:
+            flow.close()
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "active_flows": len(self.flows),
+            "flows": self.flows_total,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
+
+    def close(self) -> None:
+        for flow in list(self.flows.values()):
+            flow.close()
+        if self.t is not None:
+            self.t.close()
+
+
+async def reap_udp(bridge: Bridge, udp: UdpListener) -> None:
+    """Close idle UDP flows, a few times per --udp-idle-timeout."""
+    timeout_s = bridge.opts.udp_idle_timeout_s
+    while not bridge.done.done():
+        await asyncio.sleep(max(0.05, min(1.0, timeout_s / 4)))
+        udp.reap(timeout_s)
 
 
 class Target:
@@ -427,6 +588,8 @@ class Options:
         self.stats_interval_s: float = ns.stats_interval
         self.use_uvloop: bool = not ns.no_uvloop
         self.quiet: bool = ns.quiet
+        self.udp: bool = ns.udp
+        self.udp_idle_timeout_s: float = ns.udp_idle_timeout
         self.takeover: int | None = ns.takeover  # pid of the bridge whose listeners we continue
 
 
@@ -471,6 +634,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=parse_duration, default=1.0)
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop")
     p.add_argument("--quiet", action="store_true", help="do not print the final table")
+    p.add_argument(
+        "--udp", action="store_true", help="also carry UDP on the same port (per-client flows)"
+    )
+    p.add_argument(
+        "--udp-idle-timeout",
+        type=parse_duration,
+        default=30.0,
+        help="a UDP flow ends after this long without a datagram (default 30s)",
+    )
     p.add_argument(
         "--takeover",
         type=int,
@@ -961,6 +1133,8 @@ class Bridge:
         self.aborts_client = self.aborts_upstream = self.handshake_timeouts = 0
         self.refused_counts = {"fd_limit": 0, "max_connections": 0, "max_per_client": 0}
         self.refusal_logged: dict[str, float] = {}
+        self.udp: UdpListener | None = None  # --udp
+        self.udp_reaper: asyncio.Future[None] | None = None
         self.done: asyncio.Future[None] = loop.create_future()
         self.drain_deadline: float | None = None
 
@@ -968,9 +1142,10 @@ class Bridge:
         self.log_stream.write(f"{iso(time.time())} opskit-bridge: {message}\n")
         self.log_stream.flush()
 
-    def refusal(self, address: str) -> tuple[str, str] | None:
+    def refusal(self, address: str, open_now: int | None = None) -> tuple[str, str] | None:
         """Why a new client from `address` cannot be bridged now (kind, reason), or None."""
-        open_now = len(self.conns)
+        if open_now is None:
+            open_now = len(self.conns) + (len(self.udp.flows) if self.udp is not None else 0)
         if open_now >= self.conn_limit:
             if self.fd_room <= self.conn_limit:
                 return "fd_limit", (
@@ -998,7 +1173,7 @@ class Bridge:
     def forwarding_counters(self) -> dict[str, Any]:
         """The stats file's keys for aborts, refusals and what the listener carries (issue #9)."""
         counters: dict[str, Any] = {
-            "carries": ["tcp"],
+            "carries": ["tcp", "udp"] if self.udp is not None else ["tcp"],
             "aborts_client": self.aborts_client,
             "aborts_upstream": self.aborts_upstream,
             "handshake_timeouts": self.handshake_timeouts,
@@ -1006,6 +1181,8 @@ class Bridge:
         }
         for kind, count in self.refused_counts.items():
             counters[f"refused_{kind}"] = count
+        if self.udp is not None:
+            counters["udp"] = self.udp.counters()
         return counters
 
     def client_for(self, address: str) -> Client:
@@ -1361,7 +1538,7 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
         ticker.cancel()
         if bridge.ended and bridge.ended.startswith("handed over"):
             await asyncio.wait([handoff], timeout=2)  # the last delta: our connections ended
-        for task in (handoff, inheriting):
+        for task in (handoff, inheriting, bridge.udp_reaper):
             if task is not None:
                 task.cancel()
         await finish(bridge, out)
@@ -1404,19 +1581,32 @@ async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
     try:
         if socks is None:
             socks = open_listeners(host, port)
+            if opts.udp:
+                # One UDP socket: replies must leave by the socket the client wrote to.
+                udp_socks = open_listeners(host, port, socket.SOCK_DGRAM)
+                for extra in udp_socks[1:]:
+                    bridge.log(f"UDP is carried on {udp_socks[0].getsockname()} only")
+                    extra.close()
+                socks.append(udp_socks[0])
         fds = [sock.fileno() for sock in socks]
-        bridge.server = Listeners(
-            [
-                await bridge.loop.create_server(
-                    lambda: Conn(bridge), sock=sock, backlog=LISTEN_BACKLOG
-                )
-                for sock in socks
-            ]
-        )
+        bridge.server = Listeners([await _serve_on(bridge, sock) for sock in socks])
     except OSError as exc:
         message = f"error: cannot listen on {host}:{port}: {why(exc)}"
         raise StartError(1, message, recorded=True) from None
     return control, fds
+
+
+async def _serve_on(bridge: Bridge, sock: socket.socket) -> Any:
+    """Accept TCP clients, or receive UDP datagrams (--udp), on one bound socket."""
+    loop = bridge.loop
+    if sock.type == socket.SOCK_STREAM:
+        return await loop.create_server(lambda: Conn(bridge), sock=sock, backlog=LISTEN_BACKLOG)
+    if bridge.udp is None:
+        bridge.udp = UdpListener(bridge)
+        bridge.udp_reaper = loop.create_task(reap_udp(bridge, bridge.udp))
+    udp = bridge.udp
+    await loop.create_datagram_endpoint(lambda: udp, sock=sock)
+    return udp
 
 
 # ----- hot restart (opskit proxy restart): HAProxy -sf / Envoy hot restart, for one process -----
