@@ -16,6 +16,7 @@ import pytest
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.proxy.conftest import StartForwarder
+from tests.servers.common import free_port
 
 pytestmark = pytest.mark.proxy
 
@@ -139,3 +140,31 @@ def test_restart_without_a_running_bridge_is_blocked(opskit: Invoke, tmp_path) -
 
     assert "no stats file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_restart_hands_the_udp_socket_over_too(opskit: Invoke, forwarder: StartForwarder) -> None:
+    """With --udp, datagrams to the port are still answered after `proxy restart`, by the new process."""
+    from tests.proxy.test_forwarder_udp import udp_echo_backend  # noqa: PLC0415 - one shared backend
+
+    with udp_echo_backend() as backend:
+        port = free_port(udp_too=True)
+        fwd = forwarder(f"127.0.0.1:{backend}", "--udp", port=port)
+        new_pid = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            try:
+                client.sendto(b"one", ("127.0.0.1", port))
+                assert client.recvfrom(64)[0] == b"one"
+                result = opskit(
+                    "proxy", "restart", "--stats-file", str(fwd.stats_file), expect=ExitCode.OK
+                )
+                new_pid = int(result.stdout.split("pid ")[1].split()[0])
+                client.sendto(b"two", ("127.0.0.1", port))
+                assert client.recvfrom(64)[0] == b"two"
+                assert fwd.proc.wait(timeout=10) == 0  # the old one had only a UDP flow to drain
+                stats = fwd.wait_stats(lambda s: s["pid"] == new_pid and s["udp"]["flows"] == 1)
+                assert stats["carries"] == ["tcp", "udp"]
+            finally:
+                if new_pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(new_pid, signal.SIGTERM)
