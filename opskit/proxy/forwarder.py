@@ -1517,6 +1517,7 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
         write_pid(opts.pid_file)
     flavour = type(loop).__module__.split(".")[0]
     host, port = opts.listen
+    host = f"[{host}]" if ":" in host else host
     bridge.log(
         f"listening on {host}:{port}, forwarding to {opts.to[0]}:{opts.to[1]} ({flavour} loop)"
     )

@@ -99,10 +99,11 @@ def resetting_backend(reply: bytes) -> Iterator[int]:
         listener.close()
 
 
-def test_client_reset_reaches_the_new_host_as_a_reset(forwarder: StartForwarder) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "stdlib"])
+def test_client_reset_reaches_the_new_host_as_a_reset(forwarder: StartForwarder, loop: str) -> None:
     """A client that resets mid-upload is a reset at the new host, so a truncated upload never looks complete."""
     with recording_backend() as (port, outcomes):
-        fwd = forwarder(f"127.0.0.1:{port}")
+        fwd = forwarder(f"127.0.0.1:{port}", *(["--no-uvloop"] if loop == "stdlib" else []))
         sock = socket.create_connection((fwd.host, fwd.port), timeout=5)
         sock.sendall(b"u" * 100_000)
         fwd.wait_stats(lambda s: s["bytes_in"] == 100_000)
@@ -115,10 +116,11 @@ def test_client_reset_reaches_the_new_host_as_a_reset(forwarder: StartForwarder)
     assert fwd.client("127.0.0.1")["aborts"] == 1
 
 
-def test_upstream_reset_reaches_the_client_as_a_reset(forwarder: StartForwarder) -> None:
-    """A new host that resets the connection is a reset at the client, never a clean FIN."""
+@pytest.mark.parametrize("loop", ["uvloop", "stdlib"])
+def test_upstream_reset_reaches_the_client_as_a_reset(forwarder: StartForwarder, loop: str) -> None:
+    """A new host that resets the connection is a reset at the client, never a clean FIN (either loop)."""
     with resetting_backend(b"partial answer") as port:
-        fwd = forwarder(f"127.0.0.1:{port}")
+        fwd = forwarder(f"127.0.0.1:{port}", *(["--no-uvloop"] if loop == "stdlib" else []))
         with socket.create_connection((fwd.host, fwd.port), timeout=5) as sock:
             sock.sendall(b"request")
             how, _ = _read_until_end(sock)
