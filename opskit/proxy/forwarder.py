@@ -15,6 +15,13 @@ Design (measured in /work/shared/reference/proxy-anchors.md, issue #5):
   enters the counters only once it proves it is not a probe: its first byte in either direction that is
   not the probe line, its close, or PROBE_GRACE_S after it was accepted (a silent pre-connected client
   still counts as active). A probe gets one answer line (is the new host reachable?) and is closed.
+- Aborts travel as aborts: a reset on one leg closes the other with SO_LINGER 0 (a RST), so the new
+  host never takes a client's truncated upload for a complete one (counted: aborts_client/_upstream).
+- Limits refuse and count, never blame the new host: the open-file limit (two descriptors per
+  connection), --max-connections, --max-per-client; --handshake-timeout cuts silent connections.
+- `[::]` is dual-stack; a --to name is re-resolved every few seconds and its addresses are tried
+  RFC 8305 style; a --to that loops back into the listener is refused. --udp carries datagrams too.
+- Hot restart (--takeover PID, `opskit proxy restart`): listening sockets pass over SCM_RIGHTS.
 - The stats file (keys of opskit/proxy/stats.py) is replaced atomically: temp file in the same directory,
   fsync, os.replace, mode 0600. A restarted bridge continues the per-client table and totals it finds.
 """
