@@ -846,10 +846,10 @@ class Conn(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof_client = True
         self.last_io = _mono()
-        if self.up is not None and not self.up.is_closing():
-            self.up.write_eof()
         if self.eof_up:
-            self.close()
+            self.close()  # close() sends the FIN itself: a shutdown() first is one syscall too many
+        elif self.up is not None and not self.up.is_closing():
+            self.up.write_eof()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -942,10 +942,10 @@ class Conn(asyncio.Protocol):
         self.eof_up = True
         self.last_io = _mono()
         t = self.t
-        if t is not None and not t.is_closing() and t.can_write_eof():
-            t.write_eof()
         if self.eof_client:
-            self.close()
+            self.close()  # both sides are done: close() flushes, then sends the FIN
+        elif t is not None and not t.is_closing() and t.can_write_eof():
+            t.write_eof()
 
     def upstream_lost(self, exc: Exception | None) -> None:
         if self.t is None or self.closed:
