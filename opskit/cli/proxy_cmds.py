@@ -278,6 +278,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     )
     if udp and (engine != "builtin" or mode != "tcp"):
         raise UsageError("--udp is carried by the built-in engine in --mode tcp only")
+    if max_per_client and (engine != "builtin" or mode != "tcp"):
+        raise UsageError("--max-per-client is enforced by the built-in engine in --mode tcp only")
     problem = bridge.target_problem(config)
     if problem:
         line(f"opskit: warning: {problem}; clients will be cut until it answers", err=True)

@@ -345,3 +345,22 @@ def test_start_help_says_what_the_bridge_does_not_carry(opskit: Invoke) -> None:
     text = " ".join(result.stdout.split())
     assert "UDP to the same port" in text
     assert "neither forwarded nor counted" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--engine", "haproxy", "--max-per-client", "3"), "--max-per-client"),
+        (("--mode", "http", "--udp"), "--udp"),
+    ],
+)
+def test_builtin_only_flags_are_refused_elsewhere(
+    opskit: Invoke, tmp_path: Path, flags: tuple[str, ...], named: str
+) -> None:
+    """--max-per-client and --udp with another engine or mode are bad input, never silently ignored."""
+    result = opskit(
+        "proxy", "start", "--listen", f"127.0.0.1:{free_port()}", "--to", "127.0.0.1:9",
+        "--stats-file", str(tmp_path / "s.json"), *flags, expect=ExitCode.BAD_INPUT,
+    )  # fmt: skip
+
+    assert named in result.stderr
