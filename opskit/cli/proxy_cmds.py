@@ -48,6 +48,7 @@ def proxy() -> None:
     Example:
       opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --stats-file bridge.json --detach
       opskit proxy status --stats-file bridge.json
+      opskit proxy restart --stats-file bridge.json
       opskit proxy stop --stats-file bridge.json
     """
 
