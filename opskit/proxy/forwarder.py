@@ -1544,13 +1544,26 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         ticker.cancel()
-        if bridge.ended and bridge.ended.startswith("handed over"):
-            await asyncio.wait([handoff], timeout=2)  # the last delta: our connections ended
+        await wind_up_handoff(bridge, handoff, inheriting)
         for task in (handoff, inheriting, bridge.udp_reaper):
             if task is not None:
                 task.cancel()
         await finish(bridge, out)
     return 0
+
+
+async def wind_up_handoff(
+    bridge: Bridge, handoff: asyncio.Future[None], inheriting: asyncio.Future[None] | None
+) -> None:
+    """At exit: send the new bridge our last report, or stop the old bridge we still inherit from."""
+    if bridge.ended and bridge.ended.startswith("handed over"):
+        await asyncio.wait([handoff], timeout=2)  # the last delta: our connections ended
+    if inheriting is not None and not inheriting.done() and bridge.opts.takeover is not None:
+        # Stopping the bridge stops all of it: the old process closes what it still drains, and
+        # its last report (those connections, as cut) lands in our final stats.
+        with contextlib.suppress(OSError):
+            os.kill(bridge.opts.takeover, signal.SIGTERM)
+        await asyncio.wait([inheriting], timeout=5)
 
 
 async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
@@ -1637,6 +1650,7 @@ _TOP_KEYS = (
     "errors",
     "aborts_client",
     "aborts_upstream",
+    "cut",
 )
 
 
@@ -1719,7 +1733,7 @@ async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> boo
     noun = "connection" if len(bridge.conns) == 1 else "connections"
     bridge.log(
         f"handed the listener over to pid {new_pid}; draining {len(bridge.conns)} bridged {noun} "
-        f"here for as long as they last (SIGTERM closes them: --drain-timeout)"
+        f"here for as long as they last (a SIGTERM closes them now)"
     )
     bridge.maybe_drained()
     await _stream_deltas(bridge, conn, baseline)

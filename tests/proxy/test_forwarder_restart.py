@@ -168,3 +168,24 @@ def test_restart_hands_the_udp_socket_over_too(opskit: Invoke, forwarder: StartF
                 if new_pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(new_pid, signal.SIGTERM)
+
+
+def test_stop_after_a_restart_stops_the_draining_process_too(
+    opskit: Invoke, forwarder: StartForwarder
+) -> None:
+    """`proxy stop` after a restart also ends the old process, and the final stats show no one active."""
+    with echo_backend() as port:
+        fwd = forwarder(f"127.0.0.1:{port}", "--drain-timeout", "1s")
+        long_lived = socket.create_connection((fwd.host, fwd.port), timeout=5)
+        try:
+            assert _echo(long_lived, b"hi") == b"hi"
+            opskit("proxy", "restart", "--stats-file", str(fwd.stats_file), expect=ExitCode.OK)
+            fwd.wait_stats(lambda s: s["pid"] != fwd.pid and s["active"] == 1)
+
+            opskit("proxy", "stop", "--stats-file", str(fwd.stats_file), expect=ExitCode.OK)
+
+            assert fwd.proc.wait(timeout=10) == 0
+            final = fwd.stats()
+            assert (final["state"], final["active"], final["cut"]) == ("stopped", 0, 1)
+        finally:
+            long_lived.close()
