@@ -295,7 +295,7 @@ def _limited_forwarder(tmp_path: Path, to: str, nofile: int, *extra: str) -> For
     stats, log_file, out_file = tmp_path / "s.json", tmp_path / "f.log", tmp_path / "f.out"
     argv = [
         sys.executable, str(FORWARDER_PATH), "--listen", f"127.0.0.1:{port}", "--to", to,
-        "--stats-file", str(stats), "--stats-interval", "100ms", *extra,
+        "--stats-file", str(stats), "--stats-interval", "100ms", "--drain-timeout", "100ms", *extra,
     ]  # fmt: skip
 
     prlimit = require_binary("prlimit", "util-linux")
