@@ -364,3 +364,23 @@ def test_builtin_only_flags_are_refused_elsewhere(
     )  # fmt: skip
 
     assert named in result.stderr
+
+
+def test_a_name_target_is_looked_up_again_once_stale() -> None:
+    """A --to name is resolved again after RESOLVE_EVERY_S, in the background, keeping the old list meanwhile."""
+
+    async def lookups() -> tuple[list[object], list[object], float, float]:
+        loop = asyncio.get_running_loop()
+        target = forwarder.Target(("localhost", 9), ("127.0.0.1", 1), loop, lambda _: None)
+        first = list(await target.current())
+        target.resolved_at -= forwarder.RESOLVE_EVERY_S + 1
+        stale_at = target.resolved_at
+        during = list(await target.current())  # answers at once with what it has
+        if target.refreshing is not None:
+            await asyncio.wait_for(asyncio.shield(target.refreshing), 5)
+        return first, during, stale_at, target.resolved_at
+
+    first, during, stale_at, refreshed_at = asyncio.run(lookups())
+
+    assert first == during == [(socket.AF_INET, ("127.0.0.1", 9))]
+    assert refreshed_at > stale_at
