@@ -49,6 +49,7 @@ def proxy() -> None:
     Example:
       opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --stats-file bridge.json --detach
       opskit proxy status --stats-file bridge.json
+      opskit proxy restart --stats-file bridge.json
       opskit proxy stop --stats-file bridge.json
     """
 
@@ -91,7 +92,31 @@ def proxy() -> None:
 @click.option(
     "--pid-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the pid here."
 )
-@click.option("--max-connections", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Refuse clients beyond this many open connections (built-in: never beyond what the "
+    "open-file limit fits, two descriptors each; the log says so and counts refused_fd_limit).",
+)
+@click.option(
+    "--max-per-client",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse one client address beyond this many open connections (0: no limit). "
+    "Mind clients behind one NAT address.",
+)
+@click.option(
+    "--handshake-timeout",
+    callback=_duration,
+    metavar="DURATION",
+    default="30s",
+    show_default=True,
+    help="Cut connections that sent under 64 bytes in this long while the new host sent nothing "
+    "(slowloris, scans; 0s: off). Server-first protocols (SSH, SMTP) are never cut by it.",
+)
 @click.option(
     "--idle-timeout",
     callback=_duration,
@@ -158,6 +183,12 @@ def proxy() -> None:
     help="For --nudge-after: the moment to start nudging, instead of --switched-at + --old-ttl.",
 )
 @click.option(
+    "--udp",
+    is_flag=True,
+    help="Built-in engine: also carry UDP on the same port (one flow per client address and port, "
+    "ended after 30 s without a datagram), counted like TCP.",
+)
+@click.option(
     "--detach", is_flag=True, help="Run in the background; stop it with `opskit proxy stop`."
 )
 def start(  # noqa: PLR0917 - click passes every option as an argument
@@ -168,6 +199,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     stats_file: Path | None,
     pid_file: Path | None,
     max_connections: int,
+    max_per_client: int,
+    handshake_timeout: float,
     idle_timeout: float | None,
     connect_timeout: float,
     half_close_timeout: float,
@@ -178,6 +211,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     old_ttl: str | None,
     margin: str,
     nudge_not_before: str | None,
+    udp: bool,
     detach: bool,
 ) -> ExitCode:
     """Forward LISTEN to the new host until SIGTERM or Ctrl-C, counting every client.
@@ -197,6 +231,12 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     would only come back here. Built-in engine and --engine haproxy.
 
     opskit's own probes (`opskit proxy status`, readiness checks) are not counted as clients.
+
+    What the bridge does not carry: it forwards TCP only. UDP to the same port (DNS, SIP/RTP and
+    other VoIP, QUIC/HTTP3, games) is neither forwarded nor counted, so such clients stay unseen on
+    the old host, unless --udp (built-in engine) carries it too; ICMP and SCTP are never carried. A `[::]` listener is dual-stack (IPv4 clients are carried and
+    shown as plain IPv4). A client or new-host reset is passed on as a reset and counted
+    (aborts_client, aborts_upstream).
 
     \b
     Example:
@@ -228,6 +268,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         engine=engine,  # type: ignore[arg-type]
         pid_file=pid_file,
         max_connections=max_connections,
+        max_per_client=max_per_client,
+        handshake_timeout_s=handshake_timeout,
         idle_timeout_s=idle_timeout,
         connect_timeout_s=connect_timeout,
         half_close_timeout_s=half_close_timeout,
@@ -235,7 +277,12 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
         nudge_after_s=nudge_after,
         nudge_not_before=nudge_not_before,
+        udp=udp,
     )
+    if udp and (engine != "builtin" or mode != "tcp"):
+        raise UsageError("--udp is carried by the built-in engine in --mode tcp only")
+    if max_per_client and (engine != "builtin" or mode != "tcp"):
+        raise UsageError("--max-per-client is enforced by the built-in engine in --mode tcp only")
     problem = bridge.target_problem(config)
     if problem:
         line(f"opskit: warning: {problem}; clients will be cut until it answers", err=True)
@@ -283,6 +330,28 @@ def stop(stats_file: Path | None, pid_file: Path | None, timeout: float) -> Exit
         line("bridge stopped")
     else:
         render(final)
+    return ExitCode.OK
+
+
+@proxy.command()
+@click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def restart(stats_file: Path) -> ExitCode:
+    """Restart a detached built-in bridge without cutting a client (hot restart, like HAProxy -sf).
+
+    A new bridge process takes over the listening socket, so new clients are accepted throughout;
+    the old process keeps its bridged connections until they end and reports them to the new one,
+    so the client table and the active count stay whole. Only the new process writes the stats file.
+
+    Exit 0 when the new bridge runs, 3 when there is no detached built-in bridge to restart.
+
+    \b
+    Example:
+      opskit proxy restart --stats-file bridge.json
+    """
+    from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
+
+    old, new = bridge.restart(stats_file)
+    line(f"bridge restarted: pid {new} accepts now; pid {old} drains its bridged connections")
     return ExitCode.OK
 
 
