@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+GET = b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n"  # one keep-alive request for nginx's 1 KiB file
+
 
 def http_get(
     host: str, port: int, path: str, *, bind: str | None = None, timeout_s: float = 10.0
@@ -23,6 +25,26 @@ def http_get(
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole keep-alive HTTP response (headers and Content-Length body), however TCP splits it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def read_to_eof(sock: socket.socket, limit: int = 1 << 30) -> bytes:
