@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import time
+from collections.abc import Iterable
 
 import pytest
 
@@ -56,3 +58,16 @@ def wait_tcp(host: str, port: int, timeout_s: float = 10.0) -> None:
                     f"{host}:{port} did not accept connections within {timeout_s}s"
                 ) from None
             time.sleep(0.05)
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 5.0) -> None:
+    """SIGTERM every server at once, then wait for each (bounded), killing one that does not stop."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
