@@ -28,8 +28,8 @@ from opskit.proxy.haproxy_stats import (
 from tests.conftest import Invoke
 from tests.proxy.clients import GET, http_get, read_response
 from tests.proxy.conftest import StartForwarder
-from tests.servers.common import free_port, require_binary
-from tests.servers.haproxy import engine_config, start_engine, stop_engine, wait_for
+from tests.servers.common import free_port, require_binary, wait_stats
+from tests.servers.haproxy import engine_config, start_engine, stop_engine
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
@@ -69,7 +69,7 @@ def test_haproxy_engine_counts_like_the_builtin_engine(
     expected_total = len(CLIENTS)
 
     ours = builtin.wait_stats(lambda s: s["total"] == expected_total and s["active"] == 0)
-    theirs = wait_for(
+    theirs = wait_stats(
         config.stats_file,
         lambda s: (
             s["total"] == expected_total
@@ -92,7 +92,7 @@ def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
     proc, config = haproxy_bridge
 
     with socket.create_connection(config.listen_host_port, source_address=("127.0.0.31", 0)):
-        live = wait_for(config.stats_file, lambda s: s["active"] == 1)
+        live = wait_stats(config.stats_file, lambda s: s["active"] == 1)
         assert [(c["address"], c["active"]) for c in live["clients"]] == [("127.0.0.31", 1)]
         direct = read_socket(Path(live["haproxy_socket"]))
         assert direct.active == 1
@@ -119,7 +119,7 @@ def test_refused_upstream_is_a_per_client_error(tmp_path: Path) -> None:
     try:
         status, _ = http_get(*config.listen_host_port, "/", bind="127.0.0.41", timeout_s=10)
         assert status == 0
-        stats = wait_for(config.stats_file, lambda s: s["errors"] >= 1)
+        stats = wait_stats(config.stats_file, lambda s: s["errors"] >= 1)
         assert [(c["address"], c["errors"]) for c in stats["clients"]] == [("127.0.0.41", 1)]
     finally:
         stop_engine(proc)

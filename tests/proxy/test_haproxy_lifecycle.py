@@ -21,8 +21,8 @@ from opskit.proxy.haproxy_stats import read_socket
 from opskit.proxy.listeners import address_taken, listening_inodes
 from tests.conftest import Invoke
 from tests.proxy.clients import GET, read_response
-from tests.servers.common import free_port, require_binary
-from tests.servers.haproxy import engine_config, start_engine, stop_engine, wait_for
+from tests.servers.common import free_port, require_binary, wait_stats
+from tests.servers.haproxy import engine_config, start_engine, stop_engine
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
@@ -68,7 +68,7 @@ def test_haproxy_dies_when_opskit_is_killed(
         "proxy", "start", "--engine", "haproxy", "--listen", f"127.0.0.1:{port}",
         "--to", nginx.http, "--stats-file", str(stats_file), "--max-connections", "1000",
     )  # fmt: skip
-    wait_for(stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running", 20)
+    wait_stats(stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running", 20)
     children = haproxy_children(proc.pid)
     assert children, "no haproxy child found"
 
@@ -156,7 +156,7 @@ def test_haproxy_engine_bridges_ipv6(tmp_path: Path) -> None:
             assert conn.recv(4) == b"ping"
             live = read_socket(Path(json.loads(config.stats_file.read_text())["haproxy_socket"]))
             assert live.listener == config.listen
-        stats = wait_for(config.stats_file, lambda s: s["total"] == 1 and s["active"] == 0)
+        stats = wait_stats(config.stats_file, lambda s: s["total"] == 1 and s["active"] == 0)
         assert [(c["address"], c["bytes_in"], c["bytes_out"]) for c in stats["clients"]] == [
             ("::1", 4, 4)
         ]
@@ -176,12 +176,12 @@ def test_traffic_on_a_long_lived_tunnel_moves_last_activity(
         c.settimeout(5)
         c.sendall(GET)
         read_response(c)
-        first = wait_for(config.stats_file, lambda s: s["active"] == 1)["last_activity"]
+        first = wait_stats(config.stats_file, lambda s: s["active"] == 1)["last_activity"]
         time.sleep(1.1)
         c.sendall(GET)
         read_response(c)
 
-        later = wait_for(
+        later = wait_stats(
             config.stats_file, lambda s: s["active"] == 1 and s["last_activity"] > first
         )
 
@@ -196,11 +196,11 @@ def test_client_reset_is_counted_as_a_client_abort(
     _, config = engine
     conn = socket.create_connection(config.listen_host_port, source_address=("127.0.0.62", 0))
     conn.sendall(b"GET /1k.txt HTTP/1.1\r\n")
-    wait_for(config.stats_file, lambda s: s["active"] == 1)
+    wait_stats(config.stats_file, lambda s: s["active"] == 1)
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 
-    stats = wait_for(config.stats_file, lambda s: s["aborts_client"] == 1)
+    stats = wait_stats(config.stats_file, lambda s: s["aborts_client"] == 1)
 
     assert stats["aborts_upstream"] == 0
     assert [(c["address"], c["aborts"]) for c in stats["clients"]] == [("127.0.0.62", 1)]
@@ -214,7 +214,7 @@ def test_stats_file_keeps_the_contract_while_idle_and_across_restarts(
     first = start_engine(config)
     try:
         seen = json.loads(config.stats_file.read_text())
-        idle = wait_for(config.stats_file, lambda s: s["updated_at"] > seen["updated_at"], 3)
+        idle = wait_stats(config.stats_file, lambda s: s["updated_at"] > seen["updated_at"], 3)
         assert (idle["heartbeat_s"], idle["carries"], idle["clients_partial"]) == (
             1.0,
             ["tcp"],
@@ -289,7 +289,7 @@ def test_upstream_reset_is_counted_as_an_upstream_abort(tmp_path: Path) -> None:
             upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             upstream.close()  # a reset, not a FIN
 
-            stats = wait_for(config.stats_file, lambda s: s["aborts_upstream"] == 1)
+            stats = wait_stats(config.stats_file, lambda s: s["aborts_upstream"] == 1)
     finally:
         stop_engine(proc)
         listener.close()

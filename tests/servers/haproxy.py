@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
-from tests.servers.common import free_port, require_binary
-
-
-def wait_for(path: Path, predicate: Any, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The first content of a stats file that satisfies predicate (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            last = json.loads(path.read_text())
-            if predicate(last):
-                return last
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"stats never satisfied the condition; last: {last}")
+from tests.servers.common import free_port, require_binary, wait_stats
 
 
 def engine_config(stats_file: Path, to: str, **overrides: Any) -> BridgeConfig:
@@ -53,7 +36,7 @@ def start_engine(config: BridgeConfig) -> subprocess.Popen[str]:
         text=True,
     )
     try:
-        wait_for(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running")
+        wait_stats(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running")
     except BaseException:
         stop_engine(proc)
         raise

@@ -22,7 +22,8 @@ from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.proxy.clients import GET, http_get, read_response
 from tests.proxy.conftest import StartForwarder
-from tests.servers.haproxy import engine_config, start_engine, stop_engine, wait_for
+from tests.servers.common import wait_stats
+from tests.servers.haproxy import engine_config, start_engine, stop_engine
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
@@ -44,7 +45,7 @@ class Bridge:
         return data
 
     def wait(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        return wait_for(self.stats_file, predicate)
+        return wait_stats(self.stats_file, predicate)
 
 
 @pytest.fixture
