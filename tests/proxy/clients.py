@@ -173,6 +173,35 @@ def silent_backend() -> Iterator[int]:
 
 
 @contextmanager
+def udp_echo_backend() -> Iterator[int]:
+    """A UDP server on loopback that sends every datagram back to its sender; its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                data, addr = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.sendto(data, addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        sock.close()
+
+
+@contextmanager
 def blackhole_backend() -> Iterator[int]:
     """A port whose accept queue is full, so new connects hang in SYN (an upstream that times out)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -13,7 +13,7 @@ import pytest
 
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
-from tests.proxy.clients import echo_backend, echo_roundtrip
+from tests.proxy.clients import echo_backend, echo_roundtrip, udp_echo_backend
 from tests.proxy.conftest import StartForwarder
 from tests.servers.common import free_port
 
@@ -97,8 +97,6 @@ def test_restart_without_a_running_bridge_is_blocked(opskit: Invoke, tmp_path) -
 
 def test_restart_hands_the_udp_socket_over_too(opskit: Invoke, forwarder: StartForwarder) -> None:
     """With --udp, datagrams to the port are still answered after `proxy restart`, by the new process."""
-    from tests.proxy.test_forwarder_udp import udp_echo_backend  # noqa: PLC0415 - one shared backend
-
     with udp_echo_backend() as backend:
         port = free_port(udp_too=True)
         fwd = forwarder(f"127.0.0.1:{backend}", "--udp", port=port)
