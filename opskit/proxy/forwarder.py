@@ -1850,6 +1850,11 @@ async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
             # queued in its backlog while this process started
             handed = socket.socket(fileno=opts.listen_fd)
             handed.setblocking(False)
+            if handed.type == socket.SOCK_STREAM:
+                # Bound by another process without the options our own listeners set: accepted
+                # clients inherit them, so a vanished client is reaped as on a port we bound.
+                handed.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                handed.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             socks = [handed]
         if socks is None:
             socks = await open_listeners_when_free(host, port, opts.bind_retry_s)
