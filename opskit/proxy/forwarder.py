@@ -1975,8 +1975,15 @@ async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> boo
     if not request.startswith(b"takeover "):
         return False
     new_pid = int(request.split()[1])
-    if bridge.opts.stats_file:
+    # One writer at a time: an older snapshot still being written must not land after the one
+    # the new bridge continues from (nor over its own), and no new background write may start.
+    stats_file, bridge.opts.stats_file = bridge.opts.stats_file, None
+    if bridge.writing is not None:
+        await asyncio.wait([bridge.writing], timeout=10)
+    if stats_file:
+        bridge.opts.stats_file = stats_file
         bridge.write_stats_now()  # the table the new bridge continues from
+        bridge.opts.stats_file = None
     baseline = Baseline(bridge)  # the same moment: no await in between
     conn.setblocking(True)
     conn.settimeout(HANDOFF_READY_TIMEOUT_S)
@@ -1989,6 +1996,7 @@ async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> boo
     except OSError:
         ready = b""
     if not ready.startswith(b"ready"):
+        bridge.opts.stats_file = stats_file  # still ours: keep writing it
         bridge.log(f"hot restart by pid {new_pid} did not complete; still accepting here")
         return False
     conn.setblocking(False)

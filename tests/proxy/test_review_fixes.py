@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import socket
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +58,48 @@ def test_handed_over_listener_keeps_vanished_clients_reapable() -> None:
     finally:
         handed.close()
         backend.close()
+
+
+def test_no_write_from_the_old_bridge_lands_after_the_hand_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stats write the old bridge had in flight at a hot restart never lands after the hand-over:
+    the new bridge continues from the file written at the hand-over, and is its only writer."""
+    real = forwarder.render_and_write
+
+    def slow_disk(path: str, captured: tuple[Any, ...]) -> str | None:
+        time.sleep(0.3)  # a loaded disk: the older snapshot lands late
+        return real(path, captured)
+
+    monkeypatch.setattr(forwarder, "render_and_write", slow_disk)
+    stats_file = tmp_path / "bridge.json"
+    opts = _options(1, 2, "--stats-file", str(stats_file))
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    async def hand_over() -> None:
+        loop = asyncio.get_running_loop()
+        bridge = forwarder.Bridge(opts, loop, io.StringIO())
+        bridge.write_stats_soon()  # in flight, with total 0
+        bridge.total = 7  # connections counted since
+        old_side, new_side = socket.socketpair()
+        new_side.sendall(b"takeover 4242\n")
+        handing = loop.create_task(forwarder._hand_over(bridge, old_side, [listener.fileno()]))
+        new_side.settimeout(5)
+        message, _, _, _ = await loop.run_in_executor(
+            None, new_side.recvmsg, 64, socket.CMSG_SPACE(4)
+        )
+        assert message.startswith(b"listeners")
+        restored = json.loads(stats_file.read_text())["total"]
+        new_side.sendall(b"ready\n")
+        stats_file.write_text(json.dumps({"total": restored, "writer": "new"}))
+        await asyncio.sleep(0.6)  # past the slow write
+        await asyncio.wait_for(handing, 5)
+        new_side.close()
+        old_side.close()
+        assert restored == 7
+        assert json.loads(stats_file.read_text())["writer"] == "new"
+
+    try:
+        asyncio.run(asyncio.wait_for(hand_over(), 15))
+    finally:
+        listener.close()
