@@ -165,8 +165,8 @@ class ProxyStart(BaseAction):
             if ctx.host is None:
                 return self._run_local(ctx)
             return self._run_remote(ctx)
-        except OpskitError as exc:
-            return ActionResult(ok=False, summary=str(exc))
+        except OpskitError as exc:  # a port still taken, a bridge that did not start: exit 3
+            return ActionResult(ok=False, blocked=isinstance(exc, Blocked), summary=str(exc))
 
     def _run_local(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import bridge  # noqa: PLC0415

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,7 +13,9 @@ import pytest
 
 from opskit.actions import load
 from opskit.actions.params import Params
+from opskit.errors import ExitCode
 from opskit.proxy import bridge
+from tests.conftest import Invoke
 from tests.dns.context import PlainContext
 from tests.servers.common import free_port
 
@@ -45,3 +48,22 @@ def test_haproxy_bridge_waits_for_the_port_instead_of_failing(tmp_path: Path) ->
         backend.close()
         if stats.exists():
             bridge.stop(stats_file=stats, timeout_s=5)
+
+
+def test_a_port_still_taken_after_bind_timeout_blocks_the_run(
+    opskit: Invoke, tmp_path: Path
+) -> None:
+    """When the old service never lets go of the port, the run stops as blocked (exit 3, the holder
+    named), as `opskit proxy start` does, not as an honest failure of the step."""
+    port = free_port()
+    step = {
+        "id": "bridge",
+        "uses": "proxy.start",
+        "with": {"listen": f"127.0.0.1:{port}", "to": "127.0.0.1:9",
+                 "stats_file": str(tmp_path / "stats.json"), "bind_timeout": "0.2s"},
+    }  # fmt: skip
+    runbook = tmp_path / "bridge.yaml"
+    runbook.write_text(json.dumps({"name": "bridge-only", "steps": [step]}))
+    with socket.create_server(("127.0.0.1", port)):
+        result = opskit("run", str(runbook), expect=ExitCode.BLOCKED)
+    assert "still in use" in result.stdout + result.stderr
