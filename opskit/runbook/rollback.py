@@ -72,7 +72,9 @@ def _candidates(
     undo_data: dict[str, Mapping[str, Any]] = {}
     for ev in events:
         if ev.get("event") == "step_finished" and ev.get("undo") is not None:
-            undo_data[str(ev["step"])] = ev["undo"]
+            # The first attempt's: it read the state before the step ever ran (a resumed dns.update
+            # finds its own half-done change and would "restore" that).
+            undo_data.setdefault(str(ev["step"]), ev["undo"])
     # A failed action step that journaled undo data did change something (dns.update: the primary
     # serves the switch, a secondary never did): leaving it in effect would be a half rollback.
     found = [

@@ -42,18 +42,9 @@ def lab() -> Iterator[ZoneLab]:
         yield running
 
 
-def _primary_serves(lab: ZoneLab) -> list[str]:
-    query = dns.message.make_query("web.undo.test.", dns.rdatatype.A)
-    answer = dns.query.tcp(query, PRIMARY, port=lab.port, timeout=3)
-    return sorted(rr.to_text() for rrset in answer.answer for rr in rrset)
-
-
-def test_rollback_restores_a_switch_that_failed_only_on_a_secondary(
-    opskit: Invoke, lab: ZoneLab, tmp_path: Path
-) -> None:
-    """The switch step fails (a secondary never serves it) yet the primary serves the new address:
-    `opskit rollback` puts the old one back instead of leaving the switch in effect."""
-    step = {
+def _switch(lab: ZoneLab) -> dict[str, object]:
+    """The dns.update step that switches web.undo.test to NEW, each server given 1 s to serve it."""
+    return {
         "id": "switch",
         "uses": "dns.update",
         "with": {
@@ -66,11 +57,44 @@ def test_rollback_restores_a_switch_that_failed_only_on_a_secondary(
             "propagation_timeout": "1s",
         },
     }
+
+
+def _primary_serves(lab: ZoneLab) -> list[str]:
+    query = dns.message.make_query("web.undo.test.", dns.rdatatype.A)
+    answer = dns.query.tcp(query, PRIMARY, port=lab.port, timeout=3)
+    return sorted(rr.to_text() for rrset in answer.answer for rr in rrset)
+
+
+def test_rollback_restores_a_switch_that_failed_only_on_a_secondary(
+    opskit: Invoke, lab: ZoneLab, tmp_path: Path
+) -> None:
+    """The switch step fails (a secondary never serves it) yet the primary serves the new address:
+    `opskit rollback` puts the old one back instead of leaving the switch in effect."""
     runbook = tmp_path / "switch.yaml"
-    runbook.write_text(json.dumps({"name": "switch-only", "steps": [step]}))
+    runbook.write_text(json.dumps({"name": "switch-only", "steps": [_switch(lab)]}))
 
     ran = opskit("run", str(runbook), expect=ExitCode.NEGATIVE)
     assert _primary_serves(lab) == [NEW]
 
     opskit("rollback", run_id(ran.stdout), "--yes", expect=ExitCode.OK)
+    assert _primary_serves(lab) == [OLD]
+
+
+def test_rollback_after_a_resumed_switch_restores_the_original_records(
+    opskit: Invoke, lab: ZoneLab, tmp_path: Path
+) -> None:
+    """The switch failed on a lagging secondary, the secondary caught up and `resume` ran the switch
+    again (it then found the new address already there): rollback still puts back the address from
+    before the first attempt, not the one the re-run found."""
+    runbook = tmp_path / "switch.yaml"
+    runbook.write_text(json.dumps({"name": "switch-only", "steps": [_switch(lab)]}))
+    ran = opskit("run", str(runbook), expect=ExitCode.NEGATIVE)
+    rid = run_id(ran.stdout)
+    lab.rewrite(
+        SECONDARY, "undo.test", _zone().replace(f"web 3600 IN A {OLD}", f"web 3600 IN A {NEW}")
+    )
+
+    opskit("resume", rid, expect=ExitCode.OK)
+    lab.rewrite(SECONDARY, "undo.test", _zone())  # the secondary will follow the rollback too
+    opskit("rollback", rid, "--yes", expect=ExitCode.OK)
     assert _primary_serves(lab) == [OLD]
