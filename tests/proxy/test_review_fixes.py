@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -13,7 +15,11 @@ from typing import Any
 
 import pytest
 
-from opskit.proxy import forwarder
+from opskit.errors import ExitCode
+from opskit.proxy import forwarder, stats
+from opskit.traffic.verdict import watch_gaps
+from tests.conftest import Invoke
+from tests.proxy.conftest import StartForwarder
 
 pytestmark = pytest.mark.proxy
 
@@ -103,3 +109,26 @@ def test_no_write_from_the_old_bridge_lands_after_the_hand_over(
         asyncio.run(asyncio.wait_for(hand_over(), 15))
     finally:
         listener.close()
+
+
+def test_a_hot_restart_leaves_no_gap_in_the_watch_history(
+    opskit: Invoke, forwarder: StartForwarder
+) -> None:
+    """After `proxy restart` the stats file lists the old bridge, closed, and the new one, started
+    before the old one stopped watching: the drain verdict sees no time nobody watched."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    fwd = forwarder(f"127.0.0.1:{backend.getsockname()[1]}")
+    new_pid = 0
+    try:
+        result = opskit("proxy", "restart", "--stats-file", str(fwd.stats_file), expect=ExitCode.OK)
+        new_pid = int(result.stdout.split("pid ")[1].split()[0])
+        fwd.wait_stats(lambda s: s["pid"] == new_pid)
+        watch = stats.load(fwd.stats_file).watch
+        assert [w.pid for w in watch][-2:] == [fwd.pid, new_pid]
+        assert watch[-2].stopped_at is not None
+        assert watch_gaps(stats.load(fwd.stats_file)) == ()
+    finally:
+        backend.close()
+        if new_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new_pid, signal.SIGTERM)
