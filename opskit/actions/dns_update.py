@@ -207,6 +207,7 @@ class DnsUpdate(BaseAction):
         raw = data.get("before")
         before = RRsetData(tuple(raw["values"]), int(raw["ttl"])) if raw else None
         server = parse_servers("server", [str(data.get("server", self.server))])[0]
+        wildcard = data.get("synthesized_from")
         result = restore(
             server,
             str(data.get("zone", self.zone)),
@@ -217,10 +218,15 @@ class DnsUpdate(BaseAction):
             now=ctx.now(),
             nameservers=self.servers.choice(),
             propagation_timeout_s=self.propagation_timeout_s,
+            # the name answers from its wildcard again once the record is gone: wait for that
+            answers_after_delete=_wildcard_answer(
+                server, str(wildcard), str(data.get("type", self.type))
+            )
+            if before is None and wildcard
+            else None,
         )
         shown = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing (deleted)"
         ok = result.verified
-        wildcard = data.get("synthesized_from")
         if not ok and before is None and wildcard:
             # deleted: the name answers from its wildcard again, which is the state before the step
             owner = _synthesized_from(
@@ -232,6 +238,14 @@ class DnsUpdate(BaseAction):
             ok=ok,
             summary=f"restored {result.name} {result.type} on {result.server} to {shown}",
         )
+
+
+def _wildcard_answer(server: Server, owner: str, rtype: str) -> tuple[tuple[str, ...], int] | None:
+    """What the wildcard owner publishes (values, TTL): a covered name answers it after a delete."""
+    from opskit.dns.update import read_rrset  # noqa: PLC0415
+
+    data = read_rrset(server, owner, rtype)
+    return (tuple(sorted(data.values)), data.ttl) if data else None
 
 
 def _synthesized_from(server: Server, zone: str, name: str, rtype: str) -> str | None:

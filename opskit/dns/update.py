@@ -175,11 +175,13 @@ def replace_rrset(
     resolvers: Sequence[Server] = (),
     query: QueryOptions | None = None,
     propagation_timeout_s: float = DEFAULT_PROPAGATION_TIMEOUT_S,
+    answers_after_delete: tuple[tuple[str, ...], int] | None = None,
 ) -> UpdateResult:
     """Replace NAME TYPE with `values` (empty: delete it); keep the old TTL unless `ttl_s` is given.
 
     The change is verified on every authoritative server of the zone (the primary, the zone's NS set
-    and the parent's delegation), each given up to `propagation_timeout_s` to serve it.
+    and the parent's delegation), each given up to `propagation_timeout_s` to serve it. A name that a
+    wildcard covers still answers after a delete: `answers_after_delete` is that answer (values, TTL).
     """
     rdtype = rdtype_of(rtype)
     type_text = dns.rdatatype.to_text(rdtype)
@@ -216,7 +218,7 @@ def replace_rrset(
             servers,
             qname.to_text(),
             rdtype,
-            (wanted_values, ttl) if values else None,
+            (wanted_values, ttl) if values else answers_after_delete,
             propagation_timeout_s,
             query,
             sent,
@@ -267,6 +269,7 @@ def restore(
     now: datetime,
     nameservers: ServerChoice | None = None,
     propagation_timeout_s: float = DEFAULT_PROPAGATION_TIMEOUT_S,
+    answers_after_delete: tuple[tuple[str, ...], int] | None = None,
 ) -> UpdateResult:
     """Put back exactly the RRset read before a change (delete it when there was none)."""
     return replace_rrset(
@@ -280,4 +283,5 @@ def restore(
         now=now,
         nameservers=nameservers,
         propagation_timeout_s=propagation_timeout_s,
+        answers_after_delete=answers_after_delete,
     )
