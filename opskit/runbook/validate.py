@@ -353,7 +353,7 @@ def _used_names(steps: list[Step]) -> set[str]:
 
 
 def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: PLR0912 - one check per field
-    known = set(c.static)
+    known = set(c.static) | fleet_names(c.runbook)
     ctx: dict[str, Any] = dict(c.static)
     for layer in step.scope:
         c.names_ok(dict(layer), set(ctx), step.loc, captured)
@@ -373,8 +373,6 @@ def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: P
     for key, value in step.with_.items():
         c.names_ok(value, known, step.where(f"with.{key}"), captured)
     _check_hosts(c, step, known, ctx, captured)
-    if step.capture and len(step.on) > 1:
-        c.bad(step.where("capture"), "capture needs a single host (the step runs on several)")
     if step.retry.on == "any" and not (step.check or step.idempotent):
         c.bad(
             step.where("retry.on"),
@@ -427,7 +425,7 @@ def _check_hosts(
             name = render(entry, ctx).strip()
         except TemplateProblem:
             continue  # reported above, or depends on a captured value
-        if name not in hosts and name not in ("local", "localhost"):
+        if name not in hosts and name not in c.runbook.groups and name not in ("local", "localhost"):
             choices = ", ".join(sorted(hosts)) or "none defined"
             hint = difflib.get_close_matches(name, sorted(hosts), n=1)
             tip = f"did you mean '{hint[0]}'? " if hint else ""
