@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from opskit.cli import output
+from opskit.cli.fleet_options import fleet_options
 from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
 from opskit.errors import ExitCode, RunbookProblems, UsageError
 
@@ -149,6 +150,7 @@ def _interrupt_on_sigterm() -> None:
 @click.command()
 @click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
 @vars_options
+@fleet_options
 @include_option
 @reports_problems
 def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> ExitCode:
@@ -211,6 +213,7 @@ def _show_plan(plan: Any, next_command: str, as_json: bool) -> ExitCode:
 @window_option
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def plan(  # noqa: PLR0917 - click passes every option as an argument
@@ -256,6 +259,7 @@ def _outcome(outcome: Any) -> ExitCode:
 @window_option
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def run(  # noqa: PLR0917 - click passes every option as an argument
@@ -310,6 +314,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 @gate_options
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
@@ -451,6 +456,7 @@ def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitC
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown SSH host keys.")
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def rollback(run_id: str, accept_changes: bool, accept_new_host_keys: bool, operator: str | None,

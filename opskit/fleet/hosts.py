@@ -8,6 +8,7 @@ from typing import Any
 from opskit.fleet import limit
 from opskit.runbook.model import Runbook
 
+EVERY_HOST = "*"  # host_context() for the display of a step that runs on many hosts
 FLEET_NAMES = frozenset({"inventory_hostname", "hostvars", "ansible_host"})
 
 
@@ -35,5 +36,8 @@ def host_context(runbook: Runbook, host: str | None, per_host: Mapping[str, Mapp
         name: {**ref.vars, "inventory_hostname": name, "ansible_host": ref.address, **per_host.get(name, {})}
         for name, ref in runbook.hosts.items()
     }
-    own = hostvars.get(host or "", {})
+    if host == EVERY_HOST:  # the command as shown once for all hosts: each per-host value by its name
+        own = {name: f"<{name}>" for name in fleet_names(runbook) - {"hostvars"}}
+    else:
+        own = hostvars.get(host or "", {})
     return {**own, "hostvars": hostvars}

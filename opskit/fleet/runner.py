@@ -79,6 +79,12 @@ class FleetState:
             return dict(self.hosts.get(step, {}))
 
 
+def undo_order(records: Mapping[str, HostRecord]) -> tuple[str, ...]:
+    """The hosts a rollback undoes, last batch first and, within a batch, last finished first."""
+    ran = [(h, r) for h, r in records.items() if r.status in ("succeeded", "failed", "started")]
+    return tuple(h for h, _ in sorted(reversed(ran), key=lambda hr: -hr[1].batch))
+
+
 def is_fleet(step: Step, hosts: Sequence[str]) -> bool:
     """Whether a step takes the fleet path (many hosts or rollout fields); one plain host keeps the old path."""
     return len(hosts) > 1 or bool(step.batches or step.parallel or step.max_failures)
@@ -145,7 +151,7 @@ def run_on_hosts(runner: Runner, step: Step, hosts: tuple[str, ...], once: Once)
     untouched = [h for h in todo if h not in results]
     succeeded = [h for h in hosts if h not in failed and h not in untouched]
     _table(runner, step, hosts, results, prior)
-    per_host = {h: r.stdout.strip() for h, r in results.items() if r.ok}
+    per_host = {h: results[h].stdout.strip() for h in hosts if h in results and results[h].ok}
     values: dict[str, Any] = {"hosts": {h: ("failed" if h in failed else "untouched" if h in untouched else "succeeded")
                                         for h in hosts}}  # fmt: skip
     if len(failed) > allowed:

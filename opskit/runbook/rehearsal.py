@@ -23,7 +23,8 @@ from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_s
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.replay import past_durations
-from opskit.runbook.scope import render_hosts, step_context
+from opskit.fleet import hosts as fleet_hosts
+from opskit.runbook.scope import step_context
 from opskit.runbook.shell import Raw
 from opskit.runbook.templates import (
     TemplateProblem,
@@ -92,7 +93,7 @@ class _Rehearsal:
 
     def _static_hosts(self, step: Step) -> tuple[str, ...]:
         try:
-            return render_hosts(step, self.display_ctx(step))
+            return self.runner.hosts_of(step, self.display_ctx(step))
         except TemplateProblem:
             return ()
 
@@ -122,9 +123,13 @@ class _Rehearsal:
     def display_ctx(self, step: Step) -> dict[str, Any]:
         # Shown as is (`<name>`), not quoted like a value.
         placeholders = {n: Raw(f"<{n}>") for n in self.unknown}
-        return step_context(
+        ctx = step_context(
             step, self.s.base, self.s.display_view, {**placeholders, **self.s.captures}
         )
+        if self.s.runbook.groups:  # per-host values (inventory_hostname, host vars) as <name>
+            each = fleet_hosts.host_context(self.s.runbook, fleet_hosts.EVERY_HOST, {})
+            ctx.update({k: Raw(v) if isinstance(v, str) else v for k, v in each.items()})
+        return ctx
 
     def plan_step(self, step: Step, *, record: bool = True) -> P.PlanStep:
         hosts: tuple[str, ...] = ()
@@ -136,7 +141,7 @@ class _Rehearsal:
         predicted = step.wait_s
         try:
             view = self.display_ctx(step)
-            hosts = render_hosts(step, view)
+            hosts = self.runner.hosts_of(step, view)
             command = self.runner.display_command(step, view)
             facts = _replace(facts, host_ok=all(self.host_ok.get(h, True) for h in hosts))
             facts = _replace(facts, when=self._when(step), needs_runtime=self._needs_runtime(step))

@@ -19,7 +19,7 @@ from opskit.runbook.journal import run_dir
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.resume import load_for_resume
-from opskit.runbook.scope import render_hosts
+from opskit.fleet import runner as fleet_runner
 from opskit.runbook.shell import render_command
 from opskit.runbook.templates import render_value
 
@@ -143,12 +143,13 @@ def _describe(runner: Runner, step: Step) -> str | None:
 def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tuple[bool, str]:
     s = runner.s
     ctx = runner.context(step, s.secrets)
-    hosts = render_hosts(step, ctx) or (None,)
+    # A fleet step is undone host by host, last batch first, only where it ran (opskit/fleet).
+    hosts = fleet_runner.undo_order(runner.fleet.of(step.id)) or runner.hosts_of(step, ctx) or (None,)
     undo = step.undo
     if undo is not None and undo.run:
-        command = render_command(undo.run, runner.context(step, s.shell_view))
-        env = runner.environment(step, ctx, command)
         for host in hosts:
+            command = render_command(undo.run, runner.context(step, s.shell_view, host))
+            env = runner.environment(step, ctx, command)
             label = host or LOCAL
             try:
                 res = s.transport(host).run(
@@ -159,6 +160,8 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
                 return False, str(exc)
             if not res.ok:
                 return False, f"undo exit {res.rc} on {label}"
+            if host in runner.fleet.of(step.id):
+                s.journal.append("host_undone", step=step.id, host=host)
         return True, "undone"
     for host in hosts:
         actx = StepContext(s, step.id, host, dry_run=False, timeout_s=step.timeout_s)

@@ -16,6 +16,7 @@ from typing import Any
 
 from opskit import actions
 from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation, UsageError
+from opskit.fleet.hosts import fleet_names
 from opskit.redaction import MASK
 from opskit.runbook import loader, shell
 from opskit.runbook.model import Kind, Runbook, Step

@@ -1,0 +1,215 @@
+"""The fleet against real sshds: six loopback hosts, host keys pinned, one step rolled out across them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from opskit.errors import ExitCode
+from tests.conftest import Invoke
+from tests.runbook.helpers import events, lines, run_id, wait_for, write
+from tests.servers.sshd_fleet import Fleet, start_fleet
+
+pytestmark = pytest.mark.sshd
+HOSTS = 6
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Six SSH hosts web1..web6 on 127.0.0.2..7, one port, keys pinned in known_hosts."""
+    with start_fleet(tmp_path_factory.mktemp("fleet"), HOSTS) as f:
+        yield f
+
+
+def _runbook(tmp_path: Path, fleet: Fleet, steps: str, extra_hosts: str = "") -> Path:
+    hosts = "".join(
+        f"  {name}: {{address: {addr}, port: {fleet.port}, user: {fleet.user}, key_file: \"{fleet.client_key}\", "
+        f"known_hosts: \"{fleet.known_hosts}\"}}\n"
+        for name, addr in fleet.host_lines().items()
+    )
+    groups = "  groups: {web: [web1, web2, web3, web4, web5, web6], canary: [web1]}\n"
+    text = f"name: fleet\nvars: {{log: \"{tmp_path / 'log'}\"}}\nhosts:\n{hosts}{extra_hosts}{groups}steps:\n{steps}"
+    return write(tmp_path, text)
+
+
+def _log(tmp_path: Path) -> list[list[str]]:
+    return [ln.split() for ln in lines(tmp_path / "log")]
+
+
+STAMPED = """\
+  - id: roll
+    on: web
+    {fields}
+    run: echo start {{{{ inventory_hostname }}}} $(date +%s.%N) >> {{{{ log }}}}; sleep {sleep}; echo end {{{{ inventory_hostname }}}} $(date +%s.%N) >> {{{{ log }}}}
+"""
+
+
+def _intervals(tmp_path: Path) -> dict[str, tuple[float, float]]:
+    starts = {w[1]: float(w[2]) for w in _log(tmp_path) if w[0] == "start"}
+    ends = {w[1]: float(w[2]) for w in _log(tmp_path) if w[0] == "end"}
+    return {h: (starts[h], ends[h]) for h in starts}
+
+
+def test_parallel_bound_is_never_exceeded(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """With parallel: 2, the hosts' own timestamps never show three commands running at once."""
+    path = _runbook(tmp_path, fleet, STAMPED.format(fields="parallel: 2", sleep="0.4"))
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    spans = _intervals(tmp_path)
+    assert len(spans) == HOSTS, result.stdout
+    most = max(sum(1 for s, e in spans.values() if s <= t < e) for t, _ in spans.values())
+    assert most == 2
+    assert "6 of 6 hosts succeeded" in result.stdout
+
+
+def test_batches_run_in_order_each_finishing_first(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """batches: [1, 2, 100%]: the canary ends before batch two starts, batch two ends before the rest start."""
+    path = _runbook(tmp_path, fleet, STAMPED.format(fields="batches: [1, 2, 100%]", sleep="0.2"))
+
+    opskit("run", str(path), expect=ExitCode.OK)
+
+    spans = _intervals(tmp_path)
+    order = [f"web{i}" for i in range(1, HOSTS + 1)]
+    batches = [order[:1], order[1:3], order[3:]]
+    for earlier, later in zip(batches, batches[1:], strict=False):
+        assert max(spans[h][1] for h in earlier) <= min(spans[h][0] for h in later)
+    rid_batches = {}
+    for ev in events(tmp_path / "state", run_id_of(tmp_path)):
+        if ev["event"] == "host_finished":
+            rid_batches[ev["host"]] = ev["batch"]
+    assert rid_batches == {"web1": 1, "web2": 2, "web3": 2, "web4": 3, "web5": 3, "web6": 3}
+
+
+def run_id_of(tmp_path: Path) -> str:
+    return sorted(os.listdir(tmp_path / "state" / "runs"))[-1]
+
+
+def test_max_failures_stops_the_rollout_and_names_the_untouched(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
+    """A second failure with max_failures: 1 stops the rollout: later batches never start, and are named."""
+    steps = """\
+  - id: roll
+    on: web
+    batches: [2, 2, 100%]
+    max_failures: 1
+    run: echo {{ inventory_hostname }} >> {{ log }}; case {{ inventory_hostname }} in web2|web3) exit 3;; esac
+  - id: after
+    run: echo never >> {{ log }}
+"""
+    path = _runbook(tmp_path, fleet, steps)
+
+    result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+    ran = sorted(w[0] for w in _log(tmp_path))
+    assert ran == ["web1", "web2", "web3", "web4"]
+    out = result.stdout + result.stderr
+    assert "more than max_failures allows (1)" in out
+    assert "untouched: web5, web6" in out
+
+
+def test_unreachable_host_fails_only_that_host(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """A host nobody answers for fails alone; the others run, within max_failures: 1."""
+    dead = (f"  dead: {{address: 127.0.0.250, port: {fleet.port}, user: {fleet.user}, "
+            f"key_file: \"{fleet.client_key}\", known_hosts: \"{fleet.known_hosts}\"}}\n")  # fmt: skip
+    steps = """\
+  - id: roll
+    on: [web1, dead, web2]
+    max_failures: 1
+    run: echo {{ inventory_hostname }} >> {{ log }}
+"""
+    path = _runbook(tmp_path, fleet, steps, extra_hosts=dead)
+
+    result = opskit("run", str(path), expect=ExitCode.OK)
+
+    assert sorted(w[0] for w in _log(tmp_path)) == ["web1", "web2"]
+    assert "failed within max_failures (1): dead" in result.stdout
+    assert "refuses connections" in result.stdout
+
+
+def test_limit_selects_groups_and_exclusions(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """--limit 'web:!web2:!canary' runs the step on web3..web6 only."""
+    steps = """\
+  - id: roll
+    on: web
+    run: echo {{ inventory_hostname }} >> {{ log }}
+"""
+    path = _runbook(tmp_path, fleet, steps)
+
+    opskit("run", str(path), "--limit", "web:!web2:!canary", expect=ExitCode.OK)
+
+    assert sorted(w[0] for w in _log(tmp_path)) == ["web3", "web4", "web5", "web6"]
+
+
+def test_capture_per_host_reaches_hostvars_and_the_list(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """capture: on many hosts gives hostvars.web2.name and the list of every host's value."""
+    steps = """\
+  - id: ask
+    on: [web1, web2, web3]
+    capture: who
+    run: echo id-{{ inventory_hostname }}
+  - id: tell
+    run: echo {{ hostvars.web2.who }} {{ who | join(',') }} >> {{ log }}
+"""
+    path = _runbook(tmp_path, fleet, steps)
+
+    opskit("run", str(path), expect=ExitCode.OK)
+
+    assert _log(tmp_path) == [["id-web2", "id-web1,id-web2,id-web3"]]
+
+
+def test_rollback_undoes_host_by_host_last_batch_first(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """rollback runs undo: on every host the step ran on, the last batch first."""
+    steps = """\
+  - id: roll
+    on: [web1, web2, web3]
+    batches: [1, 100%]
+    parallel: 1
+    run: echo do {{ inventory_hostname }} >> {{ log }}
+    undo: echo undo {{ inventory_hostname }} >> {{ log }}
+  - id: fail
+    run: exit 1
+"""
+    path = _runbook(tmp_path, fleet, steps)
+    rid = run_id(opskit("run", str(path), expect=ExitCode.NEGATIVE).stdout)
+
+    opskit("rollback", rid, expect=ExitCode.OK)
+
+    undone = [w[1] for w in _log(tmp_path) if w[0] == "undo"]
+    assert undone == ["web3", "web2", "web1"]
+
+
+def test_kill_mid_batch_then_resume_runs_only_unfinished_hosts(
+    opskit: Invoke, opskit_proc: Callable[..., object], tmp_path: Path, fleet: Fleet
+) -> None:
+    """kill -9 mid-rollout, then resume: every host ran exactly once, none twice, none missed."""
+    steps = """\
+  - id: roll
+    on: web
+    parallel: 2
+    check: grep -qx {{ inventory_hostname }} {{ log }}
+    run: echo {{ inventory_hostname }} >> {{ log }}; sleep 0.6
+"""
+    path = _runbook(tmp_path, fleet, steps)
+    proc = opskit_proc("run", str(path))
+    wait_for(lambda: len(lines(tmp_path / "log")) >= 3, what="three hosts started")
+    os.kill(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    proc.wait(timeout=10)  # type: ignore[attr-defined]
+    before = lines(tmp_path / "log")
+    assert len(before) < HOSTS
+    rid = run_id_of(tmp_path)
+
+    opskit("resume", rid, expect=ExitCode.OK)
+
+    after = lines(tmp_path / "log")
+    assert sorted(after) == [f"web{i}" for i in range(1, HOSTS + 1)]  # each once
+    started = [ev["host"] for ev in events(tmp_path / "state", rid) if ev["event"] == "host_started"]
+    assert sorted(set(started)) == sorted(after)
+    status = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    assert status["state"] == "succeeded"
