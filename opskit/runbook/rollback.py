@@ -132,7 +132,7 @@ def _undo_step(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> Un
 
 
 def _describe(runner: Runner, step: Step) -> str | None:
-    view = runner.context(step, runner.s.display_view)
+    view = runner.context(step, runner.s.display_view, "*")  # "*": per-host values shown by name
     if step.undo and step.undo.run:
         return render_command(step.undo.run, view).shown
     if step.undo and step.undo.uses:
