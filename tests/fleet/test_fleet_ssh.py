@@ -213,3 +213,65 @@ def test_kill_mid_batch_then_resume_runs_only_unfinished_hosts(
     assert sorted(set(started)) == sorted(after)
     status = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert status["state"] == "succeeded"
+
+
+def test_ansible_inventory_drives_a_runbook_and_host_vars_reach_templates(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
+    """--inventory hosts.ini (Ansible INI): the runbook names only the group; each host sees its own vars."""
+    addrs = fleet.addresses
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[web]\n"
+        + "".join(f"app{i} ansible_host={addrs[i - 1]} colour=c{i}\n" for i in (1, 2, 3))
+        + f"[web:vars]\nansible_port={fleet.port}\nansible_user={fleet.user}\n"
+        f"ansible_ssh_private_key_file={fleet.client_key}\nopskit_known_hosts={fleet.known_hosts}\n"
+    )
+    path = write(tmp_path, f"""
+        name: from-inventory
+        steps:
+          - id: paint
+            on: web
+            run: echo {{{{ inventory_hostname }}}} {{{{ colour }}}} $SSH_CONNECTION >> {tmp_path / 'log'}
+    """)
+
+    opskit("validate", str(path), "--inventory", str(inventory), expect=ExitCode.OK)
+    opskit("run", str(path), "-i", str(inventory), "--limit", "app1,app3", expect=ExitCode.OK)
+
+    seen = sorted((w[0], w[1], w[4]) for w in _log(tmp_path))  # SSH_CONNECTION: the address reached
+    assert seen == [("app1", "c1", addrs[0]), ("app3", "c3", addrs[2])]
+
+
+def test_plan_runs_probes_on_every_host(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """plan executes a probe on all the group's hosts and changes nothing with a mutate step."""
+    steps = """\
+  - id: look
+    kind: probe
+    on: web
+    run: echo probe {{ inventory_hostname }} >> {{ log }}
+  - id: change
+    on: web
+    run: echo change {{ inventory_hostname }} >> {{ log }}
+"""
+    path = _runbook(tmp_path, fleet, steps)
+
+    opskit("plan", str(path), expect=ExitCode.OK)
+
+    assert sorted(w[1] for w in _log(tmp_path) if w[0] == "probe") == [f"web{i}" for i in range(1, HOSTS + 1)]
+    assert not [w for w in _log(tmp_path) if w[0] == "change"]
+
+
+def test_group_with_an_unknown_host_is_bad_input(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+    """A group naming a host that is defined nowhere is refused by validate, at its line."""
+    path = write(tmp_path, """
+        name: typo
+        hosts:
+          web1: 127.0.0.2
+          groups: {web: [web1, wbe2]}
+        steps:
+          - {id: s, on: web, run: "true"}
+    """)
+
+    result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
+
+    assert "runbook.yaml:4:" in result.stderr and "unknown host 'wbe2'" in result.stderr
