@@ -408,6 +408,9 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "ATTEMPTS", "DURATION",
                "APPROVED BY", "CAPTURED")  # fmt: skip
     output.table(headers, rows)
+    for s in state.steps:  # a fleet step: how each host stands
+        if s.host_status:
+            output.line(f"{s.id}: " + ", ".join(f"{h} {st}" for h, st in s.host_status.items()))
     if owners:
         output.line("by owner:")
         for owner, ids in status_by_owner(state.steps):

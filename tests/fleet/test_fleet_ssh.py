@@ -213,6 +213,8 @@ def test_kill_mid_batch_then_resume_runs_only_unfinished_hosts(
     assert sorted(set(started)) == sorted(after)
     status = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert status["state"] == "succeeded"
+    roll = next(s for s in status["steps"] if s["id"] == "roll")
+    assert roll["host_status"] == {f"web{i}": "succeeded" for i in range(1, HOSTS + 1)}
 
 
 def test_ansible_inventory_drives_a_runbook_and_host_vars_reach_templates(
