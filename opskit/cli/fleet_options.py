@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from opskit.cli import output
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,7 +32,9 @@ def fleet_options(fn: F) -> F:
     """Sets the fleet selection (opskit.fleet.selection.SELECTION) around one command."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, inventory: tuple[Path, ...] = (), limit: str | None = None, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, inventory: tuple[Path, ...] = (), limit: str | None = None, **kwargs: Any
+    ) -> Any:
         from opskit.fleet.selection import SELECTION, Selection  # noqa: PLC0415 - imported on first use
 
         paths = tuple(p.resolve() for p in inventory) or _journaled_inventories(
@@ -42,11 +46,18 @@ def fleet_options(fn: F) -> F:
         finally:
             SELECTION.reset(token)
 
-    wrapper = click.option(
+    limited = click.option(
         "--limit", metavar="PATTERN",
         help="Only these hosts: names, groups, globs, !exclusions, &intersections (web:!web3, web,db).",
     )(wrapper)  # fmt: skip
     return click.option(
         "--inventory", "-i", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
         help="Hosts and groups from an inventory: opskit YAML, Ansible INI or YAML (repeatable).",
-    )(wrapper)  # type: ignore[no-any-return]  # fmt: skip
+    )(limited)  # type: ignore[return-value]  # fmt: skip
+
+
+def host_lines(steps: Sequence[Any]) -> None:
+    """`opskit status`: one line per fleet step with each host's status."""
+    for s in steps:
+        if s.host_status:
+            output.line(f"{s.id}: " + ", ".join(f"{h} {st}" for h, st in s.host_status.items()))

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from opskit.cli import output
-from opskit.cli.fleet_options import fleet_options
+from opskit.cli.fleet_options import fleet_options, host_lines
 from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
 from opskit.errors import ExitCode, RunbookProblems, UsageError
 
@@ -408,9 +408,7 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "ATTEMPTS", "DURATION",
                "APPROVED BY", "CAPTURED")  # fmt: skip
     output.table(headers, rows)
-    for s in state.steps:  # a fleet step: how each host stands
-        if s.host_status:
-            output.line(f"{s.id}: " + ", ".join(f"{h} {st}" for h, st in s.host_status.items()))
+    host_lines(state.steps)  # a fleet step: how each host stands
     if owners:
         output.line("by owner:")
         for owner, ids in status_by_owner(state.steps):

@@ -30,13 +30,22 @@ def fleet_names(runbook: Runbook) -> set[str]:
     return set(FLEET_NAMES) | {k for h in runbook.hosts.values() for k in h.vars}
 
 
-def host_context(runbook: Runbook, host: str | None, per_host: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def host_context(
+    runbook: Runbook, host: str | None, per_host: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
     """The values a step's templates see on `host`: its vars, and every host's vars and captures as hostvars."""
     hostvars = {
-        name: {**ref.vars, "inventory_hostname": name, "ansible_host": ref.address, **per_host.get(name, {})}
+        name: {
+            **ref.vars,
+            "inventory_hostname": name,
+            "ansible_host": ref.address,
+            **per_host.get(name, {}),
+        }
         for name, ref in runbook.hosts.items()
     }
-    if host == EVERY_HOST:  # the command as shown once for all hosts: each per-host value by its name
+    if (
+        host == EVERY_HOST
+    ):  # the command as shown once for all hosts: each per-host value by its name
         own = {name: f"<{name}>" for name in fleet_names(runbook) - {"hostvars"}}
     else:
         own = hostvars.get(host or "", {})

@@ -98,11 +98,15 @@ def parse_ini(text: str, display: str) -> Inventory:
             continue
         if line.startswith("["):
             if not line.endswith("]"):
-                raise RunbookInvalid(where, f"expected [group], [group:vars] or [group:children], got {line!r}")
+                raise RunbookInvalid(
+                    where, f"expected [group], [group:vars] or [group:children], got {line!r}"
+                )
             section, _, kind = line[1:-1].partition(":")
             kind = kind or "hosts"
             if kind not in ("hosts", "vars", "children"):
-                raise RunbookInvalid(where, f"unknown section kind ':{kind}' (expected :vars or :children)")
+                raise RunbookInvalid(
+                    where, f"unknown section kind ':{kind}' (expected :vars or :children)"
+                )
             direct.setdefault(section, [])
             continue
         if kind == "vars":
@@ -149,11 +153,15 @@ def _expand_range(pattern: str, where: SourceLocation) -> list[str]:
         return [pattern]
     start, end = match.group(1), match.group(2)
     if int(end) < int(start) or int(end) - int(start) >= _MAX_RANGE:
-        raise RunbookInvalid(where, f"host range [{start}:{end}] must count up, at most {_MAX_RANGE} hosts")
+        raise RunbookInvalid(
+            where, f"host range [{start}:{end}] must count up, at most {_MAX_RANGE} hosts"
+        )
     width = len(start) if start.startswith("0") else 0
     names = []
     for n in range(int(start), int(end) + 1):
-        names += _expand_range(pattern[: match.start()] + str(n).zfill(width) + pattern[match.end() :], where)
+        names += _expand_range(
+            pattern[: match.start()] + str(n).zfill(width) + pattern[match.end() :], where
+        )
     return names
 
 
@@ -173,10 +181,15 @@ def parse_ansible_yaml(root: Y) -> Inventory:
         if y.value is None:
             return
         if not y.is_map:
-            raise RunbookInvalid(y.loc, f"group '{name}' must be a mapping of hosts, vars, children")
+            raise RunbookInvalid(
+                y.loc, f"group '{name}' must be a mapping of hosts, vars, children"
+            )
         for key, value in y.value.items():
             if key not in ("hosts", "vars", "children"):
-                raise RunbookInvalid(value.key_loc or value.loc, f"unknown key '{key}' in group '{name}' (allowed: hosts, vars, children)")
+                raise RunbookInvalid(
+                    value.key_loc or value.loc,
+                    f"unknown key '{key}' in group '{name}' (allowed: hosts, vars, children)",
+                )
             if value.value is None:
                 continue
             if not value.is_map:
@@ -220,13 +233,18 @@ def _build(
     for name in [*direct, *children]:
         members[name] = flatten(name, ())
     grouped = {h for name, hs in members.items() if name not in ("all", "ungrouped") for h in hs}
-    members["ungrouped"] = _unique([*members.get("ungrouped", ()), *(h for h in host_vars if h not in grouped)])
+    members["ungrouped"] = _unique(
+        [*members.get("ungrouped", ()), *(h for h in host_vars if h not in grouped)]
+    )
     members["all"] = tuple(host_vars)
     inventory = Inventory(groups={k: v for k, v in members.items() if v or k == "all"})
     for host, own in host_vars.items():
         merged: dict[str, Any] = dict(group_vars.get("all", {}))
         # parents before children, so the group closest to the host wins, and the host's own vars last
-        for name in sorted((g for g, hs in members.items() if host in hs and g != "all"), key=lambda g: _depth(g, children)):
+        for name in sorted(
+            (g for g, hs in members.items() if host in hs and g != "all"),
+            key=lambda g: _depth(g, children),
+        ):
             merged.update(group_vars.get(name, {}))
         merged.update(own)
         inventory.hosts[host] = host_ref(host, merged, host_locs.get(host))
@@ -235,7 +253,9 @@ def _build(
 
 def _depth(group: str, children: Mapping[str, list[str]]) -> int:
     parents = [p for p, kids in children.items() if group in kids]
-    return 1 + max((_depth(p, children) for p in parents if p != group), default=0) if parents else 0
+    return (
+        1 + max((_depth(p, children) for p in parents if p != group), default=0) if parents else 0
+    )
 
 
 def host_ref(name: str, variables: Mapping[str, Any], loc: SourceLocation | None) -> HostRef:
@@ -293,7 +313,10 @@ def opskit_host(name: str, y: Y) -> HostRef:
     f = y.value
     for key, value in f.items():
         if key not in OPSKIT_HOST_FIELDS:
-            raise RunbookInvalid(value.key_loc or value.loc, f"unknown field '{key}' in host '{name}' (allowed: {', '.join(OPSKIT_HOST_FIELDS)})")
+            raise RunbookInvalid(
+                value.key_loc or value.loc,
+                f"unknown field '{key}' in host '{name}' (allowed: {', '.join(OPSKIT_HOST_FIELDS)})",
+            )
     if "address" not in f:
         raise RunbookInvalid(y.loc, f"host '{name}' needs an address")
     plain = y.plain()
@@ -308,7 +331,9 @@ def opskit_host(name: str, y: Y) -> HostRef:
 def parse_groups(y: Y) -> dict[str, tuple[str, ...]]:
     """`groups: {web: [web1, web2], all_web: [web, web3]}`; a member may itself be a group."""
     if not y.is_map:
-        raise RunbookInvalid(y.loc, "groups must be a mapping of group name -> list of hosts or groups")
+        raise RunbookInvalid(
+            y.loc, "groups must be a mapping of group name -> list of hosts or groups"
+        )
     raw: dict[str, list[str]] = {}
     for name, members in y.value.items():
         if members.is_list:
@@ -316,7 +341,9 @@ def parse_groups(y: Y) -> dict[str, tuple[str, ...]]:
         elif isinstance(members.value, str):
             raw[name] = [members.value]
         else:
-            raise RunbookInvalid(members.loc, f"group '{name}' must be a list of host or group names")
+            raise RunbookInvalid(
+                members.loc, f"group '{name}' must be a list of host or group names"
+            )
 
     def flatten(name: str, seen: tuple[str, ...]) -> list[str]:
         out: list[str] = []

@@ -31,7 +31,9 @@ def hosts_of(term: str, hosts: Sequence[str], groups: Mapping[str, Sequence[str]
     return set()
 
 
-def select(pattern: str, hosts: Sequence[str], groups: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+def select(
+    pattern: str, hosts: Sequence[str], groups: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
     """The hosts `pattern` selects, in definition order; an unknown plain name is bad input."""
     terms = [t.strip() for t in _SPLIT.split(pattern) if t.strip()]
     if not terms:
@@ -42,7 +44,9 @@ def select(pattern: str, hosts: Sequence[str], groups: Mapping[str, Sequence[str
         found = hosts_of(term, hosts, groups)
         if not found and not any(c in term for c in "*?["):
             known = ", ".join([*groups, *hosts][:20])
-            raise UsageError(f"--limit {pattern!r}: no host or group named {term!r} (known: {known})")
+            raise UsageError(
+                f"--limit {pattern!r}: no host or group named {term!r} (known: {known})"
+            )
         chosen |= found
     if not plain:
         chosen = set(hosts)  # `--limit '!db'`: everything but db

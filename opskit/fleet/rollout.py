@@ -19,7 +19,7 @@ _SIZE = re.compile(r"(\d+)(%?)")
 
 
 def _size(value: Any) -> str | None:
-    """"5" or "25%" from 5 or "25%"; None when it is neither."""
+    """ "5" or "25%" from 5 or "25%"; None when it is neither."""
     if isinstance(value, bool):
         return None
     text = str(value).strip()
@@ -42,11 +42,17 @@ def parse_field(key: str, value: Any) -> tuple[str | None, Any]:
         items = value if isinstance(value, list) else [value]
         sizes = [_size(v) for v in items]
         if not items or any(s is None or s in ("0", "0%") for s in sizes):
-            return f"batches must be a list of host counts or percentages (e.g. [1, 25%, 100%]), got {value!r}", None
+            return (
+                f"batches must be a list of host counts or percentages (e.g. [1, 25%, 100%]), got {value!r}",
+                None,
+            )
         return None, tuple(s for s in sizes if s is not None)
     size = _size(value)
     if size is None:
-        return f"max_failures must be a number of hosts or a percentage (0, 2, 10%), got {value!r}", None
+        return (
+            f"max_failures must be a number of hosts or a percentage (0, 2, 10%), got {value!r}",
+            None,
+        )
     return None, size
 
 

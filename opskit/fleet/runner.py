@@ -44,7 +44,9 @@ class FleetState:
     """Per-host records of every fleet step of a run, loaded once from the journal, kept up to date."""
 
     hosts: dict[str, dict[str, HostRecord]] = field(default_factory=dict)  # step -> host -> record
-    captures: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> capture name -> value
+    captures: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # host -> capture name -> value
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -81,8 +83,9 @@ class FleetState:
 
 def undo_order(records: Mapping[str, HostRecord]) -> tuple[str, ...]:
     """The hosts a rollback undoes, last batch first and, within a batch, last finished first."""
-    ran = [(h, r) for h, r in records.items() if r.status in ("succeeded", "failed", "started")]
-    return tuple(h for h, _ in sorted(reversed(ran), key=lambda hr: -hr[1].batch))
+    ran = [h for h, r in records.items() if r.status in ("succeeded", "failed", "started")]
+    position = {h: i for i, h in enumerate(ran)}
+    return tuple(sorted(ran, key=lambda h: (-records[h].batch, -position[h])))
 
 
 def is_fleet(step: Step, hosts: Sequence[str]) -> bool:
@@ -107,7 +110,9 @@ class _Tally:
         return text
 
 
-def run_on_hosts(runner: Runner, step: Step, hosts: tuple[str, ...], once: Once) -> tuple[Attempt, int]:
+def run_on_hosts(
+    runner: Runner, step: Step, hosts: tuple[str, ...], once: Once
+) -> tuple[Attempt, int]:
     """Roll `step` out across `hosts`; the Attempt says how the whole step went."""
     from opskit.runbook.engine import Attempt  # noqa: PLC0415 - the engine imports this module
 
@@ -145,7 +150,12 @@ def run_on_hosts(runner: Runner, step: Step, hosts: tuple[str, ...], once: Once)
     for number, size in enumerate(batches, start=1):
         batch = todo[position : position + size]
         position += size
-        most = max(most, _run_batch(runner, step, batch, number, once, parallel, tally, results, failed, stop, allowed))
+        most = max(
+            most,
+            _run_batch(
+                runner, step, batch, number, once, parallel, tally, results, failed, stop, allowed
+            ),
+        )
         if len(failed) > allowed:
             break
     untouched = [h for h in todo if h not in results]
@@ -167,7 +177,7 @@ def run_on_hosts(runner: Runner, step: Step, hosts: tuple[str, ...], once: Once)
     return Attempt(ok=True, summary=summary, values=values, per_host=per_host), most
 
 
-def _run_batch(  # noqa: PLR0913, PLR0917 - the rollout's state, passed down once per batch
+def _run_batch(  # noqa: PLR0917 - the rollout's state, passed down once per batch
     runner: Runner, step: Step, batch: list[str], number: int, once: Once, parallel: int,
     tally: _Tally, results: dict[str, Attempt], failed: list[str], stop: threading.Event, allowed: int,
 ) -> int:  # fmt: skip
@@ -192,13 +202,17 @@ def _run_batch(  # noqa: PLR0913, PLR0917 - the rollout's state, passed down onc
                     result, attempts = future.result()
                     most = max(most, attempts)
                     results[host] = result
-                    _journal_host(runner, step, host, number, result, attempts)
+                    _journal_host(
+                        runner, step, host, batch=number, result=result, attempts=attempts
+                    )
                     if result.ok:
                         tally.done += 1
                     else:
                         tally.failed += 1
                         failed.append(host)
-                runner.reporter.progress(step.id, tally.line(), (tally.done + tally.failed) / max(tally.total, 1))
+                runner.reporter.progress(
+                    step.id, tally.line(), (tally.done + tally.failed) / max(tally.total, 1)
+                )
         except BaseException:
             stop.set()  # Ctrl-C: hosts not started stay untouched; running ones finish or are cancelled
             runner.s.cancel.set()
@@ -217,7 +231,9 @@ def _one_host(runner: Runner, step: Step, host: str, once: Once) -> tuple[Attemp
         return Attempt(ok=False, summary=f"{type(exc).__name__}: {exc}"), 1
 
 
-def _journal_host(runner: Runner, step: Step, host: str, batch: int, result: Attempt, attempts: int) -> None:
+def _journal_host(
+    runner: Runner, step: Step, host: str, *, batch: int, result: Attempt, attempts: int
+) -> None:
     if result.in_doubt:
         return  # no host_finished: a resume treats the host as in doubt, as it should
     status = "succeeded" if result.ok else "failed"
@@ -241,7 +257,9 @@ def _settle_in_doubt(runner: Runner, step: Step, host: str) -> str:
         runner.journal.append("in_doubt", step=step.id, host=host, decision="done" if passed else "rerun",
                               reason=why, operator=runner.o.operator)  # fmt: skip
         if passed:
-            runner.journal.append("host_finished", step=step.id, host=host, status="succeeded", summary=why)
+            runner.journal.append(
+                "host_finished", step=step.id, host=host, status="succeeded", summary=why
+            )
             runner.fleet.record(step.id, host, HostRecord("succeeded", why), None)
             return "done"
         return "rerun"

@@ -25,7 +25,10 @@ class Selection:
     limit: str | None = None
 
 
-SELECTION: ContextVar[Selection] = ContextVar("fleet_selection", default=Selection())
+SELECTION: ContextVar[Selection] = ContextVar(
+    "fleet_selection",
+    default=Selection(),  # noqa: B039 - frozen: never mutated
+)
 
 
 class _Problems(Protocol):

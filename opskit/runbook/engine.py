@@ -193,9 +193,15 @@ class Runner:
 
     # --- one step -------------------------------------------------------------------------------------
 
-    def context(self, step: Step, view: Mapping[str, Any], host: str | None = None) -> dict[str, Any]:
+    def context(
+        self, step: Step, view: Mapping[str, Any], host: str | None = None
+    ) -> dict[str, Any]:
         ctx = step_context(step, self.s.base, view, self.s.captures)
-        if self.s.runbook.groups or any(h.vars for h in self.s.runbook.hosts.values()) or self.fleet.captures:
+        if (
+            self.s.runbook.groups
+            or any(h.vars for h in self.s.runbook.hosts.values())
+            or self.fleet.captures
+        ):
             ctx.update(fleet_hosts.host_context(self.s.runbook, host, self.fleet.captures))
         return ctx
 
@@ -266,7 +272,11 @@ class Runner:
 
     def display_command(self, step: Step, view: Mapping[str, Any] | None = None) -> str | None:
         """What the operator sees for the step: the command with secrets as ***."""
-        view = self.context(step, self.s.display_view, fleet_hosts.EVERY_HOST) if view is None else view
+        view = (
+            self.context(step, self.s.display_view, fleet_hosts.EVERY_HOST)
+            if view is None
+            else view
+        )
         return self.s.masker.text(self._display(step, view) or "") or None
 
     def _display(self, step: Step, view: Mapping[str, Any]) -> str | None:

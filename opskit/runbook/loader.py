@@ -473,7 +473,11 @@ def _fleet_fields(st: _Load, f: dict[str, Y]) -> dict[str, Any]:
     from opskit.fleet import rollout  # noqa: PLC0415 - the fleet imports the model, not the reverse
 
     out: dict[str, Any] = {}
-    for key, field_name in (("parallel", "parallel"), ("batches", "batches"), ("max_failures", "max_failures")):
+    for key, field_name in (
+        ("parallel", "parallel"),
+        ("batches", "batches"),
+        ("max_failures", "max_failures"),
+    ):
         if key in f:
             problem, value = rollout.parse_field(key, f[key].plain())
             if problem:

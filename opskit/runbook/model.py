@@ -71,7 +71,8 @@ class HostRef:
     key_file: str | None = None
     known_hosts: str | None = None
     loc: SourceLocation | None = None
-    vars: Mapping[str, Any] = field(default_factory=dict)  # inventory host vars, seen by its templates
+    # Inventory host vars: the templates of a step that runs on this host see them.
+    vars: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

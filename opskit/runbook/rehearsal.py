@@ -17,13 +17,13 @@ from typing import Any
 from opskit import actions
 from opskit.durations import format_seconds
 from opskit.errors import OpskitError, TransportError
+from opskit.fleet import hosts as fleet_hosts
 from opskit.runbook import plan as P
 from opskit.runbook import window
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.replay import past_durations
-from opskit.fleet import hosts as fleet_hosts
 from opskit.runbook.scope import step_context
 from opskit.runbook.shell import Raw
 from opskit.runbook.templates import (

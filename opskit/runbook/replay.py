@@ -234,7 +234,9 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
             else:
                 s["refused"] = str(ev.get("reason") or "the operator said no")
         elif kind in ("host_started", "host_finished", "host_undone"):
-            status = {"host_started": "running", "host_undone": "undone"}.get(str(kind), str(ev.get("status")))
+            status = {"host_started": "running", "host_undone": "undone"}.get(
+                str(kind), str(ev.get("status"))
+            )
             slot(step_id).setdefault("host_status", {})[str(ev.get("host"))] = status
         elif kind == "undo_finished":
             slot(step_id)["status"] = "undone" if ev.get("status") == "succeeded" else "undo_failed"

@@ -13,13 +13,13 @@ from typing import Any
 
 from opskit import actions
 from opskit.errors import ExitCode, OpskitError, TransportError
+from opskit.fleet import runner as fleet_runner
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.engine import Runner, RunOptions
 from opskit.runbook.journal import run_dir
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.resume import load_for_resume
-from opskit.fleet import runner as fleet_runner
 from opskit.runbook.shell import render_command
 from opskit.runbook.templates import render_value
 
@@ -144,7 +144,9 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
     s = runner.s
     ctx = runner.context(step, s.secrets)
     # A fleet step is undone host by host, last batch first, only where it ran (opskit/fleet).
-    hosts = fleet_runner.undo_order(runner.fleet.of(step.id)) or runner.hosts_of(step, ctx) or (None,)
+    hosts = (
+        fleet_runner.undo_order(runner.fleet.of(step.id)) or runner.hosts_of(step, ctx) or (None,)
+    )
     undo = step.undo
     if undo is not None and undo.run:
         for host in hosts:

@@ -426,7 +426,11 @@ def _check_hosts(
             name = render(entry, ctx).strip()
         except TemplateProblem:
             continue  # reported above, or depends on a captured value
-        if name not in hosts and name not in c.runbook.groups and name not in ("local", "localhost"):
+        if (
+            name not in hosts
+            and name not in c.runbook.groups
+            and name not in ("local", "localhost")
+        ):
             choices = ", ".join(sorted(hosts)) or "none defined"
             hint = difflib.get_close_matches(name, sorted(hosts), n=1)
             tip = f"did you mean '{hint[0]}'? " if hint else ""

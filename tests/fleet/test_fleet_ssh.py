@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -28,12 +29,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 def _runbook(tmp_path: Path, fleet: Fleet, steps: str, extra_hosts: str = "") -> Path:
     hosts = "".join(
-        f"  {name}: {{address: {addr}, port: {fleet.port}, user: {fleet.user}, key_file: \"{fleet.client_key}\", "
-        f"known_hosts: \"{fleet.known_hosts}\"}}\n"
+        f'  {name}: {{address: {addr}, port: {fleet.port}, user: {fleet.user}, key_file: "{fleet.client_key}", '
+        f'known_hosts: "{fleet.known_hosts}"}}\n'
         for name, addr in fleet.host_lines().items()
     )
     groups = "  groups: {web: [web1, web2, web3, web4, web5, web6], canary: [web1]}\n"
-    text = f"name: fleet\nvars: {{log: \"{tmp_path / 'log'}\"}}\nhosts:\n{hosts}{extra_hosts}{groups}steps:\n{steps}"
+    text = f'name: fleet\nvars: {{log: "{tmp_path / "log"}"}}\nhosts:\n{hosts}{extra_hosts}{groups}steps:\n{steps}'
     return write(tmp_path, text)
 
 
@@ -68,7 +69,9 @@ def test_parallel_bound_is_never_exceeded(opskit: Invoke, tmp_path: Path, fleet:
     assert "6 of 6 hosts succeeded" in result.stdout
 
 
-def test_batches_run_in_order_each_finishing_first(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+def test_batches_run_in_order_each_finishing_first(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
     """batches: [1, 2, 100%]: the canary ends before batch two starts, batch two ends before the rest start."""
     path = _runbook(tmp_path, fleet, STAMPED.format(fields="batches: [1, 2, 100%]", sleep="0.2"))
 
@@ -77,7 +80,7 @@ def test_batches_run_in_order_each_finishing_first(opskit: Invoke, tmp_path: Pat
     spans = _intervals(tmp_path)
     order = [f"web{i}" for i in range(1, HOSTS + 1)]
     batches = [order[:1], order[1:3], order[3:]]
-    for earlier, later in zip(batches, batches[1:], strict=False):
+    for earlier, later in itertools.pairwise(batches):
         assert max(spans[h][1] for h in earlier) <= min(spans[h][0] for h in later)
     rid_batches = {}
     for ev in events(tmp_path / "state", run_id_of(tmp_path)):
@@ -114,7 +117,9 @@ def test_max_failures_stops_the_rollout_and_names_the_untouched(
     assert "untouched: web5, web6" in out
 
 
-def test_unreachable_host_fails_only_that_host(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+def test_unreachable_host_fails_only_that_host(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
     """A host nobody answers for fails alone; the others run, within max_failures: 1."""
     dead = (f"  dead: {{address: 127.0.0.250, port: {fleet.port}, user: {fleet.user}, "
             f"key_file: \"{fleet.client_key}\", known_hosts: \"{fleet.known_hosts}\"}}\n")  # fmt: skip
@@ -147,7 +152,9 @@ def test_limit_selects_groups_and_exclusions(opskit: Invoke, tmp_path: Path, fle
     assert sorted(w[0] for w in _log(tmp_path)) == ["web3", "web4", "web5", "web6"]
 
 
-def test_capture_per_host_reaches_hostvars_and_the_list(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+def test_capture_per_host_reaches_hostvars_and_the_list(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
     """capture: on many hosts gives hostvars.web2.name and the list of every host's value."""
     steps = """\
   - id: ask
@@ -164,7 +171,9 @@ def test_capture_per_host_reaches_hostvars_and_the_list(opskit: Invoke, tmp_path
     assert _log(tmp_path) == [["id-web2", "id-web1,id-web2,id-web3"]]
 
 
-def test_rollback_undoes_host_by_host_last_batch_first(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+def test_rollback_undoes_host_by_host_last_batch_first(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
     """rollback runs undo: on every host the step ran on, the last batch first."""
     steps = """\
   - id: roll
@@ -209,7 +218,9 @@ def test_kill_mid_batch_then_resume_runs_only_unfinished_hosts(
 
     after = lines(tmp_path / "log")
     assert sorted(after) == [f"web{i}" for i in range(1, HOSTS + 1)]  # each once
-    started = [ev["host"] for ev in events(tmp_path / "state", rid) if ev["event"] == "host_started"]
+    started = [
+        ev["host"] for ev in events(tmp_path / "state", rid) if ev["event"] == "host_started"
+    ]
     assert sorted(set(started)) == sorted(after)
     status = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert status["state"] == "succeeded"
@@ -229,13 +240,16 @@ def test_ansible_inventory_drives_a_runbook_and_host_vars_reach_templates(
         + f"[web:vars]\nansible_port={fleet.port}\nansible_user={fleet.user}\n"
         f"ansible_ssh_private_key_file={fleet.client_key}\nopskit_known_hosts={fleet.known_hosts}\n"
     )
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: from-inventory
         steps:
           - id: paint
             on: web
-            run: echo {{{{ inventory_hostname }}}} {{{{ colour }}}} $SSH_CONNECTION >> {tmp_path / 'log'}
-    """)
+            run: echo {{{{ inventory_hostname }}}} {{{{ colour }}}} $SSH_CONNECTION >> {tmp_path / "log"}
+    """,
+    )
 
     opskit("validate", str(path), "--inventory", str(inventory), expect=ExitCode.OK)
     opskit("run", str(path), "-i", str(inventory), "--limit", "app1,app3", expect=ExitCode.OK)
@@ -259,21 +273,29 @@ def test_plan_runs_probes_on_every_host(opskit: Invoke, tmp_path: Path, fleet: F
 
     opskit("plan", str(path), expect=ExitCode.OK)
 
-    assert sorted(w[1] for w in _log(tmp_path) if w[0] == "probe") == [f"web{i}" for i in range(1, HOSTS + 1)]
+    assert sorted(w[1] for w in _log(tmp_path) if w[0] == "probe") == [
+        f"web{i}" for i in range(1, HOSTS + 1)
+    ]
     assert not [w for w in _log(tmp_path) if w[0] == "change"]
 
 
-def test_group_with_an_unknown_host_is_bad_input(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
+def test_group_with_an_unknown_host_is_bad_input(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
     """A group naming a host that is defined nowhere is refused by validate, at its line."""
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: typo
         hosts:
           web1: 127.0.0.2
           groups: {web: [web1, wbe2]}
         steps:
           - {id: s, on: web, run: "true"}
-    """)
+    """,
+    )
 
     result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
 
-    assert "runbook.yaml:4:" in result.stderr and "unknown host 'wbe2'" in result.stderr
+    assert "runbook.yaml:4:" in result.stderr
+    assert "unknown host 'wbe2'" in result.stderr

@@ -53,7 +53,11 @@ def test_ansible_ini_hosts_vars_ranges_and_children(tmp_path: Path) -> None:
     assert list(inv.hosts) == ["lb", "web01", "web02", "web03", "web04", "db1"]
     web04 = inv.hosts["web04"]
     assert (web04.address, web04.port, web04.user) == ("10.0.0.14", 2222, None)
-    assert web04.vars == {"http_port": 8081, "tier": "front", "env": "prod"}  # host > child group > parent
+    assert web04.vars == {
+        "http_port": 8081,
+        "tier": "front",
+        "env": "prod",
+    }  # host > child group > parent
     assert inv.hosts["web01"].address == "web01"  # no ansible_host: the name is the address
     assert inv.hosts["web01"].user == "deploy"
     assert inv.hosts["db1"].key_file == "~/.ssh/db"
@@ -92,7 +96,10 @@ def test_ansible_yaml_groups_children_and_vars(tmp_path: Path) -> None:
 
 def test_opskit_yaml_inventory_with_groups_of_groups(tmp_path: Path) -> None:
     """opskit's own inventory: the runbook's host fields plus vars:, and groups that name groups."""
-    path = _file(tmp_path, "fleet.yaml", """
+    path = _file(
+        tmp_path,
+        "fleet.yaml",
+        """
         hosts:
           web1: {address: 10.0.0.11, port: 2222, vars: {weight: 3}}
           web2: 10.0.0.12
@@ -100,7 +107,8 @@ def test_opskit_yaml_inventory_with_groups_of_groups(tmp_path: Path) -> None:
           groups:
             web: [web1, web2]
             everything: [web, db1]
-    """)
+    """,
+    )
 
     inv = load_inventory(path)
 

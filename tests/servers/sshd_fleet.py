@@ -66,10 +66,14 @@ def start_fleet(workdir: Path, count: int) -> Iterator[Fleet]:
         for n, start in enumerate(range(0, count, PER_SSHD)):
             chunk = addresses[start : start + PER_SSHD]
             config = workdir / f"sshd_config.{n}"
-            text = SSHD_CONFIG.format(port=port, address=chunk[0], host_key=host_key, authorized_keys=authorized)
+            text = SSHD_CONFIG.format(
+                port=port, address=chunk[0], host_key=host_key, authorized_keys=authorized
+            )
             extra = "".join(f"ListenAddress {a}\n" for a in chunk[1:])
             text = text.replace(f"ListenAddress {chunk[0]}\n", f"ListenAddress {chunk[0]}\n{extra}")
-            text = text.replace("MaxStartups 50", "MaxStartups 200").replace("LogLevel VERBOSE", "LogLevel ERROR")
+            text = text.replace("MaxStartups 50", "MaxStartups 200").replace(
+                "LogLevel VERBOSE", "LogLevel ERROR"
+            )
             config.write_text(text)
             log = open(workdir / f"sshd.{n}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append(subprocess.Popen([os.path.realpath(binary), "-D", "-e", "-f", str(config)],
@@ -78,7 +82,15 @@ def start_fleet(workdir: Path, count: int) -> Iterator[Fleet]:
             log.close()
         for n, proc in enumerate(procs):
             _wait_banner(proc, addresses[n * PER_SSHD], port, timeout_s=10.0)
-        yield Fleet(addresses, port, getpass.getuser(), client_key, known, tuple(p.pid for p in procs), workdir)
+        yield Fleet(
+            addresses,
+            port,
+            getpass.getuser(),
+            client_key,
+            known,
+            tuple(p.pid for p in procs),
+            workdir,
+        )
     finally:
         for proc in procs:
             for pid in descendants(proc.pid):
