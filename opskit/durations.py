@@ -41,13 +41,24 @@ def parse(text: str | float | int) -> timedelta:
 
 
 def format_seconds(seconds: float) -> str:
-    """A short human form: 450ms, 42s, 5m, 1h30m, 1d2h."""
-    if seconds < 1:
+    """The one way opskit prints a duration: 250ms, 42s, 5m, 5m07s, 1h, 1h00m, 1d02h.
+
+    Never "3601 s": an operator reads "1h00m" at a glance. A whole number of minutes, hours or days
+    prints as one unit (5m, 1h, 1d); anything else as two, the second padded and rounded, so 3601 s is
+    1h00m (about an hour, not exactly) and 89 s is 1m29s.
+    """
+    if seconds < 0:
+        return "-" + format_seconds(-seconds)
+    if seconds < 0.9995:
         return f"{round(seconds * 1000)}ms"
     whole = round(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size, small, small_size in _UNIT_PAIRS:
         if whole >= size:
-            parts.append(f"{whole // size}{unit}")
-            whole %= size
-    return "".join(parts[:2])
+            if whole % size == 0:
+                return f"{whole // size}{unit}"
+            big, rest = divmod(round(seconds / small_size), size // small_size)
+            return f"{big}{unit}{rest:02d}{small}"
+    return f"{whole}s"
+
+
+_UNIT_PAIRS = (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1))

@@ -121,6 +121,10 @@ class Action(Protocol):
         """Reverse a succeeded run using its journaled `undo` data; None when it cannot be undone."""
         ...
 
+    def longest_wait_s(self) -> float | None:
+        """How long the action may wait by its own `with:` (its timeout); None when it does not wait."""
+        ...
+
 
 class BaseAction:
     """Defaults: a probe rehearses by running; anything else says what it would do; no undo."""
@@ -139,4 +143,7 @@ class BaseAction:
         return ActionResult(ok=True, summary=f"would {self.describe()}")
 
     def undo(self, ctx: ActionContext, data: Mapping[str, Any]) -> ActionResult | None:
+        return None
+
+    def longest_wait_s(self) -> float | None:
         return None

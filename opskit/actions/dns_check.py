@@ -16,6 +16,7 @@ from typing import ClassVar, Self
 from opskit.actions._dns_params import ServerParams
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
+from opskit.durations import format_seconds
 from opskit.errors import Blocked
 
 
@@ -69,6 +70,9 @@ class DnsCheck(BaseAction):
 
     def describe(self) -> str:
         return f"check DNS readiness of {', '.join(self.names)} (max TTL {self.max_ttl_s:g} s)"
+
+    def longest_wait_s(self) -> float | None:
+        return self.wait_until_safe_s or None
 
     def run(self, ctx: ActionContext) -> ActionResult:
         result, wait_s = self._check(ctx)
@@ -138,7 +142,7 @@ def _sleep(ctx: ActionContext, wait_s: float, names: tuple[str, ...]) -> bool:
         if ctx.cancelled():
             return False
         ctx.progress(
-            f"waiting {left:.0f} s until caches can have forgotten the old TTL of {', '.join(names)}",
+            f"waiting {format_seconds(left)} until caches can have forgotten the old TTL of {', '.join(names)}",
             1.0 - left / wait_s if wait_s else None,
         )
         time.sleep(min(1.0, left))

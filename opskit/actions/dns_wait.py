@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Self
 from opskit.actions._dns_params import ServerParams
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
+from opskit.durations import format_seconds
 from opskit.errors import Blocked
 
 
@@ -44,7 +45,10 @@ class DnsWait(BaseAction):
         return action
 
     def describe(self) -> str:
-        return f"wait until {self.name} returns {', '.join(self.expect)} everywhere (up to {self.timeout_s:g} s)"
+        return f"wait until {self.name} returns {', '.join(self.expect)} everywhere (up to {format_seconds(self.timeout_s)})"
+
+    def longest_wait_s(self) -> float | None:
+        return self.timeout_s
 
     def _options(self, timeout_s: float | None = None) -> Any:
         from opskit.dns.query import QueryOptions  # noqa: PLC0415 - dnspython loads only when run
@@ -95,11 +99,9 @@ class DnsWait(BaseAction):
         if result.blocked:
             summary = f"no server answered for {self.name}"
         elif result.done:
-            summary = (
-                f"every server returns {', '.join(result.expected)} after {result.waited_s:.1f} s"
-            )
+            summary = f"every server returns {', '.join(result.expected)} after {format_seconds(result.waited_s)}"
         else:
-            summary = f"timed out after {result.waited_s:.1f} s: not every server returns {', '.join(result.expected)}"
+            summary = f"timed out after {format_seconds(result.waited_s)}: not every server returns {', '.join(result.expected)}"
         if result.stale:
             detail += f"\nserved the old answer while watched: {', '.join(result.stale)}"
         return ActionResult(
@@ -126,13 +128,11 @@ class DnsWait(BaseAction):
         published = max((s.ttl or 0 for s in unflipped_auth), default=0)
         if unflipped_auth:
             predicted = max(predicted, published + 1.0)
-        summary = (
-            f"would wait about {predicted:.0f} s for every cache to return {', '.join(self.expect)}"
-        )
+        summary = f"would wait about {format_seconds(predicted)} for every cache to return {', '.join(self.expect)}"
         if unflipped_auth:
             summary += f" after the authoritative servers switch (published TTL {published} s)"
         if predicted > self.timeout_s:
-            summary += f"; longer than this step's timeout of {self.timeout_s:g} s"
+            summary += f"; longer than this step's timeout of {format_seconds(self.timeout_s)}"
         return ActionResult(
             ok=not result.blocked,
             summary=summary,

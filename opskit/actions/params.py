@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from opskit import durations
@@ -144,3 +145,101 @@ class Params:
         if unknown:
             allowed = ", ".join(sorted(self._seen))
             raise ParamError(unknown[0], f"unknown parameter (allowed: {allowed})")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One `with:` key as an action's `from_params` reads it: what `opskit actions` shows."""
+
+    key: str
+    type: str  # text | whole number | true/false | duration | list of text | mapping | one of: a, b
+    required: bool
+    default: Any = None
+
+
+# Values a recorder hands back for keys the example leaves out: shaped like what a night would use, so
+# `from_params` gets past its own checks and the generated example validates.
+_SAMPLES: dict[str, Any] = {
+    "url": "https://dispatch.example.net/health",
+    "listen": "203.0.113.10:443",
+    "to": "198.51.100.20:443",
+    "server": "ns1.example.net:53",
+    "host": "198.51.100.20",
+    "port": 443,
+    "name": "dispatch.example.net",
+    "names": ["dispatch.example.net"],
+    "zone": "example.net",
+    "set": ["198.51.100.20"],
+    "expect": ["198.51.100.20"],
+    "stats_file": "/var/lib/opskit/bridge-stats.json",
+    "tsig_key_file": "/etc/opskit/dns-update.key",
+}
+_TYPE_SAMPLES: dict[str, Any] = {
+    "text": "example",
+    "whole number": 1,
+    "true/false": True,
+    "duration": "30s",
+    "list of text": ["example"],
+    "mapping": {},
+}
+
+
+class SpecRecorder(Params):
+    """Params that record every key an action reads (type, default, required) and answer with samples.
+
+    Docs come from the very getters `validate` runs, so they cannot drift from what is accepted.
+    """
+
+    def __init__(self, raw: Mapping[str, Any] | None = None) -> None:
+        super().__init__(raw or {})
+        self.specs: dict[str, ParamSpec] = {}
+        self._types: dict[str, str] = {}
+
+    def _note(self, key: str, kind: str, default: Any) -> None:
+        if key not in self.specs:
+            required = default is _MISSING
+            self._types[key] = kind
+            self.specs[key] = ParamSpec(key, kind, required, None if required else default)
+
+    def sample(self, key: str) -> Any:
+        """What this recorder answers for `key` when it is not given."""
+        kind = self._types.get(key, "text")
+        if kind.startswith("one of: "):
+            return kind.removeprefix("one of: ").split(", ")[0]
+        return _SAMPLES.get(key, _TYPE_SAMPLES.get(kind, "example"))
+
+    def _get(self, key: str, default: Any) -> tuple[bool, Any]:
+        self._seen.add(key)
+        if key in self._raw:
+            return False, self._raw[key]
+        if default is not _MISSING:
+            return False, default
+        return False, self.sample(key)
+
+    def text(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "text", default)
+        return super().text(key, default)
+
+    def integer(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "whole number", default)
+        return super().integer(key, default)
+
+    def flag(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "true/false", default)
+        return super().flag(key, default)
+
+    def seconds(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "duration", default)
+        return super().seconds(key, default)
+
+    def text_list(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "list of text", default)
+        return super().text_list(key, default)
+
+    def mapping(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "mapping", default)
+        return super().mapping(key, default)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> Any:
+        self._note(key, "one of: " + ", ".join(choices), default)
+        return super().choice(key, choices, default)

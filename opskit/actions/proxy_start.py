@@ -7,8 +7,11 @@ free and that the new host answers from where the bridge will run; it starts not
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -23,7 +26,7 @@ from opskit.actions.traffic_drained import (
     switch_from_facts,
 )
 from opskit.durations import format_seconds
-from opskit.errors import OpskitError
+from opskit.errors import Blocked, OpskitError
 
 MODES = ("tcp", "http")
 ENGINES = ("builtin", "haproxy")
@@ -56,6 +59,9 @@ class ProxyStart(BaseAction):
     old_ttl_s: float | None = None
     margin_s: float = 0.0
     python: str = "python3"
+    # The old service may still hold the port for a moment after its stop command returns: the bridge
+    # takes it the moment it is free (retried every 5 ms, up to this long) instead of failing.
+    bind_timeout_s: float = 30.0
 
     @classmethod
     def from_params(cls, params: Params) -> Self:
@@ -78,6 +84,7 @@ class ProxyStart(BaseAction):
             old_ttl_s=params.seconds("old_ttl", None),
             margin_s=params.seconds("margin", 0.0),
             python=params.text("python", "python3"),
+            bind_timeout_s=params.seconds("bind_timeout", 30.0),
         )
         params.finish()
         for key in ("listen", "to"):
@@ -127,6 +134,7 @@ class ProxyStart(BaseAction):
             nudge_after_s=self.nudge_after_s if nudge_not_before else None,
             nudge_not_before=nudge_not_before,
             log_file=stats_file.with_suffix(".log"),
+            bind_retry_s=self.bind_timeout_s,
         )
 
     def _local_stats_file(self, ctx: ActionContext) -> Path:
@@ -162,9 +170,17 @@ class ProxyStart(BaseAction):
 
     def _run_local(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import bridge  # noqa: PLC0415
+        from opskit.proxy.config import split_host_port  # noqa: PLC0415
 
-        config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
-        pid = bridge.spawn(config)
+        if self.mode == "tcp" and self.engine == "builtin":
+            # Bound first thing, the moment the port is free; the kernel queues clients while the
+            # bridge process starts, so nobody is refused in between (issue #11: 6 of 22 were).
+            with bind_when_free(split_host_port(self.listen), self.bind_timeout_s) as sock:
+                config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
+                pid = bridge.spawn_builtin(config, listen_sock=sock)
+        else:
+            config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
+            pid = bridge.spawn(config)
         ctx.log(
             f"bridge {self.listen} -> {self.to} runs as pid {pid}; stats in {config.stats_file}"
         )
@@ -292,3 +308,33 @@ def _local_preflight(listen: tuple[str, int], target: tuple[str, int]) -> list[s
     except OSError as exc:
         problems.append(f"{target[0]}:{target[1]} does not answer from here: {exc.strerror or exc}")
     return problems
+
+
+@contextlib.contextmanager
+def bind_when_free(listen: tuple[str, int], timeout_s: float) -> Iterator[socket.socket]:
+    """A socket listening on `listen`, bound the moment the port is free (retried every 5 ms while it
+    is in use, up to `timeout_s`); closed here once the bridge process holds its own copy."""
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + timeout_s
+        while True:  # bounded by timeout_s
+            try:
+                sock.bind(listen)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise Blocked(
+                        f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+                        + (
+                            f" (still in use after {format_seconds(timeout_s)})"
+                            if exc.errno == errno.EADDRINUSE
+                            else ""
+                        )
+                    ) from None
+                time.sleep(0.005)
+        sock.listen(1024)
+        yield sock
+    finally:
+        sock.close()

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
+from opskit.actions.samples import record_verdict
 from opskit.durations import format_seconds
 from opskit.errors import OpskitError
 from opskit.traffic.verdict import DEFAULT_QUIET_S
@@ -112,6 +113,12 @@ class TrafficDrained(BaseAction):
             raise ParamError("max_active", "cannot be negative")
         if action.interval_s <= 0:
             raise ParamError("interval", "must be more than 0")
+        if action.quiet_s > action.timeout_s:  # it could never say SAFE before giving up
+            raise ParamError(
+                "quiet",
+                f"the quiet window {format_seconds(action.quiet_s)} is longer than timeout "
+                f"{format_seconds(action.timeout_s)}: raise timeout or shorten quiet",
+            )
         return action
 
     def describe(self) -> str:
@@ -119,6 +126,9 @@ class TrafficDrained(BaseAction):
             f"wait until the bridge of {self.stats_file or self.haproxy_socket} has drained "
             f"(quiet {format_seconds(self.quiet_s)}, up to {format_seconds(self.timeout_s)})"
         )
+
+    def longest_wait_s(self) -> float | None:
+        return self.timeout_s
 
     def _policy(self, ctx: ActionContext) -> Any:
         from opskit.traffic.verdict import DrainPolicy  # noqa: PLC0415
@@ -191,6 +201,7 @@ class TrafficDrained(BaseAction):
         policy = self._policy(ctx)
 
         def progress(verdict: Any, elapsed_s: float) -> None:
+            record_verdict(ctx.run_dir, verdict)  # the report's chart, in every run with a bridge
             fraction = min(1.0, elapsed_s / self.timeout_s) if self.timeout_s else None
             ctx.progress(
                 f"{verdict.active} active, quiet {format_seconds(verdict.quiet_for_s)}: {verdict.reasons[0]}",

@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "opskit.cli.report_cmds:report",
         "The morning-after report of a run (Markdown or HTML).",
     ),
+    "actions": (
+        "opskit.cli.actions_cmds:actions",
+        "What each `uses:` action takes: parameters, defaults, an example.",
+    ),
 }
 
 

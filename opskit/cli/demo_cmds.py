@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from opskit.cli.output import emit_json, line
+from opskit.durations import format_seconds
 from opskit.errors import ExitCode
+from opskit.statedir import default_state_dir
 
 
 @click.group(invoke_without_command=True)
@@ -30,9 +32,8 @@ from opskit.errors import ExitCode
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="OPSKIT_STATE_DIR",
-    default=".opskit",
-    show_default=True,
-    help="Where the run is journaled (also $OPSKIT_STATE_DIR).",
+    default=lambda: str(default_state_dir()),
+    help="Where the run is journaled (env OPSKIT_STATE_DIR; default ~/.local/state/opskit).",
 )
 @click.option(
     "--ssh",
@@ -92,9 +93,9 @@ def _summary(result: Any) -> None:
     line(f"TTL gate: {' -> '.join(result.ttl_verdicts) or 'not run'}")
     if result.dry_run:
         line(
-            f"Forecast: {result.forecast_s:.0f} s here = {result.forecast_real_s / 3600:.1f} h on a real night"
+            f"Forecast: {format_seconds(result.forecast_s)} here = {format_seconds(result.forecast_real_s)} on a real night"
             + (
-                f"; the window is {result.window_s / 3600:.1f} h: "
+                f"; the window is {format_seconds(result.window_s)}: "
                 + ("it fits." if result.fits_window else "it does NOT fit.")
                 if result.window_s is not None
                 else ""
@@ -106,17 +107,17 @@ def _summary(result: Any) -> None:
     if fleet is not None:
         on_new = fleet.served_by.get("new", 0)
         line(f"Phones: {on_new} of {fleet.clients} served by the new host at the end.")
-        line(
-            f"After the switch, {fleet.attempts_to_old_after_switch} connection attempts still arrived at "
-            f"the old address; the bridge carried {fleet.carried_by_bridge} of them: drivers who, without "
-            "it, could not have connected."
-        )
+        from opskit.demo.fleet import attempts_sentence  # noqa: PLC0415 - dnspython: not at --help
+
+        line(attempts_sentence(fleet))
     line(f"Drain verdict: {result.drain_summary or 'not reached'}")
     line(f"Old service stopped: {'yes' if result.old_stopped else 'no'}")
     if result.report_md:
         line(f"Report: {result.report_md}")
         line(f"        {result.report_html}")
-    line(f"Run {result.run_id}: {result.state} in {result.wall_s:.0f} s. {result.message}")
+    line(
+        f"Run {result.run_id}: {result.state} in {format_seconds(result.wall_s)}. {result.message}"
+    )
 
 
 @demo.command("ctl", hidden=True)

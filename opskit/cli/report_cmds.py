@@ -30,7 +30,7 @@ from opskit.errors import ExitCode
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="OPSKIT_STATE_DIR",
-    help="Where runs are journaled (default ./.opskit, or $OPSKIT_STATE_DIR).",
+    help="Where runs are journaled (env OPSKIT_STATE_DIR; default ~/.local/state/opskit).",
 )
 def report(run_id: str, fmt: str, output: Path | None, state_dir: Path | None) -> ExitCode:
     """The record of run RUN_ID: each step's status, who approved it, duration, attempts and captured

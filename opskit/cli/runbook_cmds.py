@@ -16,17 +16,23 @@ import click
 from opskit.cli import output
 from opskit.cli.fleet_options import fleet_options, host_lines
 from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
+from opskit.display import display_value
+from opskit.durations import format_seconds
 from opskit.errors import ExitCode, RunbookProblems, UsageError
+from opskit.statedir import default_state_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STATE_DIR_HELP = "Where journals live (env OPSKIT_STATE_DIR; default ./.opskit)."
+STATE_DIR_HELP = (
+    "Where journals live (env OPSKIT_STATE_DIR; default $XDG_STATE_HOME/opskit, "
+    "~/.local/state/opskit)."
+)
 
 
 def state_dir_option(fn: F) -> F:
     return click.option(
         "--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="OPSKIT_STATE_DIR",
-        default=".opskit", show_default=True, help=STATE_DIR_HELP,
+        default=lambda: str(default_state_dir()), help=STATE_DIR_HELP,
     )(fn)  # fmt: skip
 
 
@@ -401,8 +407,8 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     owners = any(s.owner for s in state.steps)
     rows = []
     for s in state.steps:
-        duration = "" if s.duration_s is None else f"{s.duration_s:.2f}s"
-        captured = ", ".join(f"{k}={v}" for k, v in s.captured.items())
+        duration = "" if s.duration_s is None else format_seconds(s.duration_s)
+        captured = ", ".join(f"{k}={display_value(k, v)}" for k, v in s.captured.items())
         rows.append((s.id, s.status, *((s.owner or "",) if owners else ()), str(s.attempts),
                      duration, s.approved_by or "", captured))  # fmt: skip
     headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "ATTEMPTS", "DURATION",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,14 @@ from typing import Any
 import click
 
 from opskit.cli import output
+from opskit.durations import format_seconds
 from opskit.errors import UsageError
+
+# Off a terminal (a log, `nohup`, CI) a step that prints nothing for this long says it is still running,
+# so a 40-minute copy or a wait between rare readings never looks like a hang.
+HEARTBEAT_S = 60.0
+# The plan is read in a terminal, pasted into tickets and printed: it fits 120 columns.
+PLAN_WIDTH = 120
 
 
 def _step_order(state_dir: Path, run_id: str) -> list[str]:
@@ -28,7 +37,12 @@ class ConsoleReporter:
     """Live output: step banners, `[host] line`, progress; prompts at a terminal."""
 
     def __init__(
-        self, *, quiet_steps: bool = False, err: bool = False, state_dir: Path | None = None
+        self,
+        *,
+        quiet_steps: bool = False,
+        err: bool = False,
+        state_dir: Path | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.quiet_steps = quiet_steps
         self.err = err
@@ -36,6 +50,9 @@ class ConsoleReporter:
         self.state_dir = state_dir
         self._last_progress = 0.0
         self._order: list[str] = []
+        quiet_terminal = output.is_terminal()  # a terminal shows live progress instead
+        self._heartbeat = None if quiet_terminal else Heartbeat(heartbeat_s, self._still_running)
+        self._step: tuple[str, float] | None = None
 
     def started(self, run_id: str, mode: str) -> None:
         if mode == "dry-run":
@@ -61,8 +78,19 @@ class ConsoleReporter:
         if command:
             shown = command if command.startswith(("manual: ", "wait ")) else f"$ {command}"
             output.line(f"    {shown}", err=self.err)
+        self._step = (step_id, time.monotonic())
+        if self._heartbeat is not None:
+            self._heartbeat.start()
+
+    def _still_running(self) -> None:
+        if self._step is not None:
+            step_id, since = self._step
+            elapsed = format_seconds(time.monotonic() - since)
+            output.line(f"... {step_id} still running ({elapsed} so far)", err=self.err)
 
     def output(self, host: str, line: str) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.touch()
         output.line(f"[{host}] {line}", err=self.err)
 
     def progress(self, step_id: str, message: str, fraction: float | None) -> None:
@@ -70,6 +98,8 @@ class ConsoleReporter:
         if not self.tty and now - self._last_progress < 5:
             return
         self._last_progress = now
+        if self._heartbeat is not None:
+            self._heartbeat.touch()
         pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
         text = f"... {step_id}{pct} {message}"
         if self.tty:
@@ -78,6 +108,9 @@ class ConsoleReporter:
             output.line(text, err=self.err)
 
     def step_end(self, step_id: str, status: str, summary: str, duration_s: float) -> None:
+        self._step = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self.quiet_steps:
             return
         if self.tty:
@@ -86,7 +119,7 @@ class ConsoleReporter:
             status, status.upper()
         )
         tail = f": {summary}" if summary else ""
-        output.line(f"<== {mark} {step_id} ({duration_s:.2f}s){tail}", err=self.err)
+        output.line(f"<== {mark} {step_id} ({format_seconds(duration_s)}){tail}", err=self.err)
 
     def ask(self, question: str) -> str | None:
         try:
@@ -98,17 +131,44 @@ class ConsoleReporter:
         output.line(f"warning: {text}", err=True)
 
 
+class Heartbeat:
+    """Calls `beat` whenever `every_s` pass without a `touch()`, between `start()` and `stop()`."""
+
+    def __init__(self, every_s: float, beat: Any) -> None:
+        self.every_s = every_s
+        self.beat = beat
+        self._last = time.monotonic()
+        self._stop: threading.Event | None = None
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def start(self) -> None:
+        self.stop()
+        self.touch()
+        stop = self._stop = threading.Event()
+        threading.Thread(
+            target=self._run, args=(stop,), name="opskit-heartbeat", daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(min(1.0, self.every_s)):  # ends with the step (stop), or the process
+            if time.monotonic() - self._last >= self.every_s:
+                self.touch()
+                with contextlib.suppress(OSError, ValueError):  # output closed under us
+                    self.beat()
+
+
 def render_plan(plan: Any, next_command: str) -> None:
     from opskit.durations import format_seconds  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
+    _plan_table(plan)
     owners = any(s.owner for s in plan.steps)
-    rows = [
-        (s.id, s.status, *((s.owner or "",) if owners else ()), ", ".join(s.hosts) or "local",
-         s.command or "", _note(s))
-        for s in plan.steps
-    ]  # fmt: skip
-    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
-    output.table(headers, rows)
     for h in plan.hosts:
         state = "ok" if h.ok else "UNREACHABLE"
         output.line(
@@ -117,7 +177,7 @@ def render_plan(plan: Any, next_command: str) -> None:
     if owners:
         output.line("who does what:")
         for owner, lines in _by_owner(plan.steps):
-            output.line(f"  {owner}: " + "; ".join(lines))
+            output.wrapped_line(f"  {owner}: " + "; ".join(lines), PLAN_WIDTH)
     output.line(
         f"forecast: {format_seconds(plan.forecast_s)} "
         "(waits, predicted waits, probes, and step times of the last real run)"
@@ -146,6 +206,23 @@ def render_plan(plan: Any, next_command: str) -> None:
         )
     else:
         output.line("next: fix what the NOTE column and host lines say, then plan again")
+
+
+def _plan_table(plan: Any) -> None:
+    """One row a step; rows wider than the plan's width wrap their command and put the note below."""
+    owners = any(s.owner for s in plan.steps)
+    rows = [
+        (s.id, s.status, *((s.owner or "",) if owners else ()), ", ".join(s.hosts) or "local",
+         s.command or "", _note(s))
+        for s in plan.steps
+    ]  # fmt: skip
+    headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "HOST", "COMMAND", "NOTE")
+    if rows and max(len("  ".join(str(c) for c in row)) for row in rows) > PLAN_WIDTH:
+        # Too wide for one line a step: each note goes under its row, whole (it says what to fix).
+        output.table(headers[:-1], [r[:-1] for r in rows], max_width=PLAN_WIDTH,
+                     wrap_first="COMMAND", notes=[str(r[-1]) for r in rows])  # fmt: skip
+    else:
+        output.table(headers, rows)
 
 
 def _note(step: Any) -> str:

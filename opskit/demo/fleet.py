@@ -84,6 +84,7 @@ class ClientRecord:
     last_address: str | None = None
     connects: list[tuple[float, str, bool]] = field(default_factory=list)  # (t, address, ok)
     carried: list[float] = field(default_factory=list)  # times of connects to old, answered by new
+    first_answers: list[tuple[float, str, str]] = field(default_factory=list)  # (t, address, host)
     failures: int = 0
 
 
@@ -101,6 +102,27 @@ class FleetSummary:
     failures: int
     failures_after_switch: int
     all_on_new: bool
+    # Every attempt at the old address after the switch, accounted for (they add up to the attempts):
+    served_by_old_after_switch: int = 0  # the old service still answered (before it stopped)
+    refused_at_old_after_switch: int = 0  # nobody listened: the old service stopped, no bridge yet
+    unanswered_at_old_after_switch: int = 0  # connected, closed before any answer (a stop, a nudge)
+
+
+def attempts_sentence(fleet: FleetSummary) -> str:
+    """Where every attempt at the old address after the switch went; the parts add up to the whole."""
+    parts = [f"the bridge carried {fleet.carried_by_bridge}"]
+    parts.append(f"the old service (not yet stopped) served {fleet.served_by_old_after_switch}")
+    parts.append(
+        f"{fleet.refused_at_old_after_switch} refused (the old service had stopped and the bridge "
+        "had not yet taken its port)"
+    )
+    if fleet.unanswered_at_old_after_switch:
+        parts.append(f"{fleet.unanswered_at_old_after_switch} closed before any answer")
+    return (
+        f"After the switch, {fleet.attempts_to_old_after_switch} connection attempts still arrived at "
+        f"the old address: {', '.join(parts)}. Without the bridge, {fleet.carried_by_bridge} "
+        "drivers could not have connected."
+    )
 
 
 @dataclass(frozen=True)
@@ -190,6 +212,14 @@ class Fleet:
             for c in r.connects
             if after is not None and c[0] >= after and not c[2]
         )
+        firsts = [
+            f
+            for r in self.records
+            for f in r.first_answers
+            if after is not None and f[0] >= after and f[1] == self.old_address
+        ]
+        refused = sum(1 for c in to_old if not c[2])
+        served_old = sum(1 for f in firsts if f[2] == "old")
         return FleetSummary(
             clients=len(self.records),
             connected=len(self._writers),
@@ -199,6 +229,9 @@ class Fleet:
             failures=sum(r.failures for r in self.records),
             failures_after_switch=fails_after,
             all_on_new=all(r.last_answered_by == "new" for r in self.records),
+            served_by_old_after_switch=served_old,
+            refused_at_old_after_switch=refused,
+            unanswered_at_old_after_switch=len(to_old) - refused - served_old - carried,
         )
 
     async def _phone(self, record: ClientRecord) -> None:
@@ -250,6 +283,8 @@ class Fleet:
                 record.last_answered_by = host
                 if first and address == self.old_address and host == "new":
                     record.carried.append(now)
+                if first:
+                    record.first_answers.append((now, address, host))
                 first = False
                 # Wait for the next heartbeat while watching for a close, so a nudge is seen at once.
                 with contextlib.suppress(TimeoutError):

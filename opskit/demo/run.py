@@ -68,6 +68,7 @@ class DemoResult:
     fits_window: bool | None = None
     message: str = ""
     ssh: str | None = None  # "127.0.0.1:PORT" when the host steps ran over SSH
+    service_port: int | None = None  # the old and new services' (and the bridge's) port
 
 
 def shipped_runbook() -> Path:
@@ -204,6 +205,7 @@ def run_demo(options: DemoOptions, show: Show) -> DemoResult:
         wall_s=round(time.monotonic() - started, 1),
         message=outcome.message,
         ssh=ssh_label,
+        service_port=stage.port,
     )
     return _with_reports(result, options.state_dir)
 

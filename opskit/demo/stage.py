@@ -1,4 +1,4 @@
-"""The rehearsal's world on loopback: DNS server, old and new service, control socket, phones, sampler.
+"""The rehearsal's world on loopback: DNS server, old and new service, control socket, phones.
 
 `Stage` starts every piece on a background loop and `close()` stops every piece it started, in reverse
 order, whatever happened in between (success, failure, Ctrl-C).
@@ -6,7 +6,6 @@ order, whatever happened in between (success, failure, Ctrl-C).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opskit.aio import spawn
+from opskit.actions.samples import append_sample
 from opskit.demo.authserver import AuthServer, TsigKey, demo_zone
 from opskit.demo.control import ControlServer
 from opskit.demo.fleet import Fleet, FleetConfig
@@ -27,13 +26,11 @@ from opskit.demo.timescale import TimeScale
 from opskit.errors import Blocked, OpskitError
 from opskit.proxy import bridge as bridge_process
 from opskit.proxy import stats as bridge_stats
-from opskit.report.traffic import append_sample
 
 ZONE = "night.test."
 NAME = "dispatch.night.test"
 OLD_ADDRESS = "127.0.0.11"
 NEW_ADDRESS = "127.0.0.12"
-SAMPLE_EVERY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -88,8 +85,9 @@ class Stage:
         self.new = Service("new", NEW_ADDRESS, self.port)
         self.control = ControlServer({"old": self.old, "new": self.new})
         self.fleet: Fleet | None = None
-        self.run_dir: Path | None = None  # set once the run id is known: samples go there
-        self._sampler: asyncio.Task[None] | None = None
+        self.run_dir: Path | None = (
+            None  # set once the run id is known: the chart's markers go there
+        )
         self._started: list[Any] = []
         self.bridge_pid: int | None = None
 
@@ -126,15 +124,11 @@ class Stage:
         )
         self.loop.run(self.fleet.start())
         self._started.append(self.fleet)
-        self._sampler = self.loop.run(_spawn(self._sample_forever()))
 
     def close(self) -> None:
         """Stop everything this stage started (phones first, DNS last); safe to call twice."""
         try:
             self._stop_bridge()
-            if self._sampler is not None:
-                self.loop.loop.call_soon_threadsafe(self._sampler.cancel)
-                self._sampler = None
             for piece in reversed(self._started):
                 with contextlib.suppress(Exception):
                     self.loop.run(piece.stop(), timeout_s=10)
@@ -185,24 +179,3 @@ class Stage:
         if self.run_dir is not None:
             when = (at or datetime.now(UTC)).isoformat()
             append_sample(self.run_dir, {"ts": when, "marker": marker, "label": label})
-
-    async def _sample_forever(self) -> None:
-        """Every quarter second, while a bridge runs: its active connections and residual clients."""
-        for _ in range(int(self.config.max_duration_s / SAMPLE_EVERY_S) + 1):
-            await asyncio.sleep(SAMPLE_EVERY_S)
-            current = self.bridge()
-            if current is None or self.run_dir is None or current.state == "stopped":
-                continue
-            append_sample(
-                self.run_dir,
-                {
-                    "ts": datetime.now(UTC).isoformat(),
-                    "active": current.active,
-                    "total": current.total,
-                    "residual_clients": sum(1 for c in current.clients if c.active > 0),
-                },
-            )
-
-
-async def _spawn(coro: Any) -> asyncio.Task[None]:
-    return spawn(coro, name="demo-sampler")

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from opskit.dns.verdict import Lowering
+from opskit.statedir import default_state_dir
 
 FACT = "dns.ttl_lowered"
 
 
 def state_dir() -> Path:
-    """The opskit state directory ($OPSKIT_STATE_DIR, default ./.opskit)."""
-    return Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
+    """The opskit state directory (see opskit.statedir)."""
+    return default_state_dir()
 
 
 def changes_file(base: Path | None = None) -> Path:

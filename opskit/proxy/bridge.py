@@ -21,6 +21,7 @@ from opskit.errors import Blocked, Negative, UsageError
 from opskit.proxy import stats
 from opskit.proxy.config import BridgeConfig, split_host_port
 from opskit.proxy.detach import log_tail, popen_detached
+from opskit.proxy.listeners import refuse_taken
 from opskit.proxy.stats import BridgeStats
 
 __all__ = [
@@ -73,6 +74,8 @@ def forwarder_argv(config: BridgeConfig) -> list[str]:
         argv += ["--nudge-after", _seconds(config.nudge_after_s)]
     if config.nudge_not_before is not None:
         argv += ["--nudge-not-before", config.nudge_not_before]
+    if config.bind_retry_s > 0:
+        argv += ["--bind-retry", _seconds(config.bind_retry_s)]
     return argv
 
 
@@ -96,6 +99,7 @@ def _validate(config: BridgeConfig) -> None:
             f"{config.stats_file} belongs to the bridge that runs as pid {owner}: stop it first "
             f"(opskit proxy stop --stats-file {config.stats_file}) or give another --stats-file"
         )
+    refuse_taken(config.listen, *config.listen_host_port)
 
 
 def _engine_module(config: BridgeConfig) -> Any:
@@ -147,15 +151,25 @@ def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
 
 
 def spawn_builtin(
-    config: BridgeConfig, *, python: str = sys.executable, ready_timeout_s: float = 10.0
+    config: BridgeConfig,
+    *,
+    python: str = sys.executable,
+    ready_timeout_s: float = 10.0,
+    listen_sock: socket.socket | None = None,
 ) -> int:
     """The built-in engine as a detached process (own session, log in config.log_file); its pid.
 
     Returns once the stats file says this process is running; Blocked (exit 3) when it exited instead
-    (port in use), Negative when it did not report in time.
+    (port in use), Negative when it did not report in time. `listen_sock`: a socket already listening
+    on config.listen, handed to the process (clients queue in its backlog while the process starts).
     """
     _validate(config)
-    proc, log_file = popen_detached([python, str(FORWARDER_PATH), *forwarder_argv(config)], config)
+    argv = [python, str(FORWARDER_PATH), *forwarder_argv(config)]
+    fds: tuple[int, ...] = ()
+    if listen_sock is not None:
+        fds = (listen_sock.fileno(),)
+        argv += ["--listen-fd", str(fds[0])]
+    proc, log_file = popen_detached(argv, config, pass_fds=fds)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         exited = proc.poll() is not None

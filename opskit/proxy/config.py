@@ -7,11 +7,12 @@ that outlives the terminal, `spawn(config: BridgeConfig) -> int` (a detached pro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
+
+from opskit.statedir import default_state_dir
 
 Mode = Literal["tcp", "http"]
 Engine = Literal["builtin", "haproxy"]
@@ -42,6 +43,7 @@ class BridgeConfig:
     nudge_not_before: str | None = None  # ISO 8601: when condition (1) of the drain verdict holds
     stats_interval_s: float = 1.0
     log_file: Path | None = None  # detached engines write their log lines here
+    bind_retry_s: float = 0.0  # retry the bind this long while the old service still holds the port
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -65,8 +67,8 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 def default_stats_file(listen: str) -> Path:
-    """$OPSKIT_STATE_DIR/bridge/bridge-PORT.json (default ./.opskit): one file per listener port."""
-    base = Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
+    """STATE_DIR/bridge/bridge-PORT.json (see opskit.statedir): one file per listener port."""
+    base = default_state_dir()
     return base / "bridge" / f"bridge-{split_host_port(listen)[1]}.json"
 
 

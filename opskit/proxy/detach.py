@@ -6,18 +6,39 @@ stats file says it runs under its own pid.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from opskit.errors import Blocked, Negative, OpskitError
 from opskit.proxy.config import BridgeConfig
 
 READY_TIMEOUT_S = 20.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A Popen preexec_fn: the child gets `sig` when this process dies, even by kill -9.
+
+    PR_SET_PDEATHSIG fires when the *thread* that started the child ends, so start it from a thread
+    that lives as long as the engine (the main thread). libc is loaded here, before the fork.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return preexec
 
 
 def config_to_json(config: BridgeConfig) -> str:
@@ -45,7 +66,9 @@ def log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "no log"
 
 
-def popen_detached(argv: list[str], config: BridgeConfig) -> tuple[subprocess.Popen[bytes], Path]:
+def popen_detached(
+    argv: list[str], config: BridgeConfig, *, pass_fds: tuple[int, ...] = ()
+) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `argv` in its own session, output appended to the log file (0600); (process, log file)."""
     log_file = config.log_file or config.stats_file.with_suffix(".log")
     for directory in {config.stats_file.parent, log_file.parent}:
@@ -59,6 +82,7 @@ def popen_detached(argv: list[str], config: BridgeConfig) -> tuple[subprocess.Po
             stderr=fd,
             start_new_session=True,  # Ctrl-C in this terminal must not reach the bridge
             close_fds=True,
+            pass_fds=pass_fds,  # a listening socket handed over (see spawn_builtin)
         )
     finally:
         os.close(fd)

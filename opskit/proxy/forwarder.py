@@ -146,6 +146,8 @@ class Options:
         self.stats_interval_s: float = ns.stats_interval
         self.use_uvloop: bool = not ns.no_uvloop
         self.quiet: bool = ns.quiet
+        self.listen_fd: int | None = ns.listen_fd
+        self.bind_retry_s: float = ns.bind_retry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=parse_duration, default=1.0)
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop")
     p.add_argument("--quiet", action="store_true", help="do not print the final table")
+    # Closing the gap between the old service stopping and the bridge listening (issue #11): the
+    # caller binds the port the moment it is free and hands it over (the kernel queues clients while
+    # this process starts), or this process retries the bind while the port is still taken.
+    p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bind-retry", type=parse_duration, default=0.0,
+                   help="retry the bind this long while the port is in use (e.g. 30s)")  # fmt: skip
     return p
 
 
@@ -898,9 +906,7 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
     bridge.restore()
     host, port = opts.listen
     try:
-        bridge.server = await loop.create_server(
-            lambda: Conn(bridge), host, port, backlog=LISTEN_BACKLOG, reuse_address=True
-        )
+        bridge.server = await listen(opts, lambda: Conn(bridge))
     except OSError as exc:
         bridge.state, bridge.ended = "stopped", f"error: cannot listen on {host}:{port}: {why(exc)}"
         bridge.log(bridge.ended)
@@ -926,6 +932,25 @@ async def serve(opts: Options, log: IO[str], out: IO[str]) -> int:
         ticker.cancel()
         await finish(bridge, out)
     return 0
+
+
+async def listen(opts: Options, factory: Any) -> asyncio.Server:
+    """The listening server: on the socket handed over, or bound here, retried while the port is taken."""
+    loop = asyncio.get_running_loop()
+    if opts.listen_fd is not None:
+        sock = socket.socket(fileno=opts.listen_fd)
+        return await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+    host, port = opts.listen
+    deadline = loop.time() + opts.bind_retry_s
+    while True:  # bounded by --bind-retry
+        try:
+            return await loop.create_server(
+                factory, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.005)
 
 
 async def finish(bridge: Bridge, out: IO[str]) -> None:

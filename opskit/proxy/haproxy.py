@@ -1,19 +1,22 @@
 """The HAProxy engine: render a `mode tcp` config, run HAProxy as a child, and keep the same stats file.
 
 For traffic beyond one Python core (about 10k req/s, 500 MiB/s or 20k connections) and for a bridge that
-must outlive the terminal (proxy-anchors.md section 7). opskit stays the parent: it starts
-`haproxy -db -f CFG` in the foreground, reads per-connection log lines from HAProxy's stdout (client,
-bytes each way, termination state), polls the stats socket every second (`show stat`: scur, stot, bin,
-bout, lastsess; `show sess`: who is connected now), and writes the stats file of opskit/proxy/stats.py,
-so `opskit traffic` works unchanged. It never connects to the frontend itself: readiness comes from the
+must outlive the terminal (proxy-anchors.md section 7). opskit stays the parent, and HAProxy dies with
+it (issue #9: an orphan forwarded uncounted): it starts `haproxy -db -f CFG` in the foreground, reads
+per-connection log lines from HAProxy's stdout (client, bytes each way, termination state), polls the
+stats socket every second (`show stat`: scur, stot, bin, bout; `show sess`: who is connected now;
+`show sess all`: bytes per live connection, since the frontend counters move only when a connection
+ends; `show info`: log lines HAProxy dropped), and writes the stats file of opskit/proxy/stats.py, so
+`opskit traffic` works unchanged. It never connects to the frontend itself: readiness comes from the
 stats socket, so no probe is counted as a client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -21,29 +24,42 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 from opskit.errors import OpskitError
 from opskit.proxy.config import BridgeConfig
-from opskit.proxy.detach import child_main, spawn_module
+from opskit.proxy.detach import child_main, die_with_parent, spawn_module
+from opskit.proxy.haproxy_config import fd_limit, fitting_maxconn, honoured_maxconn, render_config
 from opskit.proxy.haproxy_stats import (
-    LOG_FORMAT,
     as_int,
     ask,
+    dropped_logs,
     parse_log_line,
     parse_show_sess,
     parse_show_sess_all,
     parse_show_stat,
 )
+from opskit.proxy.listeners import refuse_taken
 from opskit.proxy.stats import BridgeStats, from_json
-from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, wall_of, write_atomic
+from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, wall_of
 
-FD_RESERVE = 200  # fds HAProxy needs besides two per bridged connection (listeners, logs, socket)
+__all__ = [  # remote.py renders the old host's config through this module too
+    "UNIX_PATH_MAX",
+    "Engine",
+    "HaproxyFailed",
+    "fitting_maxconn",
+    "render_config",
+    "run",
+    "spawn",
+]
+
 UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 READY_TIMEOUT_S = 10.0
-LONG_TIMEOUT = "24h"  # "off" for a bridge: HAProxy warns about missing timeouts, so a very long one
+TUNNEL_WATCH_MAX = 2000  # live sessions up to which bytes per session are read every poll
+LOG_PIPE_BYTES = 1 << 20  # the default pipe-max-size
 
 
 class HaproxyFailed(OpskitError):
@@ -67,89 +83,25 @@ def paths_for(config: BridgeConfig) -> Paths:
     return Paths(config=Path(f"{base}.haproxy.cfg"), socket=sock)
 
 
-def fd_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit (HAProxy inherits it); the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
-
-
-def fitting_maxconn(wanted: int, nofile: int) -> int:
-    """The largest maxconn HAProxy can honour with `nofile` descriptors.
-
-    Two per bridged connection, plus splice pipes (maxpipes = maxconn / 4, two fds each): HAProxy
-    refuses to start when it cannot raise its limit to about 2.5 x maxconn (measured: "Cannot raise
-    FD limit to 40027, limit is 20000"). A third keeps a margin.
-    """
-    return max(1, min(wanted, (nofile - FD_RESERVE) // 3))
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return LONG_TIMEOUT
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def _addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def render_config(
-    config: BridgeConfig, *, socket_path: Path | str, maxconn: int, logs: bool = True
-) -> str:
-    """haproxy.cfg for one bridge: TCP passthrough, half-close bounds, stats socket, log to stdout.
-
-    `logs=False` for a daemonised HAProxy on an old host: nobody reads its stdout there.
-    """
-    lhost, lport = config.listen_host_port
-    thost, tport = config.to_host_port
-    listen, target = _addr(lhost, lport), _addr(thost, tport)
-    idle = _duration(config.idle_timeout_s)
-    fin = _duration(config.half_close_timeout_s)
-    send_proxy = {"v1": " send-proxy", "v2": " send-proxy-v2", None: ""}[config.proxy_protocol]
-    log_global = "    log stdout format raw daemon\n" if logs else ""
-    log_defaults = f'    log global\n    log-format "{LOG_FORMAT}"\n' if logs else ""
-    # Proxy names carry the addresses, so a bare `show stat` says which bridge it is.
-    return f"""# Written by opskit for the bridge {listen} -> {target}; regenerated on every start.
-global
-{log_global}    stats socket {socket_path} mode 600 level admin
-    maxconn {maxconn}
-    hard-stop-after {_duration(config.drain_timeout_s)}
-
-defaults
-    mode tcp
-{log_defaults}    option splice-auto
-    timeout connect {_duration(config.connect_timeout_s)}
-    timeout client {idle}
-    timeout server {idle}
-    timeout tunnel {idle}
-    timeout client-fin {fin}
-    timeout server-fin {fin}
-
-frontend opskit-{listen}
-    bind {listen}
-    maxconn {maxconn}
-    default_backend to-{target}
-
-backend to-{target}
-    server new {target}{send_proxy}
-"""
-
-
 class Engine:
     """HAProxy as a child plus the loop that turns its logs and stats socket into the stats file."""
 
-    def __init__(self, config: BridgeConfig, *, haproxy: str = "haproxy") -> None:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        haproxy: str = "haproxy",
+        nameservers: Sequence[str] | None = None,
+    ) -> None:
         self.config = config
+        self.nameservers = nameservers  # None: the system's resolv.conf
         self.binary = shutil.which(haproxy) or shutil.which(haproxy, path="/usr/sbin:/sbin")
         if not self.binary:
             raise HaproxyFailed(
                 "haproxy is not installed here (apt-get install haproxy), or use --engine builtin"
             )
         self.paths = paths_for(config)
-        self.tally = Tally()
+        self.tally = Tally(carries=("tcp",))
         self.started_at = time.time()
         self.proc: subprocess.Popen[str] | None = None
         self.tail: list[str] = []
@@ -160,17 +112,30 @@ class Engine:
         self.closed: dict[str, int] = {}  # finished connections per client (from the logs)
         self.last_counts: tuple[int, int, int] = (0, 0, 0)
         lhost, lport = config.listen_host_port
-        self.frontend = f"opskit-{_addr(lhost, lport)}"
+        self.frontend = f"opskit-{lhost}:{lport}"  # no brackets: HAProxy forbids them in names
+        self.maxconn = config.max_connections
         self.log: IO[str] | None = None
+        # Bytes moved so far per live session id: a change between polls is activity on a tunnel,
+        # which HAProxy's frontend counters only show once the connection ends.
+        self.moved: dict[str, int] = {}
         # The nudge: per session id, bytes moved so far and when that last changed (monotonic).
         self.sessions: dict[str, tuple[int, float]] = {}
         self.nudge_from = wall_of(config.nudge_not_before) or 0.0
         self.nudged = 0
+        self.dropped = 0
+        self.write_failing = False
 
     # -- setup --
     def write_config(self) -> Path:
-        maxconn = fitting_maxconn(self.config.max_connections, fd_limit())
-        text = render_config(self.config, socket_path=self.paths.socket, maxconn=maxconn)
+        self.maxconn, note = honoured_maxconn(self.config.max_connections, fd_limit())
+        if note:
+            self._notice(note)
+        text = render_config(
+            self.config,
+            socket_path=self.paths.socket,
+            maxconn=self.maxconn,
+            nameservers=self.nameservers,
+        )
         self.paths.config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.paths.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -179,7 +144,11 @@ class Engine:
 
     def start(self) -> None:
         """Start HAProxy and return once its stats socket answers (HaproxyFailed with its words if not)."""
+        refuse_taken(self.config.listen, *self.config.listen_host_port)
+        if self.config.log_file:
+            self.log = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop
         self.tally.restore(self.config.stats_file)
+        self.tally.begin_watch(os.getpid(), "haproxy", self.started_at)
         self.base = (self.tally.total, self.tally.bytes_in, self.tally.bytes_out)
         self.closed = {a: c.total for a, c in self.tally.clients.items()}
         cfg = self.write_config()
@@ -193,8 +162,6 @@ class Engine:
         if check.returncode != 0:
             raise HaproxyFailed(f"haproxy rejected {cfg}: {_last_words(check.stderr)}")
         self.paths.socket.unlink(missing_ok=True)
-        if self.config.log_file:
-            self.log = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop
         self.proc = subprocess.Popen(
             [str(self.binary), "-db", "-f", str(cfg)],
             stdin=subprocess.DEVNULL,
@@ -205,7 +172,13 @@ class Engine:
             # Its own process group: Ctrl-C in the terminal reaches only opskit, which then soft-stops
             # HAProxy (SIGUSR1) so bridged connections get --drain-timeout; HAProxy's SIGINT is a hard stop.
             process_group=0,
+            # ... and it dies with opskit, even on kill -9: an orphan would forward uncounted (issue #9).
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - no other thread runs yet
         )
+        assert self.proc.stdout is not None  # noqa: S101 - stdout=PIPE
+        with contextlib.suppress(OSError):
+            # HAProxy drops log lines when the pipe is full; a bigger pipe drops fewer (it counts them).
+            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, LOG_PIPE_BYTES)
         threading.Thread(
             target=self._read_logs, args=(self.proc.stdout,), name="haproxy-logs", daemon=True
         ).start()
@@ -236,25 +209,44 @@ class Engine:
                     self.log.write(line)
                     self.log.flush()
                 continue
-            address, bytes_in, bytes_out, error = parsed
             now = time.time()
             with self.tally.lock:
-                row = self.tally.client(address, now)
-                self.closed[address] = self.closed.get(address, 0) + 1
-                row.total = self.closed[address] + row.active
-                row.bytes_in += bytes_in
-                row.bytes_out += bytes_out
-                row.errors += int(error)
-                self.tally.errors += int(error)
+                row = self.tally.client(parsed.address, now)
+                self.closed[parsed.address] = self.closed.get(parsed.address, 0) + 1
+                row.total = self.closed[parsed.address] + row.active
+                row.bytes_in += parsed.bytes_in
+                row.bytes_out += parsed.bytes_out
+                row.errors += int(parsed.error)
+                self.tally.errors += int(parsed.error)
+                if parsed.abort is not None:
+                    row.aborts += 1
+                    if parsed.abort == "client":
+                        self.tally.aborts_client += 1
+                    else:
+                        self.tally.aborts_upstream += 1
                 self.tally.touch(row, now)
 
     # -- polling --
-    def poll(self) -> None:
-        """Fold one `show stat` + `show sess` reading into the tally."""
+    def poll(self) -> dict[str, tuple[str, int]] | None:
+        """Fold one stats-socket reading into the tally; the live sessions with their byte totals.
+
+        `show sess all` (bytes per session) is read only up to TUNNEL_WATCH_MAX live sessions: it
+        costs about 1.7 KB per session. Past that, traffic on a live tunnel shows when it closes.
+        """
         rows = parse_show_stat(ask(self.paths.socket, "show stat"))
         live = parse_show_sess(ask(self.paths.socket, "show sess"), self.frontend)
+        dropped = dropped_logs(ask(self.paths.socket, "show info"))
+        sessions = None
+        if sum(live.values()) <= TUNNEL_WATCH_MAX:
+            sessions = parse_show_sess_all(ask(self.paths.socket, "show sess all"), self.frontend)
         front = next(r for r in rows if r["pxname"] == self.frontend and r["svname"] == "FRONTEND")
         counts = (as_int(front.get("stot")), as_int(front.get("bin")), as_int(front.get("bout")))
+        if dropped > self.dropped:
+            self.dropped = dropped
+            self.tally.mark_partial(
+                f"HAProxy dropped {dropped} log lines (finished connections), so some clients "
+                "may be missing from the table"
+            )
         now = time.time()
         with self.tally.lock:
             moved = counts != self.last_counts
@@ -267,6 +259,11 @@ class Engine:
                 row = self.tally.client(address, now)
                 if n > self.live.get(address, 0):
                     self.tally.touch(row, now)  # a new connection since the last poll
+            for sid, (address, total) in (sessions or {}).items():
+                if self.moved.get(sid) != total:  # new, or bytes moved since the last poll
+                    self.tally.touch(self.tally.client(address, now), now)
+            if sessions is not None:
+                self.moved = {sid: total for sid, (_, total) in sessions.items()}
             for address, row in self.tally.clients.items():
                 row.active = live.get(address, 0)
                 row.total = self.closed.get(address, 0) + row.active
@@ -274,8 +271,9 @@ class Engine:
                 self.tally.last_activity = now
                 self.tally.dirty = True
             self.live = live
+        return sessions
 
-    def nudge(self) -> None:
+    def nudge(self, sessions: dict[str, tuple[str, int]] | None) -> None:
         """Close bridged sessions idle longer than --nudge-after, once caches forgot the old address.
 
         HAProxy has no per-session idle time, so idleness is measured here: a session whose byte
@@ -285,10 +283,11 @@ class Engine:
         after_s = self.config.nudge_after_s
         if after_s is None or time.time() < self.nudge_from:
             return
-        live = parse_show_sess_all(ask(self.paths.socket, "show sess all"), self.frontend)
+        if sessions is None:
+            sessions = parse_show_sess_all(ask(self.paths.socket, "show sess all"), self.frontend)
         now = time.monotonic()
         seen: dict[str, tuple[int, float]] = {}
-        for sid, (address, moved) in live.items():
+        for sid, (address, moved) in sessions.items():
             before = self.sessions.get(sid)
             since = before[1] if before is not None and before[0] == moved else now
             seen[sid] = (moved, since)
@@ -306,8 +305,16 @@ class Engine:
             self.log.write(f"{iso(time.time())} opskit-bridge: {text}\n")
             self.log.flush()
 
+    def _notice(self, text: str) -> None:
+        """Say something the operator must see: the log file, or stderr (a detached bridge's log)."""
+        if self.log:
+            self._log_line(text)
+        else:
+            print(f"opskit: {text}", file=sys.stderr, flush=True)  # noqa: T201 - the engine's log
+
     def write(self, state: str, ended: str | None = None) -> dict[str, Any]:
-        data = self.tally.snapshot(
+        data, error = self.tally.save(
+            self.config.stats_file,
             listener=self.config.listen,
             target=self.config.to,
             engine="haproxy",
@@ -316,24 +323,33 @@ class Engine:
             pid=os.getpid(),
             state=state,
             ended=ended,
+            max_connections=self.maxconn,
             haproxy_socket=str(self.paths.socket),
             haproxy_config=str(self.paths.config),
         )
-        write_atomic(self.config.stats_file, data)
+        with self.tally.lock:
+            if len(self.closed) > len(self.tally.clients):  # rows folded into clients_other
+                self.closed = {a: n for a, n in self.closed.items() if a in self.tally.clients}
+        if error and not self.write_failing:
+            self._notice(f"cannot write the stats file, still forwarding: {error}")
+        elif not error and self.write_failing:
+            self._notice("the stats file is written again")
+        self.write_failing = error is not None
         return data
 
     def serve(self) -> BridgeStats:
         """Poll and write until SIGTERM/SIGINT or HAProxy dies; then drain, stop, write the end."""
         assert self.proc is not None  # noqa: S101 - start() ran
         last_write = time.monotonic()
-        interval = max(0.1, self.config.stats_interval_s)
+        interval = max(0.1, min(self.config.stats_interval_s, HEARTBEAT_S))
         while self.stop_reason is None and self.proc.poll() is None:
             time.sleep(interval)
             try:
-                self.poll()
-                self.nudge()
+                self.nudge(self.poll())
             except (OSError, StopIteration):
-                continue  # HAProxy busy or exiting: the next round tells
+                # HAProxy busy or exiting: no heartbeat either, so readers see a stale file and say
+                # "cannot tell" rather than trust counts nobody read.
+                continue
             if self.tally.dirty or time.monotonic() - last_write >= HEARTBEAT_S:
                 self.write("running")
                 last_write = time.monotonic()
@@ -349,10 +365,7 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.kill()
         time.sleep(0.1)  # the log reader folds the last connections in
-        with self.tally.lock:
-            self.tally.active = 0
-            for row in self.tally.clients.values():
-                row.active = 0
+        self.tally.end_watch(time.time())
         data = self.write("stopped", reason)
         if self.log:
             self.log.close()

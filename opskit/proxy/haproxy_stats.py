@@ -7,6 +7,7 @@ engine in opskit/proxy/haproxy.py folds the same readings and log lines into the
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import socket
 import time
@@ -121,8 +122,8 @@ def from_answers(show_stat: str, show_sess: str, label: str) -> BridgeStats:
         ClientStats(addr, n, n, 0, 0, iso(now) or "", iso(now) or "") for addr, n in live.items()
     ]
     return BridgeStats(
-        listener=front["pxname"].removeprefix("opskit-"),
-        target=(server or {}).get("addr") or back["pxname"].removeprefix("to-"),
+        listener=listener_of(front["pxname"]),
+        target=(server or {}).get("addr") or listener_of(back["pxname"].removeprefix("to-")),
         engine="haproxy",
         mode="tcp",
         started_at=iso(now) or "",
@@ -139,13 +140,41 @@ def from_answers(show_stat: str, show_sess: str, label: str) -> BridgeStats:
     )
 
 
-def parse_log_line(line: str) -> tuple[str, int, int, bool] | None:
-    """(client, bytes_in, bytes_out, error) from one of our log lines; None for anything else."""
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    """One finished connection from our log format."""
+
+    address: str
+    bytes_in: int
+    bytes_out: int
+    error: bool  # it never reached the new host (refused, connect timeout)
+    abort: str | None  # "client" or "upstream" when that side reset the connection mid-transfer
+
+
+def parse_log_line(line: str) -> LogLine | None:
+    """One of our log lines, parsed; None for anything else (HAProxy's own notices)."""
     parts = line.split()
     if len(parts) < 6 or parts[0] != LOG_TAG:
         return None
-    client, uploaded, downloaded, state = parts[1], as_int(parts[3]), as_int(parts[4]), parts[5]
-    # %ts: the second letter is the session state at the end; "C" = it never reached the new host
-    # (refused, connect timeout), which is the per-client error the issue asks for.
+    state = parts[5]
+    # %ts, the termination state: the first letter says who ended it (C client, S server), the second
+    # in which phase (C connect, D data). "SC" = it never reached the new host, the per-client error
+    # the issue asks for; "CD"/"SD" = that side aborted (a reset) mid-transfer: aborts_client/upstream.
     error = len(state) == 2 and state[1] == "C" and state[0] in "Ss"
-    return client, uploaded, downloaded, error
+    abort = {"CD": "client", "SD": "upstream"}.get(state)
+    return LogLine(parts[1], as_int(parts[3]), as_int(parts[4]), error, abort)
+
+
+def dropped_logs(show_info: str) -> int:
+    """HAProxy's own count of log lines it could not write (its stdout pipe was full)."""
+    for line in show_info.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "DroppedLogs":
+            return as_int(value.strip())
+    return 0
+
+
+def listener_of(proxy_name: str) -> str:
+    """HOST:PORT (IPv6 in brackets) from a frontend name; HAProxy forbids brackets in names."""
+    host, _, port = proxy_name.removeprefix("opskit-").rpartition(":")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opskit import aio
@@ -24,7 +25,7 @@ from opskit.errors import Blocked
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import child_main, spawn_module
 from opskit.proxy.stats import BridgeStats, load
-from opskit.proxy.tally import HEARTBEAT_S, Tally, iso, write_atomic
+from opskit.proxy.tally import HEARTBEAT_S, Tally, iso
 
 STREAM_LARGE_BODIES = "256k"
 NO_IDLE_TIMEOUT_S = 7 * 86400  # "off": a residual client may stay connected for days
@@ -156,6 +157,20 @@ def _master(config: BridgeConfig) -> Any:
     return master
 
 
+def _saver(config: BridgeConfig, tally: Tally) -> Callable[[dict[str, Any]], None]:
+    """Write the stats file; a failure is counted in it and said once in the log, never fatal."""
+    failing: list[str] = []
+
+    def save(header: dict[str, Any]) -> None:
+        _, error = tally.save(config.stats_file, **header)
+        if error and not failing:
+            message = f"opskit: cannot write the stats file, still forwarding: {error}"
+            print(message, file=sys.stderr)  # noqa: T201 - the bridge's log
+        failing[:] = [error] if error else []
+
+    return save
+
+
 async def _serve(config: BridgeConfig, tally: Tally) -> str:
     master = _master(config)
     loop = asyncio.get_running_loop()
@@ -181,9 +196,7 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
         proxyserver = master.addons.get("proxyserver")
         if proxyserver is not None:
             await proxyserver.servers.update([])
-        await loop.run_in_executor(
-            None, write_atomic, config.stats_file, tally.snapshot(**header("stopping", reason[0]))
-        )
+        await loop.run_in_executor(None, save, header("stopping", reason[0]))
         deadline = time.monotonic() + config.drain_timeout_s
         while tally.active > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - set by mitmproxy hooks
             await asyncio.sleep(0.05)
@@ -196,6 +209,7 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
         reason.append(why)
         aio.spawn(drain_then_stop(), name="opskit-http-drain")
 
+    save = _saver(config, tally)
     master.addons.add(Counter(tally, on_ready=ready.set))
     for sig, why in ((signal.SIGTERM, "sigterm"), (signal.SIGINT, "sigint")):
         loop.add_signal_handler(sig, stop, why)
@@ -206,9 +220,7 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
         while True:
             if tally.dirty or time.monotonic() - last >= HEARTBEAT_S:
                 state = header("stopping", reason[0]) if reason else header("running")
-                await loop.run_in_executor(
-                    None, write_atomic, config.stats_file, tally.snapshot(**state)
-                )
+                await loop.run_in_executor(None, save, state)
                 last = time.monotonic()
             await asyncio.sleep(max(0.05, config.stats_interval_s))
 
@@ -227,19 +239,17 @@ async def _serve(config: BridgeConfig, tally: Tally) -> str:
             loop.remove_signal_handler(sig)
     if not ready.is_set():
         raise Blocked(f"HTTP bridge on {config.listen} did not start (is the port in use?)")
-    with tally.lock:
-        tally.active = 0
-        for row in tally.clients.values():
-            row.active = 0
     ended = reason[0] if reason else "error: mitmproxy stopped"
-    write_atomic(config.stats_file, tally.snapshot(**header("stopped", ended)))
+    tally.end_watch(time.time())
+    save(header("stopped", ended))
     return ended
 
 
 def run(config: BridgeConfig) -> BridgeStats:
     """Run the HTTP bridge in the foreground until SIGTERM or Ctrl-C; the final stats."""
-    tally = Tally()
+    tally = Tally(carries=("tcp",))
     tally.restore(config.stats_file)
+    tally.begin_watch(os.getpid(), "http", time.time())
     quiet = _QuietShutdown()
     for name in ("mitmproxy", "asyncio"):
         logging.getLogger(name).addFilter(quiet)

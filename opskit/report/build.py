@@ -15,17 +15,19 @@ from opskit.report.model import Approval, Note, Report, StepRecord, TimelineEntr
 from opskit.report.traffic import parse_ts, traffic_series
 from opskit.runbook.journal import run_dir as journal_run_dir
 from opskit.runbook.replay import RunState, replay
+from opskit.statedir import default_state_dir
 
 _DONE = {"succeeded", "ok", "done", "skipped", "skip", "probe_ok"}
 _OUTPUT_TAIL = 5
+_SEGMENT_STARTS = {"run_started", "resumed", "rollback_started"}
 
 
 def find_run_dir(run_id: str, state_dir: Path | None = None) -> Path:
-    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, default ./.opskit).
+    """runs/<RUN_ID>/ under the state dir (--state-dir, $OPSKIT_STATE_DIR, ~/.local/state/opskit).
 
     An unknown run id is bad input (exit 2), as for `opskit status` and `opskit resume`.
     """
-    base = state_dir or Path(os.environ.get("OPSKIT_STATE_DIR") or ".opskit")
+    base = state_dir or default_state_dir()
     return journal_run_dir(base, run_id)
 
 
@@ -84,7 +86,7 @@ def from_events(
             for e in events
             if e.get("event") == "note"
         ],
-        timeline=_timeline(events),
+        timeline=_timeline(events, live=state == "running"),
         done=done,
         remains=remains,
         resume_command=resume_command,
@@ -94,7 +96,7 @@ def from_events(
     )
 
 
-def _steps(
+def _steps(  # noqa: PLR0912 - one branch per event kind
     events: list[dict[str, Any]], started: dict[str, Any] | None, statuses: dict[str, str]
 ) -> list[StepRecord]:
     order: list[str] = []
@@ -110,21 +112,28 @@ def _steps(
         meta = planned if isinstance(planned, dict) else {"id": str(planned)}
         if meta.get("id"):
             entry(str(meta["id"])).update(meta=meta)
+    # Attempts are counted per process (the run, then each resume): a step cut off by a kill and run
+    # again on resume was attempted twice, and a step settled by its check: was not attempted again.
+    segment = 0
     for event in events:
+        if event.get("event") in _SEGMENT_STARTS:
+            segment += 1
         step_id = _text(event, "step", "step_id")
         if step_id is None:
             continue
         rec = entry(step_id)
         kind = event.get("event")
+        tries: dict[int, int] = rec.setdefault("tries", {})
         if kind == "step_started":
             rec.setdefault("started_at", _text(event, "ts"))
-            rec["attempts"] = max(rec["attempts"], int(event.get("attempt") or 1))
+            tries[segment] = max(tries.get(segment, 0), int(event.get("attempt") or 1))
             meta = rec.setdefault("meta", {})
             meta.update({k: v for k, v in event.items() if v is not None})
             meta.setdefault("uses", _uses_of(_text(event, "command")))
         elif kind == "step_finished":
             rec.update(finished=event, finished_at=_text(event, "ts"))
-            rec["attempts"] = int(event.get("attempts") or rec["attempts"] or 1)
+            if segment in tries and isinstance(event.get("attempts"), int):
+                tries[segment] = max(tries[segment], int(event["attempts"]))
         elif kind == "gate":
             rec["approvals"].append(_approval(step_id, event))
         elif kind == "output":
@@ -132,6 +141,7 @@ def _steps(
             for out_line in (text or "").splitlines():
                 if not rec["output"] or rec["output"][-1] != out_line:  # retries repeat themselves
                     rec["output"].append(out_line)
+        rec["attempts"] = sum(tries.values())
     for step_id, status in statuses.items():
         entry(step_id)["status"] = status
     variables = dict((started or {}).get("vars") or {})
@@ -191,9 +201,7 @@ def _next_steps(run_id: str, state: str, advice: list[str]) -> tuple[str | None,
     if state not in {"failed", "aborted", "interrupted"}:
         return None, []
     state_dir = os.environ.get("OPSKIT_STATE_DIR")
-    prefix = (
-        f"OPSKIT_STATE_DIR={state_dir} " if state_dir and Path(state_dir) != Path(".opskit") else ""
-    )
+    prefix = f"OPSKIT_STATE_DIR={state_dir} " if state_dir else ""
     lines = [line.replace("opskit ", prefix + "opskit ", 1) for line in advice]
     command = f"{prefix}opskit resume {run_id}"
     for line in lines:
@@ -204,16 +212,43 @@ def _next_steps(run_id: str, state: str, advice: list[str]) -> tuple[str | None,
     return command, lines or [command]
 
 
-def _timeline(events: list[dict[str, Any]]) -> list[TimelineEntry]:
+def _timeline(events: list[dict[str, Any]], *, live: bool = False) -> list[TimelineEntry]:  # noqa: PLR0912 - one line per event kind
     out = []
+    operator: str | None = None
+    open_since: str | None = None  # a process that started and has not said how it ended
     for e in events:
         at, kind = _text(e, "ts"), e.get("event")
         step = _text(e, "step", "step_id") or ""
         what = None
+        if kind in _SEGMENT_STARTS and open_since and at:
+            out.append(_stopped(events, open_since, at))
+        if kind in _SEGMENT_STARTS:
+            open_since = at
+            who = _text(e, "operator") or "unknown"
+            if operator is not None and who != operator:
+                out.append(
+                    TimelineEntry(at=at or "", what=f"operator changed: {operator} -> {who}")
+                )
+            operator = who
         if kind == "run_started":
-            what = (
-                f"run started by {_text(e, 'operator') or 'unknown'} ({_text(e, 'mode') or 'run'})"
+            what = f"run started by {operator} ({_text(e, 'mode') or 'run'})"
+        elif kind == "resumed":
+            what = f"resumed by {operator}" + (
+                " with --accept-changes (the runbook changed since the run started)"
+                if e.get("accepted_changes")
+                else ""
             )
+        elif kind == "in_doubt":
+            what = (
+                f"{step} was in doubt: {_text(e, 'decision') or '?'} ({_text(e, 'reason') or ''})"
+            )
+        elif kind == "rollback_started":
+            what = f"rollback started by {operator}"
+        elif kind == "undo_finished":
+            what = f"{step} undo {_text(e, 'status') or 'finished'}: {_text(e, 'summary') or ''}"
+        elif kind == "rollback_finished":
+            open_since = None
+            what = f"rollback finished: {_text(e, 'message') or ''}"
         elif kind == "step_started":
             what = f"{step} started"
         elif kind == "step_finished":
@@ -227,10 +262,28 @@ def _timeline(events: list[dict[str, Any]]) -> list[TimelineEntry]:
         elif kind == "note":
             what = f"note: {_text(e, 'text', 'note') or ''}"
         elif kind == "run_finished":
+            open_since = None
             what = f"run {_text(e, 'state', 'status') or 'finished'}"
         if what and at:
             out.append(TimelineEntry(at=at, what=what))
+    if open_since and not live:  # killed, and nobody has resumed it yet
+        out.append(_stopped(events, open_since, None))
     return out
+
+
+def _stopped(events: list[dict[str, Any]], since: str, until: str | None) -> TimelineEntry:
+    """A process that journaled no end before the next one began was killed (or its host went down)."""
+    last = max(
+        (
+            t
+            for e in events
+            if (t := _text(e, "ts")) and since <= t and (until is None or t < until)
+        ),
+        default=since,
+    )
+    return TimelineEntry(
+        at=last, what="the run stopped here without finishing (killed, or its host went down)"
+    )
 
 
 def _uses_of(command: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from typing import Any
 
@@ -30,18 +31,27 @@ def traffic_chart(series: TrafficSeries) -> str:
     """The chart as an HTML fragment: a plotly figure with its library inlined (offline)."""
     times = [parse_ts(s.at) for s in series.samples]
     fig = go.Figure()
+    active = [s.active for s in series.samples]
+    residual = [s.residual_clients for s in series.samples]
+    # Counts change in steps; residual clients drawn last, thicker and in its own colour, so it stays
+    # visible where it equals the active connections (one connection per client is the usual case).
     fig.add_trace(
         go.Scatter(
-            x=times, y=[s.active for s in series.samples], name="active connections", mode="lines"
+            x=times,
+            y=active,
+            name="active connections",
+            mode="lines",
+            line={"shape": "hv", "color": "#1f77b4", "width": 2},
         )
     )
     fig.add_trace(
         go.Scatter(
             x=times,
-            y=[s.residual_clients for s in series.samples],
+            y=residual,
             name="residual clients",
-            mode="lines",
-            line={"dash": "dot"},
+            mode="lines+markers",
+            line={"shape": "hv", "color": "#d62728", "width": 3, "dash": "dash"},
+            marker={"size": 5},
         )
     )
     for i, marker in enumerate(series.markers):
@@ -75,6 +85,10 @@ def traffic_chart(series: TrafficSeries) -> str:
         height=420,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
         legend={"orientation": "h"},
+    )
+    top = max([*active, *residual, 1])
+    fig.update_yaxes(  # whole numbers only: there is no half a connection
+        rangemode="tozero", tick0=0, dtick=max(1, math.ceil(top / 8)), tickformat="d"
     )
     config: dict[str, Any] = {"displaylogo": False, "responsive": True}
     return str(

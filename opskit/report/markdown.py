@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from opskit.display import display_value
 from opskit.durations import format_seconds
 from opskit.report.model import Report, StepRecord
 
@@ -122,7 +123,8 @@ def values_text(values: dict[str, Any]) -> str:
     if not shown:
         return ""
     parts = []
-    for key, value in shown.items():
+    for key, raw in shown.items():
+        value = display_value(key, raw)
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         if len(text) <= _VALUE_MAX:  # long structures stay in the journal and `--format json`
             parts.append(f"{key}={text}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opskit.actions.samples import SAMPLES_FILE
 from opskit.errors import Blocked, OpskitError
 from opskit.runbook.context import readable_secrets
 from opskit.runbook.journal import JOURNAL, read_journal
@@ -19,9 +20,7 @@ from opskit.runbook.loader import load
 from opskit.runbook.lock import is_locked
 from opskit.runbook.replay import RunState, replay
 
-SAMPLES = (
-    "traffic-samples.jsonl"  # the bridge's connection counts over time (see opskit.report.traffic)
-)
+SAMPLES = SAMPLES_FILE  # the bridge's connection counts over time (see opskit.actions.samples)
 
 
 @dataclass(frozen=True)

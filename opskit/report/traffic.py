@@ -9,16 +9,18 @@ the switch is the last `dns.update` before the bridge started, shutdown the `pro
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opskit.actions.samples import append_sample
 from opskit.report import source
 from opskit.report.model import Marker, Sample, StepRecord, TrafficSeries
 
 _LABELS = {"switch": "DNS switch", "ttl_expiry": "old TTL expired", "shutdown": "bridge shut down"}
+
+
+__all__ = ["append_sample", "parse_ts", "traffic_series"]
 
 
 def parse_ts(text: str | None) -> datetime | None:
@@ -29,14 +31,6 @@ def parse_ts(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def append_sample(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one sample or marker to the run's samples file (private, like the journal)."""
-    path = run_dir / source.SAMPLES
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as out:
-        out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def traffic_series(run_dir: Path, steps: list[StepRecord]) -> TrafficSeries | None:

@@ -26,6 +26,7 @@ from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_s
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
+from opskit.runbook.notify import notify
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, step_context
 from opskit.runbook.shell import Command, render_command, secret_env_name
@@ -36,6 +37,7 @@ from opskit.runbook.templates import (
     truth,
 )
 from opskit.runbook.validate import load_runbook
+from opskit.runbook.waits import step_timeout_s, wait_left_s
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class Runner:
         self, state: str, code: ExitCode, message: str, step: str | None = None
     ) -> RunOutcome:
         hint = None if state == "succeeded" else f"opskit resume {self.s.run_id}"
+        notify(self.s, "run_finished", f"run {state}: {message}")
         self.journal.append(
             "run_finished", state=state, exit_code=int(code), message=message, resume_hint=hint
         )
@@ -268,6 +271,8 @@ class Runner:
         if not result.ok and step.continue_on_error:
             summary += " (continue_on_error: going on)"
         self.reporter.step_end(step.id, status, self.s.masker.text(summary), duration)
+        if not result.ok and not step.continue_on_error:  # an expected "no" is not news
+            notify(self.s, "step_failed", f"step {step.id} failed: {summary}")
         return result
 
     def display_command(self, step: Step, view: Mapping[str, Any] | None = None) -> str | None:
@@ -307,6 +312,7 @@ class Runner:
                                 interactive=self.o.interactive)  # fmt: skip
         verdict, via = decision.verdict, decision.via
         if verdict == "ask":
+            notify(self.s, "gate", f"gate {step.id} is waiting for {self.o.operator}: {prompt}")
             answer = self.reporter.ask(gates.question(step.id, level, prompt))
             verdict, via = (
                 ("approved" if gates.accepts(step.id, level, answer) else "refused"),
@@ -346,13 +352,19 @@ class Runner:
         return Attempt(ok=True, summary="confirmed" if step.manual else "gate passed"), 1
 
     def wait(self, step: Step, total_s: float) -> Attempt:
-        deadline = time.monotonic() + total_s
+        left_s = wait_left_s(read_journal(self.journal.path).events, step.id, total_s, utc_now())
+        deadline = time.monotonic() + left_s  # a resumed wait waits only what is left of it
         while (left := deadline - time.monotonic()) > 0:
             self.reporter.progress(
-                step.id, f"waiting, {left:.0f}s left", 1 - left / total_s if total_s else 1.0
+                step.id,
+                f"waiting, {format_seconds(left)} left",
+                1 - left / total_s if total_s else 1.0,
             )
             time.sleep(min(left, 0.5))
-        return Attempt(ok=True, summary=f"waited {total_s:g}s")
+        resumed = (
+            "" if left_s >= total_s else f" (the last {format_seconds(left_s)} after a resume)"
+        )
+        return Attempt(ok=True, summary=f"waited {format_seconds(total_s)}{resumed}")
 
     def on_hosts(self, step: Step, hosts: tuple[str, ...],
                  once: Callable[[str | None, int], Attempt]) -> tuple[Attempt, int]:  # fmt: skip
@@ -439,7 +451,8 @@ class Runner:
         self.journal.append(
             "step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL], command=display
         )
-        actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
+        timeout_s = step_timeout_s(step, action)  # a waiting action's own timeout governs
+        actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=timeout_s)
         try:
             result = action.run(actx)
         except (TransportError, KeyboardInterrupt):
@@ -452,7 +465,7 @@ class Runner:
             self.s.emit(step.id, host or LOCAL, "stdout", line)
         timed_out = actx.timed_out and not result.ok
         summary = (
-            f"timed out after {step.timeout_s:g}s: {result.summary}"
+            f"timed out after {format_seconds(timeout_s or 0)}: {result.summary}"
             if timed_out
             else result.summary
         )

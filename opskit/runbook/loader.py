@@ -32,10 +32,11 @@ from opskit.runbook.model import (
     Step,
     Undo,
 )
+from opskit.runbook.notify import parse_notify
 from opskit.runbook.templates import is_template
 from opskit.runbook.yamlnodes import Y, read, unprintable
 
-TOP_FIELDS = ("name", "description", "vars", "secrets", "hosts", "defaults", "steps")
+TOP_FIELDS = ("name", "description", "vars", "secrets", "hosts", "defaults", "steps", "notify")
 STEP_FIELDS = (
     "id", "name", "kind", "on", "run", "uses", "with", "check", "undo", "gate", "capture", "wait",
     "manual", "when", "timeout", "retry", "idempotent", "env", "continue_on_error", "owner",
@@ -220,6 +221,7 @@ def load(
         includes=tuple(st.includes),
         groups=groups,
         limit=limit,
+        notify=parse_notify(top.get("notify"), st.problems),
     )
     return runbook, st.problems
 

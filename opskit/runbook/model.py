@@ -88,6 +88,17 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class NotifyTarget:
+    """One `notify:` entry: a webhook (Slack/Mattermost `{"text": ...}`) or a command (message on stdin)."""
+
+    webhook: str | None = None
+    command: str | None = None
+    on: tuple[str, ...] = ("gate", "step_failed", "run_finished")
+    timeout_s: float = 10.0
+    loc: SourceLocation | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     """One step. Exactly one of run/uses/wait/manual (or none when it is only a gate)."""
 
@@ -174,6 +185,7 @@ class Runbook:
     # `hosts: {groups: ...}` and inventories: group -> host names; `limit` is `--limit`, None for all.
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     limit: str | None = None
+    notify: tuple[NotifyTarget, ...] = ()  # who hears when a gate waits, a step fails, the run ends
 
     def step(self, step_id: str) -> Step | None:
         """The step with that id, if any."""

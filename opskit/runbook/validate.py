@@ -29,6 +29,7 @@ from opskit.runbook.templates import (
     render,
     render_value,
 )
+from opskit.runbook.waits import step_problems as wait_problems
 from opskit.runbook.yamlnodes import read
 
 MAX_SMALL_FILE_BYTES = 1024 * 1024  # a key, a known_hosts or a secret file
@@ -374,6 +375,8 @@ def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: P
     for key, value in step.with_.items():
         c.names_ok(value, known, step.where(f"with.{key}"), captured)
     _check_hosts(c, step, known, ctx, captured)
+    for problem in wait_problems(step, ctx):
+        c.bad(problem.where, problem.problem)
     if step.retry.on == "any" and not (step.check or step.idempotent):
         c.bad(
             step.where("retry.on"),

@@ -31,8 +31,23 @@ def test_a_bad_duration_names_the_expected_form(text: str) -> None:
         durations.parse_seconds(text)
 
 
-def test_durations_print_short() -> None:
-    """Long waits print as 1d2h or 5m, not as a raw number of seconds."""
-    assert durations.format_seconds(93600) == "1d2h"
-    assert durations.format_seconds(300) == "5m"
-    assert durations.format_seconds(0.25) == "250ms"
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0.25, "250ms"),
+        (0.9996, "1s"),
+        (42.4, "42s"),
+        (59.6, "1m"),
+        (61, "1m01s"),
+        (89, "1m29s"),
+        (300, "5m"),
+        (3600, "1h"),
+        (3601, "1h00m"),
+        (5399, "1h30m"),
+        (86400, "1d"),
+        (93600, "1d02h"),
+    ],
+)
+def test_durations_print_as_people_read_them(seconds: float, shown: str) -> None:
+    """A wait prints as 1h00m, 5m07s or 5m, never as a raw number of seconds like 3601 s."""
+    assert durations.format_seconds(seconds) == shown

@@ -68,6 +68,14 @@ def test_the_rehearsal_moves_every_phone_and_leaves_nothing_running(tmp_path: Pa
     assert result.fleet is not None
     assert result.fleet.all_on_new, result.fleet
     assert result.fleet.attempts_to_old_after_switch >= result.fleet.carried_by_bridge > 0
+    fleet = result.fleet
+    assert (
+        fleet.carried_by_bridge
+        + fleet.served_by_old_after_switch
+        + (fleet.refused_at_old_after_switch + fleet.unanswered_at_old_after_switch)
+        == fleet.attempts_to_old_after_switch
+    )  # every attempt accounted for
+    assert fleet.unanswered_at_old_after_switch >= 0
     assert result.drain_safe, result.drain_summary
     assert result.old_stopped
     assert "stop old" in result.service_commands
@@ -81,7 +89,9 @@ def test_the_rehearsal_moves_every_phone_and_leaves_nothing_running(tmp_path: Pa
     left = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
     assert not left, f"threads left running: {left}"
     assert [pid for pid in _children(os.getpid()) if pid not in children_before] == []
-    assert _listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)) == []
+    # Only this demo's port: other demos may run on this machine at the same time.
+    ours = {f"{a}:{result.service_port}" for a in (stage.OLD_ADDRESS, stage.NEW_ADDRESS)}
+    assert ours.isdisjoint(_listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)))
     assert result.bridge_pid is not None
     assert not _pid_alive(result.bridge_pid), f"bridge pid {result.bridge_pid} still running"
 
@@ -93,6 +103,7 @@ def test_ctrl_c_during_the_drain_stops_the_bridge_too(opskit_proc) -> None:
     assert proc.stdout is not None
     seen: list[str] = []
     bridge_pid = None
+    port = 0
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
         ready, _, _ = select.select([proc.stdout], [], [], 1.0)
@@ -102,6 +113,8 @@ def test_ctrl_c_during_the_drain_stops_the_bridge_too(opskit_proc) -> None:
         seen.append(text)
         if "runs as pid" in text:
             bridge_pid = int(text.split("runs as pid", 1)[1].split(";")[0])
+        if text.startswith("DNS: ") and " old " in text:
+            port = int(text.split(" old ", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
         if "▶ drained" in text:
             break
     assert bridge_pid is not None, "".join(seen)
@@ -112,7 +125,9 @@ def test_ctrl_c_during_the_drain_stops_the_bridge_too(opskit_proc) -> None:
     assert proc.returncode == 130, "".join(seen) + out + err
     assert "interrupted" in out + err
     assert not _pid_alive(bridge_pid)
-    assert _listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)) == []
+    ours = {f"{a}:{port}" for a in (stage.OLD_ADDRESS, stage.NEW_ADDRESS)}
+    assert port > 0
+    assert ours.isdisjoint(_listening_on((stage.OLD_ADDRESS, stage.NEW_ADDRESS)))
 
 
 def test_dry_run_changes_nothing_and_forecasts_the_night(tmp_path: Path) -> None:

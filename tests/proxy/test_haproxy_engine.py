@@ -16,11 +16,17 @@ from typing import Any
 
 import pytest
 
-from opskit.errors import ExitCode
+from opskit.errors import Blocked, ExitCode
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
-from opskit.proxy.haproxy import render_config
-from opskit.proxy.haproxy_stats import parse_show_sess, parse_show_sess_all, read_socket
+from opskit.proxy.haproxy_config import honoured_maxconn, render_config
+from opskit.proxy.haproxy_stats import (
+    dropped_logs,
+    parse_log_line,
+    parse_show_sess,
+    parse_show_sess_all,
+    read_socket,
+)
 from tests.conftest import Invoke
 from tests.proxy.clients import http_get
 from tests.proxy.conftest import StartForwarder
@@ -292,3 +298,62 @@ def _read_response(sock: socket.socket) -> bytes:
         assert chunk, "connection closed mid-body"
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def test_host_name_target_is_re_resolved_through_the_system_resolvers(tmp_path: Path) -> None:
+    """A host-name --to gets a resolvers section and keeps its last address when DNS fails; HAProxy accepts it."""
+    haproxy = require_binary("haproxy")
+    config = BridgeConfig(listen="[::1]:8080", to="localhost:8443", stats_file=Path("/x.json"))
+
+    text = render_config(config, socket_path=tmp_path / "s.sock", maxconn=100)
+    (tmp_path / "h.cfg").write_text(text)
+    check = subprocess.run(
+        [haproxy, "-c", "-f", str(tmp_path / "h.cfg")], capture_output=True, text=True, check=False
+    )
+
+    assert check.returncode == 0, check.stderr
+    assert "    parse-resolv-conf\n" in text
+    assert "server new localhost:8443 resolvers system init-addr last,libc,none" in text
+    assert "bind [::1]:8080" in text
+    assert "noreuseport" in text
+
+
+def test_ip_target_needs_no_resolvers() -> None:
+    """An address literal is used as is, without a resolvers section."""
+    config = BridgeConfig(listen="127.0.0.1:8080", to="[::1]:8443", stats_file=Path("/x.json"))
+
+    text = render_config(config, socket_path=Path("/s.sock"), maxconn=100)
+
+    assert "resolvers" not in text
+    assert "server new [::1]:8443\n" in text
+
+
+def test_max_connections_is_lowered_only_from_the_default_and_then_said() -> None:
+    """The default is lowered to what the fd limit holds, with a note; an explicit ask is refused."""
+    assert honoured_maxconn(1000, 20_000) == (1000, None)
+    fits, note = honoured_maxconn(10_000, 20_000)
+    assert fits == 7920
+    assert note is not None
+    assert "lowered from the default 10000 to 7920" in note
+    with pytest.raises(Blocked, match="give --max-connections 7920"):
+        honoured_maxconn(9000, 20_000)
+
+
+def test_dropped_log_lines_are_read_from_show_info() -> None:
+    """HAProxy's own count of log lines it could not write is read from `show info`."""
+    assert dropped_logs("Name: HAProxy\nDroppedLogs: 42\nUptime: 0d\n") == 42
+    assert dropped_logs("Name: HAProxy\n") == 0
+
+
+def test_termination_states_give_errors_and_aborts() -> None:
+    """CD is a client abort, SD an upstream abort, SC a refused new host; -- is a clean end."""
+    states = {
+        s: parse_log_line(f"OPSKIT 127.0.0.1 5 10 20 {s} 3") for s in ("CD", "SD", "SC", "--")
+    }
+
+    assert {s: (p.abort, p.error) for s, p in states.items() if p} == {
+        "CD": ("client", False),
+        "SD": ("upstream", False),
+        "SC": (None, True),
+        "--": (None, False),
+    }

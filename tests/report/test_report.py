@@ -25,7 +25,7 @@ def test_markdown_tells_each_step_who_approved_and_what_was_captured(tmp_path: P
 
     assert text.startswith("# Run R1: succeeded")
     assert "| `cutover` | done | alice (critical) | 2s | 1 | synced_rows=1200 |" in text
-    assert "| `ttl-gate` | done |  | 1s | 2 | ttl_s=300; ready=true |" in text
+    assert "| `ttl-gate` | done |  | 1s | 2 | ttl_s=5m; ready=true |" in text
     assert "db synced, waiting for the client to switch DNS" in text
     assert "All steps are done." in text
     assert "### Owner: customer-sysadmin" in text

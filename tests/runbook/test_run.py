@@ -536,7 +536,7 @@ def test_rollback_undoes_commands_and_passes_over_probes(
     result = opskit("rollback", rid, expect=ExitCode.OK)
 
     assert lines(log) == ["stop", "start"]
-    assert "<== -- new-healthy (0.00s): nothing to undo (probe)" in result.stdout
+    assert "<== -- new-healthy (0ms): nothing to undo (probe)" in result.stdout
     assert "done: rolled back: 1 step(s) undone" in result.stdout
     state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
     assert [s["status"] for s in state["steps"]] == ["undone", "succeeded"]
