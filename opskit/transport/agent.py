@@ -65,7 +65,7 @@ def script(command: str, env: Mapping[str, str] | None) -> bytes:
 
 def _live_transport(ssh: SshTransport) -> paramiko.Transport | None:
     """The host's SSH transport when it is still up (never reconnects: a cancel needs the same host)."""
-    client = ssh._client  # noqa: SLF001 - the agent rides on the host's one connection
+    client = ssh._client
     transport = client.get_transport() if client is not None else None
     return transport if transport is not None and transport.is_active() else None
 
@@ -143,7 +143,7 @@ class AgentTransport:
     def _agent(self) -> paramiko.Channel:
         if self._chan is not None and not self._chan.closed and not self._chan.exit_status_ready():
             return self._chan
-        client = self._ssh._connected()  # noqa: SLF001 - the agent rides on the host's one connection
+        client = self._ssh._connected()
         transport = client.get_transport()
         try:
             if transport is None:
@@ -217,11 +217,8 @@ class AgentTransport:
             if out.done and err.done:
                 break
             now = time.monotonic()
-            if (
-                chan.closed
-                or chan.exit_status_ready()
-                and not chan.recv_ready()
-                and not chan.recv_stderr_ready()
+            if chan.closed or (
+                chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
             ):
                 self._chan = None
                 raise self._dropped()
