@@ -106,10 +106,13 @@ class _Framed:
             self.buf.clear()
             self.done = True
             return
-        keep = len(self.end) + 12  # a marker cut between two chunks stays in the buffer
-        if len(self.buf) > keep:
-            self.tail.feed(bytes(self.buf[:-keep]))  # type: ignore[attr-defined]
-            del self.buf[:-keep]
+        # Everything goes to the tail now (live output), except what may be the start of the end marker.
+        hold = self.buf.rfind(END_MARK)
+        if hold < 0 or not self.end.startswith(bytes(self.buf[hold : hold + len(self.end)])):
+            hold = len(self.buf)
+        if hold:
+            self.tail.feed(bytes(self.buf[:hold]))  # type: ignore[attr-defined]
+            del self.buf[:hold]
 
 
 class AgentTransport:
