@@ -124,6 +124,8 @@ def big(work: Path, fleet: Fleet, hosts: int, parallel: int) -> None:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fds_after = _open_fds()
     print(f"opskit   {hosts} hosts x 1 step, parallel {parallel}: {wall:.2f} s, state {outcome.state}")
+    if outcome.state != "succeeded":
+        print(f"         {outcome.message[:600]}")
     print(f"memory   peak RSS grew {(rss_after - rss_before) / 1024:.1f} MiB: "
           f"{(rss_after - rss_before) / max(parallel, 1):.0f} KiB per open connection (at most {parallel} at once)")  # fmt: skip
     print(f"fds      {fds_before} open before, {fds_after} after (leaked: {fds_after - fds_before})")

@@ -1,0 +1,82 @@
+"""ProxyJump from an ssh config: through a bastion sshd (one hop and a chain), host keys checked on every hop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opskit.errors import HostKeyError
+from opskit.transport.agent import AgentTransport
+from opskit.transport.base import HostSpec
+from opskit.transport.ssh import SshTransport
+from tests.servers.sshd import Sshd
+from tests.servers.sshd_fleet import Fleet, start_fleet
+
+pytestmark = pytest.mark.sshd
+
+
+def _config(tmp_path: Path, sshd: Sshd, fleet: Fleet, jump: str) -> Path:
+    """Host aliases: bastion (the session sshd), hop and target (fleet hosts), target behind `jump`."""
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host bastion\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {sshd.client_key}\n"
+        f"Host hop\n  HostName {fleet.addresses[0]}\n  Port {fleet.port}\n  User {fleet.user}\n"
+        f"  IdentityFile {fleet.client_key}\n"
+        f"Host target\n  HostName {fleet.addresses[1]}\n  Port {fleet.port}\n  User {fleet.user}\n"
+        f"  IdentityFile {fleet.client_key}\n  ProxyJump {jump}\n"
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """Two SSH hosts (127.0.0.2 and .3) behind the bastion."""
+    with start_fleet(tmp_path_factory.mktemp("jumpfleet"), 2) as f:
+        yield f  # type: ignore[misc]
+
+
+def _known(tmp_path: Path, *files: Path) -> Path:
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(f.read_text() for f in files))
+    return known
+
+
+@pytest.mark.parametrize("jump", ["bastion", "bastion,hop"])
+def test_proxyjump_through_a_bastion_and_a_chain(
+    tmp_path: Path, sshd: Sshd, fleet: Fleet, jump: str
+) -> None:
+    """The target is reached through the bastion (and the hop): its command runs, the bastion logged us in."""
+    known = _known(tmp_path, sshd.known_hosts, fleet.known_hosts)
+    config = _config(tmp_path, sshd, fleet, jump)
+    before = sshd.logins()
+    t = AgentTransport(
+        SshTransport(
+            HostSpec(name="target", address="target", known_hosts=str(known)), ssh_config=config
+        )
+    )
+    try:
+        result = t.run("echo $SSH_CONNECTION")
+    finally:
+        t.close()
+
+    assert result.rc == 0
+    assert (
+        result.stdout.split()[2] == fleet.addresses[1]
+    )  # the address the target's sshd was reached on
+    assert sshd.logins() - before == 1
+
+
+def test_an_unknown_bastion_key_is_refused_naming_the_hop(
+    tmp_path: Path, sshd: Sshd, fleet: Fleet
+) -> None:
+    """A bastion whose key is not in known_hosts stops the connection before anything reaches the target."""
+    known = _known(tmp_path, fleet.known_hosts)  # the target is trusted, the bastion is not
+    config = _config(tmp_path, sshd, fleet, "bastion")
+    t = SshTransport(
+        HostSpec(name="target", address="target", known_hosts=str(known)), ssh_config=config
+    )
+
+    with pytest.raises(HostKeyError, match="jump host bastion"):
+        t.run("true")
