@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import select
 import shlex
 import threading
 import time
@@ -122,6 +121,7 @@ class AgentTransport:
         self._ssh = ssh
         self._chan: paramiko.Channel | None = None
         self._lock = threading.Lock()
+        self._ready = threading.Event()
         self.agents_started = 0
 
     @property
@@ -157,6 +157,12 @@ class AgentTransport:
             raise TransportError(
                 self.label, f"could not start the remote shell: {exc} (nothing ran)"
             ) from None
+        # Woken when output (or the end) arrives; select() would cost each channel a pipe (2 fds),
+        # and cannot watch descriptors past 1024: a fleet of 500 hosts has more.
+        ready = threading.Event()
+        chan.in_buffer.set_event(ready)
+        chan.in_stderr_buffer.set_event(ready)
+        self._ready = ready
         self._chan = chan
         self.agents_started += 1
         return chan
@@ -236,7 +242,7 @@ class AgentTransport:
                     with contextlib.suppress(Exception):
                         chan.close()
                     return True
-            select.select([chan], [], [], 0.2)
+            self._ready.wait(0.2)
         return cancelled_at is not None
 
     def _dropped(self) -> TransportError:
