@@ -161,7 +161,10 @@ def run_on_hosts(
     untouched = [h for h in todo if h not in results]
     succeeded = [h for h in hosts if h not in failed and h not in untouched]
     _table(runner, step, hosts, results, prior)
-    per_host = {h: results[h].stdout.strip() for h in hosts if h in results and results[h].ok}
+    per_host = {h: _captured(step, results[h]) for h in hosts if h in results and results[h].ok}
+    # Per-host undo data (a bridge on each host), for a rollback host by host.
+    undo = {h: dict(r.undo) for h, r in results.items() if r.undo is not None}
+    undo.update({h: dict(r.undo) for h, r in prior.items() if r.undo is not None and h not in undo})
     values: dict[str, Any] = {"hosts": {h: ("failed" if h in failed else "untouched" if h in untouched else "succeeded")
                                         for h in hosts}}  # fmt: skip
     if len(failed) > allowed:
@@ -170,11 +173,13 @@ def run_on_hosts(
                    f"allows ({allowed}): rollout stopped{rest}")  # fmt: skip
         worst = next((results[h] for h in failed if h in results), None)
         return Attempt(ok=False, summary=summary, rc=worst.rc if worst else None,
-                       blocked=bool(worst and worst.blocked), values=values, per_host=per_host), most  # fmt: skip
+                       blocked=bool(worst and worst.blocked), values=values, per_host=per_host,
+                       undo={"hosts": undo} if undo else None), most  # fmt: skip
     summary = f"{len(succeeded)} of {len(hosts)} hosts succeeded"
     if failed:
         summary += f"; failed within max_failures ({allowed}): {', '.join(failed)}"
-    return Attempt(ok=True, summary=summary, values=values, per_host=per_host), most
+    return Attempt(ok=True, summary=summary, values=values, per_host=per_host,
+                   undo={"hosts": undo} if undo else None), most  # fmt: skip
 
 
 def _run_batch(  # noqa: PLR0917 - the rollout's state, passed down once per batch
@@ -237,7 +242,7 @@ def _journal_host(
     if result.in_doubt:
         return  # no host_finished: a resume treats the host as in doubt, as it should
     status = "succeeded" if result.ok else "failed"
-    captured = result.stdout.strip() if step.run else dict(result.values)
+    captured = _captured(step, result)
     runner.journal.append(
         "host_finished", step=step.id, host=host, batch=batch, status=status, rc=result.rc, attempts=attempts,
         summary=result.summary, capture_name=step.capture, captured=captured if step.capture else None,
@@ -245,6 +250,11 @@ def _journal_host(
     )  # fmt: skip
     runner.fleet.record(step.id, host, HostRecord(status, result.summary, captured, result.undo, batch),
                         step.capture)  # fmt: skip
+
+
+def _captured(step: Step, result: Attempt) -> Any:
+    """What `capture:` keeps of one host: a command's stdout, an action's values."""
+    return result.stdout.strip() if step.run else dict(result.values)
 
 
 def _settle_in_doubt(runner: Runner, step: Step, host: str) -> str:

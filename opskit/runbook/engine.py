@@ -335,6 +335,11 @@ class Runner:
             return self.on_hosts(
                 step, hosts, lambda host, n: self.command(step, ctx, host, display, n)
             )
+        if step.uses and fleet_runner.is_fleet(step, hosts):
+            # Each host renders `with:` with its own values (inventory_hostname, host vars).
+            return self.on_hosts(
+                step, hosts, lambda host, n: self.host_action(step, host, display, n)
+            )
         if step.uses:
             params = render_value(dict(step.with_), ctx)
             try:
@@ -444,6 +449,17 @@ class Runner:
         for name in command.secrets & set(self.s.secrets):
             env[secret_env_name(name)] = self.s.secrets[name]
         return env
+
+    def host_action(
+        self, step: Step, host: str | None, display: str | None, attempt: int
+    ) -> Attempt:
+        """A fleet step's action on one host, its `with:` rendered with that host's values."""
+        try:
+            params = render_value(dict(step.with_), self.context(step, self.s.secrets, host))
+            action = actions.load(step.uses or "").from_params(actions.Params(params))
+        except (OpskitError, ImportError, TemplateProblem) as exc:
+            return Attempt(ok=False, summary=f"{step.uses}: {self.s.masker.text(str(exc))}")
+        return self.action(step, action, host, display, attempt)
 
     def action(
         self, step: Step, action: Any, host: str | None, display: str | None, attempt: int

@@ -167,6 +167,10 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
         return True, "undone"
     for host in hosts:
         actx = StepContext(s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
+        ctx = runner.context(step, s.secrets, host)
+        record = runner.fleet.of(step.id).get(host or "")
+        if record is not None:  # a fleet step: this host's own undo data
+            data = record.undo
         if undo is not None and undo.uses:
             action = actions.load(undo.uses).from_params(
                 actions.Params(render_value(dict(undo.with_), ctx))
@@ -182,4 +186,6 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
             result = undone
         if not result.ok:
             return False, result.summary
+        if record is not None:
+            s.journal.append("host_undone", step=step.id, host=host)
     return True, "undone"
