@@ -299,3 +299,31 @@ def test_group_with_an_unknown_host_is_bad_input(
 
     assert "runbook.yaml:4:" in result.stderr
     assert "unknown host 'wbe2'" in result.stderr
+
+
+def test_bad_rollout_fields_are_reported_at_their_line(opskit: Invoke, tmp_path: Path) -> None:
+    """parallel: 0, batches: [0] and max_failures: lots are refused by validate, each at FILE:LINE:COL."""
+    path = write(
+        tmp_path,
+        """
+        name: bad
+        hosts:
+          web1: 127.0.0.2
+        steps:
+          - id: s
+            on: web1
+            parallel: 0
+            batches: [0, 50%]
+            max_failures: lots
+            run: "true"
+    """,
+    )
+
+    result = opskit("validate", str(path), expect=ExitCode.BAD_INPUT)
+
+    assert "runbook.yaml:7:" in result.stderr
+    assert "parallel must be" in result.stderr
+    assert "runbook.yaml:8:" in result.stderr
+    assert "batches must be" in result.stderr
+    assert "runbook.yaml:9:" in result.stderr
+    assert "max_failures must be" in result.stderr
