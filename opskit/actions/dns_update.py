@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
 from opskit.dns.servers import Server, parse_servers, split_host_port
+from opskit.dns.tsigkey import wire_algorithm
 from opskit.errors import OpskitError
 
 if TYPE_CHECKING:
@@ -55,6 +56,12 @@ class DnsUpdate(BaseAction):
                 split_host_port("server", action.server, 53)
             except OpskitError as exc:
                 raise ParamError("server", str(exc)) from None
+        if wire_algorithm(action.tsig_algorithm) is None:
+            raise ParamError(
+                "tsig_algorithm",
+                f"unknown TSIG algorithm {action.tsig_algorithm!r} (hmac-md5, hmac-sha1, "
+                "hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512)",
+            )
         if action.tsig_key_file and action.tsig_secret:
             raise ParamError("tsig_secret", "give tsig_key_file or tsig_secret, not both")
         if action.tsig_secret and not action.tsig_name:
@@ -68,7 +75,7 @@ class DnsUpdate(BaseAction):
         return f"set {self.name} {self.type} to {', '.join(self.values)}{ttl} on {self.server}"
 
     def _key(self, ctx: ActionContext) -> Any:
-        from opskit.dns.update import TsigKey, load_key_file  # noqa: PLC0415 - dnspython on use
+        from opskit.dns.tsigkey import TsigKey, load_key_file  # noqa: PLC0415
 
         if self.tsig_key_file:
             key = load_key_file(self.tsig_key_file)
@@ -105,6 +112,7 @@ class DnsUpdate(BaseAction):
 
         key = self._key(ctx)
         ttl = int(self.ttl_s) if self.ttl_s is not None else None
+        wildcard = _synthesized_from(self._target(), self.zone, self.name, self.type)
         result = replace_rrset(
             self._target(),
             self.zone,
@@ -117,7 +125,7 @@ class DnsUpdate(BaseAction):
         )
         before = (
             {"values": list(result.before.values), "ttl": result.before.ttl}
-            if result.before
+            if result.before and wildcard is None  # a synthesized answer is no record to restore
             else None
         )
         after = (
@@ -125,8 +133,15 @@ class DnsUpdate(BaseAction):
             if result.after
             else "nothing"
         )
+        from opskit.dns.family import after_switch  # noqa: PLC0415
+
+        changed = (result.before.values if result.before else ()) != (
+            result.after.values if result.after else ()
+        )
+        still = after_switch(self._target(), result.name, result.type, changed=changed)
         return ActionResult(
             ok=result.verified,
+            detail=still or "",
             summary=(
                 f"{result.name} {result.type} on {result.server} now {after}"
                 + ("" if result.verified else " (NOT verified: the server does not show it)")
@@ -136,6 +151,8 @@ class DnsUpdate(BaseAction):
                 "after": {"values": list(result.after.values), "ttl": result.after.ttl}
                 if result.after
                 else None,
+                # no explicit record existed: the name was covered by this wildcard (issue #12.6)
+                **({"synthesized_from": wildcard} if wildcard else {}),
             },
             facts=_facts(result),
             undo={
@@ -144,6 +161,7 @@ class DnsUpdate(BaseAction):
                 "name": result.name,
                 "type": result.type,
                 "before": before,
+                **({"synthesized_from": wildcard} if wildcard else {}),
             },
         )
 
@@ -163,10 +181,30 @@ class DnsUpdate(BaseAction):
             now=ctx.now(),
         )
         shown = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing (deleted)"
+        ok = result.verified
+        wildcard = data.get("synthesized_from")
+        if not ok and before is None and wildcard:
+            # deleted: the name answers from its wildcard again, which is the state before the step
+            owner = _synthesized_from(
+                server, str(data.get("zone", self.zone)), result.name, result.type
+            )
+            ok = owner == wildcard
+            shown = f"nothing of its own (answers from {wildcard} again)"
         return ActionResult(
-            ok=result.verified,
+            ok=ok,
             summary=f"restored {result.name} {result.type} on {result.server} to {shown}",
         )
+
+
+def _synthesized_from(server: Server, zone: str, name: str, rtype: str) -> str | None:
+    """The `*.` owner when NAME TYPE has no record of its own on the server, only a wildcard's."""
+    from opskit.dns.update import read_rrset  # noqa: PLC0415
+    from opskit.dns.wildcard import wildcard_owner_sync  # noqa: PLC0415
+
+    now = read_rrset(server, name, rtype)
+    if now is None:
+        return None
+    return wildcard_owner_sync(server, name, rtype, now.values, zone=zone)
 
 
 def _facts(result: UpdateResult) -> dict[str, Any]:

@@ -104,6 +104,9 @@ class DnsWait(BaseAction):
             summary = f"timed out after {format_seconds(result.waited_s)}: not every server returns {', '.join(result.expected)}"
         if result.stale:
             detail += f"\nserved the old answer while watched: {', '.join(result.stale)}"
+        if result.unflipped_types:
+            summary += f" (did not flip: {', '.join(result.unflipped_types)})"
+        detail += "".join(f"\n{note}" for note in result.notes)
         return ActionResult(
             ok=result.done,
             summary=summary,

@@ -325,10 +325,14 @@ def bind_when_free(listen: tuple[str, int], timeout_s: float) -> Iterator[socket
                 break
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    from opskit.proxy.listeners import address_taken  # noqa: PLC0415
+
+                    holder = address_taken(*listen) if exc.errno == errno.EADDRINUSE else None
                     raise Blocked(
                         f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"
                         + (
-                            f" (still in use after {format_seconds(timeout_s)})"
+                            f" (still in use after {format_seconds(timeout_s)}"
+                            + (f", by {holder})" if holder else ")")
                             if exc.errno == errno.EADDRINUSE
                             else ""
                         )

@@ -367,7 +367,8 @@ def update(
     """
     from opskit.dns import history
     from opskit.dns.servers import parse_servers
-    from opskit.dns.update import load_key_file, replace_rrset
+    from opskit.dns.tsigkey import load_key_file
+    from opskit.dns.update import replace_rrset
 
     target = parse_servers("--server", [server])[0]
     key = load_key_file(tsig_key_file) if tsig_key_file else None
@@ -384,8 +385,14 @@ def update(
     )
     if result.ttl_lowered is not None:
         history.record({"fact": history.FACT, **result.ttl_lowered})
+    from opskit.dns.family import after_switch
+
+    changed = (result.before.values if result.before else ()) != (
+        result.after.values if result.after else ()
+    )
+    note = after_switch(target, result.name, result.type, changed=changed)
     if as_json:
         output.emit_json(result)
     else:
-        dns_render.update(result, history.changes_file())
+        dns_render.update(result, history.changes_file(), [note] if note else [])
     return ExitCode.OK if result.verified else ExitCode.NEGATIVE

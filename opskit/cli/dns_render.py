@@ -30,7 +30,8 @@ def check(report: CheckReport) -> None:
         output.line(title)
         for link in rec.chain:
             data = ", ".join(link.answers) if link.answers else link.rcode
-            output.line(f"  {link.name} {link.ttl} {link.type} {data}")
+            source = f" (synthesized from {link.wildcard})" if link.wildcard else ""
+            output.line(f"  {link.name} {link.ttl} {link.type} {data}{source}")
         output.table(
             ["nameserver", "answers", "ttl", "serial", "error"],
             [
@@ -68,7 +69,7 @@ def _resolver_note(r: ResolverAnswer) -> str:
     if r.label:
         words.append("clamps TTLs or serves stale")
     if r.primed:
-        words.append("this probe may have primed it")
+        words.append("cache view unknown")
     return "; ".join(words)
 
 
@@ -91,8 +92,8 @@ def plan(result: SwitchPlan) -> None:
         output.line("PLAN OK")
 
 
-def update(result: UpdateResult, journal: Path) -> None:
-    """Before -> after, the journaled lowering, and VERIFIED or not."""
+def update(result: UpdateResult, journal: Path, notes: Sequence[str] = ()) -> None:
+    """Before -> after, the journaled lowering, what else still points at the old host, VERIFIED."""
     before = (
         f"{', '.join(result.before.values)} ttl {result.before.ttl}" if result.before else "nothing"
     )
@@ -110,6 +111,8 @@ def update(result: UpdateResult, journal: Path) -> None:
             f"if every authoritative server serves the new TTL now (`opskit dns check` tells; "
             f"recorded in {journal})"
         )
+    for note in notes:
+        output.line(f"! {note}")
     output.line(
         "VERIFIED" if result.verified else "NOT VERIFIED: the server does not show the new records"
     )
@@ -119,9 +122,13 @@ def wait_end(result: WaitResult) -> None:
     if result.stale:
         output.line(f"served the old answer after the switch: {', '.join(result.stale)}")
     expected = ", ".join(result.expected)
+    for note in result.notes:
+        output.line(f"! {note}")
     if result.done:
         output.line(f"FLIPPED: every server returns {expected} ({result.waited_s:.1f} s)")
         return
+    if result.unflipped_types:
+        output.line(f"  did not flip: {', '.join(result.unflipped_types)}")
     for s in result.servers:
         if not s.flipped:
             what = ", ".join(s.answers) or s.error or "nothing"

@@ -7,6 +7,7 @@ for a day. dnspython's `minimum_ttl` is the right number for caching a whole ans
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import dns.message
@@ -19,7 +20,11 @@ from opskit.dns.negative import negative_ttl
 from opskit.dns.query import find
 from opskit.dns.report import Link
 
-MAX_CHAIN = 8
+# Resolvers give up on a chain after this many CNAMEs and answer SERVFAIL: unbound's MAX_RESTART_COUNT
+# is 11 (8 before 1.13.2, NLnetLabs/unbound#438) and BIND's max-query-restarts defaults to 11.
+MAX_FOLLOWED_CNAMES = 11
+# we follow a little further than resolvers do, to see (and say) that a chain is too long
+MAX_CHAIN = MAX_FOLLOWED_CNAMES + 3
 
 
 def links_from(
@@ -35,6 +40,7 @@ def links_from(
     """
     links: list[Link] = []
     name = qname
+    seen = {qname}
     type_text = dns.rdatatype.to_text(rdtype)
     for _ in range(MAX_CHAIN):
         rrset = find(response, name, rdtype)
@@ -66,6 +72,9 @@ def links_from(
             )
         )
         name = target
+        if name in seen:  # a loop: the last link points back into the chain (chain_problem says so)
+            return links, None
+        seen.add(name)
         if zone is not None and not name.is_subdomain(zone):
             return links, name
     neg = negative_ttl(response)
@@ -98,3 +107,49 @@ def effective_ttl(links: Sequence[Link], changes: str | None = None) -> int | No
     """The TTL that gates the switch (see gate_link)."""
     link = gate_link(links, changes)
     return None if link is None else link.ttl
+
+
+def _bare(name: str) -> str:
+    return name.lower().rstrip(".")
+
+
+def chain_problem(links: Sequence[Link]) -> str | None:
+    """Why resolvers cannot follow this chain (a loop, or more CNAMEs than they follow), or None."""
+    names = [link.name.lower() for link in links]
+    cnames = [link for link in links if link.type == "CNAME"]
+    if cnames and links[-1].type == "CNAME" and links[-1].answers:
+        target = links[-1].answers[0].lower()
+        if target in names:
+            start = names.index(target)
+            cycle = " -> ".join(_bare(n) for n in [*names[start:], target])
+            reached = f" (reached from {_bare(names[0])})" if start else ""
+            return (
+                f"CNAME loop: {cycle}{reached}: resolvers answer SERVFAIL; point one of these "
+                "names at a real address"
+            )
+    if len(cnames) > MAX_FOLLOWED_CNAMES:
+        path = " -> ".join(_bare(n) for n in names)
+        return (
+            f"CNAME chain of {len(cnames)} links ({path}) is longer than resolvers follow "
+            f"(unbound and BIND follow at most {MAX_FOLLOWED_CNAMES}, then answer SERVFAIL): "
+            f"point {_bare(names[0])} closer to its target"
+        )
+    return None
+
+
+def widest(chain: Sequence[Link], chains: Sequence[Sequence[Link]]) -> tuple[Link, ...]:
+    """`chain` with each link's TTL raised to the largest any server gave for that name and type.
+
+    Caches hold whatever copy they fetched, from whichever server: the effective TTL is the largest
+    any server serves, whatever order the servers were given in.
+    """
+    top: dict[tuple[str, str], int] = {}
+    for one in chains:
+        for link in one:
+            key = (link.name.lower(), link.type)
+            if link.ttl is not None:
+                top[key] = max(top.get(key, link.ttl), link.ttl)
+    return tuple(
+        dataclasses.replace(link, ttl=top.get((link.name.lower(), link.type), link.ttl))
+        for link in chain
+    )

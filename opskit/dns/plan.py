@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opskit.dns.chain import gate_link
 from opskit.dns.check import CheckOptions, check
+from opskit.dns.dnssec import signed_path
 from opskit.dns.history import latest_for
 from opskit.dns.timefmt import as_utc, ceil_second
 from opskit.dns.verdict import ASSUMED_MAX_CACHE_TTL_S, Lowering
@@ -69,6 +71,7 @@ def make_plan(
     now: datetime,
     lowering: Lowering | None = None,
     lower_what: str | None = None,
+    blockers: tuple[str, ...] = (),
 ) -> SwitchPlan:
     """The timeline, pure: every time follows from the TTLs, the switch time and `now`.
 
@@ -79,7 +82,9 @@ def make_plan(
     lowered_rrset = lower_what or what
     _not_past(switch_at, now)
     steps: list[PlanStep] = []
-    problems: list[str] = []
+    # what `dns check` refuses and no waiting fixes (disagreement, a failing server, a loop) sinks
+    # the plan too: a timeline on top of a broken record would read as permission
+    problems: list[str] = list(blockers)
     caveats: list[str] = []
     lower_by: datetime | None = None
     safe_from: datetime | None
@@ -164,11 +169,12 @@ def plan(
     """Ask the authoritative servers for the TTL now, then lay out the timeline."""
     _not_past(switch_at, now)
     report = check([name], options, now=now)
+    blockers = tuple(dict.fromkeys(p for r in report.records for p in r.blockers))
     timed = [r for r in report.records if r.ttl is not None]
-    if not timed:
+    if report.blocked or (not timed and not blockers):
         reasons = "; ".join(p for r in report.records for p in r.problems)
         raise Blocked(f"no TTL for {name}: {reasons}")
-    record = max(timed, key=lambda r: r.ttl or 0)
+    record = max(timed or report.records, key=lambda r: r.ttl or 0)
     link = gate_link(record.chain, options.policy.changes)
     lower_what = f"{link.name.rstrip('.')} {link.type}" if link is not None else None
     lowering = options.lowering or latest_for(
@@ -176,7 +182,7 @@ def plan(
         link.name if link is not None else record.name,
         link.type if link is not None else record.type,
     )
-    return make_plan(
+    made = make_plan(
         name=record.name,
         rtype=record.type,
         current_ttl=record.ttl or 0,
@@ -185,4 +191,12 @@ def plan(
         now=now,
         lowering=lowering,
         lower_what=lower_what,
+        blockers=blockers,
     )
+    # signatures valid now may run out before a switch days away: fine while the signer keeps
+    # re-signing, which opskit cannot see from outside, so the plan holds only "if" it does
+    later = [p for r in report.records for p in signed_path(r, as_utc(switch_at), now)[0]]
+    signer = tuple(f"the signer refreshes it in time ({p})" for p in dict.fromkeys(later))
+    if not signer or not made.feasible:
+        return made
+    return dataclasses.replace(made, caveats=made.caveats + signer)

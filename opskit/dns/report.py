@@ -23,6 +23,18 @@ class Dnssec:
 
 
 @dataclass(frozen=True)
+class ZoneKeys:
+    """A signed zone's keys, the DS its parent publishes, and the signature over its DNSKEY RRset."""
+
+    zone: str
+    dnskeys: tuple[str, ...]  # "tag 10155 (KSK)"
+    ds: tuple[str, ...] | None  # the DS records at the parent; None when the parent was not reached
+    ds_matching: tuple[str, ...]  # those that match one of the DNSKEYs
+    dnskey_signature: Dnssec | None = None
+    parent_error: str | None = None
+
+
+@dataclass(frozen=True)
 class Link:
     """One step of a CNAME chain as an authoritative server publishes it (rcode NXDOMAIN/NODATA: negative)."""
 
@@ -32,6 +44,7 @@ class Link:
     answers: tuple[str, ...]
     rcode: str = "NOERROR"
     dnssec: Dnssec | None = None
+    wildcard: str | None = None  # "*.wild.example.net." when the answer is synthesized from it
 
     @property
     def negative(self) -> bool:
@@ -96,6 +109,8 @@ class RecordReport:
     safe_after: datetime | None = None
     notes: tuple[str, ...] = ()
     zone: str | None = None
+    blockers: tuple[str, ...] = ()  # the problems that waiting does not fix (plan refuses on them)
+    keys: ZoneKeys | None = None  # DNSSEC: keys, DS at the parent (signed zones only)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,10 @@ makes a later `dns check` able to say when the switch is safe after a lowering.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import dns.exception
 import dns.message
@@ -27,18 +25,10 @@ import dns.update
 from opskit.dns.chain import links_from
 from opskit.dns.query import describe_error, make_query, rdtype_of
 from opskit.dns.servers import Server, parse_name
+from opskit.dns.tsigkey import BadKey, TsigKey, wire_algorithm
 from opskit.errors import Blocked, Negative, OpskitError, UsageError
 
 DEFAULT_NEW_TTL_S = 300
-_KEY = re.compile(
-    r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>.*?)\}\s*;', re.DOTALL | re.IGNORECASE
-)
-_ALGORITHM = re.compile(r"algorithm\s+\"?(?P<v>[A-Za-z0-9.-]+)\"?\s*;", re.IGNORECASE)
-_SECRET = re.compile(r'secret\s+"(?P<v>[^"]+)"\s*;', re.IGNORECASE)
-
-
-class BadKey(UsageError):
-    """A TSIG key file that cannot be read or parsed; names the file and what is wrong."""
 
 
 class UpdateFailed(Negative):
@@ -47,18 +37,6 @@ class UpdateFailed(Negative):
 
 class ServerUnreachable(Blocked):
     """The server could not be asked at all, so nothing was sent (exit 3, like every dead server)."""
-
-
-@dataclass(frozen=True)
-class TsigKey:
-    """A TSIG key as `tsig-keygen` writes it and `nsupdate -k` reads it."""
-
-    name: str
-    algorithm: str
-    secret: str
-
-    def __repr__(self) -> str:  # never print the secret
-        return f"TsigKey(name={self.name!r}, algorithm={self.algorithm!r}, secret=***)"
 
 
 @dataclass(frozen=True)
@@ -84,42 +62,17 @@ class UpdateResult:
     ttl_lowered: dict[str, object] | None  # the `dns.ttl_lowered` fact, when the TTL went down
 
 
-def parse_key_text(text: str, where: str = "key file") -> TsigKey:
-    """The first `key "name" { algorithm ...; secret "..."; };` block of a BIND key file."""
-    match = _KEY.search(text)
-    if match is None:
-        raise BadKey(
-            f'{where}: no key "NAME" {{ algorithm ...; secret "..."; }}; block (as tsig-keygen writes)'
-        )
-    body = match.group("body")
-    algorithm = _ALGORITHM.search(body)
-    secret = _SECRET.search(body)
-    if secret is None:
-        raise BadKey(f"{where}: key {match.group('name')!r} has no secret")
-    return TsigKey(
-        match.group("name"),
-        (algorithm.group("v") if algorithm else "hmac-sha256").lower(),
-        secret.group("v"),
-    )
-
-
-def load_key_file(path: str | Path) -> TsigKey:
-    """Read a BIND key file; one-line errors for a missing or unreadable file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadKey(f"cannot read TSIG key file {path}: {exc.strerror or exc}") from None
-    return parse_key_text(text, str(path))
-
-
 def _keyring(
     key: TsigKey | None,
 ) -> tuple[dict[dns.name.Name, dns.tsig.Key] | None, dns.name.Name | None]:
     if key is None:
         return None, None
+    wire = wire_algorithm(key.algorithm)
+    if wire is None:
+        raise BadKey(f"TSIG key {key.name!r}: unknown algorithm {key.algorithm!r}")
     try:
-        algorithm = dns.name.from_text(key.algorithm)
-        ring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
+        algorithm = dns.name.from_text(wire)
+        ring = dns.tsigkeyring.from_text({key.name: (wire, key.secret)})
     except (ValueError, dns.exception.DNSException) as exc:
         raise BadKey(f"TSIG key {key.name!r}: {exc}") from None
     return ring, algorithm

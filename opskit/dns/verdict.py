@@ -8,14 +8,17 @@ A low TTL seen now proves nothing about when it was lowered, so without a journa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from opskit.dns.chain import gate_link
-from opskit.dns.dnssec import expiry_problem
-from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
-from opskit.dns.timefmt import as_utc, by, when
+from opskit.dns.agreement import disagreements
+from opskit.dns.cacheverdict import resolver_notes, stretching
+from opskit.dns.chain import chain_problem, gate_link
+from opskit.dns.dnssec import signed_path
+from opskit.dns.report import CheckReport, Link, RecordReport
+from opskit.dns.timefmt import as_utc, when
 
 # The longest a common resolver keeps anything (unbound cache-max-ttl default); used only to say what an
 # unknown lowering time would have to be, never to declare a switch safe.
@@ -69,6 +72,7 @@ class RecordVerdict:
     safe_after: datetime | None
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    blockers: tuple[str, ...] = ()  # the problems no wait fixes: `dns plan` refuses on these too
 
 
 @dataclass(frozen=True)
@@ -85,59 +89,15 @@ def _bare(name: str) -> str:
     return name.lower().rstrip(".")
 
 
-def _fingerprint(
-    ns: NameserverAnswer,
-) -> tuple[tuple[str, str, int | None, tuple[str, ...], str], ...]:
-    return tuple((lk.name.lower(), lk.type, lk.ttl, lk.answers, lk.rcode) for lk in ns.chain)
-
-
-def _show(ns: NameserverAnswer) -> str:
-    data = ", ".join(ns.answers) if ns.answers else (ns.chain[-1].rcode if ns.chain else "nothing")
-    return f"{ns.server} {data} ttl {ns.ttl} serial {ns.serial}"
-
-
-def disagreements(nameservers: Sequence[NameserverAnswer]) -> list[str]:
-    """Answers, TTLs and serials that differ between authoritative servers (same serial != same data)."""
-    answered = [ns for ns in nameservers if ns.error is None]
-    problems: list[str] = []
-    groups: dict[object, list[NameserverAnswer]] = {}
-    for ns in answered:
-        groups.setdefault(_fingerprint(ns), []).append(ns)
-    if len(groups) > 1:
-        shown = "; ".join(_show(ns) for ns in answered)
-        serials = {ns.serial for ns in answered}
-        why = (
-            f" under the same SOA serial {serials.pop()} (a zone changed without a serial bump)"
-            if len(serials) == 1
-            else ""
-        )
-        problems.append(
-            f"authoritative servers disagree{why}: {shown}; make every server serve the same zone "
-            "(bump the serial, reload, NOTIFY the secondaries) before the switch"
-        )
-    serials_seen = {ns.serial for ns in answered if ns.serial is not None}
-    if len(serials_seen) > 1:
-        newest = max(serials_seen, key=lambda s: sum(_newer(s, o) for o in serials_seen))
-        lagging = ", ".join(
-            f"{ns.server} has {ns.serial}" for ns in answered if ns.serial != newest
-        )
-        problems.append(
-            f"SOA serials differ (newest {newest}; {lagging}): wait until every server has "
-            "transferred the zone, or send NOTIFY"
-        )
-    return problems
-
-
-def _newer(a: int, b: int) -> bool:
-    """RFC 1982 serial arithmetic: a is newer than b."""
-    return a != b and ((a - b) % 2**32) < 2**31
-
-
 def judge_record(
-    report: RecordReport, *, policy: Policy, lowering: Lowering | None, now: datetime
+    report: RecordReport,
+    *,
+    policy: Policy,
+    lowering: Lowering | None,
+    now: datetime,
+    present_types: Collection[str] = (),
 ) -> RecordVerdict:
-    """Decide one record from what the servers said."""
-    problems: list[str] = []
+    """Decide one record from what the servers said (`report.problems`: what asking already found)."""
     notes: list[str] = []
     answered = [ns for ns in report.nameservers if ns.error is None]
     if not answered:
@@ -145,35 +105,61 @@ def judge_record(
             "; ".join(f"{ns.server} {ns.error}" for ns in report.nameservers) or "no server to ask"
         )
         return RecordVerdict(False, True, None, (f"no authoritative server answered: {why}",), ())
+    blockers = list(report.problems)
     for ns in report.nameservers:
         if ns.error is not None:
-            problems.append(f"{ns.server} {ns.error}: every authoritative server must answer")
-    problems += disagreements(report.nameservers)
+            blockers.append(f"{ns.server} {ns.error}: every authoritative server must answer")
+    blockers += disagreements(report.nameservers)
+    broken = chain_problem(report.chain)
+    if broken is not None:
+        # a chain resolvers cannot follow has no TTL worth gating on: clients get SERVFAIL
+        blockers.append(broken)
+        return RecordVerdict(False, False, None, tuple(blockers), (), tuple(blockers))
+    problems = list(blockers)
     link = gate_link(report.chain, policy.changes)
     safe_after: datetime | None = None
     if link is None or link.ttl is None:
         problems.append(f"no TTL for {_bare(report.name)} {report.type} (no data, no SOA)")
+    elif (family := _other_family(link, present_types)) is not None:
+        # an IPv4-only name has no AAAA to switch: nothing is cached that the switch changes
+        safe_after = now
+        notes.append(
+            f"no {link.type} at {_bare(link.name)} ({family} only): nothing to switch for "
+            f"{'IPv6' if link.type == 'AAAA' else 'IPv4'} clients; if the switch adds {link.type}, "
+            f"resolvers cache its absence for up to {link.ttl} s"
+        )
     elif link.ttl > policy.max_ttl_s:
         safe_after = now + timedelta(seconds=link.ttl)
         problems.append(_too_long(link, report, policy, safe_after, now))
     else:
         safe_after, more = _lowering_evidence(report, link, policy, lowering, now, notes)
         problems += more
-    for lk in report.chain:
-        if lk.dnssec is not None and lk.ttl is not None:
-            what = f"{_bare(lk.name)} {lk.type}"
-            p = expiry_problem(what, lk.dnssec, safe_after, now, lk.ttl)
-            if p:
-                problems.append(p)
-            key = (
-                f", DNSKEY TTL {lk.dnssec.dnskey_ttl} s" if lk.dnssec.dnskey_ttl is not None else ""
-            )
-            notes.append(
-                f"{what} is signed: RRSIG TTL {lk.dnssec.rrsig_ttl} s{key}, signature valid until "
-                f"{by(lk.dnssec.rrsig_expires, now)} (validators cache these too)"
-            )
-    notes += _resolver_notes(report.resolvers, now)
-    return RecordVerdict(not problems, False, safe_after, tuple(problems), tuple(notes))
+        cache_safe, more, said = stretching(
+            report,
+            lowered_at=lowering.lowered_at if lowering else None,
+            previous_ttl_s=lowering.previous_ttl_s if lowering else None,
+            now=now,
+        )
+        problems += more
+        notes += said
+        if cache_safe is not None and safe_after is not None:
+            safe_after = max(safe_after, cache_safe)
+    signed_problems, signed_notes = signed_path(report, safe_after, now)
+    blockers += signed_problems  # a signature or a DS is fixed at the signer, not by waiting
+    problems += signed_problems
+    notes += signed_notes
+    notes += resolver_notes(report.resolvers, now)
+    return RecordVerdict(
+        not problems, False, safe_after, tuple(problems), tuple(notes), tuple(blockers)
+    )
+
+
+def _other_family(link: Link, present_types: Collection[str]) -> str | None:
+    """ "IPv4"/"IPv6" when this address type is absent (NODATA) while the other one exists."""
+    other = {"A": "AAAA", "AAAA": "A"}.get(link.type)
+    if link.rcode != "NODATA" or other is None or other not in present_types:
+        return None
+    return "IPv4" if other == "A" else "IPv6"
 
 
 def _too_long(
@@ -187,9 +173,20 @@ def _too_long(
             f"lower the SOA MINIMUM of {report.zone or 'the zone'} to {policy.target_ttl_s}, or create the "
             f"record now; the switch is safe from {when(safe, now)}"
         )
+    owner = (
+        f"{_bare(link.wildcard)} {link.type}"
+        if link.wildcard
+        else f"{_bare(link.name)} {link.type}"
+    )
+    synthesized = (
+        f" ({_bare(link.name)} has no record of its own: the answer is synthesized from the "
+        f"wildcard {_bare(link.wildcard)})"
+        if link.wildcard
+        else ""
+    )
     return (
         f"TTL {link.ttl} s of {_bare(link.name)} {link.type}{path} is above the {policy.max_ttl_s} s limit: "
-        f"lower the TTL of {_bare(link.name)} {link.type} from {link.ttl} to {policy.target_ttl_s} now; "
+        f"lower the TTL of {owner} from {link.ttl} to {policy.target_ttl_s} now{synthesized}; "
         f"the switch is safe from {when(safe, now)}"
     )
 
@@ -235,7 +232,12 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
             f"{when(lowering.lowered_at, now)}: every cache has expired the old TTL since {when(safe, now)}"
         )
         return safe, []
-    held = [r for r in report.resolvers if r.error is None and r.ttl_remaining is not None]
+    # only a cache that already held the record is evidence; one that may have recursed says nothing
+    held = [
+        r
+        for r in report.resolvers
+        if r.error is None and r.ttl_remaining is not None and not r.primed
+    ]
     if held:
         top = max(held, key=lambda r: r.ttl_remaining or 0)
         remaining = top.ttl_remaining or 0
@@ -243,11 +245,12 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
             safe = now + timedelta(seconds=remaining)
             return safe, [
                 f"resolver {top.server} still holds {what} for {remaining} s, above the "
-                f"{policy.max_ttl_s} s limit (an old TTL): it may serve the old answer until "
-                f"{when(safe, now)}; the switch is safe from then"
+                f"{policy.max_ttl_s} s limit: a TTL from before a lowering, or a resolver that "
+                f"stretches TTLs (cache-min-ttl); it may serve the old answer until "
+                f"{when(safe, now)}, so the switch is safe from then (give --lowered-at and "
+                "--previous-ttl to tell the two apart)"
             ]
-    # only a cache that already held the record is evidence; one this probe filled says nothing
-    witnesses = [r for r in held if not r.primed]
+    witnesses = held
     if witnesses:
         notes.append(
             f"no sampled resolver holds {what} longer than {max(ttl, policy.max_ttl_s)} s "
@@ -259,25 +262,6 @@ def _lowering_evidence(  # noqa: PLR0917 - internal step of judge_record
         "(give --lowered-at and --previous-ttl, or lower it with `opskit dns update`, which records when)"
     )
     return None, []
-
-
-def _resolver_notes(resolvers: Sequence[ResolverAnswer], now: datetime) -> list[str]:
-    notes: list[str] = []
-    for r in resolvers:
-        if r.error is not None:
-            notes.append(f"resolver {r.server} {r.error}")
-            continue
-        if not r.cached:
-            notes.append(f"resolver {r.server} does not hold it (not cached)")
-        elif r.serves_until is not None:
-            data = ", ".join(r.answers) if r.answers else (r.rcode or "a negative answer")
-            notes.append(f"{r.server} may serve {data} until {when(r.serves_until, now)}")
-        if r.label:
-            notes.append(f"resolver {r.server} {r.label}")
-        if r.primed:
-            why = r.primed_why or "had to be asked with recursion on"
-            notes.append(f"resolver {r.server} {why}: this probe may have primed its cache")
-    return notes
 
 
 def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime) -> Overall:
@@ -298,6 +282,8 @@ def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime)
         # a record whose safe time is unknown cannot make it earlier: the latest known one is the
         # earliest moment the whole switch can be safe
         tail = f"; safe from {when(latest, now)}" if latest and latest > now else ""
+        if any(v.blockers for _, v in waiting):
+            tail += "; waiting alone will not make it READY: fix the problems marked above"
         return Overall(False, False, latest, f"NOT READY: {names}{tail}{absent}")
     ttls = [r.ttl for r, _ in verdicts if r.ttl is not None]
     top = max(ttls) if ttls else 0
@@ -310,3 +296,47 @@ def judge(verdicts: Sequence[tuple[RecordReport, RecordVerdict]], now: datetime)
         )
     since = f"safe since {when(latest, now)}" if latest and latest < now else "safe now"
     return Overall(True, False, latest, f"READY: effective TTL {top} s, {since}{absent}")
+
+
+def decide(
+    records: Sequence[RecordReport],
+    *,
+    policy: Policy,
+    lowering_for: Callable[[str, str], Lowering | None],
+    now: datetime,
+) -> CheckReport:
+    """The one verdict of `dns check`, `dns plan` and the dns.* actions, from what the servers said.
+
+    Pure: the records as observed, the gate, the known lowerings and the clock go in; READY or NOT
+    READY, each record's problems, blockers, notes and safe time come out.
+    """
+    # the address types that exist at each final name: a missing AAAA beside an A is a note
+    present = {(r.chain[-1].name.lower(), r.type) for r in records if r.chain and r.answers}
+    pairs = []
+    for observed in records:
+        final = observed.chain[-1].name.lower() if observed.chain else ""
+        verdict = judge_record(
+            observed,
+            policy=policy,
+            lowering=lowering_for(observed.name, observed.type),
+            now=now,
+            present_types={t for n, t in present if n == final},
+        )
+        rec = dataclasses.replace(
+            observed,
+            problems=verdict.problems,
+            ready=verdict.ready,
+            blocked=verdict.blocked,
+            safe_after=verdict.safe_after,
+            notes=verdict.notes,
+            blockers=verdict.blockers,
+        )
+        pairs.append((rec, verdict))
+    overall = judge(pairs, now)
+    return CheckReport(
+        ready=overall.ready,
+        records=tuple(r for r, _ in pairs),
+        safe_after=overall.safe_after,
+        blocked=overall.blocked,
+        verdict=overall.verdict,
+    )

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import dns.name
 import dns.rdatatype
 
+from opskit.dns import family
 from opskit.dns.aiorun import run_sync
 from opskit.dns.cacheview import STALE_REPLY_TTL_S
 from opskit.dns.chain import effective_ttl, final_answers, links_from
@@ -55,6 +56,8 @@ class WaitResult:
     rounds: int
     servers: tuple[ServerState, ...]
     stale: tuple[str, ...] = ()  # servers seen returning the old answer at least once
+    unflipped_types: tuple[str, ...] = ()  # the types some server did not return as expected
+    notes: tuple[str, ...] = ()  # e.g. an AAAA still pointing at the old host while A switched
 
 
 @dataclass
@@ -150,19 +153,25 @@ def judge_round(
     return ServerState(server, role, answers, ttl, flipped, predicted, None, label)
 
 
+Row = tuple[Server, str, dns.rdatatype.RdataType, tuple[str, ...], int | None, str | None]
+
+
 async def _poll(
     name: str,
     types: Sequence[dns.rdatatype.RdataType],
     auth: Sequence[Server],
     resolvers: Sequence[Server],
     options: QueryOptions,
-) -> list[tuple[Server, str, tuple[str, ...], int | None, str | None]]:
+    *,
+    auth_only: Sequence[dns.rdatatype.RdataType] = (),
+) -> list[Row]:
+    """One round: (server, role, type, answers, ttl, error) for every server and type."""
     limiter = Limiter(options.per_server)
     qname = dns.name.from_text(name)
     jobs = []
     for role, servers in ((AUTHORITATIVE, auth), (RESOLVER, resolvers)):
         for server in servers:
-            for t in types:
+            for t in [*types, *(auth_only if role == AUTHORITATIVE else ())]:
                 q = make_query(qname, t, rd=role == RESOLVER)
                 jobs.append(
                     (
@@ -179,21 +188,81 @@ async def _poll(
                     )
                 )
     outcomes = await asyncio.gather(*(j[3] for j in jobs))
-    merged: dict[tuple[Server, str], tuple[list[str], list[int], list[str]]] = {}
+    rows: list[Row] = []
     for (server, role, t, _), o in zip(jobs, outcomes, strict=True):
-        answers, ttls, errors = merged.setdefault((server, role), ([], [], []))
         if o.error is not None or o.response is None:
-            errors.append(o.error or "no answer")
+            rows.append((server, role, t, (), None, o.error or "no answer"))
             continue
         links, _ = links_from(o.response, qname, t)
-        answers += final_answers(links)
         ttl = effective_ttl(links)
-        if ttl is not None and links and not links[-1].negative:
+        live = ttl if ttl is not None and links and not links[-1].negative else None
+        rows.append((server, role, t, tuple(final_answers(links)), live, None))
+    return rows
+
+
+def _merged(
+    rows: Sequence[Row],
+) -> list[tuple[Server, str, tuple[str, ...], int | None, str | None]]:
+    """Per server: every type's answers together, the largest TTL, the errors joined."""
+    merged: dict[tuple[Server, str], tuple[list[str], list[int], list[str]]] = {}
+    for server, role, _, answers, ttl, error in rows:
+        got, ttls, errors = merged.setdefault((server, role), ([], [], []))
+        if error is not None:
+            errors.append(error)
+            continue
+        got += answers
+        if ttl is not None:
             ttls.append(ttl)
     return [
         (server, role, tuple(sorted(set(a))), max(tt) if tt else None, "; ".join(e) or None)
         for (server, role), (a, tt, e) in merged.items()
     ]
+
+
+def _family(rdtype: dns.rdatatype.RdataType, expected: Sequence[str]) -> tuple[str, ...]:
+    """The expected values of one type: the IPv4 ones for A, the IPv6 ones for AAAA, else all."""
+    if rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        return tuple(expected)
+    version = 4 if rdtype == dns.rdatatype.A else 6
+    return tuple(v for v in expected if _version(v) == version)
+
+
+def _version(value: str) -> int | None:
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return None
+
+
+def unflipped_types(
+    rows: Sequence[Row], types: Sequence[dns.rdatatype.RdataType], expected: Sequence[str]
+) -> tuple[str, ...]:
+    """The types some answering server does not return exactly as expected yet (pure)."""
+    late = {
+        dns.rdatatype.to_text(t)
+        for _, _, t, answers, _, error in rows
+        if t in types and error is None and tuple(sorted(answers)) != _family(t, expected)
+    }
+    return tuple(sorted(late))
+
+
+def still_published(rows: Sequence[Row], watched: Sequence[dns.rdatatype.RdataType]) -> list[str]:
+    """The other address family the authoritatives still serve while only one type is switched."""
+    notes = []
+    for rdtype in (dns.rdatatype.AAAA, dns.rdatatype.A):
+        if rdtype in watched:
+            continue
+        values = sorted(
+            {
+                v
+                for _, role, t, answers, _, error in rows
+                if role == AUTHORITATIVE and t == rdtype and error is None
+                for v in answers
+            }
+        )
+        if values:
+            notes.append(family.still_published(dns.rdatatype.to_text(rdtype), values))
+    return notes
 
 
 async def _targets(name: str, options: WaitOptions) -> list[Server]:
@@ -243,7 +312,12 @@ async def _wait(  # noqa: PLR0917 - the private body of wait()
     resolvers = list(options.resolvers)
     if not auth and not resolvers:
         raise UsageError("nothing to watch: give --nameserver or --resolver")
+    # the address family not being switched is asked of the authoritatives only (never of a cache)
+    others = [
+        t for t in (dns.rdatatype.A, dns.rdatatype.AAAA) if t not in types and not options.types
+    ]
     memory: dict[tuple[Server, str], _Memory] = {}
+    rows: list[Row] = []
     started = time.monotonic()
     rounds, answered_ever = 0, False
     states: list[ServerState] = []
@@ -251,7 +325,8 @@ async def _wait(  # noqa: PLR0917 - the private body of wait()
     while True:
         rounds += 1
         now = clock()
-        polled = await _poll(name, types, auth, resolvers, options.query)
+        rows = await _poll(name, types, auth, resolvers, options.query, auth_only=others)
+        polled = _merged([r for r in rows if r[2] in types])
         auth_ttls = [
             ttl for _, role, _, ttl, err in polled if role == AUTHORITATIVE and ttl and not err
         ]
@@ -301,6 +376,8 @@ async def _wait(  # noqa: PLR0917 - the private body of wait()
         rounds=rounds,
         servers=tuple(states),
         stale=tuple(sorted(stale)),
+        unflipped_types=() if done else unflipped_types(rows, types, expected),
+        notes=tuple(still_published(rows, types)),
     )
 
 

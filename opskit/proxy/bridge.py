@@ -79,7 +79,7 @@ def forwarder_argv(config: BridgeConfig) -> list[str]:
     return argv
 
 
-def _validate(config: BridgeConfig) -> None:
+def _validate(config: BridgeConfig, *, holds_listener: bool = False) -> None:
     for name, value in (("--listen", config.listen), ("--to", config.to)):
         try:
             split_host_port(value)
@@ -99,7 +99,8 @@ def _validate(config: BridgeConfig) -> None:
             f"{config.stats_file} belongs to the bridge that runs as pid {owner}: stop it first "
             f"(opskit proxy stop --stats-file {config.stats_file}) or give another --stats-file"
         )
-    refuse_taken(config.listen, *config.listen_host_port)
+    if not holds_listener:  # a socket handed over by proxy.start is ours, not an orphan's
+        refuse_taken(config.listen, *config.listen_host_port)
 
 
 def _engine_module(config: BridgeConfig) -> Any:
@@ -163,7 +164,7 @@ def spawn_builtin(
     (port in use), Negative when it did not report in time. `listen_sock`: a socket already listening
     on config.listen, handed to the process (clients queue in its backlog while the process starts).
     """
-    _validate(config)
+    _validate(config, holds_listener=listen_sock is not None)
     argv = [python, str(FORWARDER_PATH), *forwarder_argv(config)]
     fds: tuple[int, ...] = ()
     if listen_sock is not None:

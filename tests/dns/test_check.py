@@ -318,8 +318,8 @@ def test_query_reports_the_tcp_fallback(lab: DnsLab) -> None:
     assert outcome.used_tcp
 
 
-def test_resolver_view_says_until_when_it_may_serve(opskit: Invoke, lab: DnsLab) -> None:
-    """A clamping resolver is labelled and says until when it may serve the old address."""
+def test_resolver_refusing_peeks_is_not_asked_with_recursion(opskit: Invoke, lab: DnsLab) -> None:
+    """A resolver that refuses recursion-off peeks is never asked with recursion on: view unknown."""
     result = opskit(
         "dns",
         "check",
@@ -332,11 +332,8 @@ def test_resolver_view_says_until_when_it_may_serve(opskit: Invoke, lab: DnsLab)
         expect=ExitCode.OK,
     )
 
-    assert f"{lab.clamp} may serve 192.0.2.10 until" in result.stdout
-    assert "clamps TTLs" in result.stdout
-    assert "may have primed its cache" in result.stdout
-    row = next(line for line in result.stdout.splitlines() if line.startswith(lab.clamp))
-    assert "clamps TTLs or serves stale" in row
+    assert f"resolver {lab.clamp}: cache view unknown (refuses cache peeks" in result.stdout
+    assert f"{lab.clamp} may serve" not in result.stdout
 
 
 def test_resolver_that_does_not_hold_the_record_is_not_primed(opskit: Invoke, lab: DnsLab) -> None:

@@ -9,7 +9,7 @@ import pytest
 from opskit.dns.plan import make_plan
 from opskit.dns.report import Link, NameserverAnswer, RecordReport, ResolverAnswer
 from opskit.dns.servers import BadServer, Server, parse_nameservers
-from opskit.dns.update import BadKey, parse_key_text
+from opskit.dns.tsigkey import BadKey, parse_key_text
 from opskit.dns.verdict import Lowering, Policy, judge, judge_record
 from opskit.dns.wait import RESOLVER, _Memory, judge_round, predict_flip
 from opskit.errors import UsageError
@@ -100,7 +100,7 @@ def test_primed_resolver_is_no_evidence() -> None:
     )
 
     assert verdict.safe_after is None
-    assert any("may have primed its cache" in n for n in verdict.notes)
+    assert any("cache view unknown" in n for n in verdict.notes)
 
 
 def test_same_serial_different_answers_disagree() -> None:

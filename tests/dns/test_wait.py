@@ -14,7 +14,8 @@ import pytest
 from opskit.actions.dns_wait import DnsWait
 from opskit.actions.params import Params
 from opskit.dns.servers import Server, parse_servers
-from opskit.dns.update import TsigKey, replace_rrset
+from opskit.dns.tsigkey import TsigKey
+from opskit.dns.update import replace_rrset
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.dns.context import PlainContext
