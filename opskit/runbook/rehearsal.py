@@ -235,6 +235,21 @@ class _Rehearsal:
         self, step: Step, hosts: tuple[str, ...], command: str | None
     ) -> tuple[bool, str, float | None]:
         """Run a probe for real; its capture becomes known for the steps after it."""
+        if step.uses and len(hosts) > 1:  # a fleet probe: its verdict on every host
+            verdicts = {h: self.rehearse_action(step, h) for h in hosts}
+            failed = [f"{h}: {reason}" for h, (ok, reason, _) in verdicts.items() if not ok]
+            waits = [w for _, _, w in verdicts.values() if w is not None]
+            if failed:
+                return (
+                    False,
+                    f"{len(failed)} of {len(hosts)} hosts: " + "; ".join(failed),
+                    max(waits, default=None),
+                )
+            return (
+                True,
+                f"all {len(hosts)} hosts: {verdicts[hosts[0]][1]}",
+                max(waits, default=None),
+            )
         if step.uses:
             ok, reason, predicted = self.rehearse_action(step, hosts[0] if hosts else None)
             return ok, reason, predicted
@@ -252,6 +267,8 @@ class _Rehearsal:
 
     def rehearse_action(self, step: Step, host: str | None) -> tuple[bool, str, float | None]:
         ctx = step_context(step, self.s.base, self.s.secrets, self.s.captures)
+        if self.s.runbook.groups:  # the host's own values (inventory_hostname, host vars)
+            ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
         try:
             action = actions.load(step.uses or "").from_params(
                 actions.Params(render_value(dict(step.with_), ctx))
@@ -259,8 +276,8 @@ class _Rehearsal:
             result = action.rehearse(
                 StepContext(self.s, step.id, host, dry_run=True, timeout_s=step.timeout_s)
             )
-        except (OpskitError, ImportError) as exc:
-            return False, str(exc), None
+        except (OpskitError, ImportError, TemplateProblem) as exc:
+            return False, self.s.masker.text(str(exc)), None
         except Exception as exc:  # noqa: BLE001 - a faulty action fails its row of the plan, not the plan
             return False, f"{step.uses} crashed: {type(exc).__name__}: {exc}", None
         for line in (result.detail or "").splitlines():

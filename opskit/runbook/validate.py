@@ -464,7 +464,8 @@ def _check_action(  # noqa: PLR0917 - private, called twice
     except ImportError as exc:
         c.bad(where, f"action '{name}' is registered but cannot be imported ({exc})")
         return None
-    raw, deferred = render_params(with_, ctx, captured)
+    # A host's own values (inventory_hostname, host vars) are known only on that host, at run time.
+    raw, deferred = render_params(with_, ctx, captured | fleet_names(c.runbook))
     try:
         cls.from_params(actions.Params(raw, frozenset(deferred)))
     except actions.ParamError as exc:

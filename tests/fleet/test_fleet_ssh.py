@@ -327,3 +327,22 @@ def test_bad_rollout_fields_are_reported_at_their_line(opskit: Invoke, tmp_path:
     assert "batches must be" in result.stderr
     assert "runbook.yaml:9:" in result.stderr
     assert "max_failures must be" in result.stderr
+
+
+def test_plan_gives_an_action_probe_verdict_per_host(
+    opskit: Invoke, tmp_path: Path, fleet: Fleet
+) -> None:
+    """plan rehearses a probe action on every host of the step, each with its own values."""
+    steps = f"""\
+  - id: ssh-open
+    kind: probe
+    on: [web1, web2]
+    uses: tcp.check
+    with: {{host: "{{{{ ansible_host }}}}", port: {fleet.port}, timeout: 1s}}
+"""
+    path = _runbook(tmp_path, fleet, steps)
+
+    result = opskit("plan", str(path), "--json", expect=ExitCode.OK)
+
+    step = json.loads(result.stdout)["steps"][0]
+    assert step["reason"].startswith(f"all 2 hosts: {fleet.addresses[0]}:{fleet.port} accepts")
