@@ -248,14 +248,21 @@ def test_ansible_inventory_drives_a_runbook_and_host_vars_reach_templates(
           - id: paint
             on: web
             run: echo {{{{ inventory_hostname }}}} {{{{ colour }}}} $SSH_CONNECTION >> {tmp_path / "log"}
+            undo: echo {{{{ inventory_hostname }}}} undone >> {tmp_path / "undo"}
+          - id: stop-here
+            run: exit 1
     """,
     )
 
     opskit("validate", str(path), "--inventory", str(inventory), expect=ExitCode.OK)
-    opskit("run", str(path), "-i", str(inventory), "--limit", "app1,app3", expect=ExitCode.OK)
+    result = opskit(
+        "run", str(path), "-i", str(inventory), "--limit", "app1,app3", expect=ExitCode.NEGATIVE
+    )
 
     seen = sorted((w[0], w[1], w[4]) for w in _log(tmp_path))  # SSH_CONNECTION: the address reached
     assert seen == [("app1", "c1", addrs[0]), ("app3", "c3", addrs[2])]
+    opskit("rollback", run_id(result.stdout), expect=ExitCode.OK)  # the run's inventory, without -i
+    assert sorted(lines(tmp_path / "undo")) == ["app1 undone", "app3 undone"]
 
 
 def test_plan_runs_probes_on_every_host(opskit: Invoke, tmp_path: Path, fleet: Fleet) -> None:
