@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from opskit.errors import HostKeyError
+from opskit.errors import ExitCode, HostKeyError
 from opskit.transport.agent import AgentTransport
 from opskit.transport.base import HostSpec
 from opskit.transport.ssh import SshTransport
+from tests.conftest import Invoke
+from tests.runbook.helpers import write
 from tests.servers.sshd import Sshd
 from tests.servers.sshd_fleet import Fleet, start_fleet
 
@@ -80,3 +82,31 @@ def test_an_unknown_bastion_key_is_refused_naming_the_hop(
 
     with pytest.raises(HostKeyError, match="jump host bastion"):
         t.run("true")
+
+
+def test_a_runbook_host_behind_a_bastion_from_the_users_ssh_config(
+    opskit: Invoke, tmp_path: Path, sshd: Sshd, fleet: Fleet
+) -> None:
+    """`address: target` in a runbook goes through ~/.ssh/config's ProxyJump, as `ssh target` would."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    config = _config(tmp_path, sshd, fleet, "bastion")
+    (home / ".ssh" / "config").write_text(config.read_text())
+    known = _known(tmp_path, sshd.known_hosts, fleet.known_hosts)
+    path = write(
+        tmp_path,
+        f"""
+        name: behind-bastion
+        hosts:
+          app: {{address: target, known_hosts: "{known}"}}
+        steps:
+          - {{id: where, on: app, run: "echo reached $SSH_CONNECTION"}}
+    """,
+    )
+    before = sshd.logins()
+
+    result = opskit("run", str(path), env={"HOME": str(home)}, expect=ExitCode.OK)
+
+    assert "[app] reached" in result.stdout
+    assert f" {fleet.addresses[1]} {fleet.port}" in result.stdout
+    assert sshd.logins() - before == 1
