@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
+from opskit.fleet.runner import FleetState
 from opskit.runbook.context import Reporter, Session, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, RunOutcome
 from opskit.runbook.journal import JOURNAL, read_journal, run_dir
@@ -91,10 +92,11 @@ def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
             run_id, "succeeded", ExitCode.OK, f"run {run_id} already succeeded; nothing to resume"
         )
     decisions: list[tuple[Step, str]] = []
+    fleet = FleetState.load(run_dir(options.state_dir, run_id) / JOURNAL)
     for s in state.steps:
         step = runbook.step(s.id)
-        if s.status != "in_doubt" or step is None:
-            continue
+        if s.status != "in_doubt" or step is None or fleet.of(s.id):
+            continue  # a fleet step is settled host by host when it runs again (opskit/fleet/runner.py)
         action = in_doubt_action(step, rerun=options.rerun_in_doubt, skip=options.skip_in_doubt)
         if action == "refuse":
             raise Blocked(

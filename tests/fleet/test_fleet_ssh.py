@@ -353,3 +353,38 @@ def test_plan_gives_an_action_probe_verdict_per_host(
 
     step = json.loads(result.stdout)["steps"][0]
     assert step["reason"].startswith(f"all 2 hosts: {fleet.addresses[0]}:{fleet.port} accepts")
+
+
+def test_in_doubt_hosts_without_check_are_named_and_never_rerun_silently(
+    opskit: Invoke, opskit_proc: Callable[..., object], tmp_path: Path, fleet: Fleet
+) -> None:
+    """kill -9 mid-rollout, no check: resume refuses naming only the in-doubt hosts; --skip-in-doubt runs the rest."""
+    steps = """\
+  - id: roll
+    on: web
+    parallel: 2
+    run: echo {{ inventory_hostname }} >> {{ log }}; sleep 0.8
+"""
+    path = _runbook(tmp_path, fleet, steps)
+    proc = opskit_proc("run", str(path))
+    wait_for(lambda: len(lines(tmp_path / "log")) >= 3, what="three hosts started")
+    os.kill(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    proc.wait(timeout=10)  # type: ignore[attr-defined]
+    rid = run_id_of(tmp_path)
+    status = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
+    doubt = sorted(h for h, st in status["steps"][0]["host_status"].items() if st == "in_doubt")
+    assert doubt  # the hosts whose command was running at the kill
+
+    refused = opskit("resume", rid, expect=ExitCode.BLOCKED)
+
+    assert f"in doubt on {', '.join(doubt)}" in refused.stdout + refused.stderr
+    before = lines(tmp_path / "log")
+    opskit("resume", rid, "--skip-in-doubt", expect=ExitCode.OK)
+    after = lines(tmp_path / "log")
+    assert len(after) == len(set(after))  # no host twice
+    assert set(after) >= {f"web{i}" for i in range(1, HOSTS + 1)} - set(
+        doubt
+    )  # every other host ran
+    assert [h for h in after if h in doubt] == [
+        h for h in before if h in doubt
+    ]  # skipped: not run again
