@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,28 +14,6 @@ from opskit.cli import output
 from opskit.errors import ExitCode, UsageError
 
 
-def bridge_files(
-    stats_files: tuple[Path, ...], run_id: str | None, state_dir: Path | None
-) -> list[Path]:
-    """The stats files to judge: as given, or the bridge-*.json files in the run's directory."""
-    if stats_files and run_id:
-        raise UsageError("give --stats-file (repeatable) or --run RUN_ID, not both")
-    if run_id:
-        from opskit.runbook.journal import run_dir  # noqa: PLC0415 - imported on first use
-        from opskit.statedir import default_state_dir  # noqa: PLC0415
-
-        directory = run_dir(state_dir or default_state_dir(), run_id)
-        found = sorted(directory.glob("bridge-*.json"))
-        if not found:
-            raise UsageError(
-                f"run {run_id} started no bridge here (no bridge-*.json in {directory})"
-            )
-        return found
-    if not stats_files:
-        raise UsageError("give --stats-file FILE (repeatable: one per bridge) or --run RUN_ID")
-    return list(dict.fromkeys(stats_files))
-
-
 def _progress(verdicts: Any, elapsed_s: float) -> None:
     if not sys.stderr.isatty():
         return
@@ -43,14 +22,29 @@ def _progress(verdicts: Any, elapsed_s: float) -> None:
                f"{len(verdicts)} bridges safe; busy: {', '.join(busy) or 'none'}"[:200], nl=False, err=True)  # fmt: skip
 
 
-def wait_fleet(
-    files: list[Path], policy: Any, *, timeout_s: float, interval_s: float, as_json: bool
-) -> ExitCode:
-    """Wait until every bridge is safe; exit 0 then, 1 on timeout naming the busy ones."""
-    from opskit.traffic.fleet import wait_all_safe  # noqa: PLC0415 - imported on first use
+def wait_fleet(stats_files: tuple[Path, ...], run_id: str | None, state_dir: Path | None, policy: Any, *,
+               timeout_s: float, interval_s: float, as_json: bool) -> ExitCode:  # fmt: skip
+    """Wait until every bridge is safe (those given, or every one the run started); exit 1 naming the busy."""
+    from opskit.fleet.bridges import run_sources  # noqa: PLC0415 - imported on first use
+    from opskit.statedir import default_state_dir  # noqa: PLC0415
     from opskit.traffic.source import FileSource  # noqa: PLC0415
 
-    result = wait_all_safe([FileSource(f) for f in files], policy, timeout_s=timeout_s, interval_s=interval_s,
+    if stats_files and run_id:
+        raise UsageError("give --stats-file (repeatable) or --run RUN_ID, not both")
+    with contextlib.ExitStack() as stack:
+        if run_id:
+            sources = stack.enter_context(run_sources(state_dir or default_state_dir(), run_id))
+        else:
+            sources = [FileSource(f) for f in dict.fromkeys(stats_files)]
+        return _wait(sources, policy, timeout_s=timeout_s, interval_s=interval_s, as_json=as_json)
+
+
+def _wait(
+    sources: list[Any], policy: Any, *, timeout_s: float, interval_s: float, as_json: bool
+) -> ExitCode:
+    from opskit.traffic.fleet import wait_all_safe  # noqa: PLC0415 - imported on first use
+
+    result = wait_all_safe(sources, policy, timeout_s=timeout_s, interval_s=interval_s,
                            on_progress=None if as_json else _progress)  # fmt: skip
     if not as_json and sys.stderr.isatty():
         click.echo("", err=True)

@@ -269,12 +269,14 @@ def wait(
     policy = _policy(switched_at, old_ttl, margin, quiet, max_active)
     timeout_s = parse_duration("--timeout", timeout) or 0.0
     interval_s = parse_duration("--interval", interval) or 1.0
-    files = fleet_wait.bridge_files(stats_files, run_id, state_dir)
-    if len(files) > 1:  # a bridge on each old host: SAFE only when every one is
-        return fleet_wait.wait_fleet(
-            files, policy, timeout_s=timeout_s, interval_s=interval_s, as_json=as_json
-        )
-    stats_file = files[0]
+    if (
+        run_id or len(set(stats_files)) > 1
+    ):  # a bridge on each old host: SAFE only when every one is
+        return fleet_wait.wait_fleet(stats_files, run_id, state_dir, policy, timeout_s=timeout_s,
+                                     interval_s=interval_s, as_json=as_json)  # fmt: skip
+    if not stats_files:
+        raise UsageError("give --stats-file FILE (repeatable: one per bridge) or --run RUN_ID")
+    stats_file = stats_files[0]
     outcome = wait_until_safe(
         FileSource(stats_file),
         policy,

@@ -79,7 +79,13 @@ def test_a_busy_bridge_on_one_old_host_fails_the_drain_naming_it_then_rollback_s
     assert "3 of 3 hosts succeeded" in result.stdout  # every bridge started
     assert "1 of 3 hosts failed (old2)" in result.stdout
     assert "old1  succeeded  SAFE" in result.stdout
-    opskit("rollback", run_id(result.stdout), expect=ExitCode.OK)
+    rid = run_id(result.stdout)
+    # From the shell: every bridge the run started, read over SSH on each old host.
+    wait = opskit("traffic", "wait", "--run", rid, "--switched-at", LONG_AGO, "--old-ttl", "1s", "--margin", "0s",
+                  "--quiet", "0s", "--interval", "200ms", "--timeout", "20s", expect=ExitCode.OK)  # fmt: skip
+    assert "all 3 bridges are safe" in wait.stdout
+    assert f"old2:{tmp_path}/bridge-old2.json: safe" in wait.stdout
+    opskit("rollback", rid, expect=ExitCode.OK)
     for address in fleet.addresses:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((address, port), timeout=1).close()
