@@ -80,12 +80,18 @@ def pss_kib(pid: int) -> int:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(port: int, path: str, conns: int, threads: int, seconds: float) -> dict[str, float]:
-    """One fixed-length wrk run: requests, req/s, MiB/s, p50/p99 ms, errors."""
+def wrk(
+    port: int, path: str, conns: int, threads: int, seconds: float, *, close: bool = False
+) -> dict[str, float]:
+    """One fixed-length wrk run: requests, req/s, MiB/s, p50/p99 ms, errors.
+
+    close=True sends `Connection: close`: one request per connection, so req/s is new connections/s.
+    """
+    header = ["-H", "Connection: close"] if close else []
     out = subprocess.run(
         [
             "wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "30s",
-            f"http://127.0.0.1:{port}{path}",
+            *header, f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout  # fmt: skip
@@ -103,10 +109,10 @@ def wrk(port: int, path: str, conns: int, threads: int, seconds: float) -> dict[
 
 
 def measured_run(
-    target: Target, path: str, conns: int, threads: int, seconds: float
+    target: Target, path: str, conns: int, threads: int, seconds: float, *, close: bool = False
 ) -> dict[str, float]:
     before = cpu_s(target.pid) if target.pid else 0.0
-    result = wrk(target.port, path, conns, threads, seconds)
+    result = wrk(target.port, path, conns, threads, seconds, close=close)
     if target.pid:
         cpu = cpu_s(target.pid) - before
         result["cpu_us_per_req"] = cpu / max(result["requests"], 1) * 1e6
@@ -242,13 +248,49 @@ def start_targets(stack: ExitStack, nginx: Nginx, workdir: Path, names: list[str
     return targets
 
 
+PHASES = ("small", "conn", "single", "bulk", "extras")
+
+
+def run_phase(t: Target, phase: str, seconds: float) -> dict[str, float]:
+    """One measured wrk run of a phase against one target."""
+    if phase == "small":
+        return measured_run(t, "/1k.txt", 50, 2, seconds)
+    if phase == "conn":
+        return measured_run(t, "/1k.txt", 50, 2, seconds, close=True)
+    if phase == "single":
+        return measured_run(t, "/1k.txt", 1, 1, max(2.0, round(seconds / 2)))
+    return measured_run(t, "/10m.bin", 4, 1, seconds)
+
+
+def progress(row: dict[str, object]) -> str:
+    """One line per run, for watching a long benchmark."""
+    parts = []
+    for phase, label, key, scale, unit in (
+        ("small", "1k c50", "rps", 1.0, "req/s"),
+        ("conn", "new conns c50", "rps", 1.0, "conn/s"),
+        ("single", "c1 p50", "p50_ms", 1000.0, "us"),
+        ("bulk", "10m", "mib_s", 1.0, "MiB/s"),
+    ):
+        if phase in row:
+            value = row[phase][key] * scale  # type: ignore[index]
+            parts.append(f"{label} {value:9.0f} {unit}")
+    return "  ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--targets", default="builtin,socat,haproxy,http")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="small (1 KiB keep-alive c=50), conn (one request per connection c=50), single (c=1), "
+        "bulk (10 MiB c=4), extras (idle memory, 1000 connects)",
+    )
     parser.add_argument("--out", type=Path, help="write every run as JSON lines here")
     args = parser.parse_args()
+    phases = args.phases.split(",")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     runs: list[dict[str, object]] = []
@@ -265,24 +307,13 @@ def main() -> int:
             if rnd % 2:
                 order.reverse()
             for t in order:
-                small = measured_run(t, "/1k.txt", 50, 2, args.seconds)
-                single = measured_run(t, "/1k.txt", 1, 1, max(2.0, round(args.seconds / 2)))
-                bulk = measured_run(t, "/10m.bin", 4, 1, args.seconds)
-                row = {
-                    "round": rnd,
-                    "target": t.name,
-                    "small": small,
-                    "single": single,
-                    "bulk": bulk,
-                }
+                row: dict[str, object] = {"round": rnd, "target": t.name}
+                for phase in phases:
+                    row[phase] = run_phase(t, phase, args.seconds)
                 runs.append(row)
-                print(
-                    f"round {rnd} {t.name:15} 1k c50 {small['rps']:9.0f} req/s  "
-                    f"c1 p50 {single['p50_ms'] * 1000:6.0f} us  10m {bulk['mib_s']:7.0f} MiB/s",
-                    flush=True,
-                )
+                print(f"round {rnd} {t.name:15} {progress(row)}", flush=True)
         extras: dict[str, dict[str, float]] = {}
-        for t in targets:
+        for t in targets if "extras" in phases else []:
             extras[t.name] = {"connect_1000_s": simultaneous_connects(t)}
             if t.pid and t.name != "socat":
                 extras[t.name]["idle_kib_per_conn"] = idle_memory(t)
@@ -296,7 +327,7 @@ def median(runs: list[dict[str, object]], target: str, phase: str, key: str) -> 
     values = [
         r[phase][key]  # type: ignore[index]
         for r in runs
-        if r["target"] == target and key in r[phase]  # type: ignore[operator]
+        if r["target"] == target and key in r.get(phase, {})  # type: ignore[attr-defined, operator]
     ]
     return statistics.median(values) if values else None  # type: ignore[type-var]
 
@@ -307,31 +338,56 @@ def report(runs: list[dict[str, object]], extras: dict[str, dict[str, float]]) -
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}x" if a and b else "-"
 
+    def num(value: float | None, fmt: str = ",.0f", scale: float = 1.0) -> str:
+        return "-" if value is None else format(value * scale, fmt)
+
     d_rps = median(runs, "direct", "small", "rps")
     h_rps = median(runs, "haproxy", "small", "rps")
+    d_conn = median(runs, "direct", "conn", "rps")
+    h_conn = median(runs, "haproxy", "conn", "rps")
     d_mib = median(runs, "direct", "bulk", "mib_s")
     h_mib = median(runs, "haproxy", "bulk", "mib_s")
     d_p50 = median(runs, "direct", "single", "p50_ms")
     lines = [
         "",
-        "| target | 1 KiB c=50 req/s | vs direct | vs HAProxy | CPU us/req | c=1 p50 us | added us "
+        "| target | 1 KiB c=50 req/s | vs direct | vs HAProxy | CPU us/req "
+        "| new conn/s c=50 | vs direct | vs HAProxy | CPU us/conn | c=1 p50 us | added us "
         "| 10 MiB MiB/s | vs direct | vs HAProxy | idle KiB/conn | 1000 connects s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         rps = median(runs, name, "small", "rps")
+        conn = median(runs, name, "conn", "rps")
         mib = median(runs, name, "bulk", "mib_s")
         p50 = median(runs, name, "single", "p50_ms")
         cpu = median(runs, name, "small", "cpu_us_per_req")
+        cpu_conn = median(runs, name, "conn", "cpu_us_per_req")
         idle = extras.get(name, {}).get("idle_kib_per_conn")
         conn_s = extras.get(name, {}).get("connect_1000_s")
         added = f"{(p50 - d_p50) * 1000:+.0f}" if p50 is not None and d_p50 is not None else "-"
         lines.append(
-            f"| {name} | {rps:,.0f} | {ratio(rps, d_rps)} | {ratio(rps, h_rps)} | "
-            f"{'-' if cpu is None else f'{cpu:.1f}'} | {p50 * 1000 if p50 else 0:.0f} | {added} | "
-            f"{mib:,.0f} | {ratio(mib, d_mib)} | {ratio(mib, h_mib)} | "
-            f"{'-' if idle is None else f'{idle:.1f}'} | {'-' if conn_s is None else f'{conn_s:.3f}'} |"
+            f"| {name} | {num(rps)} | {ratio(rps, d_rps)} | {ratio(rps, h_rps)} | {num(cpu, '.1f')} "
+            f"| {num(conn)} | {ratio(conn, d_conn)} | {ratio(conn, h_conn)} | {num(cpu_conn, '.1f')} "
+            f"| {num(p50, '.0f', 1000)} | {added} "
+            f"| {num(mib)} | {ratio(mib, d_mib)} | {ratio(mib, h_mib)} "
+            f"| {num(idle, '.1f')} | {num(conn_s, '.3f')} |"
         )
+    # Round by round, the built-in engine against HAProxy measured right next to it
+    for phase in ("small", "conn"):
+        for name in names:
+            if name in ("direct", "haproxy"):
+                continue
+            per_round = []
+            for mine in (r for r in runs if r["target"] == name and phase in r):
+                peer = [
+                    r for r in runs
+                    if r["target"] == "haproxy" and r["round"] == mine["round"] and phase in r
+                ]  # fmt: skip
+                if peer:
+                    a, b = mine[phase]["rps"], peer[0][phase]["rps"]  # type: ignore[index]
+                    per_round.append(f"{a / b:.2f}")
+            if per_round:
+                lines.append(f"{phase}: {name} / haproxy by round: {' / '.join(per_round)}")
     print("\n".join(lines))
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from opskit.actions._dns_params import ServerParams
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
 from opskit.dns.servers import Server, parse_servers, split_host_port
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DnsUpdate(BaseAction):
-    """with: server, zone, name, type, set, ttl, tsig_key_file | tsig_secret + tsig_name + tsig_algorithm."""
+    """with: server, zone, name, type, set, ttl, tsig_key_file | tsig_secret + tsig_name + tsig_algorithm.
+
+    The change is verified on every authoritative server (nameservers, auth_port, family as for
+    dns.check), each given up to `propagation_timeout` (default 2m) to serve it.
+    """
 
     kind: ClassVar[ActionKind] = ActionKind.MUTATE
     server: str
@@ -35,6 +40,8 @@ class DnsUpdate(BaseAction):
     tsig_secret: str | None = field(default=None, repr=False)  # never in a traceback or a log line
     tsig_name: str | None = None
     tsig_algorithm: str = "hmac-sha256"
+    propagation_timeout_s: float = 120.0
+    servers: ServerParams = field(default_factory=ServerParams)
 
     @classmethod
     def from_params(cls, params: Params) -> Self:
@@ -49,6 +56,8 @@ class DnsUpdate(BaseAction):
             tsig_secret=params.text("tsig_secret", None),
             tsig_name=params.text("tsig_name", None),
             tsig_algorithm=params.text("tsig_algorithm", "hmac-sha256"),
+            propagation_timeout_s=params.seconds("propagation_timeout", 120.0),
+            servers=ServerParams.read(params),
         )
         params.finish()
         if action.server and "{{" not in action.server:
@@ -90,24 +99,39 @@ class DnsUpdate(BaseAction):
         return parse_servers("server", [self.server])[0]
 
     def rehearse(self, ctx: ActionContext) -> ActionResult:
+        """Say what would change; a change an earlier step of this rehearsal would make counts as made."""
+        from opskit.dns import history  # noqa: PLC0415
         from opskit.dns.update import read_rrset  # noqa: PLC0415
 
         self._key(ctx)  # a missing key file must fail the dry-run, not the night
-        before = read_rrset(self._target(), self.name, self.type)
-        new_ttl = int(self.ttl_s) if self.ttl_s is not None else (before.ttl if before else 300)
-        now = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing"
+        before = _simulated(ctx, self.name, self.type)
+        if before is None:
+            found = read_rrset(self._target(), self.name, self.type)
+            before = (found.values, found.ttl) if found else None
+        new_ttl = int(self.ttl_s) if self.ttl_s is not None else (before[1] if before else 300)
+        now = f"{', '.join(before[0])} ttl {before[1]}" if before else "nothing"
         summary = f"would change {self.name} {self.type} on {self.server} from {now} to {', '.join(self.values)} ttl {new_ttl}"
-        if before is not None and new_ttl < before.ttl:
-            summary += f" (lowers the TTL from {before.ttl} s: the switch is safe {before.ttl} s after this step)"
+        if before is not None and new_ttl < before[1]:
+            summary += f" (lowers the TTL from {before[1]} s: the switch is safe {before[1]} s after this step)"
+        facts = history.change_facts(
+            name=_absolute(self.name),
+            rtype=self.type,
+            zone=_absolute(self.zone),
+            server=self.server,
+            before=before,
+            after=(tuple(self.values), new_ttl) if self.values else None,
+            at=ctx.now(),
+            simulated=True,
+        )
         return ActionResult(
             ok=True,
             summary=summary,
-            values={
-                "before": {"values": list(before.values), "ttl": before.ttl} if before else None
-            },
+            values={"before": {"values": list(before[0]), "ttl": before[1]} if before else None},
+            facts=facts,
         )
 
     def run(self, ctx: ActionContext) -> ActionResult:
+        from opskit.dns import history  # noqa: PLC0415
         from opskit.dns.update import replace_rrset  # noqa: PLC0415
 
         key = self._key(ctx)
@@ -122,7 +146,20 @@ class DnsUpdate(BaseAction):
             ttl_s=ttl,
             key=key,
             now=ctx.now(),
+            nameservers=self.servers.choice(),
+            resolvers=self.servers.resolver_servers(),
+            query=self.servers.query_options(),
+            propagation_timeout_s=self.propagation_timeout_s,
         )
+        facts = history.settle(
+            result.facts(),
+            [*ctx.facts(history.FACT), *history.read(ctx.state_dir)],
+            name=result.name,
+            rtype=result.type,
+            served_at=result.served_at,
+        )
+        # the one record of DNS changes: `dns check` and `dns plan` outside this run read it too
+        history.record_facts(facts, ctx.state_dir, run=ctx.run_id, step=ctx.step_id)
         before = (
             {"values": list(result.before.values), "ttl": result.before.ttl}
             if result.before and wildcard is None  # a synthesized answer is no record to restore
@@ -143,8 +180,7 @@ class DnsUpdate(BaseAction):
             ok=result.verified,
             detail=still or "",
             summary=(
-                f"{result.name} {result.type} on {result.server} now {after}"
-                + ("" if result.verified else " (NOT verified: the server does not show it)")
+                f"{result.name} {result.type} on {result.server} now {after}" + _propagation(result)
             ),
             values={
                 "before": before,
@@ -154,7 +190,7 @@ class DnsUpdate(BaseAction):
                 # no explicit record existed: the name was covered by this wildcard (issue #12.6)
                 **({"synthesized_from": wildcard} if wildcard else {}),
             },
-            facts=_facts(result),
+            facts=facts,
             undo={
                 "server": self.server,
                 "zone": result.zone,
@@ -179,6 +215,8 @@ class DnsUpdate(BaseAction):
             before,
             key=self._key(ctx),
             now=ctx.now(),
+            nameservers=self.servers.choice(),
+            propagation_timeout_s=self.propagation_timeout_s,
         )
         shown = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing (deleted)"
         ok = result.verified
@@ -207,21 +245,33 @@ def _synthesized_from(server: Server, zone: str, name: str, rtype: str) -> str |
     return wildcard_owner_sync(server, name, rtype, now.values, zone=zone)
 
 
-def _facts(result: UpdateResult) -> dict[str, Any]:
-    """What later steps read back: a lowered TTL (for dns.check) and a switch (for traffic.drained)."""
-    facts: dict[str, Any] = {}
-    if result.ttl_lowered:
-        facts["dns.ttl_lowered"] = result.ttl_lowered
-    before_values = sorted(result.before.values) if result.before else []
-    after_values = sorted(result.after.values) if result.after else []
-    if before_values != after_values:
-        # Caches that fetched the old answer keep it for the TTL it had before this change.
-        facts["dns.switched"] = {
-            "name": result.name,
-            "type": result.type,
-            "switched_at": result.changed_at.isoformat(),
-            "old_ttl": result.before.ttl if result.before else None,
-            "old_values": before_values,
-            "new_values": after_values,
-        }
-    return facts
+def _propagation(result: UpdateResult) -> str:
+    """Where the change is served: every server, or which still serve what after the timeout."""
+    late = [s for s in result.servers if s.served_at is None]
+    if late:
+        shown = "; ".join(f"{s.who} still serves {s.serves}" for s in late)
+        return f" (NOT verified on every server: {shown})"
+    return f", served by all {len(result.servers)} authoritative servers" if result.servers else ""
+
+
+def _absolute(name: str) -> str:
+    return name.lower().rstrip(".") + "."
+
+
+def _simulated(ctx: ActionContext, name: str, rtype: str) -> tuple[tuple[str, ...], int] | None:
+    """The RRset an earlier step of this rehearsal would have left (None: ask the server)."""
+    latest: tuple[str, tuple[tuple[str, ...], int]] | None = None
+    for kind, values, ttl in (
+        ("dns.switched", "new_values", "new_ttl"),
+        ("dns.ttl_lowered", "values", "new_ttl"),
+    ):
+        for fact in ctx.facts(kind):
+            if not fact.get("simulated") or _absolute(str(fact.get("name"))) != _absolute(name):
+                continue
+            if str(fact.get("type", "")).upper() != rtype.upper() or fact.get(ttl) is None:
+                continue
+            at = str(fact.get("switched_at") or fact.get("lowered_at"))
+            state = (tuple(fact.get(values) or ()), int(fact[ttl]))
+            if latest is None or at >= latest[0]:
+                latest = (at, state)
+    return latest[1] if latest else None

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from opskit import timeparse
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
 from opskit.actions.params import ParamError, Params
 from opskit.actions.samples import record_verdict
@@ -25,23 +26,25 @@ SWITCH_FACT = "dns.switched"
 LOWERED_FACT = "dns.ttl_lowered"
 
 
-def _when(value: Any) -> datetime | None:
+def _when(value: Any, now: datetime | None = None) -> datetime | None:
+    """A moment from `with:` or a journaled fact, read by opskit.timeparse (the CLI's one parser)."""
     if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return timeparse.parse(value, now=now or datetime.now(UTC)).at
+    except timeparse.TimeError:
+        return None
 
 
 def check_switched_at(value: str | None) -> None:
-    """ParamError unless `switched_at` is empty, a template, or an ISO 8601 time."""
-    if value and "{{" not in value and _when(value) is None:
-        raise ParamError("switched_at", f"expected a time like 2026-11-24T02:11:00Z, got {value!r}")
+    """ParamError unless `switched_at` is empty, a template, or a time opskit.timeparse reads."""
+    if value and "{{" not in value:
+        try:
+            timeparse.parse(value, now=datetime.now(UTC))
+        except timeparse.TimeError as exc:
+            raise ParamError("switched_at", str(exc)) from None
 
 
 def _first(fact: Mapping[str, Any], *keys: str) -> Any:
@@ -78,7 +81,7 @@ def switch_from_facts(
 @dataclass(frozen=True)
 class TrafficDrained(BaseAction):
     """with: stats_file (or haproxy_socket), switched_at, old_ttl, margin, quiet, max_active,
-    timeout, interval. `haproxy_socket` reads a HAProxy bridge started by proxy.start with
+    allow_clients, timeout, interval. `haproxy_socket` reads a HAProxy bridge started by proxy.start with
     `engine: haproxy` on a host (its `values.haproxy_socket`)."""
 
     kind: ClassVar[ActionKind] = ActionKind.PROBE
@@ -89,6 +92,7 @@ class TrafficDrained(BaseAction):
     margin_s: float | None = None
     quiet_s: float = DEFAULT_QUIET_S
     max_active: int = 0
+    allow_clients: tuple[str, ...] = ()
     timeout_s: float = 3600.0
     interval_s: float = 5.0
 
@@ -102,6 +106,7 @@ class TrafficDrained(BaseAction):
             margin_s=params.seconds("margin", None),
             quiet_s=params.seconds("quiet", DEFAULT_QUIET_S),
             max_active=params.integer("max_active", 0),
+            allow_clients=tuple(params.text_list("allow_clients", [])),
             timeout_s=params.seconds("timeout", 3600.0),
             interval_s=params.seconds("interval", 5.0),
         )
@@ -111,6 +116,8 @@ class TrafficDrained(BaseAction):
         check_switched_at(action.switched_at)
         if action.max_active < 0:
             raise ParamError("max_active", "cannot be negative")
+        if action.allow_clients and action.max_active == 0:
+            raise ParamError("allow_clients", "needs max_active (how many connections may remain)")
         if action.interval_s <= 0:
             raise ParamError("interval", "must be more than 0")
         if action.quiet_s > action.timeout_s:  # it could never say SAFE before giving up
@@ -135,11 +142,12 @@ class TrafficDrained(BaseAction):
 
         from_facts = switch_from_facts(ctx.facts(SWITCH_FACT), ctx.facts(LOWERED_FACT))
         return DrainPolicy(
-            switched_at=_when(self.switched_at) or from_facts[0],
+            switched_at=_when(self.switched_at, ctx.now()) or from_facts[0],
             old_ttl_s=self.old_ttl_s if self.old_ttl_s is not None else from_facts[1],
             margin_s=self.margin_s,
             quiet_s=self.quiet_s,
             max_active=self.max_active,
+            allow_clients=self.allow_clients,
         )
 
     def _source(self, ctx: ActionContext) -> Any:
@@ -158,7 +166,14 @@ class TrafficDrained(BaseAction):
         from opskit.traffic.verdict import clock  # noqa: PLC0415
 
         verdict = outcome.verdict
-        reasons = "\n".join(f"- {r}" for r in verdict.reasons)
+        reasons = "\n".join(
+            [f"- {r}" for r in verdict.reasons]
+            + [f"- note: {n}" for n in verdict.not_watched if n not in verdict.reasons]
+            + [
+                f"- not watched (not quiet): {g.start:%H:%M:%S} to {g.end:%H:%M:%S} UTC"
+                for g in verdict.gaps[-3:]
+            ]
+        )
         cut = (
             f"\na shutdown now would cut: {', '.join(verdict.would_cut)}"
             if verdict.would_cut
@@ -186,6 +201,10 @@ class TrafficDrained(BaseAction):
             else None,
             "would_cut": list(verdict.would_cut),
             "clients": len(verdict.clients),
+            "not_watched": list(verdict.not_watched),
+            "gaps": [
+                {"start": g.start.isoformat(), "end": g.end.isoformat()} for g in verdict.gaps
+            ],
         }
         return ActionResult(
             ok=verdict.safe or rehearsal,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from opskit.cli import dns_render, output
-from opskit.cli.options import parse_duration
+from opskit.cli.options import parse_duration, parse_time_said
 from opskit.errors import Blocked, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -27,16 +27,9 @@ def _now() -> datetime:
 
 
 def _time(option: str, text: str | None) -> datetime | None:
-    """ISO 8601 in UTC (a time without a zone is UTC; one with a zone is converted)."""
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected a time like 2026-11-24T01:12:00Z, got {text!r}"
-        ) from None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    """A time option in UTC, read by the CLI's one time parser (its reading said on stderr)."""
+    moment = parse_time_said(option, text)
+    return moment.astimezone(UTC) if moment else None
 
 
 def server_options(func: Any) -> Any:
@@ -48,7 +41,8 @@ def server_options(func: Any) -> Any:
                 "nameservers",
                 multiple=True,
                 metavar="HOST[:PORT]|NAME=ADDR:PORT",
-                help="Ask this authoritative server (repeatable); NAME=ADDR:PORT pins a discovered NS name.",
+                help="Ask this authoritative server and start the walk there: the zone's NS set and the "
+                "parent's delegation are asked too (repeatable); NAME=ADDR:PORT pins an NS name.",
             ),
             click.option(
                 "--resolver",
@@ -60,9 +54,8 @@ def server_options(func: Any) -> Any:
             click.option(
                 "--auth-port",
                 type=click.IntRange(1, 65535),
-                default=53,
-                show_default=True,
-                help="Port of discovered nameservers (NS records carry no port).",
+                help="Port of nameservers found through NS records, which carry no port "
+                "(default: the port of the --nameserver servers, else 53).",
             ),
             click.option(
                 "--query-timeout",
@@ -78,6 +71,12 @@ def server_options(func: Any) -> Any:
                 show_default=True,
                 help="Extra attempts after a timeout.",
             ),
+            click.option(
+                "-4", "ipv4", is_flag=True, help="Ask only the IPv4 addresses of nameservers."
+            ),
+            click.option(
+                "-6", "ipv6", is_flag=True, help="Ask only the IPv6 addresses of nameservers."
+            ),
         ]
     ):
         func = option(func)
@@ -88,9 +87,11 @@ def _check_options(
     *,
     nameservers: tuple[str, ...],
     resolvers: tuple[str, ...],
-    auth_port: int,
+    auth_port: int | None,
     query_timeout: str,
     retries: int,
+    ipv4: bool = False,
+    ipv6: bool = False,
     types: tuple[str, ...] = (),
     max_ttl: str = "600s",
     changes: str | None = None,
@@ -102,12 +103,18 @@ def _check_options(
     from opskit.dns.verdict import Lowering, Policy
 
     at = _time("--lowered-at", lowered_at)
+    if at is not None and at > _now():
+        raise UsageError(
+            f"--lowered-at {lowered_at}: in the future (expected when the TTL was lowered)"
+        )
     previous = parse_duration("--previous-ttl", previous_ttl)
     if (at is None) != (previous is None):
         raise UsageError("--lowered-at and --previous-ttl go together")
     lowering = Lowering(at, int(previous)) if at is not None and previous is not None else None
     max_ttl_s = parse_duration("--max-ttl", max_ttl) or 0.0
-    auth, caches, query = _servers(nameservers, resolvers, auth_port, query_timeout, retries)
+    auth, caches, query = _servers(
+        nameservers, resolvers, auth_port, query_timeout, retries, ipv4=ipv4, ipv6=ipv6
+    )
     return CheckOptions(
         types=tuple(t.upper() for t in types) or DEFAULT_TYPES,
         policy=Policy.for_max(int(max_ttl_s), changes),
@@ -122,16 +129,21 @@ def _check_options(
 def _servers(
     nameservers: tuple[str, ...],
     resolvers: tuple[str, ...],
-    auth_port: int,
+    auth_port: int | None,
     query_timeout: str,
     retries: int,
+    *,
+    ipv4: bool = False,
+    ipv6: bool = False,
 ) -> tuple[ServerChoice, tuple[Server, ...], QueryOptions]:
     """The options of `server_options`: who to ask and how hard."""
     from opskit.dns.query import QueryOptions
     from opskit.dns.servers import parse_nameservers, parse_servers
 
+    if ipv4 and ipv6:
+        raise UsageError("-4 and -6: give one of them (neither asks both families)")
     return (
-        parse_nameservers(nameservers, auth_port),
+        parse_nameservers(nameservers, auth_port, 4 if ipv4 else 6 if ipv6 else None),
         tuple(parse_servers("--resolver", resolvers)),
         QueryOptions(
             timeout_s=parse_duration("--query-timeout", query_timeout) or 2.0, retries=retries
@@ -169,7 +181,11 @@ def dns() -> None:
 @click.option(
     "--changes", metavar="NAME", help="The CNAME-chain link the switch changes (gate on its TTL)."
 )
-@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option(
+    "--lowered-at",
+    metavar="TIME",
+    help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
+)
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -203,7 +219,10 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
 @dns.command()
 @click.argument("name")
 @click.option(
-    "--switch-at", required=True, metavar="TIME", help="When the switch is planned (ISO 8601, UTC)."
+    "--switch-at",
+    required=True,
+    metavar="TIME",
+    help="When the switch is planned (ISO 8601 or HH:MM; local time unless a zone is given).",
 )
 @click.option(
     "--target-ttl",
@@ -216,7 +235,11 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
     "--type", "types", multiple=True, type=TYPES, help="Record type (default A and AAAA)."
 )
 @click.option("--changes", metavar="NAME", help="The CNAME-chain link the switch changes.")
-@click.option("--lowered-at", metavar="TIME", help="When the TTL was lowered (ISO 8601, UTC).")
+@click.option(
+    "--lowered-at",
+    metavar="TIME",
+    help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
+)
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
@@ -343,6 +366,14 @@ def wait(
     type=click.Path(dir_okay=False),
     help="TSIG key (BIND format, as tsig-keygen writes).",
 )
+@click.option(
+    "--propagation-timeout",
+    default="2m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long each secondary may take to serve the change.",
+)
+@server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def update(
     *,
@@ -353,12 +384,20 @@ def update(
     values: tuple[str, ...],
     ttl: str | None,
     tsig_key_file: str | None,
+    propagation_timeout: str,
     as_json: bool,
+    **kw: Any,
 ) -> ExitCode:
-    """Switch (or lower the TTL of) a record with an RFC 2136 dynamic update, then verify it.
+    """Switch (or lower the TTL of) a record with an RFC 2136 dynamic update, then verify it everywhere.
 
-    The RRset is read first; a lowered TTL is journaled with the time and the previous TTL so a later
-    `dns check` knows when the switch is safe. Exit 0 when the server shows the new records.
+    The RRset is read first; the change is sent to --server, then verified on every authoritative
+    server of the zone (its NS set and the parent's delegation, found as `dns check` finds them),
+    each given --propagation-timeout to serve it. A lowered TTL is journaled with the previous TTL and
+    the time the LAST server served it, so a later `dns check` knows when the switch is safe.
+    Without --nameserver or --resolver the other servers are learnt from the primary alone (the
+    parent's delegation then goes unchecked, and the output says so).
+    Exit 0 when every server serves the new records, 1 when one does not (named), 3 when the
+    server cannot be reached (nothing changed).
 
     \b
     Example:
@@ -373,6 +412,8 @@ def update(
     target = parse_servers("--server", [server])[0]
     key = load_key_file(tsig_key_file) if tsig_key_file else None
     ttl_s = parse_duration("--ttl", ttl)
+    wait_s = parse_duration("--propagation-timeout", propagation_timeout) or 0.0
+    choice, resolvers, query = _servers(**kw)
     result = replace_rrset(
         target,
         zone,
@@ -382,9 +423,19 @@ def update(
         ttl_s=int(ttl_s) if ttl_s is not None else None,
         key=key,
         now=_now(),
+        nameservers=choice,
+        resolvers=resolvers,
+        query=query,
+        propagation_timeout_s=wait_s,
     )
-    if result.ttl_lowered is not None:
-        history.record({"fact": history.FACT, **result.ttl_lowered})
+    facts = history.settle(
+        result.facts(),
+        history.read(),
+        name=result.name,
+        rtype=result.type,
+        served_at=result.served_at,
+    )
+    history.record_facts(facts)
     from opskit.dns.family import after_switch
 
     changed = (result.before.values if result.before else ()) != (
@@ -395,4 +446,28 @@ def update(
         output.emit_json(result)
     else:
         dns_render.update(result, history.changes_file(), [note] if note else [])
+        _propagation(result, wait_s)
+        settled = facts.get(history.FACT, {})
+        if "settles" in settled:
+            output.line(
+                f"  · every server serves it now: the lowering left pending at {settled['settles']} "
+                f"counts from now, with the previous TTL {settled['previous_ttl']} s"
+            )
     return ExitCode.OK if result.verified else ExitCode.NEGATIVE
+
+
+def _propagation(result: Any, wait_s: float) -> None:
+    """One line per authoritative server: when it served the change, or what it still serves."""
+    times = [s.served_at for s in result.servers if s.served_at is not None]
+    for state in result.servers:
+        if state.served_at is None:
+            output.line(
+                f"  ✗ {state.who} still serves {state.serves} after {wait_s:g} s: make it serve "
+                "the zone (NOTIFY, transfer, reload), or take it out of the NS set and the delegation"
+            )
+            continue
+        lag = (state.served_at - min(times)).total_seconds()
+        after = f", {lag:.1f} s after the first" if lag >= 0.05 else ""
+        output.line(f"  ✓ {state.who} serves {state.serves}{after}")
+    for note in result.notes:
+        output.line(f"  · {note}")

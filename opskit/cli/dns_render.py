@@ -101,7 +101,12 @@ def update(result: UpdateResult, journal: Path, notes: Sequence[str] = ()) -> No
         f"{', '.join(result.after.values)} ttl {result.after.ttl}" if result.after else "nothing"
     )
     output.line(f"{result.name.rstrip('.')} {result.type} on {result.server}: {before} -> {after}")
-    if result.ttl_lowered and result.before:
+    if result.ttl_lowered and result.ttl_lowered.get("pending") and result.before:
+        output.line(
+            f"TTL lowered from {result.before.ttl} s, but not every authoritative server serves it: "
+            f"the switch is safe {result.before.ttl} s after the last one does (recorded in {journal})"
+        )
+    elif result.ttl_lowered and result.before:
         from opskit.dns.timefmt import when
 
         lowered = datetime.fromisoformat(str(result.ttl_lowered["lowered_at"]))
@@ -114,7 +119,9 @@ def update(result: UpdateResult, journal: Path, notes: Sequence[str] = ()) -> No
     for note in notes:
         output.line(f"! {note}")
     output.line(
-        "VERIFIED" if result.verified else "NOT VERIFIED: the server does not show the new records"
+        "VERIFIED"
+        if result.verified
+        else "NOT VERIFIED: not every authoritative server shows the new records"
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from opskit.cli.options import parse_duration, parse_time
+from opskit.cli.options import parse_duration, parse_time_said
 from opskit.cli.output import emit_json, line, table
 from opskit.durations import DurationError, parse_seconds
 from opskit.errors import ExitCode, UsageError
@@ -48,6 +49,7 @@ def proxy() -> None:
     Example:
       opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --stats-file bridge.json --detach
       opskit proxy status --stats-file bridge.json
+      opskit proxy restart --stats-file bridge.json
       opskit proxy stop --stats-file bridge.json
     """
 
@@ -90,7 +92,31 @@ def proxy() -> None:
 @click.option(
     "--pid-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the pid here."
 )
-@click.option("--max-connections", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Refuse clients beyond this many open connections (built-in: never beyond what the "
+    "open-file limit fits, two descriptors each; the log says so and counts refused_fd_limit).",
+)
+@click.option(
+    "--max-per-client",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse one client address beyond this many open connections (0: no limit). "
+    "Mind clients behind one NAT address.",
+)
+@click.option(
+    "--handshake-timeout",
+    callback=_duration,
+    metavar="DURATION",
+    default="30s",
+    show_default=True,
+    help="Cut connections that sent under 64 bytes in this long while the new host sent nothing "
+    "(slowloris, scans; 0s: off). Server-first protocols (SSH, SMTP) are never cut by it.",
+)
 @click.option(
     "--idle-timeout",
     callback=_duration,
@@ -136,7 +162,8 @@ def proxy() -> None:
 @click.option(
     "--switched-at",
     metavar="TIME",
-    help="For --nudge-after: when DNS started pointing at the new host (ISO 8601, UTC if no zone).",
+    help="For --nudge-after: when DNS started pointing at the new host (ISO 8601 or HH:MM; "
+    "local time unless a zone is given).",
 )
 @click.option(
     "--old-ttl",
@@ -156,6 +183,12 @@ def proxy() -> None:
     help="For --nudge-after: the moment to start nudging, instead of --switched-at + --old-ttl.",
 )
 @click.option(
+    "--udp",
+    is_flag=True,
+    help="Built-in engine: also carry UDP on the same port (one flow per client address and port, "
+    "ended after 30 s without a datagram), counted like TCP.",
+)
+@click.option(
     "--detach", is_flag=True, help="Run in the background; stop it with `opskit proxy stop`."
 )
 def start(  # noqa: PLR0917 - click passes every option as an argument
@@ -166,6 +199,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     stats_file: Path | None,
     pid_file: Path | None,
     max_connections: int,
+    max_per_client: int,
+    handshake_timeout: float,
     idle_timeout: float | None,
     connect_timeout: float,
     half_close_timeout: float,
@@ -176,6 +211,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     old_ttl: str | None,
     margin: str,
     nudge_not_before: str | None,
+    udp: bool,
     detach: bool,
 ) -> ExitCode:
     """Forward LISTEN to the new host until SIGTERM or Ctrl-C, counting every client.
@@ -196,6 +232,12 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
 
     opskit's own probes (`opskit proxy status`, readiness checks) are not counted as clients.
 
+    What the bridge does not carry: it forwards TCP only. UDP to the same port (DNS, SIP/RTP and
+    other VoIP, QUIC/HTTP3, games) is neither forwarded nor counted, so such clients stay unseen on
+    the old host, unless --udp (built-in engine) carries it too; ICMP and SCTP are never carried. A `[::]` listener is dual-stack (IPv4 clients are carried and
+    shown as plain IPv4). A client or new-host reset is passed on as a reset and counted
+    (aborts_client, aborts_upstream).
+
     \b
     Example:
       opskit proxy start --listen 0.0.0.0:443 --to 203.0.113.20:443 --stats-file bridge.json
@@ -206,7 +248,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
 
     if nudge_after is not None and nudge_not_before is None:
-        when = parse_time("--switched-at", switched_at)
+        when = parse_time_said("--switched-at", switched_at)
         ttl_s = parse_duration("--old-ttl", old_ttl)
         if when is None or ttl_s is None:
             raise UsageError(
@@ -215,7 +257,7 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
             )
         nudge_not_before = nudge_start(when, ttl_s, parse_duration("--margin", margin) or 0.0)
     elif nudge_not_before is not None:
-        moment = parse_time("--nudge-not-before", nudge_not_before)
+        moment = parse_time_said("--nudge-not-before", nudge_not_before)
         nudge_not_before = moment.isoformat() if moment else None
 
     config = BridgeConfig(
@@ -226,6 +268,8 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         engine=engine,  # type: ignore[arg-type]
         pid_file=pid_file,
         max_connections=max_connections,
+        max_per_client=max_per_client,
+        handshake_timeout_s=handshake_timeout,
         idle_timeout_s=idle_timeout,
         connect_timeout_s=connect_timeout,
         half_close_timeout_s=half_close_timeout,
@@ -233,7 +277,12 @@ def start(  # noqa: PLR0917 - click passes every option as an argument
         proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
         nudge_after_s=nudge_after,
         nudge_not_before=nudge_not_before,
+        udp=udp,
     )
+    if udp and (engine != "builtin" or mode != "tcp"):
+        raise UsageError("--udp is carried by the built-in engine in --mode tcp only")
+    if max_per_client and (engine != "builtin" or mode != "tcp"):
+        raise UsageError("--max-per-client is enforced by the built-in engine in --mode tcp only")
     problem = bridge.target_problem(config)
     if problem:
         line(f"opskit: warning: {problem}; clients will be cut until it answers", err=True)
@@ -286,12 +335,35 @@ def stop(stats_file: Path | None, pid_file: Path | None, timeout: float) -> Exit
 
 @proxy.command()
 @click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def restart(stats_file: Path) -> ExitCode:
+    """Restart a detached built-in bridge without cutting a client (hot restart, like HAProxy -sf).
+
+    A new bridge process takes over the listening socket, so new clients are accepted throughout;
+    the old process keeps its bridged connections until they end and reports them to the new one,
+    so the client table and the active count stay whole. Only the new process writes the stats file.
+
+    Exit 0 when the new bridge runs, 3 when there is no detached built-in bridge to restart.
+
+    \b
+    Example:
+      opskit proxy restart --stats-file bridge.json
+    """
+    from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
+
+    old, new = bridge.restart(stats_file)
+    line(f"bridge restarted: pid {new} accepts now; pid {old} drains its bridged connections")
+    return ExitCode.OK
+
+
+@proxy.command()
+@click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--json", "as_json", is_flag=True, help="The stats file's content, for scripts.")
 def status(stats_file: Path, as_json: bool) -> ExitCode:
     """Show a bridge's counters: connections, bytes and the clients that still arrive, newest first.
 
-    Exit 0 when the stats file is readable, 3 when there is none (the bridge never ran here) or its
-    process is gone (the counters are the last it wrote).
+    Exit 0 when the stats file is readable, 3 when there is none (the bridge never ran here), its
+    process is gone (the counters are the last it wrote), or it runs but has stopped rewriting the
+    file (a full disk, a read-only directory: the reason is shown).
 
     \b
     Example:
@@ -309,6 +381,28 @@ def status(stats_file: Path, as_json: bool) -> ExitCode:
         line(
             f"opskit: the bridge (pid {current.pid}) is not running any more: these counters are "
             f"from {current.updated_at}; start it again with opskit proxy start",
+            err=True,
+        )
+        return ExitCode.BLOCKED
+    return _write_health(stats_file, current)
+
+
+def _write_health(stats_file: Path, current: BridgeStats) -> ExitCode:
+    """Say when the bridge cannot write its stats file (marker, counters, a stale file): exit 3."""
+    from opskit.proxy.stats import BridgeState, read_write_error  # noqa: PLC0415
+
+    marker = read_write_error(stats_file)
+    if current.write_errors or marker:
+        line(
+            f"opskit: warning: the bridge failed to write {stats_file} {current.write_errors} "
+            f"times; last: {marker or current.last_write_error}",
+            err=True,
+        )
+    age_s = (datetime.now(UTC) - current.updated).total_seconds()
+    if current.status is not BridgeState.STOPPED and age_s > current.stale_after_s:
+        line(
+            f"opskit: cannot tell: the bridge (pid {current.pid}) runs but has not rewritten "
+            f"{stats_file} for {age_s:.0f} s; these counters are old",
             err=True,
         )
         return ExitCode.BLOCKED

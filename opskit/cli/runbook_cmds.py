@@ -88,6 +88,13 @@ def include_option(fn: F) -> F:
     )(wrapper)  # type: ignore[return-value]  # fmt: skip
 
 
+def concurrency_option(fn: F) -> F:
+    return click.option(
+        "--allow-concurrent", is_flag=True,
+        help="Run even while another run of the same runbook is live (refused by default).",
+    )(fn)  # fmt: skip
+
+
 def reports_problems(fn: F) -> F:
     """An invalid runbook: one `FILE:LINE:COL: message` line per problem on stderr, exit 2."""
 
@@ -136,6 +143,16 @@ def _overrides(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
     return values
 
 
+def _set_values(items: tuple[str, ...]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected VAR=VALUE")
+        values[key.strip()] = value
+    return values
+
+
 def _options(state_dir: Path, operator: str | None, **kw: Any) -> Any:
     from opskit.runbook.engine import RunOptions  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
@@ -145,12 +162,24 @@ def _options(state_dir: Path, operator: str | None, **kw: Any) -> Any:
 
 
 def _interrupt_on_sigterm() -> None:
-    """`kill PID` stops the current step like Ctrl-C does, so the journal says how to resume."""
+    """`kill PID` and a dropped terminal (SIGHUP) stop the current step like Ctrl-C: exit 130, resumable."""
 
     def handler(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _forget_lost_terminal()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def _forget_lost_terminal() -> None:
+    """After a hang-up, writing to the dead terminal fails (EIO): the journal is the record from here."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.command()
@@ -262,6 +291,7 @@ def _outcome(outcome: Any) -> ExitCode:
 @click.option("--dry-run", is_flag=True, help="Rehearse instead (same as `opskit plan`).")
 @click.option("--offline", is_flag=True, help="With --dry-run: execute nothing at all.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@concurrency_option
 @window_option
 @operator_option
 @state_dir_option
@@ -270,8 +300,8 @@ def _outcome(outcome: Any) -> ExitCode:
 @reports_problems
 def run(  # noqa: PLR0917 - click passes every option as an argument
         runbook: Path, var: tuple[str, ...], vars_file: Path | None, approve: tuple[str, ...], yes: bool,
-        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, window: str | None,
-        operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
+        accept_new_host_keys: bool, dry_run: bool, offline: bool, as_json: bool, allow_concurrent: bool,
+        window: str | None, operator: str | None, state_dir: Path) -> ExitCode:  # fmt: skip
     """Run a runbook for real, journaled step by step; prints the run id first.
 
     Output streams live with the host as prefix. Gates ask at a terminal; without one they stop the run
@@ -294,7 +324,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.runbook import engine  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, overrides=overrides, yes=yes, approve=approve,
-                       accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+                       accept_new_host_keys=accept_new_host_keys, allow_concurrent=allow_concurrent)  # fmt: skip
     _interrupt_on_sigterm()
     return _outcome(engine.run(runbook, options, ConsoleReporter(state_dir=state_dir)))
 
@@ -310,12 +340,17 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
     help="Count a step that was in flight as done without running it.",
 )
 @click.option(
+    "--set", "set_values", multiple=True, metavar="VAR=VALUE",
+    help="With --skip-in-doubt: the value a skipped capture: step would have captured.",
+)  # fmt: skip
+@click.option(
     "--accept-changes",
     is_flag=True,
     help="Resume even though the runbook changed since the run started.",
 )
 @click.option("--dry-run", is_flag=True, help="Plan the rest instead: finished steps show as done.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@concurrency_option
 @window_option
 @gate_options
 @operator_option
@@ -324,15 +359,17 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 @include_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
-           run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
-           dry_run: bool, as_json: bool, window: str | None,
+           run_id: str, rerun_in_doubt: bool, skip_in_doubt: bool, set_values: tuple[str, ...],
+           accept_changes: bool, dry_run: bool, as_json: bool, allow_concurrent: bool, window: str | None,
            approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
            state_dir: Path) -> ExitCode:  # fmt: skip
     """Continue a run after its last finished step; no finished step runs twice.
 
-    A step that started but never finished is in doubt: its check: decides; without one it runs again only
-    when idempotent: true or with --rerun-in-doubt (or is skipped with --skip-in-doubt). Captured values
-    come back from the journal. Refuses a changed runbook unless --accept-changes.
+    A step that started but never finished is in doubt. One that changes nothing (a probe, a wait, a gate)
+    runs again by itself; otherwise its check: decides; without one it runs again only when idempotent:
+    true or with --rerun-in-doubt (or is skipped with --skip-in-doubt; a skipped capture: needs
+    --set VAR=VALUE). Captured values come back from the journal. Refuses a changed runbook unless
+    --accept-changes, and a step whose processes still run.
 
     \b
     Example:
@@ -358,7 +395,8 @@ def resume(  # noqa: PLR0917 - click passes every option as an argument
     from opskit.runbook.resume import resume as resume_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
     options = _options(state_dir, operator, yes=yes, approve=approve, accept_new_host_keys=accept_new_host_keys,
-                       rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes)  # fmt: skip
+                       rerun_in_doubt=rerun_in_doubt, skip_in_doubt=skip_in_doubt, accept_changes=accept_changes,
+                       set_values=_set_values(set_values), allow_concurrent=allow_concurrent)  # fmt: skip
     _interrupt_on_sigterm()
     return _outcome(resume_run(run_id, options, ConsoleReporter(state_dir=state_dir)))
 
@@ -456,34 +494,58 @@ def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitC
 @click.command()
 @click.argument("run_id")
 @click.option(
+    "--dry-run", is_flag=True, help="Show what would be undone, in order and with which values."
+)
+@click.option(
+    "--rerun-in-doubt",
+    is_flag=True,
+    help="Run again an undo that was cut off (its step has no check:).",
+)
+@click.option("--skip-in-doubt", is_flag=True, help="Count an undo that was cut off as done.")
+@click.option(
     "--accept-changes",
     is_flag=True,
     help="Roll back even though the runbook changed since the run.",
 )
-@click.option("--accept-new-host-keys", is_flag=True, help="Record unknown SSH host keys.")
+@gate_options
 @operator_option
 @state_dir_option
 @fleet_options
 @include_option
 @reports_problems
-def rollback(run_id: str, accept_changes: bool, accept_new_host_keys: bool, operator: str | None,
+def rollback(  # noqa: PLR0917 - click passes every option as an argument
+             run_id: str, dry_run: bool, rerun_in_doubt: bool, skip_in_doubt: bool, accept_changes: bool,
+             approve: tuple[str, ...], yes: bool, accept_new_host_keys: bool, operator: str | None,
              state_dir: Path) -> ExitCode:  # fmt: skip
     """Undo a run's succeeded steps, newest first; stops at an irreversible step.
 
-    Exit 0 when everything was undone, 1 when an undo failed, 3 when it stopped at the point of no return.
+    Asks before it starts (at a terminal; otherwise --yes or --approve rollback). An undo that failed
+    last time is tried again; one that was cut off is decided by its step's check: (or --rerun-in-doubt /
+    --skip-in-doubt). Exit 0 when everything was undone, 1 when an undo failed, 3 when it stopped at the
+    point of no return or a changing step without undo: stays in effect, 130 interrupted.
 
     \b
     Example:
+      opskit rollback 20251123-031002-a1b2 --dry-run
       opskit rollback 20251123-031002-a1b2 --operator bob
     """
     from opskit.runbook.rollback import rollback as rollback_run  # noqa: PLC0415 - imported on first use, keeps start-up fast
 
-    options = _options(
-        state_dir,
-        operator,
-        accept_changes=accept_changes,
-        accept_new_host_keys=accept_new_host_keys,
-    )
+    if rerun_in_doubt and skip_in_doubt:
+        raise UsageError("choose one of --rerun-in-doubt and --skip-in-doubt")
+    options = _options(state_dir, operator, accept_changes=accept_changes, approve=approve, yes=yes,
+                       accept_new_host_keys=accept_new_host_keys, rerun_in_doubt=rerun_in_doubt,
+                       skip_in_doubt=skip_in_doubt)  # fmt: skip
+    if dry_run:
+        outcome = rollback_run(run_id, options, ConsoleReporter(quiet_steps=True), dry_run=True)
+        for r in outcome.steps:
+            verb = {"would_undo": "undo", "nothing": "skip", "in_effect": "KEEP", "stopped": "STOP"}
+            output.line(f"{verb.get(r.status, r.status)} {r.step}: {r.summary}")
+        output.line(
+            ("plan: " if outcome.exit_code == ExitCode.OK else "WARNING: ") + outcome.message
+        )
+        return ExitCode(outcome.exit_code)
+    _interrupt_on_sigterm()
     outcome = rollback_run(run_id, options, ConsoleReporter())
     output.line(("done: " if outcome.exit_code == ExitCode.OK else "STOPPED: ") + outcome.message)
     return ExitCode(outcome.exit_code)

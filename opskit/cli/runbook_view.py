@@ -124,7 +124,10 @@ class ConsoleReporter:
     def ask(self, question: str) -> str | None:
         try:
             return str(click.prompt(question, default="", show_default=False, err=True))
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            # click turns Ctrl-C into Abort too: that is an interruption (exit 130, resumable), not a no.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
             return None
 
     def warn(self, text: str) -> None:

@@ -20,6 +20,7 @@ from opskit.dns.aiorun import run_sync
 from opskit.dns.authview import consensus, observe, serials
 from opskit.dns.cacheview import Delegations, peek_all
 from opskit.dns.chain import MAX_CHAIN, effective_ttl, final_answers, widest
+from opskit.dns.delegation import findings
 from opskit.dns.discovery import Discovery, discover
 from opskit.dns.dnssec import describe_keys, ds_matching, signature
 from opskit.dns.history import latest_for
@@ -122,6 +123,7 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         for t in types
     ]
     records = await asyncio.gather(*jobs)
+    _changes_is_a_link(options.policy.changes, records)
     return decide(
         records,
         policy=options.policy,
@@ -130,6 +132,19 @@ async def check_async(names: Sequence[str], options: CheckOptions, *, now: datet
         ),
         now=now,
     )
+
+
+def _changes_is_a_link(changes: str | None, records: Sequence[RecordReport]) -> None:
+    """--changes must name a link of the chain checked: gating on another name would gate on nothing."""
+    if not changes:
+        return
+    wanted = dns.name.from_text(changes).to_text().lower()
+    links = {link.name.lower() for r in records for link in r.chain}
+    if links and wanted not in links:
+        shown = " -> ".join(
+            dict.fromkeys(link.name.rstrip(".") for r in records for link in r.chain)
+        )
+        raise UsageError(f"--changes {changes}: not a link of the chain checked ({shown})")
 
 
 def _type(text: str) -> dns.rdatatype.RdataType:
@@ -163,6 +178,8 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
     )
     chain: list[Link] = list(widest(consensus(nameservers), [ns.chain for ns in nameservers]))
     problems: list[str] = list(zone.problems)
+    one_sided, notes = findings(zone.one_sided, nameservers, name, dns.rdatatype.to_text(rdtype))
+    problems += one_sided
     for _ in range(MAX_CHAIN):
         if pending is None or pending.to_text().lower() in {lk.name.lower() for lk in chain}:
             break  # done, or a loop across zones (the verdict names it from the chain)
@@ -209,6 +226,7 @@ async def _record(  # noqa: PLR0917 - one record's whole context, called in one 
         problems=tuple(problems),
         zone=zone.zone,
         keys=keys,
+        notes=zone.notes + tuple(notes),
     )
 
 

@@ -135,9 +135,10 @@ async def ask(
         else:
             response, used_tcp = await retrying(attempt)
     except (dns.exception.DNSException, OSError, EOFError) as exc:
-        return Outcome(
-            server, None, describe_error(exc, options.timeout_s, tries), False, _since(started)
-        )
+        error = describe_error(exc, options.timeout_s, tries)
+        if ":" in server.host and isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+            error += "; if this machine has no IPv6, give -4 to ask the IPv4 addresses only"
+        return Outcome(server, None, error, False, _since(started))
     return Outcome(
         server,
         response,

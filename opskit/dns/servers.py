@@ -36,6 +36,16 @@ class ServerChoice:
     servers: tuple[Server, ...] = ()
     pins: dict[str, tuple[Server, ...]] = field(default_factory=dict)
     auth_port: int = DNS_PORT
+    family: int | None = None  # 4 or 6 (-4/-6): only nameserver addresses of that family are asked
+
+    def allows(self, server: Server) -> bool:
+        """True when the address is of the chosen family (or no family was chosen)."""
+        return self.family is None or family_of(server.host) == self.family
+
+
+def family_of(host: str) -> int:
+    """4 or 6: the IP version of an address."""
+    return 6 if ":" in host else 4
 
 
 class BadServer(UsageError):
@@ -88,6 +98,8 @@ def parse_name(option: str, text: str) -> str:
     import dns.exception  # noqa: PLC0415 - this module stays light for the CLI's option parsing
     import dns.name  # noqa: PLC0415
 
+    if not text.strip():
+        raise UsageError(f"{option}: empty name (expected a domain name like dispatch.example.net)")
     try:
         return dns.name.from_text(text.strip()).to_text()
     except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
@@ -105,9 +117,21 @@ def parse_servers(option: str, values: Iterable[str], default_port: int = DNS_PO
     return servers
 
 
-def parse_nameservers(values: Iterable[str], auth_port: int = DNS_PORT) -> ServerChoice:
-    """`--nameserver` values: plain ones are asked directly, NAME=ADDR[:PORT] ones pin a discovered NS."""
+def parse_nameservers(
+    values: Iterable[str], auth_port: int | None = None, family: int | None = None
+) -> ServerChoice:
+    """`--nameserver` values: plain ones are asked directly, NAME=ADDR[:PORT] ones pin a discovered NS.
+
+    Without --auth-port, servers found through NS records are asked on the port the plain
+    --nameserver values share (a lab where every server sits on one port), else on 53.
+    """
+    values = list(values)
     fixed: list[Server] = []
+    for value in values:
+        if "=" not in value:
+            fixed += parse_servers("--nameserver", [value], auth_port or DNS_PORT)
+    ports = {s.port for s in fixed}
+    port = auth_port or (ports.pop() if len(ports) == 1 else DNS_PORT)
     pins: dict[str, list[Server]] = {}
     for value in values:
         if "=" in value:
@@ -115,9 +139,9 @@ def parse_nameservers(values: Iterable[str], auth_port: int = DNS_PORT) -> Serve
             key = name.strip().lower().rstrip(".") + "."
             if key == ".":
                 raise BadServer("--nameserver", value, "no name before '='")
-            host, port = split_host_port("--nameserver", target, auth_port)
+            host, pin_port = split_host_port("--nameserver", target, port)
             addrs = _addresses("--nameserver", value, host)
-            pins.setdefault(key, []).extend(Server(a, port, key) for a in addrs)
-        else:
-            fixed += parse_servers("--nameserver", [value], auth_port)
-    return ServerChoice(tuple(fixed), {k: tuple(v) for k, v in pins.items()}, auth_port=auth_port)
+            pins.setdefault(key, []).extend(Server(a, pin_port, key) for a in addrs)
+    return ServerChoice(
+        tuple(fixed), {k: tuple(v) for k, v in pins.items()}, auth_port=port, family=family
+    )

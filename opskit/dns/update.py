@@ -22,9 +22,18 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
+from opskit.dns import history
+from opskit.dns.aiorun import run_sync
 from opskit.dns.chain import links_from
-from opskit.dns.query import describe_error, make_query, rdtype_of
-from opskit.dns.servers import Server, parse_name
+from opskit.dns.propagation import (
+    DEFAULT_PROPAGATION_TIMEOUT_S,
+    ServerState,
+    authoritative_set,
+    last_served,
+    watch,
+)
+from opskit.dns.query import QueryOptions, describe_error, make_query, rdtype_of
+from opskit.dns.servers import Server, ServerChoice, parse_name
 from opskit.dns.tsigkey import BadKey, TsigKey, wire_algorithm
 from opskit.errors import Blocked, Negative, OpskitError, UsageError
 
@@ -60,6 +69,19 @@ class UpdateResult:
     verified: bool
     changed_at: datetime
     ttl_lowered: dict[str, object] | None  # the `dns.ttl_lowered` fact, when the TTL went down
+    # every authoritative server, and when it served the change
+    servers: tuple[ServerState, ...] = ()
+    served_at: datetime | None = None  # when the last of them did (None: one never did)
+    notes: tuple[str, ...] = ()  # what discovery could not check (the parent's delegation, ...)
+    switched: dict[str, object] | None = None  # the `dns.switched` fact, when the values changed
+
+    def facts(self) -> dict[str, dict[str, object]]:
+        """The facts of this change, by kind (what `dns.update` journals and history records)."""
+        return {
+            kind: fact
+            for kind, fact in ((history.FACT, self.ttl_lowered), (history.SWITCHED, self.switched))
+            if fact
+        }
 
 
 def _keyring(
@@ -133,23 +155,6 @@ def _send(server: Server, message: dns.message.Message, what: str, timeout_s: fl
         raise UpdateFailed(f"{server}: {what}: the server answered {code}{hint}")
 
 
-def _verify(
-    server: Server, name: str, rtype: str, wanted: RRsetData | None, timeout_s: float
-) -> bool:
-    """Ask the server until it shows `wanted` (bounded: 3 s)."""
-    deadline = time.monotonic() + 3.0
-    while True:
-        try:
-            now = read_rrset(server, name, rtype, timeout_s=timeout_s)
-        except OpskitError:
-            now = None
-        if now == wanted:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-
-
 def _canonical(rdtype: dns.rdatatype.RdataType, values: Sequence[str]) -> list[str]:
     """Values as the server will print them (so "2001:db8:0::1" compares equal to "2001:db8::1")."""
     return [dns.rdata.from_text("IN", rdtype, v).to_text() for v in values]
@@ -166,8 +171,16 @@ def replace_rrset(
     key: TsigKey | None,
     now: datetime,
     timeout_s: float = 5.0,
+    nameservers: ServerChoice | None = None,
+    resolvers: Sequence[Server] = (),
+    query: QueryOptions | None = None,
+    propagation_timeout_s: float = DEFAULT_PROPAGATION_TIMEOUT_S,
 ) -> UpdateResult:
-    """Replace NAME TYPE with `values` (empty: delete it); keep the old TTL unless `ttl_s` is given."""
+    """Replace NAME TYPE with `values` (empty: delete it); keep the old TTL unless `ttl_s` is given.
+
+    The change is verified on every authoritative server of the zone (the primary, the zone's NS set
+    and the parent's delegation), each given up to `propagation_timeout_s` to serve it.
+    """
     rdtype = rdtype_of(rtype)
     type_text = dns.rdatatype.to_text(rdtype)
     zone_name = dns.name.from_text(parse_name("--zone", zone))
@@ -181,6 +194,10 @@ def replace_rrset(
         raise UsageError(f"--set {' '.join(values)}: not valid {type_text} data: {exc}") from None
     started = time.monotonic()
     before = read_rrset(server, name, type_text)
+    query = query or QueryOptions()
+    servers, notes = authoritative_set(
+        server, zone_name.to_text(), nameservers or ServerChoice(), resolvers, query
+    )
     ttl = ttl_s if ttl_s is not None else (before.ttl if before else DEFAULT_NEW_TTL_S)
     update = dns.update.UpdateMessage(
         zone_name, keyring=ring, keyalgorithm=algorithm or dns.tsig.default_algorithm
@@ -193,24 +210,35 @@ def replace_rrset(
     except (ValueError, dns.exception.DNSException) as exc:
         raise UsageError(f"--set {' '.join(values)}: not valid {type_text} data: {exc}") from None
     _send(server, update, f"update {name} {type_text}", timeout_s)
-    wanted = RRsetData(wanted_values, ttl) if values else None
-    verified = _verify(server, name, type_text, wanted, timeout_s)
+    sent = (now + timedelta(seconds=time.monotonic() - started), time.monotonic())
+    states = run_sync(
+        watch(
+            servers,
+            qname.to_text(),
+            rdtype,
+            (wanted_values, ttl) if values else None,
+            propagation_timeout_s,
+            query,
+            sent,
+        )
+    )
+    served_at = last_served(states)
+    verified = served_at is not None
     try:
         after = read_rrset(server, name, type_text)
     except OpskitError:  # the update went out: a failed read must not say "nothing changed"
         after = None
-    lowered = None
-    if before is not None and values and ttl < before.ttl:
-        lowered = {
-            "name": qname.to_text(),
-            "type": type_text,
-            "zone": zone_name.to_text(),
-            "server": str(server),
-            # when the primary showed the new TTL, not when we started: the safe time is never early
-            "lowered_at": (now + timedelta(seconds=time.monotonic() - started)).isoformat(),
-            "previous_ttl": before.ttl,
-            "new_ttl": ttl,
-        }
+    facts = history.change_facts(
+        name=qname.to_text(),
+        rtype=type_text,
+        zone=zone_name.to_text(),
+        server=str(server),
+        before=(before.values, before.ttl) if before else None,
+        after=(wanted_values, ttl) if values else None,
+        # when the LAST server served it: caches may fetch the old data until then
+        at=served_at or now + timedelta(seconds=time.monotonic() - started),
+        pending=[s.who for s in states if s.served_at is None],
+    )
     return UpdateResult(
         str(server),
         zone_name.to_text(),
@@ -219,8 +247,12 @@ def replace_rrset(
         before,
         after,
         verified,
-        now,
-        lowered,
+        served_at or now,
+        facts.get(history.FACT),
+        states,
+        served_at,
+        notes,
+        facts.get(history.SWITCHED),
     )
 
 
@@ -233,10 +265,19 @@ def restore(
     *,
     key: TsigKey | None,
     now: datetime,
+    nameservers: ServerChoice | None = None,
+    propagation_timeout_s: float = DEFAULT_PROPAGATION_TIMEOUT_S,
 ) -> UpdateResult:
     """Put back exactly the RRset read before a change (delete it when there was none)."""
-    if before is None:
-        return replace_rrset(server, zone, name, rtype, (), ttl_s=None, key=key, now=now)
     return replace_rrset(
-        server, zone, name, rtype, before.values, ttl_s=before.ttl, key=key, now=now
+        server,
+        zone,
+        name,
+        rtype,
+        before.values if before else (),
+        ttl_s=before.ttl if before else None,
+        key=key,
+        now=now,
+        nameservers=nameservers,
+        propagation_timeout_s=propagation_timeout_s,
     )

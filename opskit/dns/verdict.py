@@ -328,7 +328,7 @@ def decide(
             ready=verdict.ready,
             blocked=verdict.blocked,
             safe_after=verdict.safe_after,
-            notes=verdict.notes,
+            notes=observed.notes + verdict.notes,  # what asking found (delegation, -4/-6)
             blockers=verdict.blockers,
         )
         pairs.append((rec, verdict))

@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "forwarder_argv",
     "is_dead",
     "probe",
+    "restart",
     "run",
     "run_builtin",
     "spawn",
@@ -65,9 +67,15 @@ def forwarder_argv(config: BridgeConfig) -> list[str]:
         _seconds(config.drain_timeout_s),
         "--stats-interval",
         _seconds(config.stats_interval_s),
+        "--max-per-client",
+        str(config.max_per_client),
+        "--handshake-timeout",
+        _seconds(config.handshake_timeout_s),
     ]
     if config.idle_timeout_s is not None:
         argv += ["--idle-timeout", _seconds(config.idle_timeout_s)]
+    if config.udp:
+        argv += ["--udp"]
     if config.proxy_protocol is not None:
         argv += ["--proxy-protocol", config.proxy_protocol]
     if config.nudge_after_s is not None:
@@ -91,7 +99,14 @@ def _validate(config: BridgeConfig, *, holds_listener: bool = False) -> None:
         )
     if config.max_connections < 1:
         raise UsageError("--max-connections must be at least 1")
-    from opskit.proxy.forwarder import running_owner  # noqa: PLC0415 - stdlib only, but 1000 lines
+    from opskit.proxy.forwarder import loops_back, running_owner  # noqa: PLC0415 - stdlib only
+
+    looping = loops_back(config.listen_host_port, config.to_host_port)
+    if looping is not None:
+        raise UsageError(
+            f"--to {config.to} ({looping}) is this bridge's own listener {config.listen}: "
+            "give the new host's address"
+        )
 
     owner = running_owner(str(config.stats_file))
     if owner is not None:
@@ -187,6 +202,69 @@ def spawn_builtin(
         time.sleep(0.05)
     proc.terminate()  # a bridge nobody was told about must not keep the port
     raise Negative(f"bridge on {config.listen} did not report running within {ready_timeout_s:g}s")
+
+
+def restart(stats_file: Path, *, ready_timeout_s: float = 10.0) -> tuple[int, int]:
+    """Hot restart of a local detached built-in bridge: (old pid, new pid).
+
+    The new forwarder process takes the listening sockets over (`--takeover`), so no client is
+    refused; the old one drains its bridged connections and reports them to the new one, which
+    writes the stats file from then on. Blocked when there is no such bridge running here.
+    """
+    current = stats.load(stats_file)
+    if current.engine != "builtin" or current.state != "running" or current.pid is None:
+        raise Blocked(
+            f"{stats_file}: no running built-in bridge to restart "
+            f"(engine {current.engine}, state {current.state})"
+        )
+    old = current.pid
+    try:
+        argv = Path(f"/proc/{old}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        raise Blocked(f"the bridge (pid {old}) is not running on this host") from None
+    if not any(arg.endswith("forwarder.py") for arg in argv[:2]):
+        raise Blocked(
+            f"the bridge (pid {old}) runs inside `opskit proxy start`, not as a detached "
+            "forwarder: only a bridge started with --detach can hand its clients over"
+        )
+    if "--takeover" in argv:  # restarted before: drop the old hand-over
+        at = argv.index("--takeover")
+        del argv[at : at + 2]
+    log_file = _log_of(old, stats_file)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [*argv, "--takeover", str(old)],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,  # Ctrl-C in this terminal must not reach the bridge
+        )
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Blocked(f"the new bridge did not take over: {log_tail(log_file)}")
+        try:
+            now = stats.load(stats_file)
+        except Blocked:
+            now = None
+        if now is not None and now.pid == proc.pid and now.state == "running":
+            return old, proc.pid
+        time.sleep(0.05)
+    raise Negative(f"the new bridge (pid {proc.pid}) did not report within {ready_timeout_s:g}s")
+
+
+def _log_of(pid: int, stats_file: Path) -> Path:
+    """Where the running bridge writes its log (its stderr), so the new one appends to the same file."""
+    try:
+        target = Path(os.readlink(f"/proc/{pid}/fd/2"))
+    except OSError:
+        target = None
+    if target is not None and target.is_file():
+        return target
+    return stats_file.with_suffix(".log")
 
 
 def status(stats_file: Path) -> BridgeStats:

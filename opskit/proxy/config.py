@@ -34,6 +34,9 @@ class BridgeConfig:
     engine: Engine = "builtin"
     pid_file: Path | None = None
     max_connections: int = 10_000
+    max_per_client: int = 0  # 0: no per-address limit
+    handshake_timeout_s: float = 30.0  # cut connections that sent almost nothing this long (0: off)
+    udp: bool = False  # built-in engine: also carry UDP on the listen port, one flow per client
     idle_timeout_s: float | None = None  # None: never close an idle bridged connection
     connect_timeout_s: float = 5.0
     half_close_timeout_s: float = 30.0  # how long a half-closed connection may stay idle

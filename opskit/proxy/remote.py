@@ -12,12 +12,13 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from opskit.errors import Blocked, Negative
 from opskit.proxy.bridge import FORWARDER_PATH, forwarder_argv
 from opskit.proxy.config import BridgeConfig
-from opskit.proxy.stats import BridgeStats, from_json
+from opskit.proxy.stats import BridgeStats, parse
 from opskit.transport.base import Transport
 
 REMOTE_DIR = ".opskit/bridge"  # relative to the login directory, private (0700)
@@ -120,15 +121,27 @@ def preflight(transport: Transport, config: BridgeConfig, *, python: str = "pyth
     return Preflight(True, found["listen_free"], found["target_answers"], tuple(problems))
 
 
-def read_stats(transport: Transport, stats_file: str) -> BridgeStats:
-    """The bridge's stats file on the host; Blocked when it is missing or unreadable."""
-    result = transport.run(f"cat {shlex.quote(stats_file)}", timeout_s=COMMAND_TIMEOUT_S)
+def read_stats_dated(
+    transport: Transport, stats_file: str, *, timeout_s: float = COMMAND_TIMEOUT_S
+) -> tuple[BridgeStats, datetime]:
+    """The bridge's stats file on the host and the host's clock when it was read (so the file's age
+    does not depend on clock skew); Blocked when it is missing, unreadable or not a stats file."""
+    result = transport.run(f"date -u +%s.%N && cat {shlex.quote(stats_file)}", timeout_s=timeout_s)
+    label = f"{transport.label}:{stats_file}"
     if not result.ok:
-        raise Blocked(f"{transport.label}:{stats_file}: no stats file (is the bridge running?)")
+        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Blocked(f"{label}: no stats file (is the bridge running?): {detail}")
+    clock_line, _, text = result.stdout.partition("\n")
     try:
-        return from_json(json.loads(result.stdout))
-    except (ValueError, TypeError) as exc:
-        raise Blocked(f"{transport.label}:{stats_file}: not a bridge stats file: {exc}") from None
+        host_now = datetime.fromtimestamp(float(clock_line.strip()), UTC)
+    except ValueError:
+        host_now = datetime.now(UTC)
+    return parse(text, label), host_now
+
+
+def read_stats(transport: Transport, stats_file: str) -> BridgeStats:
+    """The bridge's stats file on the host; Blocked when it is missing, unreadable or not valid."""
+    return read_stats_dated(transport, stats_file)[0]
 
 
 def _read_pid(transport: Transport, pid_file: str) -> int | None:

@@ -17,14 +17,21 @@ from typing import Any
 
 from opskit import __version__, actions
 from opskit.durations import format_seconds
-from opskit.errors import ExitCode, HostKeyError, OpskitError, TransportDropped, TransportError
+from opskit.errors import (
+    ExitCode,
+    HostKeyError,
+    OpskitError,
+    TransportDropped,
+    TransportError,
+    UsageError,
+)
 from opskit.fleet import hosts as fleet_hosts
 from opskit.fleet import runner as fleet_runner
 from opskit.fleet import selection as fleet_selection
 from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
-from opskit.runbook.lock import RunLock
+from opskit.runbook.lock import RunbookLock, RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.notify import notify
 from opskit.runbook.replay import replay
@@ -54,7 +61,9 @@ class RunOptions:
     offline: bool = False
     rerun_in_doubt: bool = False
     skip_in_doubt: bool = False
+    set_values: Mapping[str, str] = field(default_factory=dict)  # resume --set: a skipped capture
     accept_changes: bool = False
+    allow_concurrent: bool = False  # run/resume while another run of the same runbook is live
     window: str | None = None  # plan only: "02:00-05:00", checked against the forecast
 
 
@@ -96,6 +105,11 @@ class Attempt:
     in_doubt: bool = False  # a fleet host whose link dropped while its command ran
 
 
+def where_it_runs() -> dict[str, Any]:
+    """The machine and process driving a step, journaled with `step_started` (the time is the event's)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def _reachability_failure(exc: BaseException) -> bool:
     """Only a host that could not be reached is retried by default: nothing ran there."""
     return isinstance(exc, TransportError) and not isinstance(exc, HostKeyError | TransportDropped)
@@ -132,16 +146,43 @@ def open_new_run(runbook: Runbook, options: RunOptions, reporter: Reporter, mode
     return session, lock
 
 
+def check_approvals(runbook: Runbook, approve: frozenset[str]) -> None:
+    """--approve of a step that is not in the runbook is a typo that would leave a gate closed: exit 2."""
+    unknown = sorted(a for a in approve if runbook.step(a) is None)
+    if unknown:
+        gated = [s.id for s in runbook.steps if s.gate or s.manual]
+        raise UsageError(
+            f"--approve {unknown[0]}: no such step in {runbook.path} "
+            f"(steps with a gate: {', '.join(gated) or 'none'})"
+        )
+
+
 def run(path: Path, options: RunOptions, reporter: Reporter) -> RunOutcome:
     """Run a runbook from the start (raises RunbookProblems before anything runs when it is invalid)."""
     runbook = load_runbook(path, options.overrides)
+    check_approvals(runbook, options.approve)
     secrets = read_secrets(runbook)
-    session, lock = open_new_run(runbook, options, reporter, "run", secrets)
+    guard = runbook_guard(runbook, options)
     try:
-        return Runner(session, options).execute(done=set())
+        session, lock = open_new_run(runbook, options, reporter, "run", secrets)
+        if guard is not None:
+            guard.name_run(session.run_id)
+        try:
+            return Runner(session, options).execute(done=set())
+        finally:
+            session.close()
+            lock.release()
     finally:
-        session.close()
-        lock.release()
+        if guard is not None:
+            guard.release()
+
+
+def runbook_guard(runbook: Runbook, options: RunOptions) -> RunbookLock | None:
+    """The one-live-run-per-runbook lock (None with --allow-concurrent)."""
+    if options.allow_concurrent:
+        return None
+    private_dir(options.state_dir)
+    return RunbookLock(options.state_dir, runbook.path, options.operator)
 
 
 class Runner:
@@ -308,16 +349,13 @@ class Runner:
             prompt = f"MANUAL{who}: {render(step.manual, view)} Done?"
         else:
             prompt = render(step.gate.prompt if step.gate else "", view)
+        other = step.owner if step.manual and step.owner and step.owner != self.o.operator else None
         decision = gates.decide(step.id, level, approved=self.o.approve, yes=self.o.yes,
-                                interactive=self.o.interactive)  # fmt: skip
+                                interactive=self.o.interactive, someone_else=other)  # fmt: skip
         verdict, via = decision.verdict, decision.via
         if verdict == "ask":
             notify(self.s, "gate", f"gate {step.id} is waiting for {self.o.operator}: {prompt}")
-            answer = self.reporter.ask(gates.question(step.id, level, prompt))
-            verdict, via = (
-                ("approved" if gates.accepts(step.id, level, answer) else "refused"),
-                "terminal",
-            )
+            verdict, via = self.ask_gate(step.id, level, prompt), "terminal"
         self.journal.append("gate", step=step.id, level=str(level), prompt=prompt, answer=verdict,
                             operator=self.o.operator, via=via or "none", reason=decision.reason)  # fmt: skip
         if verdict != "approved":
@@ -328,6 +366,16 @@ class Runner:
             else:
                 message = f"stopped at gate {step.id}: {why}"
             raise Stop("aborted", ExitCode.BLOCKED, message, step.id)
+
+    def ask_gate(self, step_id: str, level: GateLevel, prompt: str) -> str:
+        """approved | refused, from the terminal; a typo asks again (Ctrl-C propagates: exit 130)."""
+        question = gates.question(step_id, level, prompt)
+        for _ in range(gates.TRIES):
+            meaning = gates.judge(step_id, level, self.reporter.ask(question))
+            if meaning != "again":
+                return "approved" if meaning == "yes" else "refused"
+            self.reporter.warn(gates.retry_hint(step_id, level))
+        return "refused"
 
     def perform(self, step: Step, ctx: Mapping[str, Any], hosts: tuple[str, ...],
                 display: str | None) -> tuple[Attempt, int]:  # fmt: skip
@@ -349,9 +397,8 @@ class Runner:
             return self.on_hosts(
                 step, hosts, lambda host, n: self.action(step, action, host, display, n)
             )
-        self.journal.append(
-            "step_started", step=step.id, attempt=1, hosts=list(hosts), command=display
-        )
+        self.journal.append("step_started", step=step.id, attempt=1, hosts=list(hosts),
+                            command=display, **where_it_runs())  # fmt: skip
         if step.wait_s is not None:
             return self.wait(step, step.wait_s), 1
         return Attempt(ok=True, summary="confirmed" if step.manual else "gate passed"), 1
@@ -427,12 +474,15 @@ class Runner:
         label = host or LOCAL
         command = render_command(step.run or "", self.context(step, self.s.shell_view, host))
         env = self.environment(step, ctx, command)
-        self.journal.append(
-            "step_started", step=step.id, attempt=attempt, hosts=[label], command=display
-        )
+        self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[label],
+                            command=display, **where_it_runs())  # fmt: skip
         transport = self.s.transport(host)
+
+        def on_start(pid: int) -> None:  # where the step's processes live, for `resume` to check
+            self.journal.append("step_process", step=step.id, host=socket.gethostname(), pid=pid)
+
         res = transport.run(command.text, env=env, timeout_s=step.timeout_s,
-                            on_output=self.s.sink(step.id, label))  # fmt: skip
+                            on_output=self.s.sink(step.id, label), on_start=on_start)  # fmt: skip
         if res.timed_out:
             summary = f"timed out after {step.timeout_s:g}s on {label}"
         elif res.rc == 0:
@@ -464,9 +514,8 @@ class Runner:
     def action(
         self, step: Step, action: Any, host: str | None, display: str | None, attempt: int
     ) -> Attempt:
-        self.journal.append(
-            "step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL], command=display
-        )
+        self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[host or LOCAL],
+                            command=display, **where_it_runs())  # fmt: skip
         timeout_s = step_timeout_s(step, action)  # a waiting action's own timeout governs
         actx = StepContext(self.s, step.id, host, dry_run=False, timeout_s=timeout_s)
         try:

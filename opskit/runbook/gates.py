@@ -26,15 +26,25 @@ def decide(
     approved: frozenset[str],
     yes: bool,
     interactive: bool,
+    someone_else: str | None = None,
 ) -> GateDecision:
-    """What to do at a gate before asking anyone."""
+    """What to do at a gate before asking anyone.
+
+    `someone_else`: the owner of a `manual:` step when that is not the operator; --yes cannot confirm
+    work another person must do (issue #10), only --approve STEP_ID or an answer at the terminal.
+    """
     if step_id in approved:
         return GateDecision("approved", via="--approve")
-    if yes and level is not GateLevel.CRITICAL:
+    if yes and level is not GateLevel.CRITICAL and someone_else is None:
         return GateDecision("approved", via="--yes")
     if interactive:
         return GateDecision("ask")
-    if level is GateLevel.CRITICAL:
+    if someone_else is not None and yes:
+        why = (
+            f"{someone_else} must do this, so --yes does not confirm it; once they have, "
+            f"pass --approve {step_id}"
+        )
+    elif level is GateLevel.CRITICAL:
         why = (
             "a critical gate needs a person at a terminal or --approve "
             + step_id
@@ -50,6 +60,26 @@ def question(step_id: str, level: GateLevel, prompt: str) -> str:
     if level is GateLevel.CONFIRM:
         return f"{prompt} [y/N]"
     return f"{prompt}\nType the step id ({step_id}) to go on"
+
+
+TRIES = 3  # a mistyped answer asks again, this many times in all, before the gate counts as refused
+_NO = ("", "n", "no")
+
+
+def judge(step_id: str, level: GateLevel, answer: str | None) -> str:
+    """yes | no | again: what an answer at the terminal means (again: a typo, ask once more)."""
+    if answer is None:
+        return "no"  # end of input: nobody is there to answer
+    if accepts(step_id, level, answer):
+        return "yes"
+    return "no" if answer.strip().lower() in _NO else "again"
+
+
+def retry_hint(step_id: str, level: GateLevel) -> str:
+    """What to say after a mistyped answer."""
+    if level is GateLevel.CONFIRM:
+        return "answer y or n"
+    return f"that is not the step id: type {step_id} to go on, or n to stop"
 
 
 def accepts(step_id: str, level: GateLevel, answer: str | None) -> bool:

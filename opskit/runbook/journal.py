@@ -8,22 +8,26 @@ a chatty step from costing one fsync per line. Everything is masked on the way i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import secrets as pysecrets
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opskit.errors import UsageError
+from opskit.errors import Blocked, UsageError
 from opskit.redaction import Masker
 
 JOURNAL = "journal.jsonl"
 OUTPUT_CAP_BYTES = 64 * 1024  # per step; the rest is counted, not kept
-_NO_FSYNC = frozenset({"output"})
+# step_process follows an fsynced step_started; a power loss also ends the process it names.
+_NO_FSYNC = frozenset({"output", "step_process"})
 
 
 def utc_now() -> datetime:
@@ -35,9 +39,23 @@ def iso(ts: datetime) -> str:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make it 0700: journals hold who did what and when."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create `path` (and missing parents) as 0700: journals hold who did what and when.
+
+    A directory that already exists keeps its permissions: a team's shared state directory (setgid,
+    0770) is the operator's choice, not ours to tighten (issue #10).
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # created meanwhile by someone else: theirs, permissions included
+        except OSError as exc:
+            raise Blocked(
+                f"cannot create {directory}: {exc.strerror or exc} (pass --state-dir or set "
+                "OPSKIT_STATE_DIR to a writable directory)"
+            ) from None
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
     return path
 
 
@@ -63,24 +81,55 @@ def run_dir(state_dir: Path, run_id: str) -> Path:
     return path
 
 
+class JournalUnwritable(Blocked):
+    """The journal cannot be written (disk full, file-size limit, read-only): nothing more may run."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        why = exc.strerror or type(exc).__name__
+        super().__init__(
+            f"cannot write the journal {path}: {why}; stopped, nothing more runs "
+            "(free space or fix permissions, then `opskit resume`)"
+        )
+
+
 class Journal:
-    """Appends events to one run's journal; every value is masked before it is written."""
+    """Appends events to one run's journal; every value is masked before it is written.
+
+    A write that fails raises JournalUnwritable (exit 3): a step whose start is not on disk never runs.
+    """
 
     def __init__(self, path: Path, masker: Masker, *, clock: Any = utc_now) -> None:
         self.path = path
         self.masker = masker
         self._clock = clock
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(self._fd, 0o600)
+        _fail_writes_instead_of_dying()
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            os.fchmod(self._fd, 0o600)
+            self._end_torn_line()
+        except OSError as exc:
+            raise JournalUnwritable(path, exc) from None
         self._output_bytes: dict[str, int] = {}
+
+    def _end_torn_line(self) -> None:
+        """A power loss may have cut the last line short: start ours on a line of its own."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one event (durably, unless it is an `output` line); returns it as written."""
         record = {"ts": iso(self._clock()), "event": event, **self.masker.value(_plain(fields))}
         data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-        os.write(self._fd, data)
-        if event not in _NO_FSYNC:
-            os.fsync(self._fd)
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):  # a file-size limit or a full disk can cut a write short
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                raise OSError(errno.ENOSPC, "the disk is full or the file-size limit was reached")
+            if event not in _NO_FSYNC:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise JournalUnwritable(self.path, exc) from None
         return record
 
     def output(self, step: str, host: str, stream: str, text: str) -> None:
@@ -88,17 +137,26 @@ class Journal:
         used = self._output_bytes.get(step, 0)
         size = len(text.encode())
         self._output_bytes[step] = used + size
-        if used + size <= OUTPUT_CAP_BYTES:
-            self.append("output", step=step, host=host, stream=stream, line=text)
-        elif used <= OUTPUT_CAP_BYTES:
-            self.append(
-                "output", step=step, host=host, stream=stream, line="[output capped at 64 KiB]"
-            )
+        # A step's output that cannot be written is lost, but the step is not stopped for it: the
+        # next event that matters (its step_finished) fails loudly if the journal is still unwritable.
+        with contextlib.suppress(JournalUnwritable):
+            if used + size <= OUTPUT_CAP_BYTES:
+                self.append("output", step=step, host=host, stream=stream, line=text)
+            elif used <= OUTPUT_CAP_BYTES:
+                self.append(
+                    "output", step=step, host=host, stream=stream, line="[output capped at 64 KiB]"
+                )
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _fail_writes_instead_of_dying() -> None:
+    """Past RLIMIT_FSIZE the kernel sends SIGXFSZ, which kills silently; ignored, write fails with EFBIG."""
+    with contextlib.suppress(ValueError, AttributeError):  # not the main thread / not POSIX
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _plain(value: Any) -> Any:

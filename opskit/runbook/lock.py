@@ -6,7 +6,9 @@ run never needs a manual unlock; the file's content names the last holder (host,
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -49,9 +51,12 @@ class RunLock:
             ) from None
         os.fchmod(fd, 0o600)
         self.holder = Holder(socket.gethostname(), os.getpid(), operator, iso(utc_now()))
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(self.holder.__dict__).encode())
-        os.fsync(fd)
+        # The holder's name is a courtesy to whoever is refused; a full disk must not stop the run here
+        # (the journal, written next, is what refuses to go on).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.holder.__dict__).encode())
+            os.fsync(fd)
         self._fd = fd
 
     def release(self) -> None:
@@ -85,3 +90,58 @@ def is_locked(run_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+class RunbookLock:
+    """One live run per runbook file in a state directory: a second `run` (or a `resume` of another run
+    of it) is refused, naming the live run. flock again, so a holder that died frees it by itself."""
+
+    def __init__(self, state_dir: Path, runbook: Path, operator: str) -> None:
+        key = hashlib.sha256(str(runbook.resolve()).encode()).hexdigest()[:16]
+        locks = state_dir / "locks"
+        self.path = locks / f"runbook-{key}.lock"
+        try:
+            locks.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise Blocked(
+                f"cannot open the runbook lock {self.path}: {exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            live = _read_json(self.path)
+            os.close(fd)
+            who = (
+                f"run {live.get('run_id')} by {live.get('operator')} on {live.get('host')} "
+                f"(pid {live.get('pid')}, since {live.get('since')})"
+                if live
+                else "another run"
+            )
+            raise Blocked(
+                f"{runbook} is already being run: {who}; wait for it, or pass --allow-concurrent "
+                "if two runs at once are really meant"
+            ) from None
+        self._fd = fd
+        self._who = {"host": socket.gethostname(), "pid": os.getpid(), "operator": operator,
+                     "since": iso(utc_now())}  # fmt: skip
+
+    def name_run(self, run_id: str) -> None:
+        """Record which run holds the runbook, for whoever is refused next."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, json.dumps({"run_id": run_id, **self._who}).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

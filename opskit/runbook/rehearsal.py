@@ -3,6 +3,11 @@
 The rehearsal is journaled like a run (mode `dry-run`), so a reviewer can sign off on what was planned.
 A probe's capture is real (it ran), so later steps that use it are planned with the real value; a capture of
 a mutating step is not known yet, so steps that need it are `unknown` and show `<name>` in their command.
+
+The rehearsal keeps a simulated clock: each step is rehearsed at the time it would start (now + the predicted
+waits of the steps before it), and the facts a would-run step would produce (a TTL it lowers, a switch it
+makes) are known to the steps after it, so a drain after a simulated switch is predicted from the lowered
+TTL, not from the TTL the servers still serve before the rehearsal changed nothing (issue #11, point 3).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +45,10 @@ from opskit.runbook.validate import load_runbook
 
 def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: frozenset[str] = frozenset(),
              captures: Mapping[str, Any] | None = None, now: datetime | None = None,
-             in_doubt: Mapping[str, str] | None = None) -> P.Plan:  # fmt: skip
-    """Plan a run (journaled as a dry-run); `done`/`captures`/`in_doubt` come from a journal when planning
-    a resume (`in_doubt`: step id -> check | rerun | skip | refuse, see `resume.in_doubt_action`)."""
+             in_doubt: Mapping[str, str] | None = None,
+             facts: Mapping[str, list[Mapping[str, Any]]] | None = None) -> P.Plan:  # fmt: skip
+    """Plan a run (journaled as a dry-run); `done`/`captures`/`in_doubt`/`facts` come from a journal when
+    planning a resume (`in_doubt`: step id -> check | rerun | skip | refuse, see `resume.in_doubt_action`)."""
     if options.window is not None:
         window.parse_window(options.window)  # bad input: exit 2 before anything is journaled
     runbook = load_runbook(path, options.overrides)
@@ -50,6 +56,9 @@ def rehearse(path: Path, options: RunOptions, reporter: Reporter, *, done: froze
     session, lock = open_new_run(runbook, options, reporter, "dry-run", secrets)
     try:
         session.captures.update(captures or {})
+        for kind, values in (facts or {}).items():
+            for value in values:
+                session.add_facts({kind: value})
         r = _Rehearsal(session, options, done)
         r.history = past_durations(options.state_dir, str(runbook.path))
         hosts = r.check_hosts()
@@ -85,6 +94,8 @@ class _Rehearsal:
         self.runner = Runner(session, options)
         self.host_ok: dict[str, bool] = {}
         self.history: dict[str, float] = {}
+        self.started = datetime.now(UTC)
+        self.elapsed_s = 0.0  # the simulated clock: predicted waits of the would-run steps so far
 
     @property
     def unknown(self) -> set[str]:
@@ -163,6 +174,8 @@ class _Rehearsal:
             reason = f"{', '.join(down)} unreachable (see the host lines below)"
         reason = reason or _reason(status, step, self.unknown, self._prompt(step))
         past = self.history.get(step.id) if status in (P.WOULD_RUN, P.GATE, P.UNKNOWN) else None
+        if status not in (P.DONE, P.SKIP):  # the forecast's own measure of the step (forecast_s)
+            self.elapsed_s += max(predicted or 0.0, duration or 0.0, past or 0.0)
         planned = P.PlanStep(step.id, status, str(step.kind), step.name, step.owner, list(hosts), command,
                              self.s.masker.text(reason), duration, predicted, past_duration_s=past)  # fmt: skip
         if record:
@@ -273,8 +286,9 @@ class _Rehearsal:
             action = actions.load(step.uses or "").from_params(
                 actions.Params(render_value(dict(step.with_), ctx))
             )
+            at = self.started + timedelta(seconds=self.elapsed_s)
             result = action.rehearse(
-                StepContext(self.s, step.id, host, dry_run=True, timeout_s=step.timeout_s)
+                _SimulatedContext(self.s, step.id, host, at=at, timeout_s=step.timeout_s)
             )
         except (OpskitError, ImportError, TemplateProblem) as exc:
             return False, self.s.masker.text(str(exc)), None
@@ -286,6 +300,18 @@ class _Rehearsal:
             self.s.captures[step.capture] = dict(result.values)
         self.s.add_facts(result.facts)
         return result.ok, result.summary, result.predicted_wait_s
+
+
+class _SimulatedContext(StepContext):
+    """A dry-run step's context whose clock says when the step would start in the real run."""
+
+    def __init__(self, session: Session, step_id: str, host: str | None, *, at: datetime,
+                 timeout_s: float | None) -> None:  # fmt: skip
+        super().__init__(session, step_id, host, dry_run=True, timeout_s=timeout_s)
+        self._at = at
+
+    def now(self) -> datetime:
+        return self._at
 
 
 def _strings(value: Any) -> list[Any]:

@@ -10,7 +10,7 @@ Public API (stable; the report generator and `opskit status` use it):
   held right now, so a started step is running rather than in doubt).
 
 Run states: running | succeeded | failed | aborted | interrupted. Step statuses: pending | running |
-in_doubt | succeeded | failed | skipped | undone | undo_failed, and in a dry-run the plan's statuses
+in_doubt | succeeded | failed | skipped | undoing | undone | undo_failed | undo_in_doubt, and in a dry-run the plan's statuses
 (would_run | probe_ok | probe_failed | skip | gate | unknown | done).
 """
 
@@ -238,8 +238,12 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
                 str(kind), str(ev.get("status"))
             )
             slot(step_id).setdefault("host_status", {})[str(ev.get("host"))] = status
+        elif kind == "undo_started":
+            slot(step_id)["status"] = "undoing"
         elif kind == "undo_finished":
-            slot(step_id)["status"] = "undone" if ev.get("status") == "succeeded" else "undo_failed"
+            slot(step_id)["status"] = {"succeeded": "undone", "in_doubt": "undo_in_doubt"}.get(
+                str(ev.get("status")), "undo_failed"
+            )
         elif kind == "note":
             notes.append(Note(str(ev["ts"]), str(ev.get("operator", "")), str(ev.get("text", ""))))
         elif kind == "run_finished":
@@ -257,11 +261,15 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
         for host, status in s.get("host_status", {}).items():
             if status == "running" and state != "running":
                 s["host_status"][host] = "in_doubt"
+        if s["status"] == "undoing" and not live:  # the rollback died mid-undo
+            s["status"] = "undo_in_doubt"
     run_id = str(head.get("run_id", ""))
     resume_hint = None
     step_states = [StepState(**steps[i]) for i in order]
     advice: list[str] = []
-    if head.get("mode") == "run" and state in ("failed", "aborted", "interrupted"):
+    if head.get("mode") == "run" and rolled_back:
+        advice = after_rollback(run_id, str(head.get("runbook", "")), step_states)
+    elif head.get("mode") == "run" and state in ("failed", "aborted", "interrupted"):
         resume_hint = f"opskit resume {run_id}"
         advice = next_steps(run_id, step_states, rolled_back=rolled_back)
     return RunState(
@@ -294,7 +302,11 @@ def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = F
         return [f"{resume}    (after the rollback it runs {', '.join(again) or 'nothing'} again)"]
     lines: list[str] = []
     for s in steps:
-        if s.status == "in_doubt" and s.has_check:
+        if s.status == "in_doubt" and s.kind == "probe":
+            lines.append(
+                f"{resume}    (step {s.id} was cut off; it changes nothing, so it runs again)"
+            )
+        elif s.status == "in_doubt" and s.has_check:
             lines.append(
                 f"{resume}    (step {s.id} was cut off; its check: decides whether it runs again)"
             )
@@ -320,6 +332,32 @@ def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = F
         lines.append(resume)
     if any(s.status == "succeeded" and s.undoable for s in steps):
         lines.append(f"or undo what was done: opskit rollback {run_id}")
+    return lines
+
+
+UNDO_TOUCHED = ("undone", "undo_failed", "undo_in_doubt", "undoing")
+
+
+def after_rollback(run_id: str, runbook: str, steps: Sequence[StepState]) -> list[str]:
+    """After a rollback the run does not go forward again (a resume would redo undone steps): finish
+    the rollback, or start a new run."""
+    failed = [s.id for s in steps if s.status == "undo_failed"]
+    cut_off = [s for s in steps if s.status == "undo_in_doubt"]
+    lines = []
+    if failed:
+        lines.append(f"opskit rollback {run_id}    (tries the undo of {', '.join(failed)} again)")
+    for s in cut_off:
+        if s.has_check:
+            lines.append(
+                f"opskit rollback {run_id}    (the undo of {s.id} was cut off; its check: decides)"
+            )
+        else:
+            lines += [
+                f"the undo of {s.id} was cut off and it has no check:; see on its host whether it took effect, then:",
+                f"  opskit rollback {run_id} --skip-in-doubt     (it did)",
+                f"  opskit rollback {run_id} --rerun-in-doubt    (it did not)",
+            ]  # fmt: skip
+    lines.append(f"opskit run {runbook}    (a new run; this one was rolled back)")
     return lines
 
 

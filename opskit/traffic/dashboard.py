@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opskit.durations import format_seconds
-from opskit.proxy.stats import BridgeStats
+from opskit.proxy.stats import BridgeStats, parse_time
 from opskit.traffic.source import StatsSource
-from opskit.traffic.verdict import DrainPolicy, DrainVerdict, clock, decide, parse_time
+from opskit.traffic.verdict import DrainPolicy, DrainVerdict, clock, decide
 
 BARS = "▁▂▃▄▅▆▇█"
 HISTORY_POINTS = 50  # two sparklines of this width fit an 80-column terminal
@@ -107,7 +107,13 @@ def render(stats: BridgeStats, verdict: DrainVerdict, history: History, *, now: 
         status = Text("NOT SAFE to shut down", style="bold red")
         if verdict.earliest_safe_at is not None:
             status.append(f"  (no earlier than {clock(verdict.earliest_safe_at, now)})", style="")
-    reasons = Text("\n".join(f"  - {r}" for r in verdict.reasons))
+    lines = [f"  - {r}" for r in verdict.reasons]
+    lines += [f"  note: {n}" for n in verdict.not_watched if n not in verdict.reasons]
+    lines += [
+        f"  not watched (not quiet): {clock(g.start, now)} to {clock(g.end, now)}"
+        for g in verdict.gaps[-3:]
+    ]
+    reasons = Text("\n".join(lines + [f"  {n}" for n in verdict.notes]))
     parts: list[Any] = [head, counters, spark, clients, status, reasons]
     if verdict.would_cut:
         parts.append(Text(f"  a shutdown now would cut: {', '.join(verdict.would_cut[:10])}"))

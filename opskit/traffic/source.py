@@ -7,20 +7,15 @@ care which engine runs the bridge or where. A source that cannot give live count
 
 from __future__ import annotations
 
-import json
-import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from opskit.errors import Blocked
 from opskit.proxy import stats as stats_file
-from opskit.proxy.stats import BridgeStats
+from opskit.proxy.stats import BridgeState, BridgeStats, WatchSpan
 from opskit.transport.base import Transport
-
-# Every engine rewrites its file at least every 5 s while it runs (heartbeat); far older means it died.
-STALE_AFTER_S = 60.0
 
 
 class StatsSource(Protocol):
@@ -36,27 +31,41 @@ class StatsSource(Protocol):
         ...
 
 
-def check_live(stats: BridgeStats, label: str, *, now: datetime) -> BridgeStats:
-    """The same stats, or Blocked when they describe a bridge that has stopped or stopped writing."""
-    if stats.state == "stopped":
+def check_live(
+    stats: BridgeStats, label: str, *, now: datetime, write_error: str | None = None
+) -> BridgeStats:
+    """The same stats, or Blocked when they describe a bridge that has stopped or stopped writing.
+
+    A running bridge rewrites its file every `heartbeat_s` even when idle; a file older than two
+    heartbeats and a second is old news, so the verdict cannot tell (exit 3) and says why. The pid
+    is not judged here: the caller checked it is alive when it could.
+    """
+    if stats.status is BridgeState.STOPPED:
         ended = f" ({stats.ended})" if stats.ended else ""
         raise Blocked(
             f"{label}: the bridge stopped at {stats.updated_at}{ended}: no live counters "
             "(start it with opskit proxy start)"
         )
-    try:
-        updated = datetime.fromisoformat(stats.updated_at.replace("Z", "+00:00"))
-    except ValueError:
-        return stats
-    if updated.tzinfo is None:
-        updated = updated.replace(tzinfo=UTC)
-    age_s = (now - updated).total_seconds()
-    if age_s > STALE_AFTER_S:
+    age_s = (now - stats.updated).total_seconds()
+    if age_s > stats.stale_after_s:
+        why = write_error or stats.last_write_error
+        cause = f"its last write failed: {why}" if why else "see its log"
+        heartbeat = stats.heartbeat_s or stats.stale_after_s
         raise Blocked(
-            f"{label}: not rewritten for {int(age_s)} s (the bridge's pid {stats.pid} is probably gone); "
-            "check it with opskit proxy status"
+            f"{label}: cannot tell: the bridge (pid {stats.pid}) is running but has not rewritten "
+            f"its stats file for {age_s:.0f} s (it should every {heartbeat:g} s; {cause}); "
+            "free the disk or fix the directory's permissions, then check opskit proxy status"
         )
     return stats
+
+
+def watched_by_live_haproxy(stats: BridgeStats) -> BridgeStats:
+    """A live stats-socket reading has no watch history; the process answering has watched at least
+    since its own last session (HAProxy forgets `lastsess` when it restarts), so that is the span."""
+    if stats.watch:
+        return stats
+    since = stats.last_activity_at or stats.updated
+    return replace(stats, watch=[WatchSpan(stats.pid, stats.engine, since, None)])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,7 +91,12 @@ class FileSource:
                 f"{self.path}: the bridge (pid {stats.pid}) is not running any more; "
                 "start it again with opskit proxy start"
             )
-        return check_live(stats, self.label, now=datetime.now(UTC))
+        return check_live(
+            stats,
+            self.label,
+            now=datetime.now(UTC),
+            write_error=stats_file.read_write_error(self.path),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,15 +112,19 @@ class RemoteFileSource:
         return f"{self.transport.label}:{self.path}"
 
     def read(self) -> BridgeStats:
-        result = self.transport.run(f"cat {shlex.quote(self.path)}", timeout_s=self.timeout_s)
-        if not result.ok:
-            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise Blocked(f"{self.label}: cannot read the stats file ({detail})")
-        try:
-            stats = stats_file.from_json(json.loads(result.stdout))
-        except (ValueError, TypeError) as exc:
-            raise Blocked(f"{self.label}: not a bridge stats file: {exc}") from None
-        return check_live(stats, self.label, now=datetime.now(UTC))
+        from opskit.proxy.remote import read_stats_dated  # noqa: PLC0415 - only this source needs it
+
+        stats, host_now = read_stats_dated(self.transport, self.path, timeout_s=self.timeout_s)
+        stale = (host_now - stats.updated).total_seconds() > stats.stale_after_s
+        if stale and stats.status is not BridgeState.STOPPED and stats.pid:
+            # Only a stale file is worth the second command: is its writer alive on the host?
+            probe = self.transport.run(f"kill -0 {int(stats.pid)}", timeout_s=self.timeout_s)
+            if not probe.ok and "ermission" not in probe.stderr:
+                raise Blocked(
+                    f"{self.label}: the bridge (pid {stats.pid}) is not running any more on "
+                    f"{self.transport.label}; start it again with opskit proxy start"
+                )
+        return check_live(stats, self.label, now=host_now)
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,7 @@ class HaproxySocketSource:
     def read(self) -> BridgeStats:
         from opskit.proxy.haproxy_stats import read_socket  # noqa: PLC0415 - only this source needs it
 
-        return read_socket(self.socket_path, timeout_s=self.timeout_s)
+        return watched_by_live_haproxy(read_socket(self.socket_path, timeout_s=self.timeout_s))
 
 
 @dataclass(frozen=True)
@@ -141,4 +159,6 @@ class RemoteHaproxySource:
     def read(self) -> BridgeStats:
         from opskit.proxy.remote import read_haproxy  # noqa: PLC0415 - only this source needs it
 
-        return read_haproxy(self.transport, self.socket_path, python=self.python)
+        return watched_by_live_haproxy(
+            read_haproxy(self.transport, self.socket_path, python=self.python)
+        )

@@ -28,7 +28,7 @@ from pathlib import Path
 import paramiko
 
 from opskit.errors import TransportDropped, TransportError, UsageError
-from opskit.transport.base import CommandResult, OutputSink
+from opskit.transport.base import CommandResult, OutputSink, StartSink
 from opskit.transport.ssh import SshTransport
 from opskit.transport.streams import command_result, open_tails
 
@@ -39,13 +39,21 @@ _CANCEL_WAIT_S = 5.0
 _AFTER_CANCEL_S = 3.0  # how long a cancelled command's end marker is waited for
 
 # `set -m`: each background job gets its own process group (its pgid is its pid), the handle for cancel.
-# LC_ALL=C makes `read -N` count bytes, not characters. The job-control notices ("[1]+ Done") that
+# LC_ALL=C makes `read -N` count bytes, not characters. While a command runs, a watcher reads the
+# channel (opskit sends nothing then): EOF means opskit died or the link dropped, and sshd signals no
+# command without a pty, so the watcher ends the command's process group itself (issue #10: a step
+# that outlived opskit's kill -9 ran twice after resume). It is killed as soon as the command ends,
+# before the end marker lets opskit send the next command, so it never reads a byte of one. The job-control notices ("[1]+ Done") that
 # `set -m` turns on are printed while `wait` runs, hence its stderr to /dev/null.
 AGENT = r"""set -m
 while IFS=' ' read -r __id __n; do
   LC_ALL=C IFS= read -r -d '' -N "$__n" __s || exit 0
   ( printf '\035%s %s\n' "$__id" "$BASHPID"; unset __id __n; __c=$__s; unset __s; eval "$__c" ) </dev/null &
-  { wait "$!"; } 2>/dev/null; __rc=$?
+  __c=$!
+  { IFS= read -r __x; kill -TERM -- -$__c; sleep 2; kill -KILL -- -$__c; } <&0 >/dev/null 2>&1 &
+  __w=$!
+  { wait "$__c"; } 2>/dev/null; __rc=$?
+  kill -KILL -- -$__w 2>/dev/null; { wait "$__w"; } 2>/dev/null
   printf '\036%s %d\n' "$__id" "$__rc"; printf '\036%s\n' "$__id" >&2
 done
 """
@@ -175,6 +183,7 @@ class AgentTransport:
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
+        on_start: StartSink | None = None,  # no local process to name: the journal names the host
     ) -> CommandResult:
         """Run `command` in a subshell of the host's agent; stdin input takes a session of its own."""
         if stdin is not None:

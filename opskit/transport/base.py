@@ -22,6 +22,9 @@ class HostSpec:
 
 # Called with (stream, line) for each line of output as it arrives; stream is "stdout" or "stderr".
 OutputSink = Callable[[str, str], None]
+# Called once the command's process exists, with its pid on this machine (local steps only), so the
+# journal can say where a step runs and `resume` can refuse while it still does.
+StartSink = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,13 @@ class Transport(Protocol):
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
+        on_start: StartSink | None = None,
     ) -> CommandResult:
-        """Run `command` through the host's shell; secrets travel in `env` or `stdin`, never argv."""
+        """Run `command` through the host's shell; secrets travel in `env` or `stdin`, never argv.
+
+        The command and everything it starts end when the timeout fires, on Ctrl-C, and when opskit
+        dies by any signal (a local supervisor; over SSH a remote wrapper watching the channel).
+        """
         ...
 
     def put_file(self, local: Path, remote: str, *, mode: int = 0o600) -> None:

@@ -1,4 +1,9 @@
-"""Commands on this machine: `bash -c` in its own process group, output streamed line by line."""
+"""Commands on this machine: `bash -c` under a supervisor that ends the step's whole process tree with opskit.
+
+The supervisor (supervisor.py) holds the read end of a pipe whose only write end is ours: when opskit dies,
+by kill -9 included, or closes it for a timeout or Ctrl-C, every process the step started is stopped, however
+it used exec, nohup, setsid or its own process group (issue #10).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from opskit.transport.base import CommandResult, OutputSink
+from opskit.transport.base import CommandResult, OutputSink, StartSink
 from opskit.transport.streams import TAIL_BYTES, StreamTail, command_result, open_tails
 
 # After the shell exits, a background child (`daemon &`) may keep our pipes open forever; stop
@@ -22,6 +28,9 @@ from opskit.transport.streams import TAIL_BYTES, StreamTail, command_result, ope
 _DRAIN_QUIET_S = 0.5
 # SIGTERM first so the step can clean up; SIGKILL if the group is still there after this.
 _KILL_GRACE_S = 2.0
+_SUPERVISOR = Path(__file__).with_name("supervisor.py")
+# The supervisor needs its grace period plus a sweep for late forks before we stop waiting for it.
+_SUPERVISOR_WAIT_S = _KILL_GRACE_S + 6.0
 
 
 def _shell() -> list[str]:
@@ -29,19 +38,27 @@ def _shell() -> list[str]:
     return [bash, "-c"] if bash else ["/bin/sh", "-c"]
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = _KILL_GRACE_S) -> None:
-    """Stop the command and everything it started (it leads its own process group)."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; children that ignored SIGTERM may still hold the group.
+class _Lifeline:
+    """Our end of the supervisor's lifeline pipe; closing it (once) tells the supervisor to end the step."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _stop_step(proc: subprocess.Popen[bytes], lifeline: _Lifeline) -> None:
+    """Close the lifeline (the supervisor ends the tree), wait for it; kill its session as a last resort."""
+    lifeline.close()
+    try:
+        proc.wait(timeout=_SUPERVISOR_WAIT_S)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        return
+        proc.wait()
 
 
 def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
@@ -70,34 +87,48 @@ class LocalTransport:
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
+        on_start: StartSink | None = None,
     ) -> CommandResult:
-        """Run `command` through bash; the timeout and Ctrl-C stop its whole process group."""
+        """Run `command` through bash; the timeout, Ctrl-C and opskit's death stop its whole tree."""
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
-        proc = subprocess.Popen(
-            [*_shell(), command],
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        lifeline_r, lifeline_w = os.pipe()
+        lifeline = _Lifeline(lifeline_w)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_SUPERVISOR), str(lifeline_r), str(_KILL_GRACE_S),
+                 *_shell(), command],
+                env={**os.environ, **(env or {})},
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(lifeline_r,),
+                start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            lifeline.close()
+            raise
+        finally:
+            os.close(lifeline_r)
         tails = open_tails(on_output, TAIL_BYTES if self._cap is None else self._cap)
         timed_out = False
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             if stdin is not None and proc.stdin is not None:
                 threading.Thread(
                     target=_feed_stdin, args=(proc.stdin, stdin.encode()), daemon=True
                 ).start()
             timed_out = self._pump(proc, tails, deadline)
             if timed_out:
-                _kill_group(proc)
+                _stop_step(proc, lifeline)
             rc = proc.wait()
         except BaseException:
             # Ctrl-C (or any error here) must not leave the step running behind the operator's back.
-            _kill_group(proc, grace_s=0.5)
+            _stop_step(proc, lifeline)
             raise
         finally:
+            lifeline.close()
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()

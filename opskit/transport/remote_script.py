@@ -1,9 +1,15 @@
-"""How a command and its secrets reach a remote shell without ever appearing in its argv.
+"""How a command reaches a remote shell without its secrets in argv, and ends when opskit goes away.
 
 Many sshd configs refuse `AcceptEnv`, and anything on the exec line is visible in `ps` on the host.
-So the exec line is a fixed reader; the real script (exports + command) follows on stdin as one
-base64 line, read byte by byte by the shell so the rest of stdin is left for the command itself.
-If the line does not arrive whole (connection lost), `read` fails and nothing runs.
+So the exec line is a fixed wrapper; the real script (exports + command) follows on stdin as one
+base64 line with the byte count of the command's own stdin, then those bytes. If the line does not
+arrive whole (connection lost), `read` fails and nothing runs.
+
+sshd does not signal a command without a pty when the connection drops (issue #10: a remote step
+survived opskit's kill -9 and ran twice after `resume`). So opskit keeps the channel's stdin open while
+the command runs, and the wrapper watches it: EOF (opskit died, the link dropped, or opskit closed it for
+a timeout or Ctrl-C) ends every descendant of the wrapper, SIGTERM then SIGKILL after 2 s. A process the
+command deliberately daemonized (setsid + double fork, re-parented to init) is the one that escapes.
 """
 
 from __future__ import annotations
@@ -17,13 +23,51 @@ from opskit.errors import UsageError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DECODE_FAILED_RC = 97
+STOPPED_RC = 143  # 128 + SIGTERM: what the wrapper exits with after ending the command's tree
 
+# Every descendant of $1 (the wrapper), leaving out the subshell asking and its ps/awk.
+_TREE = (
+    '__tree() { __e=$BASHPID; ps -e -o pid= -o ppid= 2>/dev/null | awk -v r="$1" -v e="$__e" '
+    "'{p[NR]=$1;q[NR]=$2} END{t[r]=1;do{c=0;for(i=1;i<=NR;i++)"
+    "if((q[i] in t)&&!(p[i] in t)&&p[i]!=e){t[p[i]]=1;c=1}}while(c);"
+    "for(k in t)if(k!=r)print k}'; }; "
+)
+_END = (
+    # The tree is listed before anything is signalled (a child killed first would orphan its own);
+    # the direct child is named by pid too, in case this host's ps cannot list the tree. The grace
+    # period polls the listed pids with `kill -0` (a builtin): listing the tree costs a ps each time.
+    # A zombie (ended, not yet reaped by a slow init) counts as gone.
+    "__live() { kill -0 $1 2>/dev/null || return 1; [ -r /proc/$1/stat ] || return 0; "
+    "read -r __st < /proc/$1/stat 2>/dev/null || return 1; "
+    'case "$__st" in *") Z "*) return 1;; esac; return 0; }; '
+    "__end() { __v=$(__tree $$); kill -TERM $__c $__v 2>/dev/null; __i=0; "
+    "while [ $__i -lt 20 ]; do __a=; for __p in $__c $__v; do "
+    '__live $__p && __a=1 && break; done; [ -z "$__a" ] && break; '
+    "sleep 0.1; __i=$((__i+1)); done; "
+    '__v="$__v $(__tree $$)"; kill -KILL $__c $__v 2>/dev/null; }; '
+)
 _READER = (
-    "IFS= read -r __o || exit 96; "
+    "IFS=' ' read -r __o __n || exit 96; "
     '__s=$(printf %s "$__o" | base64 -d) || '
     '{ echo "opskit: the remote shell could not decode the command (is base64 installed?)" >&2; '
     f"exit {DECODE_FAILED_RC}; }}; "
-    'eval "$__s"'
+    "case \"$__n\" in ''|*[!0-9]*) __n=0;; esac; "
+    + _TREE
+    + _END
+    + "trap '__stop=1' USR1; exec 3<&0 </dev/null; "
+    # The command's own stdin is read whole first (base64 keeps NUL bytes), so the watcher below
+    # never steals a byte of it; it then streams to the command through a pipe.
+    + 'if [ "$__n" -gt 0 ]; then __in=$(head -c "$__n" <&3 | base64); '
+    'printf %s "$__in" | base64 -d | ( exec 3<&-; unset __in; eval "$__s" ) & __c=$!; '
+    'else ( exec 3<&-; eval "$__s" ) & __c=$!; fi; unset __in; '
+    # The watcher: EOF on the channel means opskit is gone or wants the command stopped.
+    # It repeats the signal: one sent before the wrapper reached `wait` would be lost there.
+    "{ while IFS= read -r __x <&3; do :; done; "
+    "while kill -USR1 $$; do sleep 0.5; done; } >/dev/null 2>&1 & __w=$!; "
+    "wait $__c; __rc=$?; "
+    f'if [ -n "$__stop" ]; then __end; wait $__c; exit {STOPPED_RC}; fi; '
+    # The command is done: stop the watcher; what the command left running on purpose stays.
+    "kill -TERM $__w 2>/dev/null; exit $__rc"
 )
 
 
@@ -34,15 +78,16 @@ def exec_line(token: str) -> str:
     return f"exec bash --norc -c {shlex.quote(_READER)} opskit-{token}"
 
 
-def stdin_header(command: str, env: Mapping[str, str] | None) -> bytes:
-    """The first stdin line: the exports and the command, base64 so any byte survives."""
+def stdin_header(command: str, env: Mapping[str, str] | None, stdin_bytes: int = 0) -> bytes:
+    """The first stdin line: the exports and the command (base64, so any byte survives) and the
+    length of the command's own stdin, which follows."""
     lines = ["unset __o __s"]
     for name, value in (env or {}).items():
         if not _NAME.fullmatch(name):
             raise UsageError(f"env name {name!r} is not a valid shell variable name")
         lines.append(f"export {name}={shlex.quote(value)}")
     lines.append(command)
-    return base64.b64encode("\n".join(lines).encode()) + b"\n"
+    return base64.b64encode("\n".join(lines).encode()) + f" {stdin_bytes}\n".encode()
 
 
 def cancel_line(token: str) -> str:

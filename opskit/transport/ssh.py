@@ -21,7 +21,7 @@ import paramiko
 
 from opskit.errors import HostKeyError, TransportDropped, TransportError
 from opskit.transport import jump, known_hosts, remote_script
-from opskit.transport.base import CommandResult, HostSpec, OutputSink
+from opskit.transport.base import CommandResult, HostSpec, OutputSink, StartSink
 from opskit.transport.ssh_config import SshTarget, resolve
 from opskit.transport.streams import StreamTail, command_result, open_tails
 
@@ -42,12 +42,12 @@ def _socket_problem(exc: OSError, where: str, timeout_s: float) -> str:
     return f"cannot connect to {where}: {exc.strerror or exc}"
 
 
-def _send_stdin(chan: paramiko.Channel, stdin: str | None) -> None:
+def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
     # A failure here is a dropped link or a command that stopped reading; run() diagnoses the former.
+    # No EOF after the data: the remote wrapper takes EOF to mean "opskit is gone, end the command".
     with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
-        if stdin:
-            chan.sendall(stdin.encode())
-        chan.shutdown_write()
+        if data:
+            chan.sendall(data)
 
 
 class SshTransport:
@@ -213,9 +213,11 @@ class SshTransport:
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
+        on_start: StartSink | None = None,  # no local process to name: the journal names the host
     ) -> CommandResult:
         """Run `command` in bash on the host; env and the command itself travel over stdin."""
-        header = remote_script.stdin_header(command, env)
+        data = (stdin or "").encode()
+        header = remote_script.stdin_header(command, env, len(data))
         client = self._connected()
         started = time.monotonic()
         token = secrets.token_hex(8)
@@ -236,7 +238,7 @@ class SshTransport:
         deadline = None if timeout_s is None else started + timeout_s
         # A writer thread: a command that answers while it reads (cat) would otherwise fill both
         # windows and deadlock us against it.
-        writer = threading.Thread(target=_send_stdin, args=(chan, stdin), daemon=True)
+        writer = threading.Thread(target=_send_stdin, args=(chan, data), daemon=True)
         writer.start()
         try:
             timed_out = self._pump(chan, tails, deadline)
@@ -244,14 +246,12 @@ class SshTransport:
             timed_out = False  # the drop is diagnosed below from the transport's state
         except BaseException:
             # Ctrl-C: stop the remote command too, not only our end of it.
-            self._cancel(client, token)
-            chan.close()
+            self._stop(client, chan, token)
             raise
         for tail in tails.values():
             tail.close()
         if timed_out:
-            self._cancel(client, token)
-            chan.close()
+            self._stop(client, chan, token)
             rc = -1
         else:
             rc = self._exit_code(chan, transport)
@@ -298,6 +298,16 @@ class SshTransport:
                 "not have taken effect (step in doubt)",
             )
         return -1
+
+    def _stop(self, client: paramiko.SSHClient, chan: paramiko.Channel, token: str) -> None:
+        """End the remote command's tree: EOF tells the wrapper; a second channel if it does not answer."""
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            chan.shutdown_write()
+            if chan.status_event.wait(_CANCEL_WAIT_S):
+                chan.close()
+                return
+        self._cancel(client, token)
+        chan.close()
 
     def _cancel(self, client: paramiko.SSHClient, token: str) -> None:
         """Best effort: stop the remote process group of the command named by `token`."""

@@ -80,7 +80,8 @@ def test_remote_bridge_runs_detached_and_undo_stops_it(
         finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
         assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-        opskit("rollback", rid, expect=ExitCode.OK)
+        # exit 3: the curl step has no undo:, so rollback reports it as still in effect
+        opskit("rollback", rid, "--yes", expect=ExitCode.BLOCKED)
 
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:
@@ -163,7 +164,8 @@ def test_remote_haproxy_bridge_is_read_over_ssh_and_undo_stops_it(
         finished = [e for e in events(tmp_path / "state", rid) if e.get("event") == "step_finished"]
         assert any("SAFE to shut down" in (e.get("summary") or "") for e in finished)
 
-        opskit("rollback", rid, expect=ExitCode.OK)
+        # exit 3: the curl step has no undo:, so rollback reports it as still in effect
+        opskit("rollback", rid, "--yes", expect=ExitCode.BLOCKED)
 
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:

@@ -225,7 +225,7 @@ def test_rollback_newest_first_stops_at_irreversible(opskit: Invoke, tmp_path: P
     )
     rid = run_id(opskit("run", str(path), expect=ExitCode.NEGATIVE).stdout)
 
-    result = opskit("rollback", rid, expect=ExitCode.BLOCKED)
+    result = opskit("rollback", rid, "--yes", expect=ExitCode.BLOCKED)
 
     assert lines(log) == ["undo-s4", "undo-s3"]
     assert (
@@ -237,9 +237,7 @@ def test_rollback_newest_first_stops_at_irreversible(opskit: Invoke, tmp_path: P
         "succeeded", "succeeded", "undone", "succeeded", "undone", "failed",
     ]  # fmt: skip
     assert state["rolled_back"] is True
-    assert state["next_steps"] == [
-        f"opskit resume {rid}    (after the rollback it runs s3, s4, s5 again)"
-    ]
+    assert state["next_steps"] == [f"opskit run {path}    (a new run; this one was rolled back)"]
 
 
 def test_rollback_of_a_reversible_run_undoes_everything(opskit: Invoke, tmp_path: Path) -> None:
@@ -260,7 +258,7 @@ def test_rollback_of_a_reversible_run_undoes_everything(opskit: Invoke, tmp_path
     )
     rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
 
-    opskit("rollback", rid, expect=ExitCode.OK)
+    opskit("rollback", rid, "--yes", expect=ExitCode.OK)
 
     assert lines(log) == ["undo-two", "undo-one"]
 
@@ -285,7 +283,7 @@ def test_a_crashing_undo_fails_the_rollback_in_one_line(
     )
     rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
 
-    result = opskit("rollback", rid, expect=ExitCode.NEGATIVE)
+    result = opskit("rollback", rid, "--yes", expect=ExitCode.NEGATIVE)
 
     assert "STOPPED: undo of two failed: test.faulty crashed: KeyError: 'records'" in result.stdout
     assert result.stderr == ""

@@ -379,11 +379,11 @@ def _at_a_terminal(args: list[str], answer: str, state: Path) -> tuple[int, str,
 
 
 def test_typed_gate_at_a_terminal_needs_the_step_id(tmp_path: Path) -> None:
-    """At a terminal a typed gate asks for the step id: `y` is refused (exit 3), the id passes."""
+    """At a terminal a typed gate asks for the step id: `y` three times is refused (exit 3), the id passes."""
     path = write(tmp_path, GATED.format(dir=tmp_path, level="typed"))
     state = tmp_path / "state"
 
-    refused = _at_a_terminal(["run", str(path)], "y", state)
+    refused = _at_a_terminal(["run", str(path)], "y\ny\ny", state)
     passed = _at_a_terminal(["run", str(path), "--operator", "carol"], "stop-old", state)
 
     assert refused[0] == ExitCode.BLOCKED, refused
@@ -533,7 +533,7 @@ def test_rollback_undoes_commands_and_passes_over_probes(
     )
     rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
 
-    result = opskit("rollback", rid, expect=ExitCode.OK)
+    result = opskit("rollback", rid, "--yes", expect=ExitCode.OK)
 
     assert lines(log) == ["stop", "start"]
     assert "<== -- new-healthy (0ms): nothing to undo (probe)" in result.stdout

@@ -28,15 +28,35 @@ SOA = "@ 3600 IN SOA ns1.case.test. hostmaster.case.test. {serial} 3600 600 8640
 
 
 def zone_text(origin: str, body: str, *, serial: int = 1, minimum: int = 15) -> str:
-    """A zone file: SOA and NS for ns1 (nsd) and ns2 (knot), then the case's own records."""
+    """A zone file: SOA, NS ns1 (nsd) and ns2 (knot) with their addresses, then the case's records."""
     head = [
         f"$ORIGIN {origin.rstrip('.')}.",
         "$TTL 300",
         SOA.format(serial=serial, minimum=minimum),
-        "@ 3600 IN NS ns1.case.test.",
-        "@ 3600 IN NS ns2.case.test.",
+        # in-zone names with their addresses, so every server can be found from the zone itself
+        "@ 3600 IN NS ns1",
+        "@ 3600 IN NS ns2",
+        f"ns1 3600 IN A {NS1}",
+        f"ns2 3600 IN A {NS2}",
     ]
     return "\n".join(head) + "\n" + body.strip() + "\n"
+
+
+def only_holders(text: str, holders: set[str]) -> str:
+    """The zone as its servers publish it: NS and address lines only for the servers that hold it.
+
+    A zone that lists a server which does not serve it is a lame delegation, which opskit rightly
+    reports; a case about something else must not trip over it.
+    """
+    if not holders:
+        return text
+    drop = {
+        line
+        for label, name, addr in (("nsd", "ns1", NS1), ("knot", "ns2", NS2))
+        if label not in holders
+        for line in (f"@ 3600 IN NS {name}", f"{name} 3600 IN A {addr}")
+    }
+    return "\n".join(line for line in text.split("\n") if line not in drop)
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,10 @@ class CaseLab:
     def write_nsd_zone(self, zone: str, text: str) -> None:
         """Replace a zone file of the child nsd, reload it, and return once it serves the new serial."""
         before = _serial(self.nsd, zone)
-        (self.dir / "zones-nsd" / f"{zone}.zone").write_text(text)
+        holders = {"nsd"} | (
+            {"knot"} if (self.dir / "zones-knot" / f"{zone}.zone").exists() else set()
+        )
+        (self.dir / "zones-nsd" / f"{zone}.zone").write_text(only_holders(text, holders))
         subprocess.run(
             ["nsd-control", "-c", str(self.dir / "etc" / "nsd.conf"), "reload", zone],
             check=True,
@@ -251,7 +274,8 @@ def _servers(
             continue
         (lab / label).mkdir(exist_ok=True)
         for zone, text in held.items():
-            (lab / f"zones-{label}" / f"{zone}.zone").write_text(text)
+            holders = {name for name in ("nsd", "knot") if zone in zones[name]}
+            (lab / f"zones-{label}" / f"{zone}.zone").write_text(only_holders(text, holders))
         if label == "knot":
             cmd = ["knotd", "-c", str(_knot_conf(lab, port, list(held), keys, signing))]
         else:

@@ -85,3 +85,21 @@ def test_dropped_connection_mid_command_is_in_doubt(tmp_path: Path) -> None:
 
         assert t.run("echo again").stdout == "again\n"
         t.close()
+
+
+def test_a_command_ends_when_opskit_goes_away(tmp_path: Path, sshd: Sshd) -> None:
+    """The link closing under a running command (opskit killed) ends that command on the host."""
+    marker = tmp_path / "ran-on"
+    t = AgentTransport(SshTransport(sshd.spec()))
+
+    def cut(stream: str, line: str) -> None:
+        if line == "started":
+            client = t._ssh._client  # the test plays a kill -9 of opskit
+            assert client is not None
+            client.close()
+
+    with pytest.raises(TransportDropped):
+        t.run(f"echo started; sleep 1.5; touch {marker}", timeout_s=20, on_output=cut)
+    time.sleep(2.5)
+
+    assert not marker.exists()
