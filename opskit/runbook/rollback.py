@@ -308,6 +308,9 @@ def _describe(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> str
         params = render_value(dict(step.undo.with_), view)
         shown = " ".join(f"{k}={v}" for k, v in params.items())
         return runner.s.masker.text(f"{step.undo.uses} {shown}".strip())
+    hosts = fleet_runner.undo_order(runner.fleet.of(step.id))
+    if hosts:  # a fleet step: each host's own undo data
+        return runner.s.masker.text(f"{step.uses} undo on {', '.join(hosts)}")
     return runner.s.masker.text(f"{step.uses} undo: {_restores(data or {})}")
 
 

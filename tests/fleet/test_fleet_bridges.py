@@ -40,6 +40,7 @@ steps:
     with: {{listen: "{{{{ ansible_host }}}}:{port}", to: "{to}", stats_file: "{dir}/bridge-{{{{ inventory_hostname }}}}.json"}}
   - id: hold
     run: "(exec 3<>/dev/tcp/{hold}/{port}; sleep 6) >/dev/null 2>&1 &"
+    undo: "true"  # the client ends by itself
   - id: counted
     wait: 1500ms  # the bridges write their counters every second
   - id: drained
@@ -85,7 +86,7 @@ def test_a_busy_bridge_on_one_old_host_fails_the_drain_naming_it_then_rollback_s
                   "--quiet", "0s", "--interval", "200ms", "--timeout", "20s", expect=ExitCode.OK)  # fmt: skip
     assert "all 3 bridges are safe" in wait.stdout
     assert f"old2:{tmp_path}/bridge-old2.json: safe" in wait.stdout
-    opskit("rollback", rid, expect=ExitCode.OK)
+    opskit("rollback", rid, "--yes", expect=ExitCode.OK)
     for address in fleet.addresses:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((address, port), timeout=1).close()

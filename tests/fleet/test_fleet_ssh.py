@@ -188,7 +188,7 @@ def test_rollback_undoes_host_by_host_last_batch_first(
     path = _runbook(tmp_path, fleet, steps)
     rid = run_id(opskit("run", str(path), expect=ExitCode.NEGATIVE).stdout)
 
-    opskit("rollback", rid, expect=ExitCode.OK)
+    opskit("rollback", rid, "--yes", expect=ExitCode.OK)
 
     undone = [w[1] for w in _log(tmp_path) if w[0] == "undo"]
     assert undone == ["web3", "web2", "web1"]
@@ -261,7 +261,9 @@ def test_ansible_inventory_drives_a_runbook_and_host_vars_reach_templates(
 
     seen = sorted((w[0], w[1], w[4]) for w in _log(tmp_path))  # SSH_CONNECTION: the address reached
     assert seen == [("app1", "c1", addrs[0]), ("app3", "c3", addrs[2])]
-    opskit("rollback", run_id(result.stdout), expect=ExitCode.OK)  # the run's inventory, without -i
+    opskit(
+        "rollback", run_id(result.stdout), "--yes", expect=ExitCode.OK
+    )  # the run's inventory, without -i
     assert sorted(lines(tmp_path / "undo")) == ["app1 undone", "app3 undone"]
 
 
