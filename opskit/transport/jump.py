@@ -47,7 +47,9 @@ class JumpSocket:
         return getattr(self._channel, name)
 
     def close(self) -> None:
-        self._channel.close()
+        # A hop already gone (the bastion dropped) leaves nothing to close: never an error on close.
+        with contextlib.suppress(Exception):
+            self._channel.close()
         for hop in reversed(self._hops):
             with contextlib.suppress(Exception):
                 hop.close()
