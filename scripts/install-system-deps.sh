@@ -9,6 +9,7 @@ declare -A need=(
   [nsd]=nsd [knotd]=knot [knotc]=knot [unbound]=unbound [dig]=dnsutils
   [nginx]=nginx-light [haproxy]=haproxy [socat]=socat [wrk]=wrk [curl]=curl
   [openssl]=openssl [chromium]=chromium
+  [ps]=procps [prlimit]=util-linux [chattr]=e2fsprogs  # step lifetime, fd-limit and journal-fault tests
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -13,7 +13,7 @@ import pytest
 
 from opskit.dns.cacheverdict import reading
 from opskit.errors import ExitCode
-from tests.conftest import Invoke
+from tests.conftest import CliResult, Invoke
 from tests.servers.dns_case import CaseLab, case_lab, zone_text
 
 pytestmark = pytest.mark.dns
@@ -49,23 +49,20 @@ def _ask(resolver: str, name: str, *, rd: bool) -> list[tuple[int, str]]:
     return [(rrset.ttl, rrset[0].to_text()) for rrset in response.answer]
 
 
+def _check(opskit: Invoke, lab: CaseLab, name: str, *args: str, expect: ExitCode) -> CliResult:
+    """`dns check NAME --type A` against the lab's nsd, with `args` (resolvers, the lowering)."""
+    return opskit(
+        "dns", "check", name, "--type", "A", "--nameserver", lab.nsd, *args, expect=expect
+    )
+
+
 def test_checking_through_resolvers_caches_nothing(opskit: Invoke, caches: CaseLab) -> None:
     """After `dns check` peeks at two resolvers, neither holds the 1 h record it did not hold before."""
     snoop, plain = caches.resolvers["snoop"], caches.resolvers["plain"]
-    result = opskit(
-        "dns",
-        "check",
-        "hour.cache.test",
-        "--type",
-        "A",
-        "--nameserver",
-        caches.nsd,
-        "--resolver",
-        snoop,
-        "--resolver",
-        plain,
-        expect=ExitCode.NEGATIVE,
-    )
+    result = _check(
+        opskit, caches, "hour.cache.test",
+        "--resolver", snoop, "--resolver", plain, expect=ExitCode.NEGATIVE,
+    )  # fmt: skip
     time.sleep(1.1)  # a copy fetched by the check would now show 3599 s or less
 
     assert _ask(snoop, "hour.cache.test", rd=False) == []  # a referral: not cached
@@ -80,22 +77,10 @@ def test_a_clamping_resolver_is_told_from_an_old_copy(opskit: Invoke, caches: Ca
     _ask(clamp, "short.cache.test", rd=True)  # a client of that resolver asks
     lowered = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
 
-    result = opskit(
-        "dns",
-        "check",
-        "short.cache.test",
-        "--type",
-        "A",
-        "--nameserver",
-        caches.nsd,
-        "--resolver",
-        clamp,
-        "--lowered-at",
-        lowered,
-        "--previous-ttl",
-        "30s",
-        expect=ExitCode.OK,
-    )
+    result = _check(
+        opskit, caches, "short.cache.test",
+        "--resolver", clamp, "--lowered-at", lowered, "--previous-ttl", "30s", expect=ExitCode.OK,
+    )  # fmt: skip
 
     assert f"resolver {clamp} clamps TTLs (cache-min-ttl of at least" in result.stdout
     assert "(the lowering + its clamp)" in result.stdout
@@ -113,22 +98,11 @@ def test_a_copy_from_before_the_lowering_is_not_called_a_clamp(
         "cache.test", zone_text("cache.test", BODY.replace("moved   300", "moved 5"), serial=2)
     )
 
-    result = opskit(
-        "dns",
-        "check",
-        "moved.cache.test",
-        "--type",
-        "A",
-        "--nameserver",
-        caches.nsd,
-        "--resolver",
-        snoop,
-        "--lowered-at",
-        lowered,
-        "--previous-ttl",
-        "300s",
+    result = _check(
+        opskit, caches, "moved.cache.test",
+        "--resolver", snoop, "--lowered-at", lowered, "--previous-ttl", "300s",
         expect=ExitCode.NEGATIVE,
-    )
+    )  # fmt: skip
 
     assert f"resolver {snoop} still holds a copy from before the lowering" in result.stdout
     assert "clamps TTLs" not in result.stdout

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from opskit.errors import ExitCode
-from tests.conftest import Invoke
+from tests.conftest import CliResult, Invoke
 from tests.servers.dns_case import CaseLab, case_lab, zone_text
 
 pytestmark = pytest.mark.dns
@@ -56,6 +56,14 @@ def _servers(lab: CaseLab, *order: str) -> list[str]:
     return args
 
 
+def _plan(opskit: Invoke, lab: CaseLab, name: str, switch_at: datetime) -> CliResult:
+    """`dns plan NAME --type A` at `switch_at` against nsd then knot; it must exit 1."""
+    return opskit(
+        "dns", "plan", name, "--type", "A", "--switch-at", switch_at.isoformat(),
+        *_servers(lab, "nsd", "knot"), expect=ExitCode.NEGATIVE,
+    )  # fmt: skip
+
+
 def test_cname_loop_is_not_ready_with_each_link_once(opskit: Invoke, chains: CaseLab) -> None:
     """A CNAME loop exits 1 with "CNAME loop: a -> b -> a", each link printed once."""
     result = opskit(
@@ -91,18 +99,7 @@ def test_chain_longer_than_resolvers_follow_is_not_ready(opskit: Invoke, chains:
 @pytest.mark.parametrize("name", ["www.loop.test", "c0.long.test"])
 def test_plan_is_never_ok_for_a_broken_chain(opskit: Invoke, chains: CaseLab, name: str) -> None:
     """`dns plan` exits 1 (PLAN NOT FEASIBLE) for a loop or an over-long chain, never PLAN OK."""
-    switch_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    result = opskit(
-        "dns",
-        "plan",
-        name,
-        "--type",
-        "A",
-        "--switch-at",
-        switch_at,
-        *_servers(chains, "nsd", "knot"),
-        expect=ExitCode.NEGATIVE,
-    )
+    result = _plan(opskit, chains, name, datetime.now(UTC) + timedelta(hours=1))
 
     assert "PLAN OK" not in result.stdout
     assert "PLAN NOT FEASIBLE" in result.stdout
@@ -135,20 +132,9 @@ def test_plan_refuses_what_check_refuses(
     opskit: Invoke, chains: CaseLab, name: str, why: str
 ) -> None:
     """`dns plan` is PLAN NOT FEASIBLE (exit 1) for a disagreement or a refusing server, as check is."""
-    switch_at = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     servers = _servers(chains, "nsd", "knot")
     check = opskit("dns", "check", name, "--type", "A", *servers, expect=ExitCode.NEGATIVE)
-    plan = opskit(
-        "dns",
-        "plan",
-        name,
-        "--type",
-        "A",
-        "--switch-at",
-        switch_at,
-        *servers,
-        expect=ExitCode.NEGATIVE,
-    )
+    plan = _plan(opskit, chains, name, datetime.now(UTC) + timedelta(days=3))
 
     assert why in check.stdout
     assert why in plan.stdout

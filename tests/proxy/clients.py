@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+GET = b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n"  # one keep-alive request for nginx's 1 KiB file
 
 
 def http_get(
@@ -22,6 +25,26 @@ def http_get(
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole keep-alive HTTP response (headers and Content-Length body), however TCP splits it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def read_to_eof(sock: socket.socket, limit: int = 1 << 30) -> bytes:
@@ -55,14 +78,73 @@ def rss_kib(pid: int) -> int:
 
 
 @contextmanager
+def serving(listener: socket.socket, handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """Accept on `listener` (bounded to 60 s) and hand each connection to `handle` in its own thread; the port."""
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept_loop() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        listener.close()
+
+
+def _loopback_listener(backlog: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    return listener
+
+
+@contextmanager
+def echo_backend() -> Iterator[int]:
+    """A backend that echoes every byte back on every connection until the client closes; its port."""
+
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(65536):
+                    conn.sendall(chunk)
+
+    with serving(_loopback_listener(64), echo) as port:
+        yield port
+
+
+def echo_roundtrip(sock: socket.socket, payload: bytes) -> bytes:
+    """Send `payload` to an echo backend and read back as many bytes (fewer if the peer closes)."""
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@contextmanager
 def late_reply_backend(delay_s: float, reply_size: int = 65536) -> Iterator[int]:
     """A backend that reads until the client's FIN, waits `delay_s`, then replies and closes; its port."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
     def serve_one(conn: socket.socket) -> None:
         with conn:
@@ -74,58 +156,49 @@ def late_reply_backend(delay_s: float, reply_size: int = 65536) -> Iterator[int]
             except OSError:
                 return
 
-    def accept_loop() -> None:
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept_loop, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        listener.close()
+    with serving(listener, serve_one) as port:
+        yield port
 
 
 @contextmanager
 def silent_backend() -> Iterator[int]:
     """A backend that accepts and never sends or closes (for reapers and timeouts); its port."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    stop = threading.Event()
     held: list[socket.socket] = []
+    try:
+        with serving(_loopback_listener(64), held.append) as port:
+            yield port
+    finally:
+        for conn in held:
+            conn.close()
 
-    def accept_loop() -> None:
+
+@contextmanager
+def udp_echo_backend() -> Iterator[int]:
+    """A UDP server on loopback that sends every datagram back to its sender; its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                conn, _ = listener.accept()
+                data, addr = sock.recvfrom(65536)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            held.append(conn)
+            sock.sendto(data, addr)
 
-    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield int(listener.getsockname()[1])
+        yield int(sock.getsockname()[1])
     finally:
         stop.set()
         thread.join(timeout=2)
-        for conn in held:
-            conn.close()
-        listener.close()
+        sock.close()
 
 
 @contextmanager

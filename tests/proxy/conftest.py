@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from opskit.proxy.bridge import FORWARDER_PATH
-from tests.servers.common import free_port
+from tests.servers.common import free_port, wait_stats
 from tests.servers.nginx import Nginx, start_nginx
 
 
@@ -58,17 +57,7 @@ class Forwarder:
         self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0
     ) -> dict[str, Any]:
         """The first stats snapshot that satisfies predicate (bounded wait)."""
-        deadline = time.monotonic() + timeout_s
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                last = self.stats()
-                if predicate(last):
-                    return last
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"stats never satisfied the condition; last: {last}")
+        return wait_stats(self.stats_file, predicate, timeout_s)
 
     def log(self) -> str:
         return self.log_file.read_text()

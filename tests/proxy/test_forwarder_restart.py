@@ -8,65 +8,16 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
+from tests.proxy.clients import echo_backend, echo_roundtrip, udp_echo_backend
 from tests.proxy.conftest import StartForwarder
 from tests.servers.common import free_port
 
 pytestmark = pytest.mark.proxy
-
-
-@contextmanager
-def echo_backend() -> Iterator[int]:
-    """A backend that echoes every byte back on every connection until the client closes; its port."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def echo(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(30)
-            with contextlib.suppress(OSError):
-                while chunk := conn.recv(65536):
-                    conn.sendall(chunk)
-
-    def accept_loop() -> None:
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept_loop, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        listener.close()
-
-
-def _echo(sock: socket.socket, payload: bytes) -> bytes:
-    sock.sendall(payload)
-    got = b""
-    while len(got) < len(payload):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 def _hammer(port: int, stop: threading.Event, results: list[str]) -> None:
@@ -75,7 +26,9 @@ def _hammer(port: int, stop: threading.Event, results: list[str]) -> None:
     while not stop.is_set() and time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                results.append("ok" if _echo(sock, b"hello") == b"hello" else "short answer")
+                results.append(
+                    "ok" if echo_roundtrip(sock, b"hello") == b"hello" else "short answer"
+                )
         except OSError as exc:
             results.append(f"{type(exc).__name__}: {exc}")
         time.sleep(0.01)
@@ -88,7 +41,7 @@ def test_restart_keeps_a_long_connection_and_refuses_nobody(
     with echo_backend() as port:
         fwd = forwarder(f"127.0.0.1:{port}")
         long_lived = socket.create_connection((fwd.host, fwd.port), timeout=5)
-        assert _echo(long_lived, b"before") == b"before"
+        assert echo_roundtrip(long_lived, b"before") == b"before"
         stop, results = threading.Event(), []
         hammer = threading.Thread(target=_hammer, args=(fwd.port, stop, results), daemon=True)
         hammer.start()
@@ -104,7 +57,7 @@ def test_restart_keeps_a_long_connection_and_refuses_nobody(
             hammer.join(timeout=25)
 
             assert new_pid != fwd.pid
-            assert _echo(long_lived, b"after the restart") == b"after the restart"
+            assert echo_roundtrip(long_lived, b"after the restart") == b"after the restart"
             assert results, "the hammer made no connection"
             assert set(results) == {"ok"}, [r for r in results if r != "ok"][:3]
             # The old process still carries the long connection: the new one's table counts it.
@@ -144,8 +97,6 @@ def test_restart_without_a_running_bridge_is_blocked(opskit: Invoke, tmp_path) -
 
 def test_restart_hands_the_udp_socket_over_too(opskit: Invoke, forwarder: StartForwarder) -> None:
     """With --udp, datagrams to the port are still answered after `proxy restart`, by the new process."""
-    from tests.proxy.test_forwarder_udp import udp_echo_backend  # noqa: PLC0415 - one shared backend
-
     with udp_echo_backend() as backend:
         port = free_port(udp_too=True)
         fwd = forwarder(f"127.0.0.1:{backend}", "--udp", port=port)
@@ -178,7 +129,7 @@ def test_stop_after_a_restart_stops_the_draining_process_too(
         fwd = forwarder(f"127.0.0.1:{port}", "--drain-timeout", "1s")
         long_lived = socket.create_connection((fwd.host, fwd.port), timeout=5)
         try:
-            assert _echo(long_lived, b"hi") == b"hi"
+            assert echo_roundtrip(long_lived, b"hi") == b"hi"
             opskit("proxy", "restart", "--stats-file", str(fwd.stats_file), expect=ExitCode.OK)
             fwd.wait_stats(lambda s: s["pid"] != fwd.pid and s["active"] == 1)
 

@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
+from tests.proxy.clients import udp_echo_backend
 from tests.proxy.conftest import StartForwarder
 from tests.servers.common import free_port
 
 pytestmark = pytest.mark.proxy
-
-
-@contextmanager
-def udp_echo_backend() -> Iterator[int]:
-    """A UDP server on loopback that sends every datagram back to its sender; its port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                data, addr = sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.sendto(data, addr)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        sock.close()
 
 
 def _ask(client: socket.socket, port: int, payload: bytes) -> bytes:

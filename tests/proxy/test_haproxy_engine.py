@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ import pytest
 
 from opskit.errors import Blocked, ExitCode
 from opskit.proxy.config import BridgeConfig
-from opskit.proxy.detach import config_to_json
 from opskit.proxy.haproxy_config import honoured_maxconn, render_config
 from opskit.proxy.haproxy_stats import (
     dropped_logs,
@@ -28,9 +26,10 @@ from opskit.proxy.haproxy_stats import (
     read_socket,
 )
 from tests.conftest import Invoke
-from tests.proxy.clients import http_get
+from tests.proxy.clients import GET, http_get, read_response
 from tests.proxy.conftest import StartForwarder
-from tests.servers.common import free_port, require_binary
+from tests.servers.common import free_port, require_binary, wait_stats
+from tests.servers.haproxy import engine_config, start_engine, stop_engine
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
@@ -38,53 +37,17 @@ pytestmark = pytest.mark.proxy
 CLIENTS = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
 
 
-def wait_for(path: Path, predicate: Any, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The first content of a stats file that satisfies predicate (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            last = json.loads(path.read_text())
-            if predicate(last):
-                return last
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"stats never satisfied the condition; last: {last}")
-
-
 @pytest.fixture
 def haproxy_bridge(
     tmp_path: Path, nginx: Nginx
 ) -> Iterator[tuple[subprocess.Popen[str], BridgeConfig]]:
     """`python -m opskit.proxy.haproxy CONFIG` in the foreground, bridging to nginx."""
-    require_binary("haproxy")
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=nginx.http,
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-        drain_timeout_s=2.0,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    config = engine_config(tmp_path / "hap.json", nginx.http, drain_timeout_s=2.0)
+    proc = start_engine(config)
     try:
-        wait_for(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running")
         yield proc, config
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_engine(proc)
 
 
 def by_address(stats: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
@@ -106,7 +69,7 @@ def test_haproxy_engine_counts_like_the_builtin_engine(
     expected_total = len(CLIENTS)
 
     ours = builtin.wait_stats(lambda s: s["total"] == expected_total and s["active"] == 0)
-    theirs = wait_for(
+    theirs = wait_stats(
         config.stats_file,
         lambda s: (
             s["total"] == expected_total
@@ -129,7 +92,7 @@ def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
     proc, config = haproxy_bridge
 
     with socket.create_connection(config.listen_host_port, source_address=("127.0.0.31", 0)):
-        live = wait_for(config.stats_file, lambda s: s["active"] == 1)
+        live = wait_stats(config.stats_file, lambda s: s["active"] == 1)
         assert [(c["address"], c["active"]) for c in live["clients"]] == [("127.0.0.31", 1)]
         direct = read_socket(Path(live["haproxy_socket"]))
         assert direct.active == 1
@@ -151,29 +114,15 @@ def test_haproxy_engine_sees_live_clients_and_stops_cleanly(
 
 def test_refused_upstream_is_a_per_client_error(tmp_path: Path) -> None:
     """A new host that refuses connections is counted as an error for that client."""
-    require_binary("haproxy")
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=f"127.0.0.1:{free_port()}",
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    config = engine_config(tmp_path / "hap.json", f"127.0.0.1:{free_port()}")
+    proc = start_engine(config)
     try:
-        wait_for(config.stats_file, lambda s: s["state"] == "running")
         status, _ = http_get(*config.listen_host_port, "/", bind="127.0.0.41", timeout_s=10)
         assert status == 0
-        stats = wait_for(config.stats_file, lambda s: s["errors"] >= 1)
+        stats = wait_stats(config.stats_file, lambda s: s["errors"] >= 1)
         assert [(c["address"], c["errors"]) for c in stats["clients"]] == [("127.0.0.41", 1)]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        stop_engine(proc)
 
 
 def test_rendered_config_bounds_every_edge() -> None:
@@ -239,25 +188,15 @@ def test_haproxy_engine_nudges_idle_connections_once_caches_forgot(
     tmp_path: Path, nginx: Nginx
 ) -> None:
     """With --nudge-after, HAProxy's idle bridged connection is closed; a busy one is kept."""
-    require_binary("haproxy")
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=nginx.http,
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
+    config = engine_config(
+        tmp_path / "hap.json",
+        nginx.http,
         nudge_after_s=0.6,
         nudge_not_before=(datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
         log_file=tmp_path / "hap.log",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_engine(config)
     try:
-        wait_for(config.stats_file, lambda s: s["state"] == "running")
         idle = socket.create_connection(config.listen_host_port, source_address=("127.0.0.51", 0))
         busy = socket.create_connection(config.listen_host_port, source_address=("127.0.0.52", 0))
         idle.settimeout(5)
@@ -265,39 +204,18 @@ def test_haproxy_engine_nudges_idle_connections_once_caches_forgot(
         closed = False
         while time.monotonic() < deadline and not closed:
             # Keep-alive requests keep the busy one moving; the idle one only waits.
-            busy.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-            _read_response(busy)
+            busy.sendall(GET)
+            read_response(busy)
             idle.settimeout(0.2)
             with contextlib.suppress(TimeoutError):
                 closed = idle.recv(1) == b""
         assert closed
-        busy.sendall(b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _read_response(busy).startswith(b"HTTP/1.1 200")
+        busy.sendall(GET)
+        assert read_response(busy).startswith(b"HTTP/1.1 200")
         busy.close()
         assert "nudged client 127.0.0.51" in config.log_file.read_text()  # type: ignore[union-attr]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-
-
-def _read_response(sock: socket.socket) -> bytes:
-    """One whole keep-alive HTTP response (headers and Content-Length body), however TCP splits it."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-response"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
-    return head + b"\r\n\r\n" + body
+        stop_engine(proc)
 
 
 def test_host_name_target_is_re_resolved_through_the_system_resolvers(tmp_path: Path) -> None:

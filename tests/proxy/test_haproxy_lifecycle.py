@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,17 +17,15 @@ import pytest
 from opskit.errors import ExitCode
 from opskit.proxy import haproxy
 from opskit.proxy.config import BridgeConfig
-from opskit.proxy.detach import config_to_json
 from opskit.proxy.haproxy_stats import read_socket
 from opskit.proxy.listeners import address_taken, listening_inodes
 from tests.conftest import Invoke
-from tests.proxy.test_haproxy_engine import _read_response, wait_for
-from tests.servers.common import free_port, require_binary
+from tests.proxy.clients import GET, read_response
+from tests.servers.common import free_port, require_binary, wait_stats
+from tests.servers.haproxy import engine_config, start_engine, stop_engine
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
-
-GET = b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 def alive(pid: int) -> bool:
@@ -50,41 +46,10 @@ def haproxy_children(pid: int) -> list[int]:
     return [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "haproxy"]
 
 
-def start_engine(config: BridgeConfig) -> subprocess.Popen[str]:
-    """`python -m opskit.proxy.haproxy CONFIG`, returned once its stats file says it runs."""
-    require_binary("haproxy")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opskit.proxy.haproxy", config_to_json(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    wait_for(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running")
-    return proc
-
-
-def stop_engine(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture
 def engine(tmp_path: Path, nginx: Nginx) -> Iterator[tuple[subprocess.Popen[str], BridgeConfig]]:
     """A HAProxy-engine bridge to nginx with a fast poll."""
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=nginx.http,
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-        drain_timeout_s=1.0,
-    )
+    config = engine_config(tmp_path / "hap.json", nginx.http)
     proc = start_engine(config)
     try:
         yield proc, config
@@ -103,7 +68,7 @@ def test_haproxy_dies_when_opskit_is_killed(
         "proxy", "start", "--engine", "haproxy", "--listen", f"127.0.0.1:{port}",
         "--to", nginx.http, "--stats-file", str(stats_file), "--max-connections", "1000",
     )  # fmt: skip
-    wait_for(stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running", 20)
+    wait_stats(stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running", 20)
     children = haproxy_children(proc.pid)
     assert children, "no haproxy child found"
 
@@ -179,14 +144,7 @@ def test_haproxy_engine_bridges_ipv6(tmp_path: Path) -> None:
         [socat, f"TCP6-LISTEN:{target},bind=[::1],reuseaddr,fork", "EXEC:cat"],
         stdin=subprocess.DEVNULL,
     )
-    config = BridgeConfig(
-        listen=f"[::1]:{_v6_port()}",
-        to=f"[::1]:{target}",
-        stats_file=tmp_path / "v6.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-        drain_timeout_s=1.0,
-    )
+    config = engine_config(tmp_path / "v6.json", f"[::1]:{target}", listen=f"[::1]:{_v6_port()}")
     proc = None
     try:
         deadline = time.monotonic() + 5
@@ -198,7 +156,7 @@ def test_haproxy_engine_bridges_ipv6(tmp_path: Path) -> None:
             assert conn.recv(4) == b"ping"
             live = read_socket(Path(json.loads(config.stats_file.read_text())["haproxy_socket"]))
             assert live.listener == config.listen
-        stats = wait_for(config.stats_file, lambda s: s["total"] == 1 and s["active"] == 0)
+        stats = wait_stats(config.stats_file, lambda s: s["total"] == 1 and s["active"] == 0)
         assert [(c["address"], c["bytes_in"], c["bytes_out"]) for c in stats["clients"]] == [
             ("::1", 4, 4)
         ]
@@ -217,13 +175,13 @@ def test_traffic_on_a_long_lived_tunnel_moves_last_activity(
     with socket.create_connection(config.listen_host_port, source_address=("127.0.0.61", 0)) as c:
         c.settimeout(5)
         c.sendall(GET)
-        _read_response(c)
-        first = wait_for(config.stats_file, lambda s: s["active"] == 1)["last_activity"]
+        read_response(c)
+        first = wait_stats(config.stats_file, lambda s: s["active"] == 1)["last_activity"]
         time.sleep(1.1)
         c.sendall(GET)
-        _read_response(c)
+        read_response(c)
 
-        later = wait_for(
+        later = wait_stats(
             config.stats_file, lambda s: s["active"] == 1 and s["last_activity"] > first
         )
 
@@ -238,11 +196,11 @@ def test_client_reset_is_counted_as_a_client_abort(
     _, config = engine
     conn = socket.create_connection(config.listen_host_port, source_address=("127.0.0.62", 0))
     conn.sendall(b"GET /1k.txt HTTP/1.1\r\n")
-    wait_for(config.stats_file, lambda s: s["active"] == 1)
+    wait_stats(config.stats_file, lambda s: s["active"] == 1)
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 
-    stats = wait_for(config.stats_file, lambda s: s["aborts_client"] == 1)
+    stats = wait_stats(config.stats_file, lambda s: s["aborts_client"] == 1)
 
     assert stats["aborts_upstream"] == 0
     assert [(c["address"], c["aborts"]) for c in stats["clients"]] == [("127.0.0.62", 1)]
@@ -252,18 +210,11 @@ def test_stats_file_keeps_the_contract_while_idle_and_across_restarts(
     tmp_path: Path, nginx: Nginx
 ) -> None:
     """The idle bridge rewrites its file every heartbeat; a restart after kill -9 keeps the watch history."""
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=nginx.http,
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-        drain_timeout_s=1.0,
-    )
+    config = engine_config(tmp_path / "hap.json", nginx.http)
     first = start_engine(config)
     try:
         seen = json.loads(config.stats_file.read_text())
-        idle = wait_for(config.stats_file, lambda s: s["updated_at"] > seen["updated_at"], 3)
+        idle = wait_stats(config.stats_file, lambda s: s["updated_at"] > seen["updated_at"], 3)
         assert (idle["heartbeat_s"], idle["carries"], idle["clients_partial"]) == (
             1.0,
             ["tcp"],
@@ -327,14 +278,7 @@ def test_dropped_log_lines_mark_the_client_table_partial(
 def test_upstream_reset_is_counted_as_an_upstream_abort(tmp_path: Path) -> None:
     """A new host that resets the connection mid-transfer counts in aborts_upstream."""
     listener = socket.create_server(("127.0.0.1", 0))
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=f"127.0.0.1:{listener.getsockname()[1]}",
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-        drain_timeout_s=1.0,
-    )
+    config = engine_config(tmp_path / "hap.json", f"127.0.0.1:{listener.getsockname()[1]}")
     proc = start_engine(config)
     try:
         with socket.create_connection(config.listen_host_port, timeout=5) as client:
@@ -345,7 +289,7 @@ def test_upstream_reset_is_counted_as_an_upstream_abort(tmp_path: Path) -> None:
             upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             upstream.close()  # a reset, not a FIN
 
-            stats = wait_for(config.stats_file, lambda s: s["aborts_upstream"] == 1)
+            stats = wait_stats(config.stats_file, lambda s: s["aborts_upstream"] == 1)
     finally:
         stop_engine(proc)
         listener.close()

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,10 @@ import pytest
 from opskit.proxy.config import BridgeConfig
 from opskit.proxy.detach import config_to_json
 from tests.proxy.clients import read_to_eof
-from tests.servers.common import free_port
+from tests.servers.common import free_port, wait_stats
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
-
-
-def wait_for(path: Path, predicate: Any, timeout_s: float = 15.0) -> dict[str, Any]:
-    """The first content of a stats file that satisfies predicate (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            last = json.loads(path.read_text())
-            if predicate(last):
-                return last
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"stats never satisfied the condition; last: {last}")
 
 
 def get(
@@ -95,7 +79,7 @@ def start_http_bridge(tmp_path: Path, to: str) -> tuple[subprocess.Popen[str], B
         stderr=subprocess.STDOUT,
         text=True,
     )
-    wait_for(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running")
+    wait_stats(config.stats_file, lambda s: s["pid"] == proc.pid and s["state"] == "running", 15.0)
     return proc, config
 
 
@@ -131,7 +115,7 @@ def test_requests_are_counted_and_nginx_sees_the_client(nginx: Nginx, http_bridg
 
     assert status == 200
     assert body.decode().split() == ["127.0.0.1", "127.0.0.62"]
-    stats = wait_for(config.stats_file, lambda s: s["total"] == 3 and s["active"] == 0)
+    stats = wait_stats(config.stats_file, lambda s: s["total"] == 3 and s["active"] == 0, 15.0)
     assert stats["requests"] == {
         "GET new-host.example.test /1k.txt": 2,
         "GET new-host.example.test /echo-addr": 1,
@@ -174,7 +158,7 @@ def test_refused_new_host_is_a_per_client_error(tmp_path: Path, http_bridge: Any
     status, _ = get(config.listen_host_port[1], "/", bind="127.0.0.64")
 
     assert status == 502
-    stats = wait_for(config.stats_file, lambda s: s["errors"] >= 1)
+    stats = wait_stats(config.stats_file, lambda s: s["errors"] >= 1, 15.0)
     assert [(c["address"], c["errors"]) for c in stats["clients"]] == [("127.0.0.64", 1)]
 
 
@@ -187,7 +171,7 @@ def test_sigterm_stops_accepting_and_lets_the_open_client_finish(
         sock.sendall(b"HEAD /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         proc.send_signal(signal.SIGTERM)
-        stopping = wait_for(config.stats_file, lambda s: s["state"] == "stopping")
+        stopping = wait_stats(config.stats_file, lambda s: s["state"] == "stopping", 15.0)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(config.listen_host_port, timeout=1).close()
         sock.sendall(b"HEAD /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,41 +15,10 @@ from opskit.errors import ExitCode
 from opskit.transport.local import LocalTransport
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, lines, run_id, wait_for, write
+from tests.servers.sleepers import alive, gone_within, kill_all, sleep_marker
 from tests.servers.sshd import Sshd
 
 Proc = Callable[..., subprocess.Popen[str]]
-
-
-def _marker() -> str:
-    """A sleep duration no other test uses: finds exactly this step's processes."""
-    return f"{uuid.uuid4().int % 100000 + 700000}.25"
-
-
-def _alive(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if f"sleep {marker}" in cmdline and state != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def _gone_within(marker: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not _alive(marker)
-
-
-def _cleanup(marker: str) -> None:
-    for pid in _alive(marker):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 ESCAPES = {
@@ -81,54 +47,54 @@ def test_kill_9_of_opskit_ends_the_step_whatever_it_does(
     opskit_proc: Proc, tmp_path: Path, how: str
 ) -> None:
     """After kill -9 of opskit, the step's processes end within seconds (exec, nohup, setsid, groups)."""
-    marker = _marker()
+    marker = sleep_marker(700000)
     proc = opskit_proc("run", str(_runbook(tmp_path, ESCAPES[how].format(m=marker))))
     try:
         wait_for(lambda: lines(tmp_path / "markers") == ["started"], what="step started")
-        wait_for(lambda: bool(_alive(marker)), what="sleep started")
+        wait_for(lambda: bool(alive(marker)), what="sleep started")
 
         proc.kill()
         proc.wait(timeout=10)
 
-        assert _gone_within(marker, 5.0), f"still running: {_alive(marker)}"
+        assert gone_within(marker, 5.0), f"still running: {alive(marker)}"
     finally:
-        _cleanup(marker)
+        kill_all(marker)
 
 
 def test_sighup_interrupts_the_run_resumably(
     opskit: Invoke, opskit_proc: Proc, tmp_path: Path
 ) -> None:
     """A dropped terminal (SIGHUP) is an interruption: exit 130, the step is stopped, status says resume."""
-    marker = _marker()
+    marker = sleep_marker(700000)
     proc = opskit_proc("run", str(_runbook(tmp_path, f"sleep {marker}")))
     try:
-        wait_for(lambda: bool(_alive(marker)), what="sleep started")
+        wait_for(lambda: bool(alive(marker)), what="sleep started")
 
         proc.send_signal(signal.SIGHUP)
         out, err = proc.communicate(timeout=20)
 
         assert proc.returncode == ExitCode.INTERRUPTED, out + err
-        assert _gone_within(marker, 5.0)
+        assert gone_within(marker, 5.0)
         rid = run_id(out)
         state = json.loads(opskit("status", rid, "--json", expect=ExitCode.OK).stdout)
         assert state["state"] == "interrupted"
         assert state["resume_hint"] == f"opskit resume {rid}"
     finally:
-        _cleanup(marker)
+        kill_all(marker)
 
 
 def test_timeout_stops_a_command_that_used_exec_and_setsid() -> None:
     """A timeout stops the step even when it exec'd into another program that left its session."""
-    marker = _marker()
+    marker = sleep_marker(700000)
     started = time.monotonic()
     try:
         result = LocalTransport().run(f"setsid sleep {marker} & exec sleep {marker}", timeout_s=0.5)
 
         assert result.timed_out
         assert time.monotonic() - started < 5
-        assert _gone_within(marker, 3.0)
+        assert gone_within(marker, 3.0)
     finally:
-        _cleanup(marker)
+        kill_all(marker)
 
 
 def test_journal_names_where_the_step_runs(opskit: Invoke, tmp_path: Path) -> None:
@@ -151,7 +117,7 @@ def test_kill_9_of_opskit_ends_a_remote_step_and_resume_runs_it_once(
     opskit: Invoke, opskit_proc: Proc, tmp_path: Path, sshd: Sshd
 ) -> None:
     """kill -9 during an SSH step ends it on the host; the resumed run completes the step exactly once."""
-    marker = _marker()
+    marker = sleep_marker(700000)
     path = write(
         tmp_path,
         f"""
@@ -168,15 +134,15 @@ def test_kill_9_of_opskit_ends_a_remote_step_and_resume_runs_it_once(
     )
     proc = opskit_proc("run", str(path))
     try:
-        wait_for(lambda: bool(_alive(marker)), what="the remote sleep started")
+        wait_for(lambda: bool(alive(marker)), what="the remote sleep started")
 
         proc.kill()
         proc.wait(timeout=10)
 
-        assert _gone_within(marker, 6.0), f"still running on the host: {_alive(marker)}"
+        assert gone_within(marker, 6.0), f"still running on the host: {alive(marker)}"
         (tmp_path / "fast").touch()
         rid = next((tmp_path / "state" / "runs").iterdir()).name
         opskit("resume", rid, expect=ExitCode.OK)
         assert lines(tmp_path / "paid") == ["paid"]
     finally:
-        _cleanup(marker)
+        kill_all(marker)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import subprocess
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +61,33 @@ def wait_tcp(host: str, port: int, timeout_s: float = 10.0) -> None:
                     f"{host}:{port} did not accept connections within {timeout_s}s"
                 ) from None
             time.sleep(0.05)
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 5.0) -> None:
+    """SIGTERM every server at once, then wait for each (bounded), killing one that does not stop."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
+def wait_stats(
+    path: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """The first content of a stats file that satisfies predicate (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            last = json.loads(path.read_text())
+            if predicate(last):
+                return last
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"stats never satisfied the condition; last: {last}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from tests.servers.common import free_port, require_binary
+from tests.servers.common import free_port, require_binary, stop_all
 from tests.servers.dns_lab import NS1, NS2, PARENT, _shared_port, wait_ready
 
 SOA = "@ 3600 IN SOA ns1.case.test. hostmaster.case.test. {serial} 3600 600 86400 {minimum}"
@@ -345,12 +345,5 @@ def case_lab(
             wait_ready(addr, at, zone, procs[label], lab / "log" / f"{label}.log")
         yield CaseLab(lab, port, resolvers)
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_all(procs.values())
         shutil.rmtree(lab, ignore_errors=True)

@@ -22,7 +22,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.servers.common import free_port, require_binary
+from tests.servers.common import free_port, require_binary, stop_all
 
 HERE = Path(__file__).resolve().parent / "dnslab"
 KEY_NAME = "opskit-test"
@@ -238,12 +238,5 @@ def dns_lab(bench_names: int = BENCH_NAMES) -> Iterator[DnsLab]:
             _prime_delegations(port)
         yield DnsLab(lab, auth_port, f"127.0.0.1:{res_port}", f"127.0.0.1:{clamp_port}", key_file)
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_all(procs.values())
         shutil.rmtree(lab, ignore_errors=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers.common import free_port, require_binary
+from tests.servers.common import free_port, require_binary, stop_all
 from tests.servers.dns_lab import KEY_NAME, KEY_SECRET, wait_ready
 
 
@@ -174,14 +174,7 @@ def zone_lab(servers: Sequence[Auth]) -> Iterator[ZoneLab]:
                 wait_ready(auth.addr, port, zone, procs[-1], home / "server.log")
         yield ZoneLab(lab, port, key_file, tuple(servers), controls)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_all(procs)
         shutil.rmtree(lab, ignore_errors=True)
 
 

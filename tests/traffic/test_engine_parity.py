@@ -19,19 +19,16 @@ from typing import Any
 import pytest
 
 from opskit.errors import ExitCode
-from opskit.proxy.config import BridgeConfig
 from tests.conftest import Invoke
-from tests.proxy.clients import http_get
+from tests.proxy.clients import GET, http_get, read_response
 from tests.proxy.conftest import StartForwarder
-from tests.proxy.test_haproxy_engine import _read_response, wait_for
-from tests.proxy.test_haproxy_lifecycle import start_engine, stop_engine
-from tests.servers.common import free_port
+from tests.servers.common import wait_stats
+from tests.servers.haproxy import engine_config, start_engine, stop_engine
 from tests.servers.nginx import Nginx
 
 pytestmark = pytest.mark.proxy
 
 LONG_AGO = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
-GET = b"GET /1k.txt HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -48,21 +45,14 @@ class Bridge:
         return data
 
     def wait(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        return wait_for(self.stats_file, predicate)
+        return wait_stats(self.stats_file, predicate)
 
 
 @pytest.fixture
 def bridges(tmp_path: Path, nginx: Nginx, forwarder: StartForwarder) -> Iterator[list[Bridge]]:
     """A built-in and a HAProxy-engine bridge to the same nginx, both polled every 100 ms."""
     builtin = forwarder(nginx.http)
-    config = BridgeConfig(
-        listen=f"127.0.0.1:{free_port()}",
-        to=nginx.http,
-        stats_file=tmp_path / "hap.json",
-        engine="haproxy",
-        stats_interval_s=0.1,
-        drain_timeout_s=1.0,
-    )
+    config = engine_config(tmp_path / "hap.json", nginx.http)
     haproxy = start_engine(config)
     try:
         yield [
@@ -137,12 +127,12 @@ def test_traffic_on_a_long_lived_tunnel_keeps_the_quiet_window_open(
         for conn in conns:
             conn.settimeout(5)
             conn.sendall(GET)
-            _read_response(conn)
+            read_response(conn)
         before = {b.engine: b.wait(lambda s: s["active"] == 1)["last_activity"] for b in bridges}
         time.sleep(2.3)  # longer than the quiet window: only the next bytes can keep it open
         for conn in conns:
             conn.sendall(GET)
-            _read_response(conn)
+            read_response(conn)
         for bridge in bridges:
             bridge.wait(lambda s, b=bridge: s["last_activity"] > before[b.engine])
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
 from opskit.transport.ssh import SshTransport
 from tests.conftest import REPO
+from tests.servers.sleepers import alive, gone_within, kill_all, sleep_marker
 from tests.servers.sshd import Sshd
 
 pytestmark = pytest.mark.sshd
@@ -31,37 +27,6 @@ SshTransport({spec!r}).run(sys.argv[1], on_output=show, timeout_s=120)
 """
 
 
-def _marker() -> str:
-    return f"{uuid.uuid4().int % 100000 + 800000}.25"
-
-
-def _alive(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if f"sleep {marker}" in cmdline and state != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def _gone_within(marker: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not _alive(marker)
-
-
-def _cleanup(marker: str) -> None:
-    for pid in _alive(marker):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 ESCAPES = {
     "plain": "sleep {m}",
     "exec": "exec sleep {m}",
@@ -73,7 +38,7 @@ ESCAPES = {
 @pytest.mark.parametrize("how", sorted(ESCAPES))
 def test_kill_9_of_opskit_ends_the_remote_command(sshd: Sshd, how: str) -> None:
     """kill -9 of the process driving an SSH step ends the command on the host within seconds."""
-    marker = _marker()
+    marker = sleep_marker(800000)
     command = "echo started; " + ESCAPES[how].format(m=marker)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD.format(spec=sshd.spec()), command],
@@ -86,24 +51,24 @@ def test_kill_9_of_opskit_ends_the_remote_command(sshd: Sshd, how: str) -> None:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "started", child.stderr
         deadline = time.monotonic() + 10
-        while not _alive(marker) and time.monotonic() < deadline:
+        while not alive(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _alive(marker)
+        assert alive(marker)
 
         child.kill()
         child.wait(timeout=10)
 
-        assert _gone_within(marker, 6.0), f"still running on the host: {_alive(marker)}"
+        assert gone_within(marker, 6.0), f"still running on the host: {alive(marker)}"
     finally:
         if child.poll() is None:
             child.kill()
             child.wait(timeout=10)
-        _cleanup(marker)
+        kill_all(marker)
 
 
 def test_remote_timeout_stops_a_command_that_used_exec(sshd: Sshd) -> None:
     """A remote step that exec'd into another program (and one in its own session) ends at the timeout."""
-    marker = _marker()
+    marker = sleep_marker(800000)
     transport = SshTransport(sshd.spec())
     started = time.monotonic()
     try:
@@ -111,8 +76,8 @@ def test_remote_timeout_stops_a_command_that_used_exec(sshd: Sshd) -> None:
 
         assert result.timed_out
         assert time.monotonic() - started < 6
-        assert _gone_within(marker, 4.0)
+        assert gone_within(marker, 4.0)
         assert transport.run("echo usable").stdout == "usable\n"
     finally:
         transport.close()
-        _cleanup(marker)
+        kill_all(marker)
