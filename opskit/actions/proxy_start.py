@@ -165,8 +165,8 @@ class ProxyStart(BaseAction):
             if ctx.host is None:
                 return self._run_local(ctx)
             return self._run_remote(ctx)
-        except OpskitError as exc:
-            return ActionResult(ok=False, summary=str(exc))
+        except OpskitError as exc:  # a port still taken, a bridge that did not start: exit 3
+            return ActionResult(ok=False, blocked=isinstance(exc, Blocked), summary=str(exc))
 
     def _run_local(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import bridge  # noqa: PLC0415
@@ -179,6 +179,9 @@ class ProxyStart(BaseAction):
                 config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
                 pid = bridge.spawn_builtin(config, listen_sock=sock)
         else:
+            # This engine binds in its own process: wait here until the old service lets go, so
+            # bind_timeout holds for it too (its start refuses a port that is still taken).
+            wait_until_free(split_host_port(self.listen), self.bind_timeout_s)
             config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
             pid = bridge.spawn(config)
         ctx.log(
@@ -308,6 +311,16 @@ def _local_preflight(listen: tuple[str, int], target: tuple[str, int]) -> list[s
     except OSError as exc:
         problems.append(f"{target[0]}:{target[1]} does not answer from here: {exc.strerror or exc}")
     return problems
+
+
+def wait_until_free(listen: tuple[str, int], timeout_s: float) -> None:
+    """Return once nothing listens on `listen` (checked every 5 ms, up to `timeout_s`); at the
+    deadline return anyway: the bridge's own start then names who holds the port."""
+    from opskit.proxy.listeners import address_taken  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout_s
+    while address_taken(*listen) and time.monotonic() < deadline:  # bounded by timeout_s
+        time.sleep(0.005)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -83,6 +84,18 @@ def server_options(func: Any) -> Any:
     return func
 
 
+def state_dir_option(func: Any) -> Any:
+    """--state-dir: where the one record of DNS changes lives, as for `opskit run` (its runs too)."""
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="OPSKIT_STATE_DIR",
+        default=None,
+        help="Where the record of DNS changes lives (env OPSKIT_STATE_DIR; default "
+        "$XDG_STATE_HOME/opskit, ~/.local/state/opskit), as for `opskit run --state-dir`.",
+    )(func)
+
+
 def _check_options(
     *,
     nameservers: tuple[str, ...],
@@ -97,6 +110,7 @@ def _check_options(
     changes: str | None = None,
     lowered_at: str | None = None,
     previous_ttl: str | None = None,
+    state_dir: Path | None = None,
 ) -> CheckOptions:
     from opskit.dns import history
     from opskit.dns.check import DEFAULT_TYPES, CheckOptions
@@ -122,7 +136,7 @@ def _check_options(
         resolvers=caches,
         query=query,
         lowering=lowering,
-        lowerings=tuple(history.lowerings(history.read())),
+        lowerings=tuple(history.lowerings(history.read(state_dir))),
     )
 
 
@@ -187,6 +201,7 @@ def dns() -> None:
     help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
 )
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
+@state_dir_option
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
@@ -241,6 +256,7 @@ def check(names: tuple[str, ...], as_json: bool, **kw: Any) -> ExitCode:
     help="When the TTL was lowered (ISO 8601 or HH:MM; local time unless a zone is given).",
 )
 @click.option("--previous-ttl", metavar="DURATION", help="The TTL before it was lowered.")
+@state_dir_option
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(name: str, switch_at: str, target_ttl: str, as_json: bool, **kw: Any) -> ExitCode:
@@ -373,6 +389,7 @@ def wait(
     metavar="DURATION",
     help="How long each secondary may take to serve the change.",
 )
+@state_dir_option
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def update(
@@ -386,6 +403,7 @@ def update(
     tsig_key_file: str | None,
     propagation_timeout: str,
     as_json: bool,
+    state_dir: Path | None,
     **kw: Any,
 ) -> ExitCode:
     """Switch (or lower the TTL of) a record with an RFC 2136 dynamic update, then verify it everywhere.
@@ -430,12 +448,12 @@ def update(
     )
     facts = history.settle(
         result.facts(),
-        history.read(),
+        history.read(state_dir),
         name=result.name,
         rtype=result.type,
         served_at=result.served_at,
     )
-    history.record_facts(facts)
+    history.record_facts(facts, state_dir)
     from opskit.dns.family import after_switch
 
     changed = (result.before.values if result.before else ()) != (
@@ -445,7 +463,7 @@ def update(
     if as_json:
         output.emit_json(result)
     else:
-        dns_render.update(result, history.changes_file(), [note] if note else [])
+        dns_render.update(result, history.changes_file(state_dir), [note] if note else [])
         _propagation(result, wait_s)
         settled = facts.get(history.FACT, {})
         if "settles" in settled:

@@ -112,8 +112,8 @@ def traffic() -> None:
 
     \b
     Example:
-      opskit traffic watch --stats-file .opskit/bridge/bridge-8080.json
-      opskit traffic wait --stats-file .opskit/bridge/bridge-8080.json --switched-at 02:11 --old-ttl 30m
+      opskit traffic watch --stats-file ~/.local/state/opskit/bridge/bridge-8080.json
+      opskit traffic wait --stats-file ~/.local/state/opskit/bridge/bridge-8080.json --switched-at 02:11 --old-ttl 30m
     """
 
 
@@ -152,7 +152,7 @@ def watch(
 
     \b
     Example:
-      opskit traffic watch --stats-file .opskit/bridge/bridge-8080.json --switched-at 2026-11-24T02:11Z --old-ttl 30m
+      opskit traffic watch --stats-file ~/.local/state/opskit/bridge/bridge-8080.json --switched-at 2026-11-24T02:11Z --old-ttl 30m
       opskit traffic watch --haproxy-socket /run/opskit/haproxy-8080.sock
     """
     import time as clock_time
@@ -322,7 +322,7 @@ def wait(
 
     \b
     Example:
-      opskit traffic wait --stats-file .opskit/bridge/bridge-8080.json \\
+      opskit traffic wait --stats-file ~/.local/state/opskit/bridge/bridge-8080.json \\
           --switched-at 2026-11-24T02:11:00Z --old-ttl 30m --quiet 15m --timeout 2h
       opskit traffic wait --stats-file bridge.json --switched-at 02:11 --old-ttl 5m --timeout 0s --json
     """

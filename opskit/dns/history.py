@@ -1,7 +1,7 @@
 """The one record of DNS changes: TTLs lowered and records switched, by `dns update` and `dns.update`.
 
-`$OPSKIT_STATE_DIR/dns/changes.jsonl` (default ./.opskit): one JSON object per line, the file 0600 in a
-0700 directory. The standalone command and the runbook action write the same facts here (the action also
+`dns/changes.jsonl` under the state directory (opskit.statedir, or `--state-dir`): one JSON object per
+line, the file 0600 in a 0700 directory. The standalone command and the runbook action write the same facts here (the action also
 puts them in its run's journal), so `dns check`, `dns plan`, a runbook's `plan` and `resume --dry-run`
 all read what either did (issue #11, point 3).
 """

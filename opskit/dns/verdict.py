@@ -315,10 +315,14 @@ def decide(
     pairs = []
     for observed in records:
         final = observed.chain[-1].name.lower() if observed.chain else ""
+        # the lowering that counts is the gating link's: through a CNAME, the target's record
+        link = gate_link(observed.chain, policy.changes)
         verdict = judge_record(
             observed,
             policy=policy,
-            lowering=lowering_for(observed.name, observed.type),
+            lowering=lowering_for(link.name, link.type)
+            if link is not None
+            else lowering_for(observed.name, observed.type),
             now=now,
             present_types={t for n, t in present if n == final},
         )

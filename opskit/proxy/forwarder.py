@@ -1850,6 +1850,11 @@ async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
             # queued in its backlog while this process started
             handed = socket.socket(fileno=opts.listen_fd)
             handed.setblocking(False)
+            if handed.type == socket.SOCK_STREAM:
+                # Bound by another process without the options our own listeners set: accepted
+                # clients inherit them, so a vanished client is reaped as on a port we bound.
+                handed.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                handed.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             socks = [handed]
         if socks is None:
             socks = await open_listeners_when_free(host, port, opts.bind_retry_s)
@@ -1970,8 +1975,15 @@ async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> boo
     if not request.startswith(b"takeover "):
         return False
     new_pid = int(request.split()[1])
-    if bridge.opts.stats_file:
+    # One writer at a time: an older snapshot still being written must not land after the one
+    # the new bridge continues from (nor over its own), and no new background write may start.
+    stats_file, bridge.opts.stats_file = bridge.opts.stats_file, None
+    if bridge.writing is not None:
+        await asyncio.wait([bridge.writing], timeout=10)
+    if stats_file:
+        bridge.opts.stats_file = stats_file
         bridge.write_stats_now()  # the table the new bridge continues from
+        bridge.opts.stats_file = None
     baseline = Baseline(bridge)  # the same moment: no await in between
     conn.setblocking(True)
     conn.settimeout(HANDOFF_READY_TIMEOUT_S)
@@ -1984,6 +1996,7 @@ async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> boo
     except OSError:
         ready = b""
     if not ready.startswith(b"ready"):
+        bridge.opts.stats_file = stats_file  # still ours: keep writing it
         bridge.log(f"hot restart by pid {new_pid} did not complete; still accepting here")
         return False
     conn.setblocking(False)

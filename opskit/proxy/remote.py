@@ -180,7 +180,9 @@ def start(
         f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 &",
         "starting the forwarder",
     )
-    deadline = time.monotonic() + START_TIMEOUT_S
+    # The forwarder waits up to --bind-retry for the old service to free the port, then starts.
+    wait_s = START_TIMEOUT_S + config.bind_retry_s
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         pid = _read_pid(transport, where.pid_file)
         if pid is not None:
@@ -194,7 +196,7 @@ def start(
     log = transport.run(f"tail -n 3 {q(where.log_file)}", timeout_s=COMMAND_TIMEOUT_S).stdout
     raise Negative(
         f"{transport.label}: the bridge on {config.listen} did not start within "
-        f"{START_TIMEOUT_S:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
+        f"{wait_s:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
     )
 
 

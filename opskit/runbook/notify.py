@@ -22,6 +22,7 @@ from typing import Any
 from opskit import durations
 from opskit.errors import RunbookInvalid
 from opskit.runbook.model import NotifyTarget
+from opskit.runbook.shell import render_command, secret_env_name
 from opskit.runbook.templates import TemplateProblem, render
 from opskit.runbook.yamlnodes import Y
 
@@ -86,11 +87,10 @@ def notify(session: Any, trigger: str, message: str) -> int:
     targets = [t for t in session.runbook.notify if trigger in t.on]
     failed = 0
     text = session.masker.text(f"opskit {session.runbook.name} ({session.run_id}): {message}")
-    ctx = {**session.base, **session.secrets}
     for target in targets:
         kind = "webhook" if target.webhook else "command"
         try:
-            _send(target, ctx, trigger, session.run_id, text)
+            _send(target, session, trigger, text)
         except (OSError, ValueError, TemplateProblem, subprocess.SubprocessError) as exc:
             failed += 1
             error = session.masker.text(f"{type(exc).__name__}: {exc}")
@@ -105,9 +105,10 @@ def notify(session: Any, trigger: str, message: str) -> int:
     return failed
 
 
-def _send(target: NotifyTarget, ctx: dict[str, Any], trigger: str, run_id: str, text: str) -> None:
+def _send(target: NotifyTarget, session: Any, trigger: str, text: str) -> None:
+    run_id = session.run_id
     if target.webhook:
-        url = render(target.webhook, ctx)
+        url = render(target.webhook, {**session.base, **session.secrets})
         if not url.startswith(("http://", "https://")):
             raise ValueError("the webhook is not an http(s) URL")
         body = json.dumps({"text": text}).encode()
@@ -118,9 +119,13 @@ def _send(target: NotifyTarget, ctx: dict[str, Any], trigger: str, run_id: str, 
             if not 200 <= response.status < 300:
                 raise ValueError(f"HTTP {response.status}")
         return
-    command = render(target.command or "", ctx)
+    # A shell command like `run:`: each value one argument, each secret in its environment variable.
+    command = render_command(target.command or "", {**session.base, **session.shell_view})
     env = {**os.environ, "OPSKIT_EVENT": trigger, "OPSKIT_RUN_ID": run_id, "OPSKIT_MESSAGE": text}
-    done = subprocess.run(["/bin/sh", "-c", command], input=text, text=True, env=env,
+    env.update(
+        {secret_env_name(n): session.secrets[n] for n in command.secrets & set(session.secrets)}
+    )
+    done = subprocess.run(["/bin/sh", "-c", command.text], input=text, text=True, env=env,
                           capture_output=True, timeout=target.timeout_s, check=False)  # fmt: skip
     if done.returncode != 0:
         raise ValueError(f"exit {done.returncode}: {done.stderr.strip()[-200:]}")

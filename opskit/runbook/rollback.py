@@ -67,12 +67,21 @@ class _Candidate:
 def _candidates(
     state: RunState, runbook: Runbook, events: Sequence[Mapping[str, Any]]
 ) -> list[_Candidate]:
-    """The steps to undo, newest first: succeeded ones, and undos that failed or were cut off before."""
+    """The steps to undo, newest first: succeeded ones, failed ones whose action left undo data, and
+    undos that failed or were cut off before."""
     undo_data: dict[str, Mapping[str, Any]] = {}
     for ev in events:
         if ev.get("event") == "step_finished" and ev.get("undo") is not None:
-            undo_data[str(ev["step"])] = ev["undo"]
-    found = [s for s in state.steps if s.status in UNDO_AGAIN]
+            # The first attempt's: it read the state before the step ever ran (a resumed dns.update
+            # finds its own half-done change and would "restore" that).
+            undo_data.setdefault(str(ev["step"]), ev["undo"])
+    # A failed action step that journaled undo data did change something (dns.update: the primary
+    # serves the switch, a secondary never did): leaving it in effect would be a half rollback.
+    found = [
+        s
+        for s in state.steps
+        if s.status in UNDO_AGAIN or (s.status == "failed" and s.id in undo_data)
+    ]
     order = sorted(enumerate(found), key=lambda p: (p[1].finished_at or "", p[0]), reverse=True)
     out = []
     for _, st in order:
