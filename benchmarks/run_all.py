@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_runbook.py", "bench_dns.py", "bench_ssh.py", "bench_proxy.py"]
+BENCHES = ["bench_runbook.py", "bench_dns.py", "bench_ssh.py", "bench_fleet.py", "bench_proxy.py"]
 
 
 def main() -> int:

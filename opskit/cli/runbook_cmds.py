@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from opskit.cli import output
+from opskit.cli.fleet_options import fleet_options, host_lines
 from opskit.cli.runbook_view import ConsoleReporter, render_plan, status_by_owner
 from opskit.display import display_value
 from opskit.durations import format_seconds
@@ -184,6 +185,7 @@ def _forget_lost_terminal() -> None:
 @click.command()
 @click.argument("runbook", type=click.Path(dir_okay=False, path_type=Path))
 @vars_options
+@fleet_options
 @include_option
 @reports_problems
 def validate(runbook: Path, var: tuple[str, ...], vars_file: Path | None) -> ExitCode:
@@ -246,6 +248,7 @@ def _show_plan(plan: Any, next_command: str, as_json: bool) -> ExitCode:
 @window_option
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def plan(  # noqa: PLR0917 - click passes every option as an argument
@@ -292,6 +295,7 @@ def _outcome(outcome: Any) -> ExitCode:
 @window_option
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def run(  # noqa: PLR0917 - click passes every option as an argument
@@ -351,6 +355,7 @@ def run(  # noqa: PLR0917 - click passes every option as an argument
 @gate_options
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def resume(  # noqa: PLR0917 - click passes every option as an argument
@@ -447,6 +452,7 @@ def status(run_id: str | None, as_json: bool, state_dir: Path) -> ExitCode:
     headers = ("STEP", "STATUS", *(("OWNER",) if owners else ()), "ATTEMPTS", "DURATION",
                "APPROVED BY", "CAPTURED")  # fmt: skip
     output.table(headers, rows)
+    host_lines(state.steps)  # a fleet step: how each host stands
     if owners:
         output.line("by owner:")
         for owner, ids in status_by_owner(state.steps):
@@ -504,6 +510,7 @@ def note(run_id: str, text: str, operator: str | None, state_dir: Path) -> ExitC
 @gate_options
 @operator_option
 @state_dir_option
+@fleet_options
 @include_option
 @reports_problems
 def rollback(  # noqa: PLR0917 - click passes every option as an argument

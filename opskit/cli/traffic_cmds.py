@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from opskit import durations
-from opskit.cli import output
+from opskit.cli import fleet_wait, output
 from opskit.cli.options import describe, parse_duration, parse_moment
 from opskit.errors import ExitCode, UsageError
 
@@ -273,10 +273,19 @@ def _emit_verdict_json(verdict: DrainVerdict) -> None:
 @traffic.command()
 @click.option(
     "--stats-file",
+    "stats_files",
     type=click.Path(path_type=Path),
-    required=True,
-    help="The bridge's stats file (opskit proxy status shows it).",
+    multiple=True,
+    help="A bridge's stats file (opskit proxy status shows it); repeat it for a bridge on each old host.",
 )
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="Every bridge that run started (its bridge-*.json stats files), instead of --stats-file.",
+)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="OPSKIT_STATE_DIR",
+              default=None, help="With --run: where runs are kept (default: OPSKIT_STATE_DIR or ./.opskit).")  # fmt: skip
 @policy_options
 @click.option(
     "--timeout",
@@ -291,7 +300,9 @@ def _emit_verdict_json(verdict: DrainVerdict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def wait(
     *,
-    stats_file: Path,
+    stats_files: tuple[Path, ...],
+    run_id: str | None,
+    state_dir: Path | None,
     switched_at: str | None,
     old_ttl: str | None,
     margin: str | None,
@@ -321,6 +332,12 @@ def wait(
     policy = _policy(switched_at, old_ttl, margin, quiet, max_active, allow_clients=allow_clients)
     timeout_s = parse_duration("--timeout", timeout) or 0.0
     interval_s = parse_duration("--interval", interval) or 1.0
+    if run_id or len(set(stats_files)) > 1:  # a bridge on each old host: SAFE only when all are
+        return fleet_wait.wait_fleet(stats_files, run_id, state_dir, policy, timeout_s=timeout_s,
+                                     interval_s=interval_s, as_json=as_json)  # fmt: skip
+    if not stats_files:
+        raise UsageError("give --stats-file FILE (repeatable: one per bridge) or --run RUN_ID")
+    stats_file = stats_files[0]
     outcome = wait_until_safe(
         FileSource(stats_file),
         policy,

@@ -25,6 +25,9 @@ from opskit.errors import (
     TransportError,
     UsageError,
 )
+from opskit.fleet import hosts as fleet_hosts
+from opskit.fleet import runner as fleet_runner
+from opskit.fleet import selection as fleet_selection
 from opskit.runbook import gates
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_dir, utc_now
@@ -98,6 +101,8 @@ class Attempt:
     values: Mapping[str, Any] = field(default_factory=dict)
     facts: Mapping[str, Any] = field(default_factory=dict)
     undo: Mapping[str, Any] | None = None
+    per_host: Mapping[str, Any] | None = None  # a fleet step: each host's stdout, for `capture:`
+    in_doubt: bool = False  # a fleet host whose link dropped while its command ran
 
 
 def where_it_runs() -> dict[str, Any]:
@@ -135,6 +140,7 @@ def open_new_run(runbook: Runbook, options: RunOptions, reporter: Reporter, mode
         pid=os.getpid(), version=__version__, overrides=dict(options.overrides),
         vars={k: v for k, v in session.base.items() if k not in ("run_id", "operator")},
         steps=step_infos(runbook),
+        inventories=[str(p) for p in fleet_selection.SELECTION.get().inventories],
     )  # fmt: skip
     reporter.started(run_id, mode)
     return session, lock
@@ -187,6 +193,8 @@ class Runner:
         self.o = options
         self.journal = session.journal
         self.reporter = session.reporter
+        # Per-host records of fleet steps, from this run's journal (a resume continues host by host).
+        self.fleet = fleet_runner.FleetState.load(session.journal.path)
 
     def execute(self, done: set[str]) -> RunOutcome:
         continued: list[str] = []  # failed steps marked continue_on_error: said in the final line
@@ -229,8 +237,21 @@ class Runner:
 
     # --- one step -------------------------------------------------------------------------------------
 
-    def context(self, step: Step, view: Mapping[str, Any]) -> dict[str, Any]:
-        return step_context(step, self.s.base, view, self.s.captures)
+    def context(
+        self, step: Step, view: Mapping[str, Any], host: str | None = None
+    ) -> dict[str, Any]:
+        ctx = step_context(step, self.s.base, view, self.s.captures)
+        if (
+            self.s.runbook.groups
+            or any(h.vars for h in self.s.runbook.hosts.values())
+            or self.fleet.captures
+        ):
+            ctx.update(fleet_hosts.host_context(self.s.runbook, host, self.fleet.captures))
+        return ctx
+
+    def hosts_of(self, step: Step, ctx: Mapping[str, Any]) -> tuple[str, ...]:
+        """The step's hosts: `on:` rendered, groups expanded, `--limit` applied."""
+        return fleet_hosts.expand(render_hosts(step, ctx), self.s.runbook)
 
     def step(self, step: Step) -> Attempt:
         started = time.monotonic()
@@ -241,7 +262,12 @@ class Runner:
                                     summary="when: is false")  # fmt: skip
                 self.reporter.step_end(step.id, "skipped", "when: is false", 0.0)
                 return Attempt(ok=True, summary="skipped")
-            hosts = render_hosts(step, ctx)
+            hosts = self.hosts_of(step, ctx)
+            if step.on and not hosts:
+                self.journal.append("step_finished", step=step.id, status="skipped", attempts=0, duration_s=0.0,
+                                    summary="no host left after --limit")  # fmt: skip
+                self.reporter.step_end(step.id, "skipped", "no host left after --limit", 0.0)
+                return Attempt(ok=True, summary="skipped")
             display = self.display_command(step)
         except TemplateProblem as exc:
             # jinja's message may quote a rendered value, and the real secrets were in the context.
@@ -269,7 +295,11 @@ class Runner:
         duration = round(time.monotonic() - started, 3)
         status = "succeeded" if result.ok else "failed"
         captured: dict[str, Any] = {}
-        if result.ok and step.capture:
+        if result.ok and step.capture and result.per_host is not None:
+            # A fleet step: `{{ name }}` is every host's value in order, `hostvars.HOST.name` one host's.
+            captured[step.capture] = list(result.per_host.values())
+            self.s.captures.update(captured)
+        elif result.ok and step.capture:
             captured[step.capture] = dict(result.values) if step.uses else result.stdout.strip()
             self.s.captures.update(captured)
         self.s.add_facts(result.facts)
@@ -288,7 +318,11 @@ class Runner:
 
     def display_command(self, step: Step, view: Mapping[str, Any] | None = None) -> str | None:
         """What the operator sees for the step: the command with secrets as ***."""
-        view = self.context(step, self.s.display_view) if view is None else view
+        view = (
+            self.context(step, self.s.display_view, fleet_hosts.EVERY_HOST)
+            if view is None
+            else view
+        )
         return self.s.masker.text(self._display(step, view) or "") or None
 
     def _display(self, step: Step, view: Mapping[str, Any]) -> str | None:
@@ -349,6 +383,11 @@ class Runner:
             return self.on_hosts(
                 step, hosts, lambda host, n: self.command(step, ctx, host, display, n)
             )
+        if step.uses and fleet_runner.is_fleet(step, hosts):
+            # Each host renders `with:` with its own values (inventory_hostname, host vars).
+            return self.on_hosts(
+                step, hosts, lambda host, n: self.host_action(step, host, display, n)
+            )
         if step.uses:
             params = render_value(dict(step.with_), ctx)
             try:
@@ -382,6 +421,8 @@ class Runner:
     def on_hosts(self, step: Step, hosts: tuple[str, ...],
                  once: Callable[[str | None, int], Attempt]) -> tuple[Attempt, int]:  # fmt: skip
         """Each host in turn, each with the step's retry policy; the first failing host ends the step."""
+        if fleet_runner.is_fleet(step, hosts):
+            return fleet_runner.run_on_hosts(self, step, hosts, once)
         result, most = Attempt(ok=True, summary=""), 0
         for host in hosts or (None,):
             result, attempts = self.with_retry(step, host, once)
@@ -431,7 +472,7 @@ class Runner:
     def command(self, step: Step, ctx: Mapping[str, Any], host: str | None, display: str | None,
                 attempt: int) -> Attempt:  # fmt: skip
         label = host or LOCAL
-        command = render_command(step.run or "", self.context(step, self.s.shell_view))
+        command = render_command(step.run or "", self.context(step, self.s.shell_view, host))
         env = self.environment(step, ctx, command)
         self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[label],
                             command=display, **where_it_runs())  # fmt: skip
@@ -459,6 +500,17 @@ class Runner:
             env[secret_env_name(name)] = self.s.secrets[name]
         return env
 
+    def host_action(
+        self, step: Step, host: str | None, display: str | None, attempt: int
+    ) -> Attempt:
+        """A fleet step's action on one host, its `with:` rendered with that host's values."""
+        try:
+            params = render_value(dict(step.with_), self.context(step, self.s.secrets, host))
+            action = actions.load(step.uses or "").from_params(actions.Params(params))
+        except (OpskitError, ImportError, TemplateProblem) as exc:
+            return Attempt(ok=False, summary=f"{step.uses}: {self.s.masker.text(str(exc))}")
+        return self.action(step, action, host, display, attempt)
+
     def action(
         self, step: Step, action: Any, host: str | None, display: str | None, attempt: int
     ) -> Attempt:
@@ -485,12 +537,12 @@ class Runner:
         return Attempt(ok=result.ok, summary=summary, blocked=result.blocked, timed_out=timed_out,
                        values=result.values, facts=result.facts, undo=result.undo)  # fmt: skip
 
-    def check_passes(self, step: Step) -> tuple[bool, str]:
+    def check_passes(self, step: Step, hosts: tuple[str, ...] | None = None) -> tuple[bool, str]:
         """Run the step's `check:` on its hosts: exit 0 everywhere means the step took effect."""
         ctx = self.context(step, self.s.secrets)
-        command = render_command(step.check or "", self.context(step, self.s.shell_view))
-        env = self.environment(step, ctx, command)
-        for host in render_hosts(step, ctx) or (None,):
+        for host in (self.hosts_of(step, ctx) if hosts is None else hosts) or (None,):
+            command = render_command(step.check or "", self.context(step, self.s.shell_view, host))
+            env = self.environment(step, ctx, command)
             label = host or LOCAL
             res = self.s.transport(host).run(command.text, env=env, timeout_s=step.timeout_s,
                                              on_output=self.s.sink(step.id, label))  # fmt: skip

@@ -40,6 +40,7 @@ TOP_FIELDS = ("name", "description", "vars", "secrets", "hosts", "defaults", "st
 STEP_FIELDS = (
     "id", "name", "kind", "on", "run", "uses", "with", "check", "undo", "gate", "capture", "wait",
     "manual", "when", "timeout", "retry", "idempotent", "env", "continue_on_error", "owner",
+    "parallel", "batches", "max_failures",
 )  # fmt: skip
 INCLUDE_FIELDS = ("include", "with", "id", "owner")
 PLAYBOOK_FIELDS = ("description", "vars", "params", "steps")
@@ -196,6 +197,9 @@ def load(
     variables.update(overrides or {})
     locs = {f"vars.{k}": v.loc for k, v in var_ys.items()}
     hosts = _hosts(st, top.get("hosts"), locs)
+    from opskit.fleet import selection  # noqa: PLC0415 - the fleet imports the model, not the reverse
+
+    hosts, groups, limit = selection.apply(st, top.get("hosts"), hosts)
     steps: list[Step] = []
     steps_y = top.get("steps")
     if steps_y is not None and steps_y.value is not None:
@@ -215,6 +219,8 @@ def load(
         sources=tuple(st.sources),
         locs=locs,
         includes=tuple(st.includes),
+        groups=groups,
+        limit=limit,
         notify=parse_notify(top.get("notify"), st.problems),
     )
     return runbook, st.problems
@@ -460,7 +466,27 @@ def _step(st: _Load, y: Y, scope: _Scope) -> Step | None:  # noqa: PLR0912 - one
         owner=st.text(f.get("owner"), "owner") or scope.owner,
         scope=scope.layers,
         locs=locs,
+        **_fleet_fields(st, f),
     )
+
+
+def _fleet_fields(st: _Load, f: dict[str, Y]) -> dict[str, Any]:
+    """`parallel:`, `batches:`, `max_failures:` of a step that runs on many hosts (opskit/fleet)."""
+    from opskit.fleet import rollout  # noqa: PLC0415 - the fleet imports the model, not the reverse
+
+    out: dict[str, Any] = {}
+    for key, field_name in (
+        ("parallel", "parallel"),
+        ("batches", "batches"),
+        ("max_failures", "max_failures"),
+    ):
+        if key in f:
+            problem, value = rollout.parse_field(key, f[key].plain())
+            if problem:
+                st.bad(f[key].loc, problem)
+            else:
+                out[field_name] = value
+    return out
 
 
 def _undo(st: _Load, y: Y | None) -> Undo | None:
@@ -538,6 +564,8 @@ def _retry(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> Retry:
 def _hosts(st: _Load, y: Y | None, locs: dict[str, SourceLocation]) -> dict[str, HostRef]:
     hosts: dict[str, HostRef] = {}
     for name, entry in st.mapping(y, "hosts").items():
+        if name == "groups":
+            continue  # read by opskit.fleet.selection
         if not entry.is_map:
             address = st.text(entry, f"hosts.{name}")
             if address:

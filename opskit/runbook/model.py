@@ -71,6 +71,8 @@ class HostRef:
     key_file: str | None = None
     known_hosts: str | None = None
     loc: SourceLocation | None = None
+    # Inventory host vars: the templates of a step that runs on this host see them.
+    vars: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ class Step:
     locs: Mapping[str, SourceLocation] = field(default_factory=dict)
     # Names its run/check/undo insert as shell text (`| raw`): an include's value of one is quoted inside.
     raw_names: frozenset[str] = frozenset()
+    # The fleet (opskit/fleet): how many hosts at once, the rolling batches, the failures allowed.
+    parallel: int | None = None
+    batches: tuple[str, ...] = ()
+    max_failures: str | None = None
 
     @property
     def title(self) -> str:
@@ -176,6 +182,9 @@ class Runbook:
     fragments: tuple[str, ...] = ()
     # `vars:` inserted that way; their own `{{ }}` are quoted like a command's (see scope.base_vars).
     fragment_vars: frozenset[str] = frozenset()
+    # `hosts: {groups: ...}` and inventories: group -> host names; `limit` is `--limit`, None for all.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    limit: str | None = None
     notify: tuple[NotifyTarget, ...] = ()  # who hears when a gate waits, a step fails, the run ends
 
     def step(self, step_id: str) -> Step | None:

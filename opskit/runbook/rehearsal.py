@@ -22,13 +22,14 @@ from typing import Any
 from opskit import actions
 from opskit.durations import format_seconds
 from opskit.errors import OpskitError, TransportError
+from opskit.fleet import hosts as fleet_hosts
 from opskit.runbook import plan as P
 from opskit.runbook import window
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.replay import past_durations
-from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.scope import step_context
 from opskit.runbook.shell import Raw
 from opskit.runbook.templates import (
     TemplateProblem,
@@ -103,7 +104,7 @@ class _Rehearsal:
 
     def _static_hosts(self, step: Step) -> tuple[str, ...]:
         try:
-            return render_hosts(step, self.display_ctx(step))
+            return self.runner.hosts_of(step, self.display_ctx(step))
         except TemplateProblem:
             return ()
 
@@ -133,9 +134,13 @@ class _Rehearsal:
     def display_ctx(self, step: Step) -> dict[str, Any]:
         # Shown as is (`<name>`), not quoted like a value.
         placeholders = {n: Raw(f"<{n}>") for n in self.unknown}
-        return step_context(
+        ctx = step_context(
             step, self.s.base, self.s.display_view, {**placeholders, **self.s.captures}
         )
+        if self.s.runbook.groups:  # per-host values (inventory_hostname, host vars) as <name>
+            each = fleet_hosts.host_context(self.s.runbook, fleet_hosts.EVERY_HOST, {})
+            ctx.update({k: Raw(v) if isinstance(v, str) else v for k, v in each.items()})
+        return ctx
 
     def plan_step(self, step: Step, *, record: bool = True) -> P.PlanStep:
         hosts: tuple[str, ...] = ()
@@ -147,7 +152,7 @@ class _Rehearsal:
         predicted = step.wait_s
         try:
             view = self.display_ctx(step)
-            hosts = render_hosts(step, view)
+            hosts = self.runner.hosts_of(step, view)
             command = self.runner.display_command(step, view)
             facts = _replace(facts, host_ok=all(self.host_ok.get(h, True) for h in hosts))
             facts = _replace(facts, when=self._when(step), needs_runtime=self._needs_runtime(step))
@@ -243,6 +248,21 @@ class _Rehearsal:
         self, step: Step, hosts: tuple[str, ...], command: str | None
     ) -> tuple[bool, str, float | None]:
         """Run a probe for real; its capture becomes known for the steps after it."""
+        if step.uses and len(hosts) > 1:  # a fleet probe: its verdict on every host
+            verdicts = {h: self.rehearse_action(step, h) for h in hosts}
+            failed = [f"{h}: {reason}" for h, (ok, reason, _) in verdicts.items() if not ok]
+            waits = [w for _, _, w in verdicts.values() if w is not None]
+            if failed:
+                return (
+                    False,
+                    f"{len(failed)} of {len(hosts)} hosts: " + "; ".join(failed),
+                    max(waits, default=None),
+                )
+            return (
+                True,
+                f"all {len(hosts)} hosts: {verdicts[hosts[0]][1]}",
+                max(waits, default=None),
+            )
         if step.uses:
             ok, reason, predicted = self.rehearse_action(step, hosts[0] if hosts else None)
             return ok, reason, predicted
@@ -260,6 +280,8 @@ class _Rehearsal:
 
     def rehearse_action(self, step: Step, host: str | None) -> tuple[bool, str, float | None]:
         ctx = step_context(step, self.s.base, self.s.secrets, self.s.captures)
+        if self.s.runbook.groups:  # the host's own values (inventory_hostname, host vars)
+            ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
         try:
             action = actions.load(step.uses or "").from_params(
                 actions.Params(render_value(dict(step.with_), ctx))
@@ -268,8 +290,8 @@ class _Rehearsal:
             result = action.rehearse(
                 _SimulatedContext(self.s, step.id, host, at=at, timeout_s=step.timeout_s)
             )
-        except (OpskitError, ImportError) as exc:
-            return False, str(exc), None
+        except (OpskitError, ImportError, TemplateProblem) as exc:
+            return False, self.s.masker.text(str(exc)), None
         except Exception as exc:  # noqa: BLE001 - a faulty action fails its row of the plan, not the plan
             return False, f"{step.uses} crashed: {type(exc).__name__}: {exc}", None
         for line in (result.detail or "").splitlines():

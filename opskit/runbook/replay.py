@@ -51,6 +51,8 @@ class StepState:
     idempotent: bool = False
     undoable: bool = True  # it has an undo: (or an action that may undo itself)
     refused: str | None = None  # why its gate said no (the last answer)
+    # A fleet step (opskit/fleet): host -> running | succeeded | failed | skipped | undone | in_doubt
+    host_status: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,11 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
                 s["refused"] = None
             else:
                 s["refused"] = str(ev.get("reason") or "the operator said no")
+        elif kind in ("host_started", "host_finished", "host_undone"):
+            status = {"host_started": "running", "host_undone": "undone"}.get(
+                str(kind), str(ev.get("status"))
+            )
+            slot(step_id).setdefault("host_status", {})[str(ev.get("host"))] = status
         elif kind == "undo_started":
             slot(step_id)["status"] = "undoing"
         elif kind == "undo_finished":
@@ -251,6 +258,9 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
     for s in steps.values():
         if s["status"] == "running" and state != "running":
             s["status"] = "in_doubt"
+        for host, status in s.get("host_status", {}).items():
+            if status == "running" and state != "running":
+                s["host_status"][host] = "in_doubt"
         if s["status"] == "undoing" and not live:  # the rollback died mid-undo
             s["status"] = "undo_in_doubt"
     run_id = str(head.get("run_id", ""))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
+from opskit.fleet.runner import FleetState
 from opskit.runbook.context import Reporter, Session, read_secrets
 from opskit.runbook.engine import (
     Runner,
@@ -168,6 +169,7 @@ def _resume_guarded(  # noqa: PLR0917 - private: the state loaded under the lock
             run_id, "succeeded", ExitCode.OK, f"run {run_id} already succeeded; nothing to resume"
         )
     decisions: list[tuple[Step, str]] = []
+    fleet = FleetState.load(run_dir(options.state_dir, run_id) / JOURNAL)
     for s in state.steps:
         step = runbook.step(s.id)
         if s.status != "in_doubt" or step is None:
@@ -178,6 +180,8 @@ def _resume_guarded(  # noqa: PLR0917 - private: the state loaded under the lock
                 f"step {step.id} is still running ({where}); wait for it to end or stop it, "
                 "then resume"
             )
+        if fleet.of(s.id):
+            continue  # a fleet step is settled host by host when it runs again (opskit/fleet/runner.py)
         action = in_doubt_action(step, rerun=options.rerun_in_doubt, skip=options.skip_in_doubt)
         if action == "refuse":
             raise Blocked(

@@ -19,6 +19,7 @@ from typing import Any
 
 from opskit import actions
 from opskit.errors import Blocked, ExitCode, OpskitError, TransportError
+from opskit.fleet import runner as fleet_runner
 from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_secrets
 from opskit.runbook.engine import Runner, RunOptions, check_approvals
 from opskit.runbook.journal import run_dir
@@ -26,7 +27,6 @@ from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import RunState, StepState
 from opskit.runbook.resume import changes_nothing, load_for_resume
-from opskit.runbook.scope import render_hosts
 from opskit.runbook.shell import render_command
 from opskit.runbook.templates import render_value
 
@@ -310,13 +310,16 @@ def _undo_step(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> Un
 def _describe(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> str:
     """The undo as the operator reads it: the rendered command (secrets as ***), or the action and the
     values it puts back."""
-    view = runner.context(step, runner.s.display_view)
+    view = runner.context(step, runner.s.display_view, "*")  # "*": per-host values shown by name
     if step.undo and step.undo.run:
         return render_command(step.undo.run, view).shown
     if step.undo and step.undo.uses:
         params = render_value(dict(step.undo.with_), view)
         shown = " ".join(f"{k}={v}" for k, v in params.items())
         return runner.s.masker.text(f"{step.undo.uses} {shown}".strip())
+    hosts = fleet_runner.undo_order(runner.fleet.of(step.id))
+    if hosts:  # a fleet step: each host's own undo data
+        return runner.s.masker.text(f"{step.uses} undo on {', '.join(hosts)}")
     return runner.s.masker.text(f"{step.uses} undo: {_restores(data or {})}")
 
 
@@ -381,12 +384,15 @@ def _preview(  # noqa: PLR0917 - private, one caller
 def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tuple[bool, str]:
     s = runner.s
     ctx = runner.context(step, s.secrets)
-    hosts = render_hosts(step, ctx) or (None,)
+    # A fleet step is undone host by host, last batch first, only where it ran (opskit/fleet).
+    hosts = (
+        fleet_runner.undo_order(runner.fleet.of(step.id)) or runner.hosts_of(step, ctx) or (None,)
+    )
     undo = step.undo
     if undo is not None and undo.run:
-        command = render_command(undo.run, runner.context(step, s.shell_view))
-        env = runner.environment(step, ctx, command)
         for host in hosts:
+            command = render_command(undo.run, runner.context(step, s.shell_view, host))
+            env = runner.environment(step, ctx, command)
             label = host or LOCAL
             try:
                 res = s.transport(host).run(
@@ -397,10 +403,16 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
                 return False, str(exc)
             if not res.ok:
                 return False, f"undo exit {res.rc} on {label}"
+            if host in runner.fleet.of(step.id):
+                s.journal.append("host_undone", step=step.id, host=host)
         return True, "undone"
     summaries = []
     for host in hosts:
         actx = StepContext(s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
+        ctx = runner.context(step, s.secrets, host)
+        record = runner.fleet.of(step.id).get(host or "")
+        if record is not None:  # a fleet step: this host's own undo data
+            data = record.undo
         if undo is not None and undo.uses:
             action = actions.load(undo.uses).from_params(
                 actions.Params(render_value(dict(undo.with_), ctx))
@@ -416,5 +428,7 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
             result = undone
         if not result.ok:
             return False, result.summary
+        if record is not None:
+            s.journal.append("host_undone", step=step.id, host=host)
         summaries.append(result.summary)
     return True, "; ".join(x for x in summaries if x) or "undone"

@@ -16,6 +16,7 @@ from typing import Any
 
 from opskit import actions
 from opskit.errors import RunbookInvalid, RunbookProblems, SourceLocation, UsageError
+from opskit.fleet.hosts import fleet_names
 from opskit.redaction import MASK
 from opskit.runbook import loader, shell
 from opskit.runbook.model import Kind, Runbook, Step
@@ -354,7 +355,7 @@ def _used_names(steps: list[Step]) -> set[str]:
 
 
 def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: PLR0912 - one check per field
-    known = set(c.static)
+    known = set(c.static) | fleet_names(c.runbook)
     ctx: dict[str, Any] = dict(c.static)
     for layer in step.scope:
         c.names_ok(dict(layer), set(ctx), step.loc, captured)
@@ -376,8 +377,6 @@ def _check_step(c: _Checker, step: Step, captured: set[str]) -> Step:  # noqa: P
     _check_hosts(c, step, known, ctx, captured)
     for problem in wait_problems(step, ctx):
         c.bad(problem.where, problem.problem)
-    if step.capture and len(step.on) > 1:
-        c.bad(step.where("capture"), "capture needs a single host (the step runs on several)")
     if step.retry.on == "any" and not (step.check or step.idempotent):
         c.bad(
             step.where("retry.on"),
@@ -430,7 +429,11 @@ def _check_hosts(
             name = render(entry, ctx).strip()
         except TemplateProblem:
             continue  # reported above, or depends on a captured value
-        if name not in hosts and name not in ("local", "localhost"):
+        if (
+            name not in hosts
+            and name not in c.runbook.groups
+            and name not in ("local", "localhost")
+        ):
             choices = ", ".join(sorted(hosts)) or "none defined"
             hint = difflib.get_close_matches(name, sorted(hosts), n=1)
             tip = f"did you mean '{hint[0]}'? " if hint else ""
@@ -461,7 +464,8 @@ def _check_action(  # noqa: PLR0917 - private, called twice
     except ImportError as exc:
         c.bad(where, f"action '{name}' is registered but cannot be imported ({exc})")
         return None
-    raw, deferred = render_params(with_, ctx, captured)
+    # A host's own values (inventory_hostname, host vars) are known only on that host, at run time.
+    raw, deferred = render_params(with_, ctx, captured | fleet_names(c.runbook))
     try:
         cls.from_params(actions.Params(raw, frozenset(deferred)))
     except actions.ParamError as exc:

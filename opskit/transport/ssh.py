@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
 from opskit.errors import HostKeyError, TransportDropped, TransportError
-from opskit.transport import known_hosts, remote_script
+from opskit.transport import jump, known_hosts, remote_script
 from opskit.transport.base import CommandResult, HostSpec, OutputSink, StartSink
 from opskit.transport.ssh_config import SshTarget, resolve
 from opskit.transport.streams import StreamTail, command_result, open_tails
@@ -59,11 +60,13 @@ class SshTransport:
         accept_new_host_keys: bool = False,
         ssh_config: Path | None = None,
         connect_timeout_s: float = 10.0,
+        via: jump.Opener | None = None,
     ) -> None:
         self._spec = spec
         self._accept_new = accept_new_host_keys
         self._ssh_config = ssh_config
         self._connect_timeout_s = connect_timeout_s
+        self._via = via  # how to reach the host when it is behind a ProxyJump hop
         self._client: paramiko.SSHClient | None = None
         self._target: SshTarget | None = None
         self._lock = threading.Lock()
@@ -118,9 +121,7 @@ class SshTransport:
             known_hosts.make_policy(self.label, target.known_hosts, self._accept_new)
         )
         try:
-            sock = socket.create_connection(
-                (target.hostname, target.port), timeout=self._connect_timeout_s
-            )
+            sock = self._socket(target)
         except OSError as exc:
             raise TransportError(
                 self.label,
@@ -176,6 +177,20 @@ class SshTransport:
             # Notices a dead peer during long quiet commands instead of waiting on TCP for minutes.
             transport.set_keepalive(15)
         return client
+
+    def _socket(self, target: SshTarget) -> Any:
+        """A TCP connection to the host, or a channel to it through its ProxyJump hops (each verified)."""
+        if self._via is not None:  # a hop of a ProxyJump chain, or the target behind one
+            return self._via(target.hostname, target.port)
+        if target.proxy_jump:
+            return jump.open_through(
+                self.label, target.proxy_jump, known_hosts=target.known_hosts,
+                ssh_config=self._ssh_config, accept_new_host_keys=self._accept_new,
+                connect_timeout_s=self._connect_timeout_s,
+            )(target.hostname, target.port)  # fmt: skip
+        return socket.create_connection(
+            (target.hostname, target.port), timeout=self._connect_timeout_s
+        )
 
     def check_reachable(self) -> None:
         """Connect and authenticate (host key verified); runs nothing."""

@@ -21,6 +21,7 @@ class SshTarget:
     user: str
     key_files: tuple[str, ...]  # explicit keys to offer first (empty: agent and default keys)
     known_hosts: Path
+    proxy_jump: tuple[str, ...] = ()  # ProxyJump hops, first hop first
 
 
 def resolve(spec: HostSpec, config_path: Path | None = None) -> SshTarget:
@@ -53,4 +54,13 @@ def resolve(spec: HostSpec, config_path: Path | None = None) -> SshTarget:
         user=user,
         key_files=tuple(dict.fromkeys(keys)),
         known_hosts=known,
+        proxy_jump=_hops(found.get("proxyjump")),
     )
+
+
+def _hops(value: object) -> tuple[str, ...]:
+    """ProxyJump `b1,user@b2:2222` -> ("b1", "user@b2:2222"); `none` (or absent) -> no hop."""
+    text = str(value or "").strip()
+    if not text or text.lower() == "none":
+        return ()
+    return tuple(h.strip() for h in text.split(",") if h.strip())
