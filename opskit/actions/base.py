@@ -94,6 +94,11 @@ class ActionContext(Protocol):
         """True once the step must stop (Ctrl-C or its timeout): long waits poll this."""
         ...
 
+    def record_undo(self, data: Mapping[str, Any]) -> None:
+        """Journal (fsynced) what `undo()` needs BEFORE the action changes anything: a step cut off
+        mid-change (kill -9 during a long wait) is still rolled back to the state before it ran."""
+        ...
+
 
 class Action(Protocol):
     """A built-in step: `uses: NAME` with `with: {...}`."""

@@ -18,7 +18,7 @@ from opskit.dns.tsigkey import wire_algorithm
 from opskit.errors import OpskitError
 
 if TYPE_CHECKING:
-    from opskit.dns.update import UpdateResult
+    from opskit.dns.update import RRsetData, UpdateResult
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,13 @@ class DnsUpdate(BaseAction):
         key = self._key(ctx)
         ttl = int(self.ttl_s) if self.ttl_s is not None else None
         wildcard = _synthesized_from(self._target(), self.zone, self.name, self.type)
+
+        def journal_before(found: RRsetData | None) -> None:
+            # Fsynced before the update goes out: cut off during the propagation wait, the step is
+            # rolled back to these records, not to its own change that a resume would read.
+            ctx.record_undo(self._undo_data(_absolute(self.zone), _absolute(self.name), self.type,
+                                            found, wildcard))  # fmt: skip
+
         result = replace_rrset(
             self._target(),
             self.zone,
@@ -150,6 +157,7 @@ class DnsUpdate(BaseAction):
             resolvers=self.servers.resolver_servers(),
             query=self.servers.query_options(),
             propagation_timeout_s=self.propagation_timeout_s,
+            before_send=journal_before,
         )
         facts = history.settle(
             result.facts(),
@@ -191,15 +199,23 @@ class DnsUpdate(BaseAction):
                 **({"synthesized_from": wildcard} if wildcard else {}),
             },
             facts=facts,
-            undo={
-                "server": self.server,
-                "zone": result.zone,
-                "name": result.name,
-                "type": result.type,
-                "before": before,
-                **({"synthesized_from": wildcard} if wildcard else {}),
-            },
+            undo=self._undo_data(result.zone, result.name, result.type, result.before, wildcard),
         )
+
+    def _undo_data(
+        self, zone: str, name: str, rtype: str, before: RRsetData | None, wildcard: str | None
+    ) -> dict[str, Any]:
+        """What `undo()` needs: the records read before the change (none when a wildcard answered)."""
+        return {
+            "server": self.server,
+            "zone": zone,
+            "name": name,
+            "type": rtype,
+            "before": {"values": list(before.values), "ttl": before.ttl}
+            if before and wildcard is None  # a synthesized answer is no record to restore
+            else None,
+            **({"synthesized_from": wildcard} if wildcard else {}),
+        }
 
     def undo(self, ctx: ActionContext, data: Mapping[str, Any]) -> ActionResult | None:
         from opskit.dns.update import RRsetData, restore  # noqa: PLC0415

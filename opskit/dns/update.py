@@ -7,7 +7,7 @@ makes a later `dns check` able to say when the switch is safe after a lowering.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -176,8 +176,11 @@ def replace_rrset(
     query: QueryOptions | None = None,
     propagation_timeout_s: float = DEFAULT_PROPAGATION_TIMEOUT_S,
     answers_after_delete: tuple[tuple[str, ...], int] | None = None,
+    before_send: Callable[[RRsetData | None], None] | None = None,
 ) -> UpdateResult:
     """Replace NAME TYPE with `values` (empty: delete it); keep the old TTL unless `ttl_s` is given.
+
+    `before_send` gets the RRset read before the change, before the update goes out (to journal it).
 
     The change is verified on every authoritative server of the zone (the primary, the zone's NS set
     and the parent's delegation), each given up to `propagation_timeout_s` to serve it. A name that a
@@ -211,6 +214,8 @@ def replace_rrset(
             update.delete(qname, type_text)
     except (ValueError, dns.exception.DNSException) as exc:
         raise UsageError(f"--set {' '.join(values)}: not valid {type_text} data: {exc}") from None
+    if before_send is not None:
+        before_send(before)
     _send(server, update, f"update {name} {type_text}", timeout_s)
     sent = (now + timedelta(seconds=time.monotonic() - started), time.monotonic())
     states = run_sync(

@@ -282,8 +282,9 @@ class StepContext:
     """The `ActionContext` of one step on one host (see opskit/actions/base.py)."""
 
     def __init__(self, session: Session, step_id: str, host: str | None, *, dry_run: bool,
-                 timeout_s: float | None = None) -> None:  # fmt: skip
+                 timeout_s: float | None = None, undoing: bool = False) -> None:  # fmt: skip
         self._session = session
+        self._undoing = undoing  # an action run as an undo: its own undo data means nothing
         self.run_id = session.run_id
         self.step_id = step_id
         self.dry_run = dry_run
@@ -324,6 +325,14 @@ class StepContext:
 
     def cancelled(self) -> bool:
         return self._session.cancel.is_set() or self.timed_out
+
+    def record_undo(self, data: Mapping[str, Any]) -> None:
+        """`step_undo_ready`, fsynced before the action mutates; rollback uses a step's earliest undo data."""
+        if self.dry_run or self._undoing:
+            return
+        self._session.journal.append(
+            "step_undo_ready", step=self.step_id, host=self.host, undo=dict(data)
+        )
 
 
 def _port(host: str, port: int | str, ctx: Mapping[str, Any]) -> int:

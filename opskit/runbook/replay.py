@@ -211,8 +211,10 @@ def replay(events: Sequence[Mapping[str, Any]], *, live: bool = False) -> RunSta
                 summary=str(ev.get("summary", "") or ""),
                 finished_at=ev["ts"],
                 captured=dict(ev.get("captured") or {}),
-                has_undo_data=ev.get("undo") is not None,
+                has_undo_data=bool(s.get("has_undo_data")) or ev.get("undo") is not None,
             )
+        elif kind == "step_undo_ready":  # the action journaled its undo data before it mutated
+            slot(step_id)["has_undo_data"] = True
         elif kind == "step_planned":
             s = slot(step_id)
             s.update(
@@ -330,7 +332,11 @@ def next_steps(run_id: str, steps: Sequence[StepState], *, rolled_back: bool = F
             lines.append(f"fix what made {s.id} fail, then: {resume}    (runs {s.id} again)")
     if not lines:
         lines.append(resume)
-    if any(s.status == "succeeded" and s.undoable for s in steps):
+    if any(
+        (s.status == "succeeded" and s.undoable)
+        or (s.status in ("failed", "in_doubt") and s.has_undo_data)  # its undo data came first
+        for s in steps
+    ):
         lines.append(f"or undo what was done: opskit rollback {run_id}")
     return lines
 

@@ -32,6 +32,8 @@ from opskit.runbook.templates import render_value
 
 GATE_ID = "rollback"  # what --approve names to pass the rollback's own gate
 UNDO_AGAIN = ("succeeded", "undo_failed", "undo_in_doubt")
+# `step_undo_ready` is journaled by the action before it mutates, `step_finished` with its result.
+UNDO_DATA_EVENTS = ("step_undo_ready", "step_finished")
 
 
 @dataclass(frozen=True)
@@ -71,18 +73,22 @@ def _candidates(
     undos that failed or were cut off before."""
     undo_data: dict[str, Mapping[str, Any]] = {}
     for ev in events:
-        if ev.get("event") == "step_finished" and ev.get("undo") is not None:
-            # The first attempt's: it read the state before the step ever ran (a resumed dns.update
+        if ev.get("event") in UNDO_DATA_EVENTS and ev.get("undo") is not None:
+            # The earliest: it was read before the step ever changed anything (a resumed dns.update
             # finds its own half-done change and would "restore" that).
             undo_data.setdefault(str(ev["step"]), ev["undo"])
-    # A failed action step that journaled undo data did change something (dns.update: the primary
-    # serves the switch, a secondary never did): leaving it in effect would be a half rollback.
+    # A failed or cut-off action step that journaled undo data may have changed something (dns.update:
+    # the primary serves the switch, a secondary never did): leaving it in effect would be a half rollback.
     found = [
         s
         for s in state.steps
-        if s.status in UNDO_AGAIN or (s.status == "failed" and s.id in undo_data)
+        if s.status in UNDO_AGAIN or (s.status in ("failed", "in_doubt") and s.id in undo_data)
     ]
-    order = sorted(enumerate(found), key=lambda p: (p[1].finished_at or "", p[0]), reverse=True)
+    order = sorted(
+        enumerate(found),
+        key=lambda p: (p[1].finished_at or p[1].started_at or "", p[0]),
+        reverse=True,
+    )
     out = []
     for _, st in order:
         step = runbook.step(st.id)
@@ -408,7 +414,7 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
         return True, "undone"
     summaries = []
     for host in hosts:
-        actx = StepContext(s, step.id, host, dry_run=False, timeout_s=step.timeout_s)
+        actx = StepContext(s, step.id, host, dry_run=False, timeout_s=step.timeout_s, undoing=True)
         ctx = runner.context(step, s.secrets, host)
         record = runner.fleet.of(step.id).get(host or "")
         if record is not None:  # a fleet step: this host's own undo data

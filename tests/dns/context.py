@@ -24,6 +24,7 @@ class PlainContext:
     known_facts: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     progress_lines: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    undo_records: list[Mapping[str, Any]] = field(default_factory=list)
     fixed_now: datetime | None = None
 
     @property
@@ -52,3 +53,6 @@ class PlainContext:
 
     def cancelled(self) -> bool:
         return False
+
+    def record_undo(self, data: Mapping[str, Any]) -> None:
+        self.undo_records.append(dict(data))
