@@ -224,6 +224,15 @@ class DnsUpdate(BaseAction):
         before = RRsetData(tuple(raw["values"]), int(raw["ttl"])) if raw else None
         server = parse_servers("server", [str(data.get("server", self.server))])[0]
         wildcard = data.get("synthesized_from")
+        name, rtype = str(data.get("name", self.name)), str(data.get("type", self.type))
+        if not wildcard and _serves(server, name, rtype, before):
+            # The undo data is journaled before the update is sent: an update the server refused (or
+            # one cut off before it went out) changed nothing, and there is nothing to put back.
+            shown = f"{', '.join(before.values)} ttl {before.ttl}" if before else "nothing"
+            return ActionResult(
+                ok=True,
+                summary=f"nothing to restore: {name} {rtype} on {server} still {shown}",
+            )
         result = restore(
             server,
             str(data.get("zone", self.zone)),
@@ -254,6 +263,16 @@ class DnsUpdate(BaseAction):
             ok=ok,
             summary=f"restored {result.name} {result.type} on {result.server} to {shown}",
         )
+
+
+def _serves(server: Server, name: str, rtype: str, before: RRsetData | None) -> bool:
+    """Whether the primary serves exactly the records from before the step (values and TTL)."""
+    from opskit.dns.update import read_rrset  # noqa: PLC0415
+
+    now = read_rrset(server, name, rtype)
+    if now is None or before is None:
+        return now is None and before is None
+    return sorted(now.values) == sorted(before.values) and now.ttl == before.ttl
 
 
 def _wildcard_answer(server: Server, owner: str, rtype: str) -> tuple[tuple[str, ...], int] | None:

@@ -18,7 +18,7 @@ import pytest
 
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
-from tests.runbook.helpers import events, wait_for
+from tests.runbook.helpers import events, run_id, wait_for
 from tests.servers.dns_zone_lab import Auth, ZoneLab, zone, zone_lab
 
 pytestmark = pytest.mark.dns
@@ -110,4 +110,23 @@ def test_resume_after_kill_then_rollback_restores_the_original_records(
     assert _primary_serves(lab) == [NEW]
     lab.rewrite(SECONDARY, "cut.test", _zone())  # the secondary follows the rollback too
     opskit("rollback", rid, "--yes", expect=ExitCode.OK)
+    assert _primary_serves(lab) == [OLD]
+
+
+def test_rollback_of_a_refused_update_has_nothing_to_restore(
+    opskit: Invoke, lab: ZoneLab, tmp_path: Path
+) -> None:
+    """The primary refuses the update (wrong TSIG secret) after its undo data was journaled: rollback
+    exits 0 saying there is nothing to restore, instead of failing to "restore" with the same bad key."""
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text(
+        lab.key_file.read_text().replace('secret "', 'secret "AAAA', 1), encoding="utf-8"
+    )
+    runbook = _runbook(lab, tmp_path)
+    runbook.write_text(runbook.read_text().replace(str(lab.key_file), str(bad_key)))
+    ran = opskit("run", str(runbook), expect=ExitCode.NEGATIVE)
+    assert _primary_serves(lab) == [OLD]
+
+    done = opskit("rollback", run_id(ran.stdout), "--yes", expect=ExitCode.OK)
+    assert "nothing to restore" in done.stdout + done.stderr
     assert _primary_serves(lab) == [OLD]
