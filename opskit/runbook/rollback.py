@@ -7,7 +7,9 @@ journaled. Every undo is journaled (`undo_started`, `undo_finished`), so `status
 Rollback is as crash-safe as the forward run (issue #10): a failed undo is tried again by the next rollback;
 an undo cut off (kill -9, SIGTERM, Ctrl-C) is "undo in doubt" and the next rollback asks the step's
 `check:` (the forward change still in place means the undo did not take) or needs --rerun-in-doubt /
---skip-in-doubt. A changing step that has no undo keeps the rollback from saying "done".
+--skip-in-doubt. A changing step that has no undo keeps the rollback from saying "done". An action may
+journal its undo data before it mutates (`step_undo_ready`): a step cut off after that point is rolled
+back with it, and a step's earliest undo data wins (a re-run reads its own change as "before").
 """
 
 from __future__ import annotations
