@@ -7,6 +7,7 @@ the step sits in its propagation wait until opskit is killed.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,12 +73,15 @@ def _primary_serves(lab: ZoneLab) -> list[str]:
     return sorted(rr.to_text() for rrset in answer.answer for rr in rrset)
 
 
-def _killed_mid_wait(opskit_proc: Spawn, lab: ZoneLab, tmp_path: Path) -> str:
-    """Start the run, kill -9 it once the primary serves the change (the wait has begun): its run id."""
+def _killed_mid_wait(
+    opskit_proc: Spawn, lab: ZoneLab, tmp_path: Path, sig: signal.Signals = signal.SIGKILL
+) -> str:
+    """Start the run, kill it once the primary serves the change (the wait has begun): its run id."""
     proc = opskit_proc("run", str(_runbook(lab, tmp_path)))
     wait_for(lambda: _primary_serves(lab) == [NEW], timeout_s=30, what="update on the primary")
-    proc.kill()
-    proc.communicate(timeout=10)
+    proc.send_signal(sig)
+    proc.communicate(timeout=20)
+    assert proc.returncode == (-sig if sig == signal.SIGKILL else ExitCode.INTERRUPTED)
     runs = tmp_path / "state" / "runs"
     return next(p.name for p in runs.iterdir())
 
@@ -129,4 +133,14 @@ def test_rollback_of_a_refused_update_has_nothing_to_restore(
 
     done = opskit("rollback", run_id(ran.stdout), "--yes", expect=ExitCode.OK)
     assert "nothing to restore" in done.stdout + done.stderr
+    assert _primary_serves(lab) == [OLD]
+
+
+def test_sigterm_during_propagation_wait_rolls_back_to_the_old_records(
+    opskit: Invoke, opskit_proc: Spawn, lab: ZoneLab, tmp_path: Path
+) -> None:
+    """SIGTERM during the propagation wait exits 130 with the step in doubt; rollback restores OLD."""
+    rid = _killed_mid_wait(opskit_proc, lab, tmp_path, signal.SIGTERM)
+
+    opskit("rollback", rid, "--yes", expect=ExitCode.OK)
     assert _primary_serves(lab) == [OLD]
