@@ -8,8 +8,10 @@ free and that the new host answers from where the bridge will run; it starts not
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from opskit.actions.traffic_drained import (
     switch_from_facts,
 )
 from opskit.durations import format_seconds
-from opskit.errors import Blocked, OpskitError
+from opskit.errors import Blocked, Negative, OpskitError
 
 MODES = ("tcp", "http")
 ENGINES = ("builtin", "haproxy")
@@ -36,7 +38,12 @@ PROXY_PROTOCOLS = ("none", "v1", "v2")
 @dataclass(frozen=True)
 class ProxyStart(BaseAction):
     """with: listen, to, mode, engine, stats_file, max_connections, idle_timeout, connect_timeout,
-    drain_timeout, proxy_protocol, nudge_after, switched_at, old_ttl, margin, python.
+    drain_timeout, proxy_protocol, nudge_after, switched_at, old_ttl, margin, python, bind_timeout,
+    stop_old, start_old, stop_timeout.
+
+    `stop_old` (a shell command, run on the step's host) stops the old service only once the bridge
+    already retries its bind, so the port is taken within ~5 ms of its release and no client is
+    refused in between (issue #11); the undo stops the bridge, then runs `start_old`.
 
     A nudge starts only once caches can have forgotten the old address: switched_at + old_ttl +
     margin (default 0: an early nudge only costs a reconnect), taken from `with:` or from the
@@ -44,6 +51,8 @@ class ProxyStart(BaseAction):
     """
 
     kind: ClassVar[ActionKind] = ActionKind.MUTATE
+    # `with:` values that are shell text: `validate` lists their `| raw` parts and quotes their values.
+    command_params: ClassVar[tuple[str, ...]] = ("stop_old", "start_old")
     listen: str
     to: str
     mode: str = "tcp"
@@ -60,8 +69,12 @@ class ProxyStart(BaseAction):
     margin_s: float = 0.0
     python: str = "python3"
     # The old service may still hold the port for a moment after its stop command returns: the bridge
-    # takes it the moment it is free (retried every 5 ms, up to this long) instead of failing.
+    # takes it the moment it is free (retried every 5 ms, up to this long) instead of failing. With
+    # stop_old the retry starts before that command, so this covers its run time too.
     bind_timeout_s: float = 30.0
+    stop_old: str | None = None
+    start_old: str | None = None
+    stop_timeout_s: float = 300.0
 
     @classmethod
     def from_params(cls, params: Params) -> Self:
@@ -85,6 +98,10 @@ class ProxyStart(BaseAction):
             margin_s=params.seconds("margin", 0.0),
             python=params.text("python", "python3"),
             bind_timeout_s=params.seconds("bind_timeout", 30.0),
+            # empty is "none": a playbook passes its blank default on
+            stop_old=params.text("stop_old", None) or None,
+            start_old=params.text("start_old", None) or None,
+            stop_timeout_s=params.seconds("stop_timeout", 300.0),
         )
         params.finish()
         for key in ("listen", "to"):
@@ -99,11 +116,16 @@ class ProxyStart(BaseAction):
         if action.max_connections < 1:
             raise ParamError("max_connections", "must be at least 1")
         check_switched_at(action.switched_at)
+        if action.start_old and not action.stop_old:
+            raise ParamError("start_old", "undoes stop_old: give stop_old too")
         return action
 
     def describe(self) -> str:
         engine = "http (mitmproxy)" if self.mode == "http" else self.engine
-        return f"start the bridge {self.listen} -> {self.to} ({engine})"
+        then = (
+            f", stopping the old service ({self.stop_old}) once it waits" if self.stop_old else ""
+        )
+        return f"start the bridge {self.listen} -> {self.to} ({engine}){then}"
 
     def nudge_not_before(self, ctx: ActionContext) -> str | None:
         """When nudging may start (switch + old TTL + margin), or None when that is not known."""
@@ -172,16 +194,22 @@ class ProxyStart(BaseAction):
         from opskit.proxy import bridge  # noqa: PLC0415
         from opskit.proxy.config import split_host_port  # noqa: PLC0415
 
+        listen = split_host_port(self.listen)
         if self.mode == "tcp" and self.engine == "builtin":
-            # Bound first thing, the moment the port is free; the kernel queues clients while the
-            # bridge process starts, so nobody is refused in between (issue #11: 6 of 22 were).
-            with bind_when_free(split_host_port(self.listen), self.bind_timeout_s) as sock:
+            # Bound the moment the port is free, by a thread that already retries while stop_old
+            # runs; the kernel queues clients while the bridge process starts, so nobody is refused
+            # in between (issue #11: 6 of 22 were).
+            with BindInBackground(listen, self.bind_timeout_s) as attempt:
+                self._stop_old(ctx)  # on failure the attempt is abandoned, the port let go
+                sock = attempt.wait()
                 config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
                 pid = bridge.spawn_builtin(config, listen_sock=sock)
         else:
             # This engine binds in its own process: wait here until the old service lets go, so
-            # bind_timeout holds for it too (its start refuses a port that is still taken).
-            wait_until_free(split_host_port(self.listen), self.bind_timeout_s)
+            # bind_timeout holds for it too (its start refuses a port that is still taken). The
+            # gap is this engine's start-up time; the builtin engine has none.
+            self._stop_old(ctx)
+            wait_until_free(listen, self.bind_timeout_s)
             config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
             pid = bridge.spawn(config)
         ctx.log(
@@ -196,8 +224,33 @@ class ProxyStart(BaseAction):
             ok=True,
             summary=f"bridge {self.listen} -> {self.to} started (pid {pid})",
             values={"pid": pid, "listen": self.listen, "to": self.to, **files},
-            undo={"host": None, "pid": pid, **files},
+            undo={"host": None, "pid": pid, **files, **self._undo_start_old()},
         )
+
+    def _stop_old(self, ctx: ActionContext) -> None:
+        """Run `stop_old` on the step's host; Negative, with its output, when it fails."""
+        if not self.stop_old:
+            return
+        ctx.log(f"the bridge waits for the port; stopping the old service: {self.stop_old}")
+        result = ctx.transport().run(
+            self.stop_old,
+            timeout_s=self.stop_timeout_s,
+            on_output=lambda _stream, line: ctx.log(line),
+        )
+        if not result.ok:
+            how = (
+                f"timed out after {format_seconds(self.stop_timeout_s)}"
+                if result.timed_out
+                else f"exit {result.rc}"
+            )
+            output = " | ".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-3:])
+            raise Negative(
+                f"stop_old failed ({how}){': ' + output if output else ''}; "
+                "the bridge was not started"
+            )
+
+    def _undo_start_old(self) -> dict[str, str]:
+        return {"start_old": self.start_old} if self.start_old else {}
 
     def _run_remote(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import remote  # noqa: PLC0415
@@ -221,7 +274,11 @@ class ProxyStart(BaseAction):
             )
         else:
             started = remote.start(
-                ctx.transport(), config, python=self.python, stats_file=self.stats_file
+                ctx.transport(),
+                config,
+                python=self.python,
+                stats_file=self.stats_file,
+                once_retrying=lambda: self._stop_old(ctx),
             )
         ctx.log(
             f"bridge {self.listen} -> {self.to} runs on {ctx.host} as pid {started.pid} "
@@ -239,7 +296,7 @@ class ProxyStart(BaseAction):
             ok=True,
             summary=f"bridge {self.listen} -> {self.to} started on {ctx.host} (pid {started.pid})",
             values={"pid": started.pid, "listen": self.listen, "to": self.to, **files},
-            undo={"host": ctx.host, "pid": started.pid, **files},
+            undo={"host": ctx.host, "pid": started.pid, **files, **self._undo_start_old()},
         )
 
     def rehearse(self, ctx: ActionContext) -> ActionResult:
@@ -281,7 +338,7 @@ class ProxyStart(BaseAction):
     def undo(self, ctx: ActionContext, data: Mapping[str, Any]) -> ActionResult | None:
         from opskit.actions.proxy_stop import stop_bridge  # noqa: PLC0415
 
-        return stop_bridge(
+        stopped = stop_bridge(
             ctx,
             host=data.get("host"),
             stats_file=str(data["stats_file"]),
@@ -289,6 +346,23 @@ class ProxyStart(BaseAction):
             pid=data.get("pid"),
             timeout_s=self.drain_timeout_s + 5,
             haproxy_socket=data.get("haproxy_socket"),
+        )
+        start_old = data.get("start_old")
+        if not start_old or not stopped.ok:
+            return stopped  # a bridge still holding the port: the old service could not take it
+        result = ctx.transport(data.get("host")).run(
+            str(start_old),
+            timeout_s=self.stop_timeout_s,
+            on_output=lambda _stream, line: ctx.log(line),
+        )
+        if not result.ok:
+            output = " | ".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-3:])
+            return ActionResult(
+                ok=False,
+                summary=f"{stopped.summary}; start_old failed (exit {result.rc}): {output}",
+            )
+        return dataclasses.replace(
+            stopped, summary=f"{stopped.summary}; the old service started again ({start_old})"
         )
 
 
@@ -327,12 +401,61 @@ def wait_until_free(listen: tuple[str, int], timeout_s: float) -> None:
 def bind_when_free(listen: tuple[str, int], timeout_s: float) -> Iterator[socket.socket]:
     """A socket listening on `listen`, bound the moment the port is free (retried every 5 ms while it
     is in use, up to `timeout_s`); closed here once the bridge process holds its own copy."""
+    sock = _bound_when_free(listen, timeout_s)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+class BindInBackground:
+    """`bind_when_free` in a thread, so the old service can be stopped while the bind is retried.
+
+    Used as a context manager: leaving it abandons the attempt (a bound socket is closed, a retry
+    loop told to stop and waited for), so a failed stop leaves nothing listening."""
+
+    def __init__(self, listen: tuple[str, int], timeout_s: float) -> None:
+        self._listen, self._timeout_s = listen, timeout_s
+        self._cancel = threading.Event()
+        self._sock: socket.socket | None = None
+        self._error: OpskitError | None = None
+        self._thread = threading.Thread(target=self._bind, name="bind-when-free", daemon=True)
+
+    def _bind(self) -> None:
+        try:
+            self._sock = _bound_when_free(self._listen, self._timeout_s, self._cancel)
+        except OpskitError as exc:
+            self._error = exc
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def wait(self) -> socket.socket:
+        """The bound, listening socket; Blocked when the port stayed taken for `timeout_s`."""
+        self._thread.join(self._timeout_s + 5)  # the loop itself ends at timeout_s
+        if self._sock is None:
+            raise self._error or Blocked(f"cannot listen on {self._listen[0]}:{self._listen[1]}")
+        return self._sock
+
+    def __exit__(self, *exc: object) -> None:
+        self._cancel.set()
+        self._thread.join(5)  # one 5 ms sleep away
+        if self._sock is not None:
+            self._sock.close()
+
+
+def _bound_when_free(
+    listen: tuple[str, int], timeout_s: float, cancel: threading.Event | None = None
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         deadline = time.monotonic() + timeout_s
         while True:  # bounded by timeout_s
+            if cancel is not None and cancel.is_set():
+                raise Blocked(f"gave up listening on {listen[0]}:{listen[1]}")
             try:
                 sock.bind(listen)
                 break
@@ -352,6 +475,7 @@ def bind_when_free(listen: tuple[str, int], timeout_s: float) -> Iterator[socket
                     ) from None
                 time.sleep(0.005)
         sock.listen(1024)
-        yield sock
-    finally:
+    except BaseException:
         sock.close()
+        raise
+    return sock

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,10 +157,14 @@ def start(
     *,
     python: str = "python3",
     stats_file: str | None = None,
+    once_retrying: Callable[[], None] | None = None,
 ) -> RemoteBridge:
     """Copy forwarder.py to the host, start it detached (setsid nohup), and wait until it runs.
 
     Files go next to `stats_file` on the host, or under ~/.opskit/bridge/ when it is not given.
+    `once_retrying` runs while the forwarder already retries the bind (it stops the old service, so
+    the port is taken within 5 ms of its release); if it raises, the forwarder is killed before it
+    binds and the error goes on.
     """
     where = layout(transport.label, config.listen_host_port[1], stats_file)
     remote = dataclasses.replace(
@@ -174,12 +179,22 @@ def start(
     transport.put_file(FORWARDER_PATH, script, mode=0o600)
     argv = " ".join(q(a) for a in forwarder_argv(remote))
     # setsid + nohup + every stream redirected: the bridge must outlive this SSH session.
-    _run(
+    # setsid and nohup exec the forwarder: $! is its pid, to abandon it before it binds.
+    launched = _run(
         transport,
         f"rm -f {q(where.pid_file)}; "
-        f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 &",
+        f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 & "
+        "echo $!",
         "starting the forwarder",
     )
+    if once_retrying is not None:
+        try:
+            once_retrying()
+        except BaseException:
+            started = launched.strip().splitlines()[-1] if launched.strip() else ""
+            if started.isdigit():  # still retrying the bind: it has no handler yet, SIGTERM ends it
+                transport.run(f"kill -TERM {started} 2>/dev/null", timeout_s=COMMAND_TIMEOUT_S)
+            raise
     # The forwarder waits up to --bind-retry for the old service to free the port, then starts.
     wait_s = START_TIMEOUT_S + config.bind_retry_s
     deadline = time.monotonic() + wait_s
