@@ -423,7 +423,9 @@ class BindInBackground:
 
     def _bind(self) -> None:
         try:
-            self._sock = _bound_when_free(self._listen, self._timeout_s, self._cancel)
+            self._sock = _bound_when_free(
+                self._listen, self._timeout_s, self._cancel, every_s=FAST_RETRY_S
+            )
         except OpskitError as exc:
             self._error = exc
 
@@ -445,8 +447,16 @@ class BindInBackground:
             self._sock.close()
 
 
+# While stop_old runs, a client that reconnects the instant the old service closes it must find the
+# bridge already there: retried every 0.5 ms (a bind is a cheap syscall), not every 5 ms.
+FAST_RETRY_S = 0.0005
+
+
 def _bound_when_free(
-    listen: tuple[str, int], timeout_s: float, cancel: threading.Event | None = None
+    listen: tuple[str, int],
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    every_s: float = 0.005,
 ) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -473,7 +483,7 @@ def _bound_when_free(
                             else ""
                         )
                     ) from None
-                time.sleep(0.005)
+                time.sleep(every_s)
         sock.listen(1024)
     except BaseException:
         sock.close()
