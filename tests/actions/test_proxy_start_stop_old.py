@@ -136,7 +136,8 @@ def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_ol
         loop.join(timeout=10)
 
         assert seen["refused"] == 0, seen
-        assert seen["old"] > 0 and seen["new"] > 0, seen
+        assert seen["old"] > 0, seen
+        assert seen["new"] > 0, seen
         assert "stopping the old service" in result.stdout + result.stderr
 
         undone = opskit("rollback", run_id(result.stdout), "--yes", expect=ExitCode.OK)
