@@ -179,21 +179,22 @@ def start(
     transport.put_file(FORWARDER_PATH, script, mode=0o600)
     argv = " ".join(q(a) for a in forwarder_argv(remote))
     # setsid + nohup + every stream redirected: the bridge must outlive this SSH session.
-    # setsid and nohup exec the forwarder: $! is its pid, to abandon it before it binds.
+    # setsid and nohup exec the forwarder: $! is its pid, to abandon it before it binds. The log's
+    # length before, so only this start's lines are read.
     launched = _run(
         transport,
-        f"rm -f {q(where.pid_file)}; "
+        f"rm -f {q(where.pid_file)}; n=$(cat {q(where.log_file)} 2>/dev/null | wc -l); "
         f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 & "
-        "echo $!",
+        'echo "$! $n"',
         "starting the forwarder",
-    )
+    ).split()
     if once_retrying is not None:
         try:
+            _wait_retrying(transport, where, int(launched[-1]) if launched else 0)
             once_retrying()
         except BaseException:
-            started = launched.strip().splitlines()[-1] if launched.strip() else ""
-            if started.isdigit():  # still retrying the bind: it has no handler yet, SIGTERM ends it
-                transport.run(f"kill -TERM {started} 2>/dev/null", timeout_s=COMMAND_TIMEOUT_S)
+            if launched and launched[0].isdigit():  # SIGTERM ends it, bound or not
+                transport.run(f"kill -TERM {launched[0]} 2>/dev/null", timeout_s=COMMAND_TIMEOUT_S)
             raise
     # The forwarder waits up to --bind-retry for the old service to free the port, then starts.
     wait_s = START_TIMEOUT_S + config.bind_retry_s
@@ -213,6 +214,26 @@ def start(
         f"{transport.label}: the bridge on {config.listen} did not start within "
         f"{wait_s:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
     )
+
+
+def _wait_retrying(transport: Transport, where: RemoteBridge, log_lines: int) -> None:
+    """Return once the forwarder retries its bind (or already listens): the old service may stop."""
+    from opskit.proxy.forwarder import WAITING_FOR_PORT  # noqa: PLC0415
+
+    q = shlex.quote
+    ready = (
+        f"test -s {q(where.pid_file)} || "
+        f"tail -n +{log_lines + 1} {q(where.log_file)} | grep -qF {q(WAITING_FOR_PORT)}"
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not transport.run(ready, timeout_s=COMMAND_TIMEOUT_S).ok:
+        if time.monotonic() > deadline:
+            log = transport.run(f"tail -n 3 {q(where.log_file)}", timeout_s=COMMAND_TIMEOUT_S)
+            raise Negative(
+                f"{transport.label}: the bridge did not start waiting for its port within "
+                f"{START_TIMEOUT_S:g}s: {' | '.join(log.stdout.strip().splitlines()) or 'no log'}"
+            )
+        time.sleep(0.02)
 
 
 def stop(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -13,11 +14,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import run_id, write
 from tests.servers.common import free_port
 from tests.servers.health_http import HealthHttp, health_http  # noqa: F401 - fixture
+from tests.servers.sshd import Sshd
 
 # The old service: answers "old" to each client, writes its pid once it listens.
 OLD_SERVICE = """
@@ -167,3 +171,74 @@ def test_a_failed_stop_old_leaves_no_bridge_behind(
         assert not (tmp_path / "bridge.json").exists()  # no bridge was started
     finally:
         _kill_old(pid_file)
+
+
+REMOTE_RUNBOOK = """
+    name: gap-over-ssh
+    hosts:
+      old: {{address: 127.0.0.1, port: {ssh_port}, user: {user}, key_file: "{key}", known_hosts: "{known}"}}
+    steps:
+      - id: bridge
+        uses: proxy.start
+        on: old
+        with:
+          listen: "127.0.0.1:{port}"
+          to: "127.0.0.1:{target}"
+          stats_file: "{stats}"
+          bind_timeout: 20s
+          stop_old: "kill -TERM $(cat '{pid_file}'); sleep 0.5{fail}"
+"""
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("fail", ["", "; echo 'dispatch: stop job failed' >&2; exit 1"])
+def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_none(
+    opskit: Invoke,
+    tmp_path: Path,
+    sshd: Sshd,
+    health_http: HealthHttp,  # noqa: F811
+    fail: str,
+) -> None:
+    """On the old host over SSH: stopped while the forwarder retries, nobody is refused; a failed stop kills it."""
+    _, pid_file, port = _setup(tmp_path, health_http.port)
+    stats = tmp_path / "old-host" / "bridge.json"
+    path = write(
+        tmp_path,
+        REMOTE_RUNBOOK.format(
+            ssh_port=sshd.port, user=sshd.user, key=sshd.client_key, known=sshd.known_hosts,
+            port=port, target=health_http.port, stats=stats, pid_file=pid_file, fail=fail,
+        ),
+        name="remote.yaml",
+    )  # fmt: skip
+    _start_old(tmp_path, pid_file, port)
+    seen: Counter[str] = Counter()
+    done = threading.Event()
+
+    def clients() -> None:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:  # bounded: 60 s at most
+            seen[_ask(port)] += 1
+            time.sleep(0.001)
+
+    loop = threading.Thread(target=clients, daemon=True)
+    loop.start()
+    try:
+        if fail:
+            result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+            done.set()
+            loop.join(timeout=10)
+            assert "dispatch: stop job failed" in result.stdout + result.stderr
+            time.sleep(0.5)  # the forwarder's SIGTERM is sent; give it a moment to be gone
+            assert _ask(port) == "refused"  # no forwarder took the port after all
+        else:
+            opskit("run", str(path), expect=ExitCode.OK)
+            time.sleep(0.3)
+            done.set()
+            loop.join(timeout=10)
+            assert seen["refused"] == 0, seen
+            assert seen["new"] > 0, seen
+    finally:
+        done.set()
+        _kill_old(pid_file)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            os.kill(int(json.loads(stats.read_text())["pid"]), signal.SIGTERM)
