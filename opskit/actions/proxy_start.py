@@ -3,6 +3,10 @@
 Locally the bridge runs detached (it outlives opskit). With `on: HOST` the single-file forwarder is
 copied over SFTP and started with setsid/nohup on that host. A dry-run checks that the listen port is
 free and that the new host answers from where the bridge will run; it starts nothing.
+
+`stop_old: CMD` (shell text, run on the step's host) stops the old service once the bridge already
+retries its bind, so the port changes hands with nobody refused; the undo stops the bridge, then runs
+`start_old: CMD`. A failed stop_old abandons the bind and fails the step with the command's output.
 """
 
 from __future__ import annotations
@@ -331,7 +335,11 @@ class ProxyStart(BaseAction):
                 ok=True,
                 summary=(
                     f"would {self.describe()}{where}: new host answers; {notes[0]} now "
-                    "(the old service?): a step before this one must free it"
+                    + (
+                        "(the old service): stop_old frees it when the step runs"
+                        if self.stop_old
+                        else "(the old service?): a step before this one must free it"
+                    )
                 ),
             )
         return ActionResult(
