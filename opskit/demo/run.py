@@ -119,7 +119,6 @@ def demo_vars(stage: st.Stage, scale: TimeScale, sshd: DemoSshd | None = None) -
         "new_is_running": f"{ctl} status new | grep -q running",
         "stop_old": f"{ctl} stop old",
         "start_old": f"{ctl} start old",
-        "old_is_stopped": f"{ctl} status old | grep -q stopped",
         "bridge_stats_file": str(stage.stats_file),
         "bridge_nudge_after": scale.duration(30 * 60),
         "drain_margin": scale.duration(30 * 60),

@@ -45,6 +45,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 PROBE_LINE = b"OPSKIT-BRIDGE-PROBE/1\r\n"
@@ -1857,7 +1858,12 @@ async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
                 handed.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             socks = [handed]
         if socks is None:
-            socks = await open_listeners_when_free(host, port, opts.bind_retry_s)
+            socks = await open_listeners_when_free(
+                host,
+                port,
+                opts.bind_retry_s,
+                lambda: bridge.log(f"{host}:{port} {WAITING_FOR_PORT}"),
+            )
             if opts.udp:
                 # One UDP socket: replies must leave by the socket the client wrote to.
                 udp_socks = open_listeners(host, port, socket.SOCK_DGRAM)
@@ -1873,8 +1879,18 @@ async def start(bridge: Bridge) -> tuple[socket.socket | None, list[int]]:
     return control, fds
 
 
-async def open_listeners_when_free(host: str, port: int, retry_s: float) -> list[socket.socket]:
-    """open_listeners, retried every 5 ms for up to `retry_s` while the old service still holds the port."""
+# Logged once when the port is still taken: proxy.start waits for this line before it stops the old
+# service (issue #11), so the port is taken the moment it is released.
+WAITING_FOR_PORT = "is in use: taking it the moment it is free"
+
+
+async def open_listeners_when_free(
+    host: str, port: int, retry_s: float, on_wait: Callable[[], None] | None = None
+) -> list[socket.socket]:
+    """open_listeners, retried every 50 us for up to `retry_s` while the old service holds the port.
+
+    The sleep blocks the loop on purpose: nothing else runs before the listeners exist, and an
+    asyncio timer would wake at best every millisecond, long enough for a reconnecting client."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + retry_s
     while True:  # bounded by --bind-retry
@@ -1883,7 +1899,10 @@ async def open_listeners_when_free(host: str, port: int, retry_s: float) -> list
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or loop.time() >= deadline:
                 raise
-            await asyncio.sleep(0.005)
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
+            time.sleep(0.00005)  # noqa: ASYNC251 - on purpose, see the docstring
 
 
 async def _serve_on(bridge: Bridge, sock: socket.socket) -> Any:

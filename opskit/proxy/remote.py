@@ -11,6 +11,7 @@ import dataclasses
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,10 +157,14 @@ def start(
     *,
     python: str = "python3",
     stats_file: str | None = None,
+    once_retrying: Callable[[], None] | None = None,
 ) -> RemoteBridge:
     """Copy forwarder.py to the host, start it detached (setsid nohup), and wait until it runs.
 
     Files go next to `stats_file` on the host, or under ~/.opskit/bridge/ when it is not given.
+    `once_retrying` runs while the forwarder already retries the bind (it stops the old service, so
+    the port is taken within 5 ms of its release); if it raises, the forwarder is killed before it
+    binds and the error goes on.
     """
     where = layout(transport.label, config.listen_host_port[1], stats_file)
     remote = dataclasses.replace(
@@ -174,12 +179,23 @@ def start(
     transport.put_file(FORWARDER_PATH, script, mode=0o600)
     argv = " ".join(q(a) for a in forwarder_argv(remote))
     # setsid + nohup + every stream redirected: the bridge must outlive this SSH session.
-    _run(
+    # setsid and nohup exec the forwarder: $! is its pid, to abandon it before it binds. The log's
+    # length before, so only this start's lines are read.
+    launched = _run(
         transport,
-        f"rm -f {q(where.pid_file)}; "
-        f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 &",
+        f"rm -f {q(where.pid_file)}; n=$(cat {q(where.log_file)} 2>/dev/null | wc -l); "
+        f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 & "
+        'echo "$! $n"',
         "starting the forwarder",
-    )
+    ).split()
+    if once_retrying is not None:
+        try:
+            _wait_retrying(transport, where, int(launched[-1]) if launched else 0)
+            once_retrying()
+        except BaseException:
+            if launched and launched[0].isdigit():  # SIGTERM ends it, bound or not
+                transport.run(f"kill -TERM {launched[0]} 2>/dev/null", timeout_s=COMMAND_TIMEOUT_S)
+            raise
     # The forwarder waits up to --bind-retry for the old service to free the port, then starts.
     wait_s = START_TIMEOUT_S + config.bind_retry_s
     deadline = time.monotonic() + wait_s
@@ -198,6 +214,26 @@ def start(
         f"{transport.label}: the bridge on {config.listen} did not start within "
         f"{wait_s:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
     )
+
+
+def _wait_retrying(transport: Transport, where: RemoteBridge, log_lines: int) -> None:
+    """Return once the forwarder retries its bind (or already listens): the old service may stop."""
+    from opskit.proxy.forwarder import WAITING_FOR_PORT  # noqa: PLC0415
+
+    q = shlex.quote
+    ready = (
+        f"test -s {q(where.pid_file)} || "
+        f"tail -n +{log_lines + 1} {q(where.log_file)} | grep -qF {q(WAITING_FOR_PORT)}"
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not transport.run(ready, timeout_s=COMMAND_TIMEOUT_S).ok:
+        if time.monotonic() > deadline:
+            log = transport.run(f"tail -n 3 {q(where.log_file)}", timeout_s=COMMAND_TIMEOUT_S)
+            raise Negative(
+                f"{transport.label}: the bridge did not start waiting for its port within "
+                f"{START_TIMEOUT_S:g}s: {' | '.join(log.stdout.strip().splitlines()) or 'no log'}"
+            )
+        time.sleep(0.02)
 
 
 def stop(

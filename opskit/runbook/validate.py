@@ -296,24 +296,48 @@ def _not_text(path: Path) -> str | None:
 
 
 def _with_raw_names(step: Step) -> Step:
-    srcs = [step.run, step.check, step.undo.run if step.undo else None]
-    raw = {n for src in srcs if is_template(src) for n in shell.fragments(str(src))}
+    raw = {n for _, src, _ in _command_sources(step) for n in shell.fragments(str(src))}
     return dataclasses.replace(step, raw_names=frozenset(raw)) if raw else step
+
+
+def _command_sources(step: Step) -> list[tuple[str, Any, SourceLocation]]:
+    """The step's shell text: run, check, undo, an action's command params (proxy.start's stop_old),
+    and each include `with:` value one of them inserts with `| raw` (its own values quoted too)."""
+    undo_where = step.undo.loc if step.undo and step.undo.loc else step.loc
+    srcs: list[tuple[str, Any, SourceLocation]] = [
+        ("run", step.run, step.where("run")),
+        ("check", step.check, step.where("check")),
+        ("undo", step.undo.run if step.undo else None, undo_where),
+    ]
+    srcs += [(f"with.{k}", step.with_.get(k), step.where("with")) for k in _command_params(step)]
+    srcs = [s for s in srcs if is_template(s[1])]
+    names = {n for _, src, _ in srcs for n in shell.fragments(str(src))}
+    for layer in reversed(step.scope):  # innermost first: a layer's value uses the one around it
+        for name in sorted(names & set(layer)):
+            if isinstance(layer[name], str) and is_template(layer[name]):
+                srcs.append((f"include with.{name}", layer[name], step.loc))
+                names |= set(shell.fragments(layer[name]))
+    return srcs
+
+
+def _command_params(step: Step) -> tuple[str, ...]:
+    if not step.uses or is_template(step.uses):
+        return ()
+    try:
+        return tuple(getattr(actions.load(step.uses), "command_params", ()))
+    except actions.UnknownAction:
+        return ()  # reported by the step's own check
 
 
 def _fragments(runbook: Runbook) -> tuple[list[str], set[str]]:
     """Each place a command inserts a value as shell text (`| raw`), and the names so inserted."""
     places: list[str] = []
     inserted: set[str] = set()
+    include_locs = {i: inc.with_locs for inc in runbook.includes for i in inc.step_ids}
     for step in runbook.steps:
-        undo_where = step.undo.loc if step.undo and step.undo.loc else step.loc
-        for field_name, src, where in (
-            ("run", step.run, step.where("run")),
-            ("check", step.check, step.where("check")),
-            ("undo", step.undo.run if step.undo else None, undo_where),
-        ):
-            if not is_template(src):
-                continue
+        for field_name, src, at in _command_sources(step):
+            name_passed = field_name.removeprefix("include with.")
+            where = include_locs.get(step.id, {}).get(name_passed, at)
             for name in shell.fragments(str(src)):
                 source = runbook.captures.get(name)
                 note = f" (output of step {source}: it runs as shell code)" if source else ""

@@ -1,0 +1,244 @@
+"""proxy.start stops the old service itself, once it already waits for the port: nobody is refused (#11)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from opskit.errors import ExitCode
+from tests.conftest import Invoke
+from tests.runbook.helpers import run_id, write
+from tests.servers.common import free_port
+from tests.servers.health_http import HealthHttp, health_http  # noqa: F401 - fixture
+from tests.servers.sshd import Sshd
+
+# The old service: answers "old" to each client, writes its pid once it listens.
+OLD_SERVICE = """
+import os, socket, sys
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    conn, _ = server.accept()
+    conn.recv(100)
+    conn.sendall(b"old\\n")
+    conn.close()
+"""
+
+# `stop_old` sleeps after the kill, as `systemctl stop` goes on after the service closed its port:
+# with a separate stop step, that is how long clients were refused.
+RUNBOOK = """
+    name: gap
+    vars:
+      pid_file: "{pid_file}"
+      stop_old: "kill -TERM $(cat {{{{ pid_file }}}}); sleep 0.5{fail}"
+      start_old: "setsid nohup {python} {script} {port} {{{{ pid_file }}}} </dev/null >/dev/null 2>&1 &"
+    steps:
+      - id: bridge
+        uses: proxy.start
+        with:
+          listen: "127.0.0.1:{port}"
+          to: "127.0.0.1:{target}"
+          stats_file: "{stats}"
+          bind_timeout: 10s
+          stop_old: "{{{{ stop_old | raw }}}}"
+          start_old: "{{{{ start_old | raw }}}}"
+"""
+
+
+def _setup(tmp_path: Path, target: int, fail: str = "") -> tuple[Path, Path, int]:
+    """The runbook, the old service's pid file (in a directory with a space: quoting matters), its port."""
+    port = free_port()
+    script = tmp_path / "old_service.py"
+    script.write_text(OLD_SERVICE)
+    (tmp_path / "old service").mkdir()
+    pid_file = tmp_path / "old service" / "pid"
+    text = RUNBOOK.format(
+        pid_file=pid_file, python=sys.executable, script=script, port=port, target=target,
+        stats=tmp_path / "bridge.json", fail=fail,
+    )  # fmt: skip
+    return write(tmp_path, text), pid_file, port
+
+
+def _start_old(tmp_path: Path, pid_file: Path, port: int) -> None:
+    subprocess.Popen(
+        [sys.executable, str(tmp_path / "old_service.py"), str(port), str(pid_file)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    _wait_for_pid(pid_file)
+
+
+def _wait_for_pid(pid_file: Path, not_pid: int | None = None) -> int:
+    for _ in range(200):  # bounded: 10 s
+        with contextlib.suppress(OSError, ValueError):
+            if (pid := int(pid_file.read_text())) != not_pid:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"the old service never wrote {pid_file}")
+
+
+def _kill_old(pid_file: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _ask(port: int) -> str:
+    """Who answers one client: old, new (the bridge carried it), refused, or reset."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            answer = conn.recv(100)
+            while conn.recv(4096):  # read to the end: both servers close after one answer
+                pass
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionResetError, TimeoutError):
+        return "reset"
+    if answer.startswith(b"old"):
+        return "old"
+    return "new" if answer.startswith(b"HTTP/1.0 200") else "reset"
+
+
+def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_old_service(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """Clients in a tight loop across the stop: none refused; rollback stops the bridge, restarts the old service."""
+    path, pid_file, port = _setup(tmp_path, health_http.port)
+    _start_old(tmp_path, pid_file, port)
+    first_pid = _wait_for_pid(pid_file)
+    seen: Counter[str] = Counter()
+    done = threading.Event()
+
+    def clients() -> None:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:  # bounded: 60 s at most
+            seen[_ask(port)] += 1
+            time.sleep(0.0005)
+
+    loop = threading.Thread(target=clients, daemon=True)
+    loop.start()
+    try:
+        time.sleep(0.2)
+        result = opskit("run", str(path), expect=ExitCode.OK)
+        time.sleep(0.3)
+        done.set()
+        loop.join(timeout=10)
+
+        assert seen["refused"] == 0, seen
+        assert seen["old"] > 0, seen
+        assert seen["new"] > 0, seen
+        assert "stopping the old service" in result.stdout + result.stderr
+
+        undone = opskit("rollback", run_id(result.stdout), "--yes", expect=ExitCode.OK)
+        assert "the old service started again" in undone.stdout + undone.stderr
+        _wait_for_pid(pid_file, not_pid=first_pid)
+        assert _ask(port) == "old"
+    finally:
+        done.set()
+        _kill_old(pid_file)
+
+
+def test_a_failed_stop_old_leaves_no_bridge_behind(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """stop_old fails after the old service let go: the step fails with its output, nothing listens."""
+    path, pid_file, port = _setup(
+        tmp_path, health_http.port, fail="; echo 'dispatch: stop job failed' >&2; exit 1"
+    )
+    _start_old(tmp_path, pid_file, port)
+    try:
+        result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+
+        assert "dispatch: stop job failed" in result.stdout + result.stderr
+        assert _ask(port) == "refused"  # the bind the bridge took meanwhile was let go
+        assert not (tmp_path / "bridge.json").exists()  # no bridge was started
+    finally:
+        _kill_old(pid_file)
+
+
+REMOTE_RUNBOOK = """
+    name: gap-over-ssh
+    hosts:
+      old: {{address: 127.0.0.1, port: {ssh_port}, user: {user}, key_file: "{key}", known_hosts: "{known}"}}
+    steps:
+      - id: bridge
+        uses: proxy.start
+        on: old
+        with:
+          listen: "127.0.0.1:{port}"
+          to: "127.0.0.1:{target}"
+          stats_file: "{stats}"
+          bind_timeout: 20s
+          stop_old: "kill -TERM $(cat '{pid_file}'); sleep 0.5{fail}"
+"""
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("fail", ["", "; echo 'dispatch: stop job failed' >&2; exit 1"])
+def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_none(
+    opskit: Invoke,
+    tmp_path: Path,
+    sshd: Sshd,
+    health_http: HealthHttp,  # noqa: F811
+    fail: str,
+) -> None:
+    """On the old host over SSH: stopped while the forwarder retries, nobody is refused; a failed stop kills it."""
+    _, pid_file, port = _setup(tmp_path, health_http.port)
+    stats = tmp_path / "old-host" / "bridge.json"
+    path = write(
+        tmp_path,
+        REMOTE_RUNBOOK.format(
+            ssh_port=sshd.port, user=sshd.user, key=sshd.client_key, known=sshd.known_hosts,
+            port=port, target=health_http.port, stats=stats, pid_file=pid_file, fail=fail,
+        ),
+        name="remote.yaml",
+    )  # fmt: skip
+    _start_old(tmp_path, pid_file, port)
+    seen: Counter[str] = Counter()
+    done = threading.Event()
+
+    def clients() -> None:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:  # bounded: 60 s at most
+            seen[_ask(port)] += 1
+            time.sleep(0.001)
+
+    loop = threading.Thread(target=clients, daemon=True)
+    loop.start()
+    try:
+        if fail:
+            result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
+            done.set()
+            loop.join(timeout=10)
+            assert "dispatch: stop job failed" in result.stdout + result.stderr
+            time.sleep(0.5)  # the forwarder's SIGTERM is sent; give it a moment to be gone
+            assert _ask(port) == "refused"  # no forwarder took the port after all
+        else:
+            opskit("run", str(path), expect=ExitCode.OK)
+            time.sleep(0.3)
+            done.set()
+            loop.join(timeout=10)
+            assert seen["refused"] == 0, seen
+            assert seen["new"] > 0, seen
+    finally:
+        done.set()
+        _kill_old(pid_file)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            os.kill(int(json.loads(stats.read_text())["pid"]), signal.SIGTERM)
