@@ -227,11 +227,13 @@ class ProxyStart(BaseAction):
             "pid_file": str(config.pid_file),
             "log_file": str(config.log_file),
         }
+        undo = {"host": None, "pid": pid, **files, **self._undo_start_old()}
+        ctx.record_undo(undo)  # a run killed from here on still has a bridge to stop on rollback
         return ActionResult(
             ok=True,
             summary=f"bridge {self.listen} -> {self.to} started (pid {pid})",
             values={"pid": pid, "listen": self.listen, "to": self.to, **files},
-            undo={"host": None, "pid": pid, **files, **self._undo_start_old()},
+            undo=undo,
         )
 
     def _stop_old(self, ctx: ActionContext) -> None:
@@ -299,11 +301,13 @@ class ProxyStart(BaseAction):
         }
         if started.haproxy_socket:
             files["haproxy_socket"] = started.haproxy_socket
+        undo = {"host": ctx.host, "pid": started.pid, **files, **self._undo_start_old()}
+        ctx.record_undo(undo)  # a run killed from here on still has a bridge to stop on rollback
         return ActionResult(
             ok=True,
             summary=f"bridge {self.listen} -> {self.to} started on {ctx.host} (pid {started.pid})",
             values={"pid": started.pid, "listen": self.listen, "to": self.to, **files},
-            undo={"host": ctx.host, "pid": started.pid, **files, **self._undo_start_old()},
+            undo=undo,
         )
 
     def rehearse(self, ctx: ActionContext) -> ActionResult:
