@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import secrets
 import select
 import socket
@@ -332,16 +333,23 @@ class SshTransport:
     # -- files ------------------------------------------------------------------------------
 
     def put_file(self, local: Path, remote: str, *, mode: int = 0o600) -> None:
-        """Copy `local` to `remote` over SFTP; the mode is set before any content is written."""
+        """Copy `local` to `remote` over SFTP; the mode is set before any content is written.
+
+        The copy lands under a temporary name and is renamed into place, so a reader (another step,
+        or hosts of a fleet that share one filesystem) never runs a half-written file.
+        """
         client = self._connected()
         # SFTP paths are relative to the login directory, which is what "~/" means to a shell.
         path = remote[2:] if remote.startswith("~/") else remote
+        partial = f"{path}.part-{os.getpid()}-{threading.get_ident()}"
         try:
-            with client.open_sftp() as sftp, sftp.open(path, "wb") as dst, open(local, "rb") as src:
-                dst.chmod(mode)
-                dst.set_pipelined(True)
-                while chunk := src.read(32768):
-                    dst.write(chunk)
+            with client.open_sftp() as sftp:
+                with sftp.open(partial, "wb") as dst, open(local, "rb") as src:
+                    dst.chmod(mode)
+                    dst.set_pipelined(True)
+                    while chunk := src.read(32768):
+                        dst.write(chunk)
+                sftp.posix_rename(partial, path)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport = client.get_transport()
             if transport is None or not transport.is_active():
