@@ -63,6 +63,8 @@ CAPTURE_SLICE = 2000
 WATCH_KEEP = 50  # bridge lifetimes kept in the stats file's "watch" history
 LOG_REPEAT_S = 60.0  # the same bookkeeping failure is logged at most this often
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+# Bridge-wide counters that a restarted or hot-restarted bridge carries on from its predecessor.
+_CARRIED_KEYS = ("total", "bytes_in", "bytes_out", "errors", "aborts_client", "aborts_upstream")
 # Descriptors kept free for everything that is not a bridged connection: listeners, the loop, stats
 # writes, the log. Each bridged connection needs two (client + new host).
 FD_RESERVE = 64
@@ -1310,14 +1312,7 @@ class Bridge:
                 data = json.load(f)
             watch = previous_watch(data)
             wall, mono = time.time(), _mono()
-            for key in (
-                "total",
-                "bytes_in",
-                "bytes_out",
-                "errors",
-                "aborts_client",
-                "aborts_upstream",
-            ):
+            for key in _CARRIED_KEYS:
                 setattr(self, key, int(data.get(key) or 0))
             if data.get("last_activity"):
                 self.last_io = mono - (wall - parse_iso(data["last_activity"]))
@@ -1930,16 +1925,7 @@ async def _serve_on(bridge: Bridge, sock: socket.socket) -> Any:
 HANDOFF_READY_TIMEOUT_S = 10.0
 HANDOFF_EVERY_S = 0.2
 _DELTA_KEYS = ("active", "total", "bytes_in", "bytes_out", "errors", "aborts")
-_TOP_KEYS = (
-    "active",
-    "total",
-    "bytes_in",
-    "bytes_out",
-    "errors",
-    "aborts_client",
-    "aborts_upstream",
-    "cut",
-)
+_TOP_KEYS = ("active", *_CARRIED_KEYS, "cut")
 
 
 def handoff_address(pid: int) -> str:
