@@ -113,9 +113,19 @@ def _wait_banner(proc: subprocess.Popen[bytes], host: str, port: int, timeout_s:
     raise TimeoutError(f"sshd on {host}:{port} did not answer within {timeout_s}s")
 
 
-@contextlib.contextmanager
-def start_sshd(workdir: Path) -> Iterator[Sshd]:
-    """Start sshd under `workdir`, yield it once it answers with its banner, stop it afterwards."""
+@dataclass(frozen=True)
+class SshdKeys:
+    """A private sshd's binary and keys: its host key, and a client key it authorizes."""
+
+    binary: str
+    host_key: Path
+    host_public: str
+    client_key: Path
+    authorized: Path
+
+
+def prepare_keys(workdir: Path) -> SshdKeys:
+    """A 0700 `workdir` holding a fresh host key and an authorized client key (ed25519)."""
     binary = require_binary("sshd", "openssh-server")
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o700)
@@ -125,6 +135,15 @@ def start_sshd(workdir: Path) -> Iterator[Sshd]:
     authorized = workdir / "authorized_keys"
     authorized.write_text(write_ed25519_key(client_key) + "\n")
     authorized.chmod(0o600)
+    return SshdKeys(binary, host_key, host_public, client_key, authorized)
+
+
+@contextlib.contextmanager
+def start_sshd(workdir: Path) -> Iterator[Sshd]:
+    """Start sshd under `workdir`, yield it once it answers with its banner, stop it afterwards."""
+    keys = prepare_keys(workdir)
+    binary, host_key, host_public = keys.binary, keys.host_key, keys.host_public
+    client_key, authorized = keys.client_key, keys.authorized
     port = free_port()
     config = workdir / "sshd_config"
     config.write_text(

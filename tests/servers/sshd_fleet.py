@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opskit.demo.sshd import SSHD_CONFIG, descendants
-from tests.servers.common import free_port, require_binary
-from tests.servers.sshd import _wait_banner, write_ed25519_key
+from tests.servers.common import free_port
+from tests.servers.sshd import _wait_banner, prepare_keys
 
 PER_SSHD = 16  # OpenSSH's MAX_LISTEN_SOCKS
 
@@ -46,15 +46,9 @@ class Fleet:
 @contextlib.contextmanager
 def start_fleet(workdir: Path, count: int) -> Iterator[Fleet]:
     """Start enough sshds for `count` hosts on 127.0.0.2.. and stop them afterwards."""
-    binary = require_binary("sshd", "openssh-server")
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o700)
-    host_key = workdir / "host_ed25519"
-    host_public = write_ed25519_key(host_key)
-    client_key = workdir / "client_ed25519"
-    authorized = workdir / "authorized_keys"
-    authorized.write_text(write_ed25519_key(client_key) + "\n")
-    authorized.chmod(0o600)
+    keys = prepare_keys(workdir)
+    binary, host_key, host_public = keys.binary, keys.host_key, keys.host_public
+    client_key, authorized = keys.client_key, keys.authorized
     port = free_port()
     addresses = tuple(f"127.0.{(i + 2) // 256}.{(i + 2) % 256}" for i in range(count))
     known = workdir / "known_hosts"
