@@ -5,8 +5,9 @@ copied over SFTP and started with setsid/nohup on that host. A dry-run checks th
 free and that the new host answers from where the bridge will run; it starts nothing.
 
 `stop_old: CMD` (shell text, run on the step's host) stops the old service once the bridge already
-retries its bind, so the port changes hands with nobody refused; the undo stops the bridge, then runs
-`start_old: CMD`. A failed stop_old abandons the bind and fails the step with the command's output.
+holds the service's own listening socket (or, where it cannot, retries its bind), so the port changes
+hands with nobody refused; the undo stops the bridge, then runs `start_old: CMD`. A failed stop_old
+abandons the socket and fails the step with the command's output.
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ class ProxyStart(BaseAction):
     stop_old, start_old, stop_timeout.
 
     `stop_old` (a shell command, run on the step's host) stops the old service only once the bridge
-    already retries its bind, so the port is taken the moment it is released (locally within a fraction
-    of a millisecond; over SSH the forwarder retries every 5 ms) and no client is refused in between
-    (issue #11); the undo stops the bridge, then runs `start_old`.
+    holds a duplicate of the service's own listening socket (pidfd_getfd: root, or the service's user
+    where ptrace is not restricted; locally and over SSH). The socket never closes, so clients arriving
+    while the service stops wait in its queue, and the ones it had not accepted are carried, not reset.
+    Where the socket cannot be held (a wildcard or SO_REUSEPORT listener, no permission) the bind is
+    retried every 50 us, which leaves a gap of that order (issue #11); the undo stops the bridge, then
+    runs `start_old`.
 
     A nudge starts only once caches can have forgotten the old address: switched_at + old_ttl +
     margin (default 0: an early nudge only costs a reconnect), taken from `with:` or from the
@@ -207,6 +211,11 @@ class ProxyStart(BaseAction):
             # runs; the kernel queues clients while the bridge process starts, so nobody is refused
             # in between (issue #11: 6 of 22 were).
             with BindInBackground(listen, self.bind_timeout_s) as attempt:
+                if attempt.holds_old_socket:
+                    ctx.log(
+                        "the bridge holds the old service's own listening socket: clients queue "
+                        "in it while the service stops, none is refused"
+                    )
                 self._stop_old(ctx)  # on failure the attempt is abandoned, the port let go
                 sock = attempt.wait()
                 config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
@@ -425,25 +434,25 @@ def bind_when_free(listen: tuple[str, int], timeout_s: float) -> Iterator[socket
 
 # Runs in its own process: there no other thread holds the GIL at the moment the port frees (in
 # opskit's process the thread reading stop_old's output can, for up to the 5 ms switch interval).
+# First byte: "t" it holds the old service's own listening socket, "r" it retries the bind; then "b"
+# with the socket, or "e" with an errno.
 _BIND_CHILD = r"""
-import errno, socket, sys, time
+import socket, sys
+from opskit.proxy.forwarder import listeners_when_free
 host, port, timeout_s, fd = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 chan = socket.socket(fileno=fd)
-sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-chan.sendall(b"r")
-deadline = time.monotonic() + timeout_s
-while True:
-    try:
-        sock.bind((host, port))
-        break
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
-            chan.sendall(b"e%d" % exc.errno)
-            sys.exit(1)
-        time.sleep(%(every)s)
-sock.listen(1024)
-socket.send_fds(chan, [b"b"], [sock.fileno()])
+said = []
+def waiting(how):
+    said.append(b"t" if how else b"r")
+    chan.sendall(said[0])
+try:
+    socks = listeners_when_free(host, port, timeout_s, waiting)
+except OSError as exc:
+    chan.sendall((b"" if said else b"r") + b"e%d" % (exc.errno or 0))
+    sys.exit(1)
+if not said:
+    chan.sendall(b"r")
+socket.send_fds(chan, [b"b"], [socks[0].fileno()])
 """
 
 
@@ -458,9 +467,11 @@ class BindInBackground:
         self._sock: socket.socket | None = None
         self._chan, self._child_end = socket.socketpair()
         self._child: subprocess.Popen[bytes] | None = None
+        # True: it holds the old service's own listening socket, so clients queue while it stops
+        self.holds_old_socket = False
 
     def __enter__(self) -> Self:
-        script = _BIND_CHILD.replace("%(every)s", repr(FAST_RETRY_S))
+        script = _BIND_CHILD
         args = (*map(str, self._listen), repr(self._timeout_s), str(self._child_end.fileno()))
         self._child = subprocess.Popen(
             [sys.executable, "-c", script, *args],
@@ -470,9 +481,11 @@ class BindInBackground:
         )
         self._child_end.close()
         self._chan.settimeout(30)  # a python start-up, even on a loaded host
-        if self._chan.recv(1) != b"r":
+        first = self._chan.recv(1)
+        if first not in (b"r", b"t"):
             self.__exit__()
             raise Blocked(f"could not start waiting for {self._where}")
+        self.holds_old_socket = first == b"t"
         return self
 
     @property
@@ -508,12 +521,6 @@ class BindInBackground:
         self._chan.close()
         if self._sock is not None:
             self._sock.close()
-
-
-# While stop_old runs, a client that reconnects the instant the old service closes it must find the
-# bridge already there: retried every 50 us (a bind is a cheap syscall; this runs only while stop_old
-# does), not every 5 ms. Measured in the demo: 0.2 ms still let 3 instant reconnects in, 1 run of 3.
-FAST_RETRY_S = 0.00005
 
 
 def _bound_when_free(listen: tuple[str, int], timeout_s: float) -> socket.socket:

@@ -8,16 +8,15 @@ trial bind without SO_REUSEPORT asks the kernel itself whether the address is fr
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import socket
 from pathlib import Path
 
 from opskit.errors import Blocked
+from opskit.proxy.forwarder import TCP_LISTEN, listening_sockets, plain_address, socket_holders
 
 PROC = Path("/proc")
-TCP_LISTEN = "0A"  # st column of /proc/net/tcp
 
 
 def refuse_taken(listen: str, host: str, port: int) -> None:
@@ -68,13 +67,8 @@ def address_taken(host: str, port: int) -> str | None:
 
 def owners(inodes: set[str]) -> str | None:
     """The processes holding these socket inodes, as "name (pid N), ..."."""
-    if not inodes:
-        return None
-    found: list[str] = []
-    for pid_dir in sorted(PROC.glob("[0-9]*"), key=lambda p: int(p.name)):
-        if any(_fd_inode(fd) in inodes for fd in _fds(pid_dir)):
-            found.append(f"{_name(pid_dir)} (pid {pid_dir.name})")
-    return ", ".join(found) or None
+    found = sorted({(pid, name) for pid, _, name in socket_holders(inodes, str(PROC))})
+    return ", ".join(f"{name} (pid {pid})" for pid, name in found) or None
 
 
 def _connection_owner(host: str, port: int) -> str | None:
@@ -90,57 +84,9 @@ def listening_inodes(
 
     states=None: sockets in any state (an established connection holds its local port too).
     """
-    wanted = _plain(ipaddress.ip_address(host))
-    inodes: set[str] = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or (states is not None and fields[3] not in states):
-                continue
-            address, _, port_hex = fields[1].partition(":")
-            if int(port_hex, 16) != port:
-                continue
-            theirs = _plain(_decode(address))
-            if theirs.is_unspecified or wanted.is_unspecified or theirs == wanted:
-                inodes.add(fields[9])
-    return inodes
-
-
-def _decode(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An address from /proc/net/tcp{,6}: 32-bit words in host (little-endian) byte order."""
-    raw = bytes.fromhex(hex_address)
-    swapped = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return ipaddress.ip_address(swapped)
-
-
-def _plain(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """::ffff:a.b.c.d as a.b.c.d, so a dual-stack listener matches its IPv4 twin."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _fds(pid_dir: Path) -> list[Path]:
-    with contextlib.suppress(OSError):
-        return list((pid_dir / "fd").iterdir())
-    return []  # another user's process, or it exited meanwhile
-
-
-def _fd_inode(fd: Path) -> str | None:
-    with contextlib.suppress(OSError):
-        target = str(fd.readlink())
-        if target.startswith("socket:["):
-            return target[len("socket:[") : -1]
-    return None
-
-
-def _name(pid_dir: Path) -> str:
-    with contextlib.suppress(OSError):
-        return (pid_dir / "comm").read_text().strip() or "?"
-    return "?"
+    wanted = plain_address(ipaddress.ip_address(host))
+    return {
+        inode
+        for inode, theirs in listening_sockets(port, states, str(proc)).items()
+        if theirs.is_unspecified or wanted.is_unspecified or theirs == wanted
+    }

@@ -143,6 +143,7 @@ def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_ol
         assert seen["old"] > 0, seen
         assert seen["new"] > 0, seen
         assert "stopping the old service" in result.stdout + result.stderr
+        assert "holds the old service's own listening socket" in result.stdout + result.stderr
 
         undone = opskit("rollback", run_id(result.stdout), "--yes", expect=ExitCode.OK)
         assert "the old service started again" in undone.stdout + undone.stderr
@@ -237,8 +238,100 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
             loop.join(timeout=10)
             assert seen["refused"] == 0, seen
             assert seen["new"] > 0, seen
+            log = "".join(p.read_text() for p in (tmp_path / "old-host").glob("*.log"))
+            assert "holding the listening socket of python" in log, log
     finally:
         done.set()
         _kill_old(pid_file)
         with contextlib.suppress(OSError, ValueError, KeyError):
             os.kill(int(json.loads(stats.read_text())["pid"]), signal.SIGTERM)
+
+
+# An old service that stopped accepting (busy, or hung): clients wait in its queue. Optionally it
+# listens with SO_REUSEPORT on two sockets, as nginx's `reuseport` does.
+STUCK_SERVICE = """
+import os, socket, sys, time
+socks = []
+for _ in range(int(sys.argv[3])):
+    s = socket.socket()
+    if sys.argv[3] != "1":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(64)
+    socks.append(s)
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+time.sleep(120)
+"""
+
+
+def _start_stuck(tmp_path: Path, pid_file: Path, port: int, sockets: int) -> None:
+    script = tmp_path / "stuck_service.py"
+    script.write_text(STUCK_SERVICE)
+    subprocess.Popen(
+        [sys.executable, str(script), str(port), str(pid_file), str(sockets)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    _wait_for_pid(pid_file)
+
+
+def _queued_clients(port: int, count: int) -> list[socket.socket]:
+    """Clients the kernel accepted into the old service's queue, each with its request sent."""
+    conns = []
+    for _ in range(count):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        conns.append(conn)
+    return conns
+
+
+def _answer(conn: socket.socket) -> str:
+    try:
+        with conn:
+            answer = conn.recv(100)
+    except (ConnectionResetError, TimeoutError):
+        return "reset"
+    return "new" if answer.startswith(b"HTTP/1.0 200") else "reset"
+
+
+def test_clients_the_old_service_never_accepted_are_carried_not_reset(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """Clients queued at a stuck old service when it is stopped: the bridge answers them all, none is reset."""
+    path, pid_file, port = _setup(tmp_path, health_http.port)
+    _start_stuck(tmp_path, pid_file, port, sockets=1)
+    try:
+        waiting = _queued_clients(port, 5)
+        result = opskit("run", str(path), expect=ExitCode.OK)
+
+        assert [_answer(conn) for conn in waiting] == ["new"] * 5
+        assert "holds the old service's own listening socket" in result.stdout + result.stderr
+    finally:
+        _kill_old(pid_file)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            bridge = json.loads((tmp_path / "bridge.json").read_text())
+            os.kill(int(bridge["pid"]), signal.SIGTERM)
+
+
+def test_an_old_service_on_several_sockets_is_waited_for_by_binding(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """SO_REUSEPORT sockets cannot all be held: the bridge binds the moment they close, and carries clients."""
+    path, pid_file, port = _setup(tmp_path, health_http.port)
+    _start_stuck(tmp_path, pid_file, port, sockets=2)
+    try:
+        result = opskit("run", str(path), expect=ExitCode.OK)
+
+        assert "holds the old service's own listening socket" not in result.stdout + result.stderr
+        assert _ask(port) == "new"
+    finally:
+        _kill_old(pid_file)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            bridge = json.loads((tmp_path / "bridge.json").read_text())
+            os.kill(int(bridge["pid"]), signal.SIGTERM)
