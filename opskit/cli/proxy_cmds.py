@@ -341,6 +341,8 @@ def restart(stats_file: Path) -> ExitCode:
     A new bridge process takes over the listening socket, so new clients are accepted throughout;
     the old process keeps its bridged connections until they end and reports them to the new one,
     so the client table and the active count stay whole. Only the new process writes the stats file.
+    UDP flows (--udp) are not handed over: each UDP client's next datagram opens a new flow toward
+    the new host, and the output says for how many clients.
 
     Exit 0 when the new bridge runs, 3 when there is no detached built-in bridge to restart.
 
@@ -350,8 +352,15 @@ def restart(stats_file: Path) -> ExitCode:
     """
     from opskit.proxy import bridge  # noqa: PLC0415 - keep `opskit --help` fast
 
-    old, new = bridge.restart(stats_file)
-    line(f"bridge restarted: pid {new} accepts now; pid {old} drains its bridged connections")
+    done = bridge.restart(stats_file)
+    line(
+        f"bridge restarted: pid {done.new_pid} accepts now; "
+        f"pid {done.old_pid} drains its bridged connections"
+    )
+    if done.udp_flows_restarted is not None:
+        n = done.udp_flows_restarted
+        whose = "client's" if n == 1 else "clients'"
+        line(f"UDP flows restart: {n} {whose} next datagram opens a new flow toward the new host")
     return ExitCode.OK
 
 

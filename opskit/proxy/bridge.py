@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from opskit.proxy.stats import BridgeStats
 __all__ = [
     "FORWARDER_PATH",
     "BridgeConfig",
+    "Restarted",
     "forwarder_argv",
     "is_dead",
     "probe",
@@ -204,12 +206,24 @@ def spawn_builtin(
     raise Negative(f"bridge on {config.listen} did not report running within {ready_timeout_s:g}s")
 
 
-def restart(stats_file: Path, *, ready_timeout_s: float = 10.0) -> tuple[int, int]:
-    """Hot restart of a local detached built-in bridge: (old pid, new pid).
+@dataclass(frozen=True)
+class Restarted:
+    """A hot restart: the process that drains, the one that accepts now, the UDP flows it restarts."""
+
+    old_pid: int
+    new_pid: int
+    # --udp: flows are not handed over (a client's next datagram leaves the new process from a new
+    # source port, so the new host sees a new flow); None when the bridge carries TCP only.
+    udp_flows_restarted: int | None
+
+
+def restart(stats_file: Path, *, ready_timeout_s: float = 10.0) -> Restarted:
+    """Hot restart of a local detached built-in bridge.
 
     The new forwarder process takes the listening sockets over (`--takeover`), so no client is
     refused; the old one drains its bridged connections and reports them to the new one, which
-    writes the stats file from then on. Blocked when there is no such bridge running here.
+    writes the stats file from then on. UDP flows are not handed over: each UDP client's next
+    datagram opens a new flow toward the new host. Blocked when there is no such bridge running here.
     """
     current = stats.load(stats_file)
     if current.engine != "builtin" or current.state != "running" or current.pid is None:
@@ -251,7 +265,8 @@ def restart(stats_file: Path, *, ready_timeout_s: float = 10.0) -> tuple[int, in
         except Blocked:
             now = None
         if now is not None and now.pid == proc.pid and now.state == "running":
-            return old, proc.pid
+            udp = (current.udp_active_flows or 0) if "udp" in current.carries else None
+            return Restarted(old, proc.pid, udp)
         time.sleep(0.05)
     raise Negative(f"the new bridge (pid {proc.pid}) did not report within {ready_timeout_s:g}s")
 

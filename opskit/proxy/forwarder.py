@@ -2151,6 +2151,10 @@ async def _serve_on(bridge: Bridge, sock: socket.socket) -> Any:
 # them to the table it writes. The client table itself comes from the stats file the old one wrote
 # last, just before the hand-over.
 HANDOFF_READY_TIMEOUT_S = 10.0
+# A new bridge sends its request in the same breath as it connects: only a stray peer is slower, and
+# it must not hold up the hand-off listener (it serves one peer at a time) for a real restart.
+HANDOFF_REQUEST_TIMEOUT_S = 2.0
+HANDOFF_REQUEST_MAX = 256
 HANDOFF_EVERY_S = 0.2
 _DELTA_KEYS = ("active", "total", "bytes_in", "bytes_out", "errors", "aborts")
 _TOP_KEYS = ("active", *_CARRIED_KEYS, "cut")
@@ -2193,7 +2197,12 @@ async def offer_handoff(bridge: Bridge, listeners: list[int]) -> None:
     control.setblocking(False)
     with control:
         while not bridge.done.done():
-            conn, _ = await loop.sock_accept(control)
+            try:
+                conn, _ = await loop.sock_accept(control)
+            except OSError as exc:  # EMFILE under a flood of clients: restarts must work after it
+                bridge.log_limited("handoff-accept", f"hot restart: cannot accept: {why(exc)}")
+                await asyncio.sleep(0.1)
+                continue
             with conn:
                 if not _same_user(conn):
                     bridge.log("refused a hot-restart request from another user")
@@ -2202,12 +2211,46 @@ async def offer_handoff(bridge: Bridge, listeners: list[int]) -> None:
                     return
 
 
+def requested_pid(request: bytes) -> int | None:
+    """The pid of a `takeover PID` request line; None for anything else."""
+    words = request.split()
+    if not request.endswith(b"\n") or len(words) != 2 or words[0] != b"takeover":
+        return None
+    if not words[1].isdigit() or len(words[1]) > 10:
+        return None
+    pid = int(words[1])
+    return pid if 0 < pid < 2**31 else None
+
+
+async def _read_request(bridge: Bridge, conn: socket.socket) -> int | None:
+    """The pid a peer of the hand-off socket asks for; a stray peer is answered, logged once, None."""
+    try:
+        request = await asyncio.wait_for(
+            _read_line(bridge.loop, conn, HANDOFF_REQUEST_MAX), HANDOFF_REQUEST_TIMEOUT_S
+        )
+        new_pid = requested_pid(request)
+        what = repr(request[:40]) if request else "nothing"
+    except asyncio.TimeoutError:  # noqa: UP041 - on 3.8 (old hosts) it is not TimeoutError
+        new_pid, what = None, f"nothing within {HANDOFF_REQUEST_TIMEOUT_S:g}s"
+    except OSError as exc:
+        new_pid, what = None, why(exc)
+    if new_pid is not None:
+        return new_pid
+    bridge.log_limited(
+        "handoff-request",
+        f"ignored a hot-restart request that is not 'takeover PID' ({what}); still accepting here",
+    )
+    with contextlib.suppress(OSError):  # a small line into a fresh socket: it never blocks
+        conn.send(b"error: expected 'takeover PID'\n")
+    return None
+
+
 async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> bool:
     loop = bridge.loop
-    request = await _read_line(loop, conn, 256)
-    if not request.startswith(b"takeover "):
+    conn.setblocking(False)  # no peer may stall the event loop: every wait below is bounded
+    new_pid = await _read_request(bridge, conn)
+    if new_pid is None:
         return False
-    new_pid = int(request.split()[1])
     # One writer at a time: an older snapshot still being written must not land after the one
     # the new bridge continues from (nor over its own), and no new background write may start.
     stats_file, bridge.opts.stats_file = bridge.opts.stats_file, None
@@ -2218,21 +2261,21 @@ async def _hand_over(bridge: Bridge, conn: socket.socket, fds: list[int]) -> boo
         bridge.write_stats_now()  # the table the new bridge continues from
         bridge.opts.stats_file = None
     baseline = Baseline(bridge)  # the same moment: no await in between
-    conn.setblocking(True)
-    conn.settimeout(HANDOFF_READY_TIMEOUT_S)
     try:
-        conn.sendmsg(
+        conn.sendmsg(  # one short message into a fresh socket: it never blocks
             [b"listeners\n"],
             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))],
         )
-        ready = await loop.run_in_executor(None, conn.recv, 64)
-    except OSError:
+        ready = await asyncio.wait_for(loop.sock_recv(conn, 64), HANDOFF_READY_TIMEOUT_S)
+    except (OSError, asyncio.TimeoutError):  # noqa: UP041 - see _read_request
         ready = b""
+    except asyncio.CancelledError:
+        bridge.opts.stats_file = stats_file  # stopped meanwhile: the final stats are still ours
+        raise
     if not ready.startswith(b"ready"):
         bridge.opts.stats_file = stats_file  # still ours: keep writing it
         bridge.log(f"hot restart by pid {new_pid} did not complete; still accepting here")
         return False
-    conn.setblocking(False)
     # From here the new bridge accepts and writes the stats file; this one only drains.
     bridge.opts.stats_file = bridge.opts.pid_file = None
     bridge.ended = f"handed over to pid {new_pid}"

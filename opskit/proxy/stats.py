@@ -121,6 +121,7 @@ class BridgeStats:
     clients_other: OtherClients | None = None
     clients_partial: bool = False
     carries: list[str] = field(default_factory=lambda: ["tcp"])
+    udp_active_flows: int | None = None  # --udp: UDP flows open now ("udp"); None: TCP only
 
     @property
     def status(self) -> BridgeState:
@@ -342,6 +343,7 @@ def from_json(data: Any) -> BridgeStats:
     if not isinstance(requests, dict):
         raise _problem("requests", "an object of counts", requests)
     last_error = data.get("last_write_error")
+    udp = data.get("udp")
     return BridgeStats(
         listener=data["listener"],
         target=data["target"],
@@ -370,6 +372,7 @@ def from_json(data: Any) -> BridgeStats:
         clients_other=_other(data.get("clients_other")),
         clients_partial=bool(data.get("clients_partial", False)),
         carries=list(carries),
+        udp_active_flows=_count(udp, "active_flows") if isinstance(udp, dict) else None,
     )
 
 

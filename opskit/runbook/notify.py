@@ -2,7 +2,8 @@
 
 A gate that waits after an hour's countdown must not wait silently at 3 a.m. A webhook gets a POST of
 `{"text": "..."}` (the shape Slack and Mattermost incoming webhooks accept); a command gets the message on
-stdin and in $OPSKIT_MESSAGE, with $OPSKIT_EVENT and $OPSKIT_RUN_ID. Messages are masked like the journal.
+stdin and in $OPSKIT_MESSAGE, with $OPSKIT_EVENT and $OPSKIT_RUN_ID, and runs as a local `run:` step does:
+at its timeout its whole process tree is stopped. Messages are masked like the journal.
 A notification that fails never fails the run: it is counted in the journal and shown as a warning.
 
     notify:
@@ -14,7 +15,6 @@ A notification that fails never fails the run: it is counted in the journal and 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.request
 from typing import Any
@@ -25,6 +25,7 @@ from opskit.runbook.model import NotifyTarget
 from opskit.runbook.shell import render_command, secret_env_name
 from opskit.runbook.templates import TemplateProblem, render
 from opskit.runbook.yamlnodes import Y
+from opskit.transport.local import LocalTransport
 
 TRIGGERS = ("gate", "step_failed", "run_finished")
 FIELDS = ("webhook", "command", "on", "timeout")
@@ -121,11 +122,14 @@ def _send(target: NotifyTarget, session: Any, trigger: str, text: str) -> None:
         return
     # A shell command like `run:`: each value one argument, each secret in its environment variable.
     command = render_command(target.command or "", {**session.base, **session.shell_view})
-    env = {**os.environ, "OPSKIT_EVENT": trigger, "OPSKIT_RUN_ID": run_id, "OPSKIT_MESSAGE": text}
+    env = {"OPSKIT_EVENT": trigger, "OPSKIT_RUN_ID": run_id, "OPSKIT_MESSAGE": text}
     env.update(
         {secret_env_name(n): session.secrets[n] for n in command.secrets & set(session.secrets)}
     )
-    done = subprocess.run(["/bin/sh", "-c", command.text], input=text, text=True, env=env,
-                          capture_output=True, timeout=target.timeout_s, check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise ValueError(f"exit {done.returncode}: {done.stderr.strip()[-200:]}")
+    # Run as a local step is: at the timeout, Ctrl-C or opskit's death its whole process tree stops.
+    # subprocess.run's timeout killed /bin/sh only, and a child (`curl ...; true`) outlived opskit.
+    done = LocalTransport().run(command.text, env=env, stdin=text, timeout_s=target.timeout_s)
+    if done.timed_out:
+        raise TimeoutError(f"notify command timed out after {target.timeout_s:g}s")
+    if done.rc != 0:
+        raise ValueError(f"exit {done.rc}: {done.stderr.strip()[-200:]}")

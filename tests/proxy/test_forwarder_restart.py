@@ -57,6 +57,7 @@ def test_restart_keeps_a_long_connection_and_refuses_nobody(
             hammer.join(timeout=25)
 
             assert new_pid != fwd.pid
+            assert "UDP" not in result.stdout  # a TCP-only bridge has no flows to speak of
             assert echo_roundtrip(long_lived, b"after the restart") == b"after the restart"
             assert results, "the hammer made no connection"
             assert set(results) == {"ok"}, [r for r in results if r != "ok"][:3]
@@ -96,7 +97,8 @@ def test_restart_without_a_running_bridge_is_blocked(opskit: Invoke, tmp_path) -
 
 
 def test_restart_hands_the_udp_socket_over_too(opskit: Invoke, forwarder: StartForwarder) -> None:
-    """With --udp, datagrams to the port are still answered after `proxy restart`, by the new process."""
+    """With --udp, datagrams to the port are still answered after `proxy restart`, by the new process,
+    and the restart says that each UDP client's next datagram opens a new flow toward the new host."""
     with udp_echo_backend() as backend:
         port = free_port(udp_too=True)
         fwd = forwarder(f"127.0.0.1:{backend}", "--udp", port=port)
@@ -106,10 +108,15 @@ def test_restart_hands_the_udp_socket_over_too(opskit: Invoke, forwarder: StartF
             try:
                 client.sendto(b"one", ("127.0.0.1", port))
                 assert client.recvfrom(64)[0] == b"one"
+                fwd.wait_stats(lambda s: s["udp"]["active_flows"] == 1)
                 result = opskit(
                     "proxy", "restart", "--stats-file", str(fwd.stats_file), expect=ExitCode.OK
                 )
                 new_pid = int(result.stdout.split("pid ")[1].split()[0])
+                assert (
+                    "UDP flows restart: 1 client's next datagram opens a new flow toward the new host"
+                    in result.stdout
+                )
                 client.sendto(b"two", ("127.0.0.1", port))
                 assert client.recvfrom(64)[0] == b"two"
                 assert fwd.proc.wait(timeout=10) == 0  # the old one had only a UDP flow to drain

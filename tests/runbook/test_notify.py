@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ from opskit.errors import ExitCode
 from opskit.runbook.context import SilentReporter
 from opskit.runbook.engine import RunOptions, run
 from tests.conftest import Invoke
-from tests.runbook.helpers import events, run_id, write
+from tests.runbook.helpers import events, run_id, wait_for, write
 from tests.servers.common import free_port
 
 
@@ -160,3 +161,44 @@ def test_a_bad_notify_entry_is_bad_input(opskit: Invoke, tmp_path: Path) -> None
     )
     assert f"{path}:4:" in result.stderr
     assert "give exactly one of webhook: or command:" in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_a_hung_notify_command_is_stopped_with_its_children(opskit: Invoke, tmp_path: Path) -> None:
+    """A notify command whose child outlives its shell is stopped, child included, at its timeout:
+    the run still succeeds within seconds and says the notify command timed out."""
+    pid_file = tmp_path / "sleeper.pid"
+    path = write(
+        tmp_path,
+        f"""\
+        name: hung-notify
+        notify:
+          - command: "sh -c 'echo $$ > {pid_file}; exec sleep 30' & wait"
+            timeout: 1s
+            on: [run_finished]
+        steps:
+          - {{id: hello, kind: probe, run: "true"}}
+        """,
+    )
+
+    started = time.monotonic()
+    result = opskit("run", str(path), expect=ExitCode.OK)
+    elapsed_s = time.monotonic() - started
+
+    sleeper = int(pid_file.read_text())
+    wait_for(lambda: not _alive(sleeper), timeout_s=5, what="the notify's `sleep 30` to end")
+    assert elapsed_s < 6, f"the run took {elapsed_s:.1f}s behind a notify timeout of 1s"
+    assert "notification (command, run_finished) failed" in result.stderr
+    assert "notify command timed out after 1s" in result.stderr
+    sent = [
+        e for e in events(tmp_path / "state", run_id(result.stdout)) if e["event"] == "notification"
+    ]
+    assert [(e["ok"], "timed out after 1s" in e["error"]) for e in sent] == [(False, True)]
