@@ -206,10 +206,11 @@ class ProxyStart(BaseAction):
         from opskit.proxy.config import split_host_port  # noqa: PLC0415
 
         listen = split_host_port(self.listen)
-        if self.mode == "tcp" and self.engine == "builtin":
-            # Bound the moment the port is free, by a thread that already retries while stop_old
-            # runs; the kernel queues clients while the bridge process starts, so nobody is refused
-            # in between (issue #11: 6 of 22 were).
+        if self.mode == "tcp":
+            # Held (the old service's own socket) or bound the moment the port is free, by a helper
+            # process that already waits while stop_old runs; the kernel queues clients while the
+            # bridge process starts and inherits it (HAProxy as `bind fd@N`), so nobody is refused in
+            # between (issue #11: 6 of 22 were).
             with BindInBackground(listen, self.bind_timeout_s) as attempt:
                 if attempt.holds_old_socket:
                     ctx.log(
@@ -219,11 +220,11 @@ class ProxyStart(BaseAction):
                 self._stop_old(ctx)  # on failure the attempt is abandoned, the port let go
                 sock = attempt.wait()
                 config = self._config(self._local_stats_file(ctx), self._nudge(ctx))
-                pid = bridge.spawn_builtin(config, listen_sock=sock)
+                pid = bridge.spawn(config, listen_sock=sock)
         else:
-            # This engine binds in its own process: wait here until the old service lets go, so
+            # mitmproxy binds in its own process: wait here until the old service lets go, so
             # bind_timeout holds for it too (its start refuses a port that is still taken). The
-            # gap is this engine's start-up time; the builtin engine has none.
+            # gap is its start-up time.
             self._stop_old(ctx)
             wait_until_free(listen, self.bind_timeout_s)
             config = self._config(self._local_stats_file(ctx), self._nudge(ctx))

@@ -154,17 +154,24 @@ def run_builtin(config: BridgeConfig) -> BridgeStats:
     return final
 
 
-def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
-    """Start the bridge as a detached process that outlives this one; its pid."""
-    _validate(config)
+def spawn(
+    config: BridgeConfig, *, python: str = sys.executable, listen_sock: socket.socket | None = None
+) -> int:
+    """Start the bridge as a detached process that outlives this one; its pid.
+
+    `listen_sock`: a socket already listening on config.listen (tcp mode), handed to the engine."""
+    _validate(config, holds_listener=listen_sock is not None)
     if config.mode == "tcp" and config.engine == "builtin":
-        return spawn_builtin(config, python=python)
+        return spawn_builtin(config, python=python, listen_sock=listen_sock)
     module = _engine_module(config)
     if not hasattr(module, "spawn"):
         raise UsageError(
             f"--detach is not available for --mode {config.mode} --engine {config.engine}"
         )
-    pid: int = module.spawn(config)
+    if listen_sock is not None:
+        pid: int = module.spawn(config, listen_sock=listen_sock)
+    else:
+        pid = module.spawn(config)
     return pid
 
 

@@ -47,6 +47,9 @@ class BridgeConfig:
     stats_interval_s: float = 1.0
     log_file: Path | None = None  # detached engines write their log lines here
     bind_retry_s: float = 0.0  # retry the bind this long while the old service still holds the port
+    # A socket already listening on `listen`, inherited by the engine's process (HAProxy binds `fd@N`):
+    # proxy.start took the port the moment the old service let go, so nobody is refused meanwhile.
+    listen_fd: int | None = None
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

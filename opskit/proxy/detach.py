@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,9 +90,22 @@ def popen_detached(
     return proc, log_file
 
 
-def spawn_module(module: str, config: BridgeConfig, *, python: str = sys.executable) -> int:
-    """Start `python -m MODULE CONFIG_JSON` detached; its pid once its stats file says it runs."""
-    proc, log_file = popen_detached([python, "-m", module, config_to_json(config)], config)
+def spawn_module(
+    module: str,
+    config: BridgeConfig,
+    *,
+    python: str = sys.executable,
+    listen_sock: socket.socket | None = None,
+) -> int:
+    """Start `python -m MODULE CONFIG_JSON` detached; its pid once its stats file says it runs.
+
+    `listen_sock`: a socket already listening on config.listen, inherited as config.listen_fd."""
+    fds: tuple[int, ...] = ()
+    if listen_sock is not None:
+        fds = (listen_sock.fileno(),)
+        config = dataclasses.replace(config, listen_fd=fds[0])
+    argv = [python, "-m", module, config_to_json(config)]
+    proc, log_file = popen_detached(argv, config, pass_fds=fds)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -19,6 +19,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,9 @@ class Engine:
 
     def start(self) -> None:
         """Start HAProxy and return once its stats socket answers (HaproxyFailed with its words if not)."""
-        refuse_taken(self.config.listen, *self.config.listen_host_port)
+        inherited = () if self.config.listen_fd is None else (self.config.listen_fd,)
+        if not inherited:  # an inherited socket is ours, not an orphan's
+            refuse_taken(self.config.listen, *self.config.listen_host_port)
         if self.config.log_file:
             self.log = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop
         self.tally.restore(self.config.stats_file)
@@ -158,6 +161,7 @@ class Engine:
             text=True,
             timeout=30,
             check=False,
+            pass_fds=inherited,
         )
         if check.returncode != 0:
             raise HaproxyFailed(f"haproxy rejected {cfg}: {_last_words(check.stderr)}")
@@ -174,6 +178,7 @@ class Engine:
             process_group=0,
             # ... and it dies with opskit, even on kill -9: an orphan would forward uncounted (issue #9).
             preexec_fn=die_with_parent(),  # noqa: PLW1509 - no other thread runs yet
+            pass_fds=inherited,
         )
         assert self.proc.stdout is not None  # noqa: S101 - stdout=PIPE
         with contextlib.suppress(OSError):
@@ -412,9 +417,13 @@ def run(config: BridgeConfig) -> BridgeStats:
             config.pid_file.unlink(missing_ok=True)
 
 
-def spawn(config: BridgeConfig, *, python: str = sys.executable) -> int:
-    """Start the engine detached (its own session: it outlives this terminal); its pid once it runs."""
-    return spawn_module("opskit.proxy.haproxy", config, python=python)
+def spawn(
+    config: BridgeConfig, *, python: str = sys.executable, listen_sock: socket.socket | None = None
+) -> int:
+    """Start the engine detached (its own session: it outlives this terminal); its pid once it runs.
+
+    `listen_sock`: already listening on config.listen; HAProxy serves it (`bind fd@N`)."""
+    return spawn_module("opskit.proxy.haproxy", config, python=python, listen_sock=listen_sock)
 
 
 if __name__ == "__main__":

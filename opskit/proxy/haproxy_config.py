@@ -119,6 +119,8 @@ def render_config(
     lhost, lport = config.listen_host_port
     thost, tport = config.to_host_port
     listen, target = _addr(lhost, lport), _addr(thost, tport)
+    # A socket proxy.start already holds (the old service's, or bound the moment it let go).
+    bind = listen if config.listen_fd is None else f"fd@{config.listen_fd}"
     # HAProxy forbids brackets in proxy names, so IPv6 names go without them.
     fe_name, be_name = f"opskit-{lhost}:{lport}", f"to-{thost}:{tport}"
     resolvers = "" if _is_ip(thost) else _resolvers(nameservers)
@@ -148,7 +150,7 @@ global
     timeout server-fin {fin}
 
 frontend {fe_name}
-    bind {listen}
+    bind {bind}
     maxconn {maxconn}
     default_backend {be_name}
 

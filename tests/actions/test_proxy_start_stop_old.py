@@ -19,7 +19,7 @@ import pytest
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import run_id, write
-from tests.servers.common import free_port
+from tests.servers.common import free_port, require_binary
 from tests.servers.health_http import HealthHttp, health_http  # noqa: F401 - fixture
 from tests.servers.sshd import Sshd
 
@@ -52,13 +52,16 @@ RUNBOOK = """
           listen: "127.0.0.1:{port}"
           to: "127.0.0.1:{target}"
           stats_file: "{stats}"
+          engine: {engine}
           bind_timeout: 10s
           stop_old: "{{{{ stop_old | raw }}}}"
           start_old: "{{{{ start_old | raw }}}}"
 """
 
 
-def _setup(tmp_path: Path, target: int, fail: str = "") -> tuple[Path, Path, int]:
+def _setup(
+    tmp_path: Path, target: int, fail: str = "", engine: str = "builtin"
+) -> tuple[Path, Path, int]:
     """The runbook, the old service's pid file (in a directory with a space: quoting matters), its port."""
     port = free_port()
     script = tmp_path / "old_service.py"
@@ -67,7 +70,7 @@ def _setup(tmp_path: Path, target: int, fail: str = "") -> tuple[Path, Path, int
     pid_file = tmp_path / "old service" / "pid"
     text = RUNBOOK.format(
         pid_file=pid_file, python=sys.executable, script=script, port=port, target=target,
-        stats=tmp_path / "bridge.json", fail=fail,
+        stats=tmp_path / "bridge.json", fail=fail, engine=engine,
     )  # fmt: skip
     return write(tmp_path, text), pid_file, port
 
@@ -112,13 +115,17 @@ def _ask(port: int) -> str:
     return "new" if answer.startswith(b"HTTP/1.0 200") else "reset"
 
 
+@pytest.mark.parametrize("engine", ["builtin", "haproxy"])
 def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_old_service(
     opskit: Invoke,
     tmp_path: Path,
     health_http: HealthHttp,  # noqa: F811
+    engine: str,
 ) -> None:
     """Clients in a tight loop across the stop: none refused; rollback stops the bridge, restarts the old service."""
-    path, pid_file, port = _setup(tmp_path, health_http.port)
+    if engine == "haproxy":
+        require_binary("haproxy")
+    path, pid_file, port = _setup(tmp_path, health_http.port, engine=engine)
     _start_old(tmp_path, pid_file, port)
     first_pid = _wait_for_pid(pid_file)
     seen: Counter[str] = Counter()
@@ -296,13 +303,17 @@ def _answer(conn: socket.socket) -> str:
     return "new" if answer.startswith(b"HTTP/1.0 200") else "reset"
 
 
+@pytest.mark.parametrize("engine", ["builtin", "haproxy"])
 def test_clients_the_old_service_never_accepted_are_carried_not_reset(
     opskit: Invoke,
     tmp_path: Path,
     health_http: HealthHttp,  # noqa: F811
+    engine: str,
 ) -> None:
     """Clients queued at a stuck old service when it is stopped: the bridge answers them all, none is reset."""
-    path, pid_file, port = _setup(tmp_path, health_http.port)
+    if engine == "haproxy":
+        require_binary("haproxy")
+    path, pid_file, port = _setup(tmp_path, health_http.port, engine=engine)
     _start_stuck(tmp_path, pid_file, port, sockets=1)
     try:
         waiting = _queued_clients(port, 5)
