@@ -53,7 +53,8 @@ class ProxyStart(BaseAction):
     where ptrace is not restricted; locally and over SSH). The socket never closes, so clients arriving
     while the service stops wait in its queue, and the ones it had not accepted are carried, not reset.
     Where the socket cannot be held (a wildcard or SO_REUSEPORT listener, no permission) the bind is
-    retried every 50 us, which leaves a gap of that order (issue #11); the undo stops the bridge, then
+    retried every 50 us, which leaves a gap of that order (issue #11). Both TCP engines start on that
+    socket (HAProxy as `bind fd@N`); mode http binds after the stop. The undo stops the bridge, then
     runs `start_old`.
 
     A nudge starts only once caches can have forgotten the old address: switched_at + old_ttl +
