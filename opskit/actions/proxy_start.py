@@ -290,7 +290,11 @@ class ProxyStart(BaseAction):
             if config.nudge_after_s is not None:
                 ctx.log("nudge off: HAProxy on a host is not watched by opskit between steps")
             started = remote.start_haproxy(
-                ctx.transport(), config, python=self.python, stats_file=self.stats_file
+                ctx.transport(),
+                config,
+                python=self.python,
+                stats_file=self.stats_file,
+                once_retrying=(lambda: self._stop_old(ctx)) if self.stop_old else None,
             )
         else:
             started = remote.start(

@@ -2536,8 +2536,42 @@ def run(opts: Options, log: IO[str] = sys.stderr, out: IO[str] = sys.stdout) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """`python3 forwarder.py ARGS`: exit 0 after a signal, 1 when it cannot listen, 2 on bad arguments."""
-    opts = Options(build_parser().parse_args(argv))
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--hold-then-exec"]:
+        return hold_then_exec(args[1:])
+    opts = Options(build_parser().parse_args(args))
     return run(opts)
+
+
+def hold_then_exec(args: list[str]) -> int:
+    """`forwarder.py --hold-then-exec HOST:PORT RETRY FD CMD...`: HAProxy on an old host (issue #11).
+
+    The port is held as the bridge holds it (the old service's own socket, or bound the moment it is
+    free, for up to RETRY), then CMD replaces this process with the socket as fd FD (`bind fd@FD`)."""
+    if len(args) < 4:
+        sys.stderr.write("usage: forwarder.py --hold-then-exec HOST:PORT RETRY FD CMD...\n")
+        return 2
+    try:
+        (host, port), retry_s, fd = host_port(args[0]), parse_duration(args[1]), int(args[2])
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        sys.stderr.write(f"error: --hold-then-exec: {exc}\n")
+        return 2
+
+    def waiting(how: str) -> None:
+        sys.stderr.write(f"{host}:{port} {WAITING_FOR_PORT}{'; ' + how if how else ''}\n")
+        sys.stderr.flush()
+
+    try:
+        sock = listeners_when_free(host, port, retry_s, waiting)[0]
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot listen on {host}:{port}: {why(exc)}\n")
+        return 1
+    os.dup2(sock.fileno(), fd)
+    try:
+        os.execvp(args[3], args[3:])  # noqa: S606 - the HAProxy command opskit built
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot run {args[3]}: {why(exc)}\n")
+    return 127
 
 
 if __name__ == "__main__":

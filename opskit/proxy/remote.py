@@ -24,6 +24,7 @@ from opskit.transport.base import Transport
 
 REMOTE_DIR = ".opskit/bridge"  # relative to the login directory, private (0700)
 START_TIMEOUT_S = 15.0
+HELD_FD = 3  # HAProxy on an old host starts on the port forwarder.py held for it: `bind fd@3`
 COMMAND_TIMEOUT_S = 20.0
 
 # Runs on the host with its python3: can the bridge listen there, and does the new host answer from
@@ -178,24 +179,7 @@ def start(
     script = f"{where.directory}/forwarder.py"
     transport.put_file(FORWARDER_PATH, script, mode=0o600)
     argv = " ".join(q(a) for a in forwarder_argv(remote))
-    # setsid + nohup + every stream redirected: the bridge must outlive this SSH session.
-    # setsid and nohup exec the forwarder: $! is its pid, to abandon it before it binds. The log's
-    # length before, so only this start's lines are read.
-    launched = _run(
-        transport,
-        f"rm -f {q(where.pid_file)}; n=$(cat {q(where.log_file)} 2>/dev/null | wc -l); "
-        f"setsid nohup {q(python)} {q(script)} {argv} </dev/null >>{q(where.log_file)} 2>&1 & "
-        'echo "$! $n"',
-        "starting the forwarder",
-    ).split()
-    if once_retrying is not None:
-        try:
-            _wait_retrying(transport, where, int(launched[-1]) if launched else 0)
-            once_retrying()
-        except BaseException:
-            if launched and launched[0].isdigit():  # SIGTERM ends it, bound or not
-                transport.run(f"kill -TERM {launched[0]} 2>/dev/null", timeout_s=COMMAND_TIMEOUT_S)
-            raise
+    _launch(transport, where, f"{q(python)} {q(script)} {argv}", "the forwarder", once_retrying)
     # The forwarder waits up to --bind-retry for the old service to free the port, then starts.
     wait_s = START_TIMEOUT_S + config.bind_retry_s
     deadline = time.monotonic() + wait_s
@@ -214,6 +198,42 @@ def start(
         f"{transport.label}: the bridge on {config.listen} did not start within "
         f"{wait_s:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
     )
+
+
+def _launch(
+    transport: Transport,
+    where: RemoteBridge,
+    command: str,
+    what: str,
+    once_retrying: Callable[[], None] | None,
+) -> None:
+    """Start `command` detached on the host; with once_retrying, run it once the port is waited for.
+
+    setsid + nohup + every stream redirected: the bridge must outlive this SSH session. setsid and
+    nohup exec the command: $! is its pid, to abandon it before it listens. The log's length before,
+    so only this start's lines are read. If once_retrying raises, the command is killed (and what it
+    may have started already, by its pid file) and the error goes on."""
+    q = shlex.quote
+    launched = _run(
+        transport,
+        f"rm -f {q(where.pid_file)}; n=$(cat {q(where.log_file)} 2>/dev/null | wc -l); "
+        f"setsid nohup {command} </dev/null >>{q(where.log_file)} 2>&1 & "
+        'echo "$! $n"',
+        f"starting {what}",
+    ).split()
+    if once_retrying is None:
+        return
+    try:
+        _wait_retrying(transport, where, int(launched[-1]) if launched else 0)
+        once_retrying()
+    except BaseException:
+        if launched and launched[0].isdigit():  # SIGTERM ends it, bound or not
+            transport.run(
+                f"kill -TERM {launched[0]} 2>/dev/null; sleep 0.2; "
+                f"test -s {q(where.pid_file)} && kill -TERM $(cat {q(where.pid_file)}) 2>/dev/null",
+                timeout_s=COMMAND_TIMEOUT_S,
+            )
+        raise
 
 
 def _wait_retrying(transport: Transport, where: RemoteBridge, log_lines: int) -> None:
@@ -326,11 +346,14 @@ def start_haproxy(
     *,
     python: str = "python3",
     stats_file: str | None = None,
+    once_retrying: Callable[[], None] | None = None,
 ) -> RemoteBridge:
     """Render haproxy.cfg, copy it to the host and start HAProxy there as a daemon (-D).
 
     For an old host that has HAProxy: it outlives SSH and opskit, and carries more than one Python
     core. Its counters are read live from its stats socket over SSH (`read_haproxy`).
+    `once_retrying` (stop_old) runs once forwarder.py holds the port for it (the old service's own
+    socket, or bound the moment it is free); HAProxy then starts on that socket (`bind fd@3`).
     """
     import tempfile  # noqa: PLC0415
 
@@ -355,24 +378,41 @@ def start_haproxy(
     _run(transport, f"mkdir -p {q(where.directory)} && chmod 700 {q(where.directory)}", "mkdir")
     limit = _run(transport, "ulimit -Hn", "reading the file limit").strip()
     nofile = int(limit) if limit.isdigit() else 1 << 20
-    text = render_config(
-        config,
-        socket_path=socket_path,
-        maxconn=fitting_maxconn(config.max_connections, nofile),
-        logs=False,
-    )
+    maxconn = fitting_maxconn(config.max_connections, nofile)
+    text = render_config(config, socket_path=socket_path, maxconn=maxconn, logs=False)
     with tempfile.TemporaryDirectory(prefix="opskit-haproxy-") as tmp:
         local = Path(tmp) / "haproxy.cfg"
         local.write_text(text, encoding="utf-8")
         transport.put_file(local, cfg, mode=0o600)
-    _run(transport, f"{q(binary)} -c -q -f {q(cfg)}", f"checking {cfg}")
-    _run(
-        transport,
-        f"rm -f {q(where.pid_file)} {q(socket_path)}; ulimit -n $(ulimit -Hn); "
-        f"{q(binary)} -D -p {q(where.pid_file)} -f {q(cfg)} </dev/null >>{q(where.log_file)} 2>&1",
-        "starting haproxy",
-    )
-    deadline = time.monotonic() + START_TIMEOUT_S
+        # checked with its address: `bind fd@3` only parses where fd 3 is a socket
+        _run(transport, f"{q(binary)} -c -q -f {q(cfg)}", f"checking {cfg}")
+        if once_retrying is not None:
+            held = dataclasses.replace(config, listen_fd=HELD_FD)
+            local.write_text(
+                render_config(held, socket_path=socket_path, maxconn=maxconn, logs=False),
+                encoding="utf-8",
+            )
+            transport.put_file(local, cfg, mode=0o600)
+    daemon = f"{q(binary)} -D -p {q(where.pid_file)} -f {q(cfg)}"
+    _run(transport, f"rm -f {q(socket_path)}", "removing the old stats socket")
+    if once_retrying is None:
+        _run(
+            transport,
+            f"rm -f {q(where.pid_file)}; ulimit -n $(ulimit -Hn); "
+            f"{daemon} </dev/null >>{q(where.log_file)} 2>&1",
+            "starting haproxy",
+        )
+    else:
+        script = f"{where.directory}/forwarder.py"
+        transport.put_file(FORWARDER_PATH, script, mode=0o600)
+        hold = (
+            f"{q(python)} {q(script)} --hold-then-exec {q(config.listen)} "
+            f"{config.bind_retry_s:g}s {HELD_FD} {daemon}"
+        )
+        _launch(transport, where, f"sh -c {q('ulimit -n $(ulimit -Hn); exec ' + hold)}",
+                "haproxy", once_retrying)  # fmt: skip
+    wait_s = START_TIMEOUT_S + (config.bind_retry_s if once_retrying is not None else 0.0)
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         pid = _read_pid(transport, where.pid_file)
         if pid is not None:
@@ -385,7 +425,7 @@ def start_haproxy(
         time.sleep(0.1)
     raise Negative(
         f"{transport.label}: haproxy on {config.listen} did not answer on {socket_path} "
-        f"within {START_TIMEOUT_S:g}s"
+        f"within {wait_s:g}s"
     )
 
 

@@ -193,21 +193,27 @@ REMOTE_RUNBOOK = """
           listen: "127.0.0.1:{port}"
           to: "127.0.0.1:{target}"
           stats_file: "{stats}"
+          engine: {engine}
           bind_timeout: 20s
           stop_old: "kill -TERM $(cat '{pid_file}'); sleep 0.5{fail}"
 """
 
 
 @pytest.mark.sshd
+@pytest.mark.parametrize("engine", ["builtin", "haproxy"])
 @pytest.mark.parametrize("fail", ["", "; echo 'dispatch: stop job failed' >&2; exit 1"])
 def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_none(
     opskit: Invoke,
     tmp_path: Path,
+    *,
     sshd: Sshd,
     health_http: HealthHttp,  # noqa: F811
     fail: str,
+    engine: str,
 ) -> None:
-    """On the old host over SSH: stopped while the forwarder retries, nobody is refused; a failed stop kills it."""
+    """On the old host over SSH, either engine: the port held while stop_old runs, nobody refused; a failed stop leaves none."""
+    if engine == "haproxy":
+        require_binary("haproxy")
     _, pid_file, port = _setup(tmp_path, health_http.port)
     stats = tmp_path / "old-host" / "bridge.json"
     path = write(
@@ -215,6 +221,7 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
         REMOTE_RUNBOOK.format(
             ssh_port=sshd.port, user=sshd.user, key=sshd.client_key, known=sshd.known_hosts,
             port=port, target=health_http.port, stats=stats, pid_file=pid_file, fail=fail,
+            engine=engine,
         ),
         name="remote.yaml",
     )  # fmt: skip
@@ -247,11 +254,15 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
             assert seen["new"] > 0, seen
             log = "".join(p.read_text() for p in (tmp_path / "old-host").glob("*.log"))
             assert "holding the listening socket of python" in log, log
+            if engine == "haproxy":
+                assert "fd@3" in (tmp_path / "old-host" / "bridge.haproxy.cfg").read_text()
     finally:
         done.set()
         _kill_old(pid_file)
         with contextlib.suppress(OSError, ValueError, KeyError):
             os.kill(int(json.loads(stats.read_text())["pid"]), signal.SIGTERM)
+        with contextlib.suppress(OSError, ValueError):  # HAProxy's daemon
+            os.kill(int((tmp_path / "old-host" / "bridge.pid").read_text()), signal.SIGTERM)
 
 
 # An old service that stopped accepting (busy, or hung): clients wait in its queue. Optionally it
