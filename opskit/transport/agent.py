@@ -31,6 +31,7 @@ import paramiko
 
 from opskit.errors import TransportDropped, TransportError, UsageError
 from opskit.transport.base import CommandResult, OutputSink, RemoteStart, StartSink
+from opskit.transport.remote_script import read_start_fields
 from opskit.transport.ssh import SshTransport
 from opskit.transport.streams import command_result, open_tails
 
@@ -128,12 +129,7 @@ class _Framed:
             del self.buf[:hold]
 
     def _read_pid_line(self, text: str) -> None:
-        """`PGID START_TICKS BOOT_ID`; a field the host could not give is "-"."""
-        fields = [*text.split(), "-", "-"]
-        with contextlib.suppress(ValueError):
-            self.pgid = int(fields[0])
-        self.start_ticks = fields[1] if fields[1].isdigit() else None
-        self.boot_id = fields[2] if fields[2] != "-" else None
+        self.pgid, self.start_ticks, self.boot_id = read_start_fields(text)
 
 
 class AgentTransport:

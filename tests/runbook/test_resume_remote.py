@@ -83,6 +83,16 @@ def _rewrite_process_event(state: Path, rid: str, **fields: Any) -> None:
     journal.write_text("\n".join(out) + "\n")
 
 
+@pytest.fixture(params=["1", "0"], ids=["agent", "session-per-command"])
+def ssh_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Commands through the host's long-lived agent, or one SSH session each (OPSKIT_SSH_AGENT=0)."""
+    monkeypatch.setenv(
+        "OPSKIT_SSH_AGENT", request.param
+    )  # the run (a child process) and the resumes
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("ssh_mode")
 def test_resume_refuses_while_the_remote_step_runs_then_runs_it_once(
     opskit: Invoke, opskit_proc: Proc, tmp_path: Path, sshd: Sshd
 ) -> None:

@@ -29,18 +29,25 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+@pytest.mark.parametrize(
+    ("through", "leader"), [("agent", "$BASHPID"), ("session", "$$")], ids=["agent", "session"]
+)
 def test_on_start_names_the_remote_process_as_its_kernel_knows_it(
-    agent: AgentTransport, sshd: Sshd
+    sshd: Sshd, through: str, leader: str
 ) -> None:
-    """The command's process group leader, its start ticks and the host's boot id reach on_start."""
+    """The command's leader (agent subshell or session wrapper), its start ticks and boot id reach on_start."""
+    ssh = SshTransport(sshd.spec())
+    transport = AgentTransport(ssh) if through == "agent" else ssh
     seen: list[tuple[int, RemoteStart | None]] = []
+    try:
+        result = transport.run(
+            f"echo {leader}; cat /proc/{leader}/stat; echo after",
+            on_start=lambda pid, remote=None: seen.append((pid, remote)),
+        )
+    finally:
+        transport.close()
 
-    result = agent.run(
-        "echo $BASHPID; cat /proc/$BASHPID/stat",
-        on_start=lambda pid, remote=None: seen.append((pid, remote)),
-    )
-
-    shell_pid, stat = result.stdout.splitlines()
+    shell_pid, stat, after = result.stdout.splitlines()  # the start line is not the step's output
     ((pid, remote),) = seen
     assert pid == int(shell_pid)
     assert remote == RemoteStart(
@@ -50,7 +57,7 @@ def test_on_start_names_the_remote_process_as_its_kernel_knows_it(
         start_ticks=stat.rsplit(")", 1)[1].split()[19],
         boot_id=Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
     )
-    assert not result.stdout.startswith("\x1d")  # the pid line never reaches the step's output
+    assert after == "after"
 
 
 def test_probe_tells_the_step_from_a_recycled_pid_and_from_the_dead(
