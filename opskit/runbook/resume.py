@@ -123,8 +123,7 @@ def still_running(
     is Blocked ("cannot tell"): resuming blindly could run the step twice.
     """
     started = [e for e in events if e.get("event") == "step_process" and e.get("step") == step_id]
-    remote = {str(e.get("host")): e for e in started if e.get("remote")}  # the latest per host
-    for host, ev in remote.items():
+    for host, ev in _unfinished_remote(events, step_id).items():
         if (where := _still_running_remote(step_id, host, ev, transport)) is not None:
             return where
     here = socket.gethostname()
@@ -138,13 +137,35 @@ def still_running(
     return f"{here}: pid {', '.join(map(str, pids))}" if pids else None
 
 
+def _unfinished_remote(
+    events: Sequence[Mapping[str, Any]], step_id: str
+) -> dict[str, Mapping[str, Any]]:
+    """Per host, the step's last remote process, unless the host finished after it (a fleet step)."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for ev in events:
+        if ev.get("step") != step_id:
+            continue
+        if ev.get("event") == "step_process" and ev.get("remote"):
+            last[str(ev.get("host"))] = ev
+        elif ev.get("event") == "host_finished":
+            last.pop(str(ev.get("host")), None)
+    return last
+
+
 def _still_running_remote(
     step_id: str, host: str, ev: Mapping[str, Any], transport: Callable[[str], Transport]
 ) -> str | None:
     pid = int(ev.get("pid") or 0)
-    where = f"{host} ({ev.get('address')}:{ev.get('port')}): pid {pid} since {ev.get('ts')}"
+    at = f" ({ev['address']}:{ev.get('port')})" if ev.get("address") else ""
+    where = f"{host}{at}: pid {pid} since {ev.get('ts')}"
     try:
-        alive = runs_still(transport(host), pid, ev.get("start_ticks"), ev.get("boot_id"))
+        conn = transport(host)
+        # Right after a crash the host may still be ending the step (its agent: SIGTERM, 2 s, SIGKILL).
+        deadline = time.monotonic() + SETTLE_S
+        while (alive := runs_still(conn, pid, ev.get("start_ticks"), ev.get("boot_id"))) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
     except TransportError as exc:
         why = str(exc)
     except KeyError:

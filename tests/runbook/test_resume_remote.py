@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from opskit.errors import ExitCode
+from opskit.runbook.resume import still_running
+from opskit.transport.local import LocalTransport
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, lines, wait_for, write
 from tests.servers.relay import Relay, relay_to
@@ -170,3 +173,31 @@ def test_a_recycled_remote_pid_is_not_the_step(
         kill_all(marker)
 
     assert lines(tmp_path / "paid") == ["paid"]
+
+
+def test_only_hosts_that_never_finished_are_asked() -> None:
+    """A fleet step's resume asks only the hosts whose last process never finished, one question each."""
+    asked: list[str] = []
+
+    def transport(host: str) -> LocalTransport:
+        asked.append(host)
+        return LocalTransport()  # the probe runs for real, on this machine standing in for the host
+
+    def process(host: str, ticks: str) -> dict[str, Any]:
+        return {"event": "step_process", "step": "pay", "host": host, "pid": os.getpid(),
+                "remote": True, "start_ticks": ticks, "ts": "T"}  # fmt: skip
+
+    mine = _start_ticks(os.getpid())
+    evs = [
+        process("a", mine),
+        {"event": "host_finished", "step": "pay", "host": "a", "status": "succeeded"},
+        process("b", str(int(mine) + 1)),
+        process("b", str(int(mine) + 2)),
+        process("c", mine),
+        {"event": "host_finished", "step": "other", "host": "c", "status": "succeeded"},
+    ]
+
+    where = still_running(evs, "pay", transport)
+
+    assert asked == ["b", "c"]
+    assert where == f"c: pid {os.getpid()} since T"
