@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
+from opskit.fleet import limit
 from opskit.fleet.runner import FleetState
 from opskit.runbook.context import Reporter, Session, read_secrets
 from opskit.runbook.engine import (
@@ -115,15 +116,19 @@ def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
 
 
 def still_running(
-    events: Sequence[Mapping[str, Any]], step_id: str, transport: Callable[[str], Transport]
-) -> str | None:
+    events: Sequence[Mapping[str, Any]], step_id: str, transport: Callable[[str], Transport],
+    only: Collection[str] | None = None,
+) -> str | None:  # fmt: skip
     """Where a cut-off step's processes still run ("H: pid P, ..."), or None.
 
     A remote step's process is asked about over SSH (`transport(host)`); a host that cannot be asked
-    is Blocked ("cannot tell"): resuming blindly could run the step twice.
+    is Blocked ("cannot tell"): resuming blindly could run the step twice. `only`: the hosts this
+    resume works on (`--limit`); a host left out is not touched, so it is not asked either.
     """
     started = [e for e in events if e.get("event") == "step_process" and e.get("step") == step_id]
     for host, ev in _unfinished_remote(events, step_id).items():
+        if only is not None and host not in only:
+            continue
         if (where := _still_running_remote(step_id, host, ev, transport)) is not None:
             return where
     here = socket.gethostname()
@@ -250,12 +255,15 @@ def _decide(  # noqa: PLR0917 - private: the state loaded under the locks
 ) -> list[tuple[Step, str]]:  # fmt: skip
     """What to do with each in-doubt step; Blocked while one still runs, here or on its host."""
     decisions: list[tuple[Step, str]] = []
+    limited = None
+    if runbook.limit is not None:
+        limited = frozenset(limit.select(runbook.limit, tuple(runbook.hosts), runbook.groups))
     fleet = FleetState.load(run_dir(options.state_dir, run_id) / JOURNAL)
     for s in state.steps:
         step = runbook.step(s.id)
         if s.status != "in_doubt" or step is None:
             continue
-        where = still_running(events, step.id, transport)
+        where = still_running(events, step.id, transport, limited)
         if where is not None:
             raise Blocked(
                 f"step {step.id} is still running ({where}); wait for it to end or stop it, "

@@ -201,3 +201,4 @@ def test_only_hosts_that_never_finished_are_asked() -> None:
 
     assert asked == ["b", "c"]
     assert where == f"c: pid {os.getpid()} since T"
+    assert still_running(evs, "pay", transport, only={"a", "b"}) is None  # --limit leaves c alone
