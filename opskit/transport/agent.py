@@ -197,9 +197,8 @@ class AgentTransport:
     ) -> CommandResult:
         """Run `command` in a subshell of the host's agent; stdin input takes a session of its own."""
         if stdin is not None:
-            return self._ssh.run(
-                command, env=env, stdin=stdin, timeout_s=timeout_s, on_output=on_output
-            )
+            return self._ssh.run(command, env=env, stdin=stdin, timeout_s=timeout_s,
+                                 on_output=on_output, on_start=on_start)  # fmt: skip
         body = script(command, env)
         with self._lock:
             chan = self._agent()
