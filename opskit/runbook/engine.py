@@ -45,6 +45,7 @@ from opskit.runbook.templates import (
 )
 from opskit.runbook.validate import load_runbook
 from opskit.runbook.waits import step_timeout_s, wait_left_s
+from opskit.transport.base import RemoteStart
 
 
 @dataclass(frozen=True)
@@ -478,8 +479,16 @@ class Runner:
                             command=display, **where_it_runs())  # fmt: skip
         transport = self.s.transport(host)
 
-        def on_start(pid: int) -> None:  # where the step's processes live, for `resume` to check
-            self.journal.append("step_process", step=step.id, host=socket.gethostname(), pid=pid)
+        def on_start(pid: int, remote: RemoteStart | None = None) -> None:
+            # Where the step's processes live, for `resume` to check (issue #10).
+            if remote is None:
+                self.journal.append(
+                    "step_process", step=step.id, host=socket.gethostname(), pid=pid
+                )
+                return
+            self.journal.append("step_process", step=step.id, host=remote.host, pid=pid, remote=True,
+                                address=remote.address, port=remote.port,
+                                start_ticks=remote.start_ticks, boot_id=remote.boot_id)  # fmt: skip
 
         res = transport.run(command.text, env=env, timeout_s=step.timeout_s,
                             on_output=self.s.sink(step.id, label), on_start=on_start)  # fmt: skip

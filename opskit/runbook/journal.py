@@ -26,7 +26,8 @@ from opskit.redaction import Masker
 
 JOURNAL = "journal.jsonl"
 OUTPUT_CAP_BYTES = 64 * 1024  # per step; the rest is counted, not kept
-# step_process follows an fsynced step_started; a power loss also ends the process it names.
+# A local step_process follows an fsynced step_started; a power loss also ends the process it names.
+# A remote one is fsynced: the host's process outlives our power loss, and resume must find it (#10).
 _NO_FSYNC = frozenset({"output", "step_process"})
 
 
@@ -126,7 +127,7 @@ class Journal:
             if written != len(data):  # a file-size limit or a full disk can cut a write short
                 os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
                 raise OSError(errno.ENOSPC, "the disk is full or the file-size limit was reached")
-            if event not in _NO_FSYNC:
+            if event not in _NO_FSYNC or fields.get("remote"):
                 os.fsync(self._fd)
         except OSError as exc:
             raise JournalUnwritable(self.path, exc) from None

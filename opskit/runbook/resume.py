@@ -8,7 +8,7 @@ operator says `--rerun-in-doubt`, or marked skipped with `--skip-in-doubt` (brev
 double execution this prevents).
 
 Everything is decided after the run's lock is taken, from the journal as it is then, and never while a
-process the cut-off step started is still alive on this machine (issue #10).
+process the cut-off step started is still alive, on this machine or on the SSH host it ran on (issue #10).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from opskit.errors import Blocked, ExitCode, TransportError, UsageError
+from opskit.fleet import limit
 from opskit.fleet.runner import FleetState
 from opskit.runbook.context import Reporter, Session, read_secrets
 from opskit.runbook.engine import (
@@ -38,6 +39,8 @@ from opskit.runbook.plan import Plan
 from opskit.runbook.rehearsal import rehearse
 from opskit.runbook.replay import UNDO_TOUCHED, RunState, replay
 from opskit.runbook.validate import load_runbook
+from opskit.transport.base import Transport
+from opskit.transport.process_probe import runs_still
 from opskit.transport.supervisor import session_members
 
 DONE_STATUSES = ("succeeded", "skipped")
@@ -112,11 +115,24 @@ def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
                     in_doubt=in_doubt, facts=facts)  # fmt: skip
 
 
-def still_running(events: Sequence[Mapping[str, Any]], step_id: str) -> str | None:
-    """Where a cut-off step's processes still run on this machine ("host H: pid P, ..."), or None."""
-    here = socket.gethostname()
+def still_running(
+    events: Sequence[Mapping[str, Any]], step_id: str, transport: Callable[[str], Transport],
+    only: Collection[str] | None = None,
+) -> str | None:  # fmt: skip
+    """Where a cut-off step's processes still run ("H: pid P, ..."), or None.
+
+    A remote step's process is asked about over SSH (`transport(host)`); a host that cannot be asked
+    is Blocked ("cannot tell"): resuming blindly could run the step twice. `only`: the hosts this
+    resume works on (`--limit`); a host left out is not touched, so it is not asked either.
+    """
     started = [e for e in events if e.get("event") == "step_process" and e.get("step") == step_id]
-    if not started or started[-1].get("host") != here:
+    for host, ev in _unfinished_remote(events, step_id).items():
+        if only is not None and host not in only:
+            continue
+        if (where := _still_running_remote(step_id, host, ev, transport)) is not None:
+            return where
+    here = socket.gethostname()
+    if not started or started[-1].get("remote") or started[-1].get("host") != here:
         return None
     session = int(started[-1].get("pid") or 0)
     # Right after a crash the step's supervisor may still be ending it (SIGTERM, 2 s, SIGKILL).
@@ -124,6 +140,47 @@ def still_running(events: Sequence[Mapping[str, Any]], step_id: str) -> str | No
     while (pids := session_members(session)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return f"{here}: pid {', '.join(map(str, pids))}" if pids else None
+
+
+def _unfinished_remote(
+    events: Sequence[Mapping[str, Any]], step_id: str
+) -> dict[str, Mapping[str, Any]]:
+    """Per host, the step's last remote process, unless the host finished after it (a fleet step)."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for ev in events:
+        if ev.get("step") != step_id:
+            continue
+        if ev.get("event") == "step_process" and ev.get("remote"):
+            last[str(ev.get("host"))] = ev
+        elif ev.get("event") == "host_finished":
+            last.pop(str(ev.get("host")), None)
+    return last
+
+
+def _still_running_remote(
+    step_id: str, host: str, ev: Mapping[str, Any], transport: Callable[[str], Transport]
+) -> str | None:
+    pid = int(ev.get("pid") or 0)
+    at = f" ({ev['address']}:{ev.get('port')})" if ev.get("address") else ""
+    where = f"{host}{at}: pid {pid} since {ev.get('ts')}"
+    try:
+        conn = transport(host)
+        # Right after a crash the host may still be ending the step (its agent: SIGTERM, 2 s, SIGKILL).
+        deadline = time.monotonic() + SETTLE_S
+        while (alive := runs_still(conn, pid, ev.get("start_ticks"), ev.get("boot_id"))) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+    except TransportError as exc:
+        why = str(exc)
+    except KeyError:
+        why = f"{host} is no longer in the runbook's hosts:"
+    else:
+        return where if alive else None
+    raise Blocked(
+        f"cannot tell whether step {step_id} still runs on {where} ({why}); resume once {host} "
+        "answers over SSH: resuming blindly could run the step twice"
+    )
 
 
 def resume(run_id: str, options: RunOptions, reporter: Reporter) -> RunOutcome:
@@ -168,13 +225,45 @@ def _resume_guarded(  # noqa: PLR0917 - private: the state loaded under the lock
         return RunOutcome(
             run_id, "succeeded", ExitCode.OK, f"run {run_id} already succeeded; nothing to resume"
         )
+    secrets = read_secrets(runbook)
+    session = Session.open(runbook, run_id, directory, options.state_dir, reporter, options.operator,
+                           accept_new_host_keys=options.accept_new_host_keys, secrets=secrets)  # fmt: skip
+    try:
+        decisions = _decide(run_id, options, state, runbook, events, session.transport)
+        session.captures.update(state.captured)
+        for ev in events:
+            if ev.get("event") == "step_finished" and ev.get("facts"):
+                session.add_facts(dict(ev["facts"]))
+        session.journal.append(
+            "resumed", operator=options.operator, host=socket.gethostname(), pid=os.getpid(),
+            sha256=runbook.sha256, accepted_changes=runbook.sha256 != state.sha256,
+            restored=sorted(state.captured),
+        )  # fmt: skip
+        reporter.started(run_id, "resume")
+        done = _finished(state, runbook)
+        runner = Runner(session, options)
+        for step, action in decisions:
+            done |= _settle(runner, step, action)
+        return runner.execute(done)
+    finally:
+        session.close()
+
+
+def _decide(  # noqa: PLR0917 - private: the state loaded under the locks
+    run_id: str, options: RunOptions, state: RunState, runbook: Runbook,
+    events: Sequence[Mapping[str, Any]], transport: Callable[[str], Transport],
+) -> list[tuple[Step, str]]:  # fmt: skip
+    """What to do with each in-doubt step; Blocked while one still runs, here or on its host."""
     decisions: list[tuple[Step, str]] = []
+    limited = None
+    if runbook.limit is not None:
+        limited = frozenset(limit.select(runbook.limit, tuple(runbook.hosts), runbook.groups))
     fleet = FleetState.load(run_dir(options.state_dir, run_id) / JOURNAL)
     for s in state.steps:
         step = runbook.step(s.id)
         if s.status != "in_doubt" or step is None:
             continue
-        where = still_running(events, step.id)
+        where = still_running(events, step.id, transport, limited)
         if where is not None:
             raise Blocked(
                 f"step {step.id} is still running ({where}); wait for it to end or stop it, "
@@ -194,27 +283,7 @@ def _resume_guarded(  # noqa: PLR0917 - private: the state loaded under the lock
                 f"the value it would have captured: --set {step.capture}=VALUE"
             )
         decisions.append((step, action))
-    secrets = read_secrets(runbook)
-    session = Session.open(runbook, run_id, directory, options.state_dir, reporter, options.operator,
-                           accept_new_host_keys=options.accept_new_host_keys, secrets=secrets)  # fmt: skip
-    try:
-        session.captures.update(state.captured)
-        for ev in events:
-            if ev.get("event") == "step_finished" and ev.get("facts"):
-                session.add_facts(dict(ev["facts"]))
-        session.journal.append(
-            "resumed", operator=options.operator, host=socket.gethostname(), pid=os.getpid(),
-            sha256=runbook.sha256, accepted_changes=runbook.sha256 != state.sha256,
-            restored=sorted(state.captured),
-        )  # fmt: skip
-        reporter.started(run_id, "resume")
-        done = _finished(state, runbook)
-        runner = Runner(session, options)
-        for step, action in decisions:
-            done |= _settle(runner, step, action)
-        return runner.execute(done)
-    finally:
-        session.close()
+    return decisions
 
 
 def _finished(state: RunState, runbook: Runbook) -> set[str]:

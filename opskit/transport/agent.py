@@ -7,8 +7,10 @@ a timeout or Ctrl-C kills exactly that command and its children.
 
 Framing on the one channel: the client writes `ID LENGTH\\n` and then LENGTH bytes of script (the
 exports and the command, as for `SshTransport`: nothing in argv). The subshell first prints
-`\\x1dID PGID\\n` on stdout; when it ends the agent prints `\\x1eID RC\\n` on stdout and `\\x1eID\\n` on
-stderr. A command that needs stdin goes through a session of its own (`SshTransport.run`).
+`\\x1dID PGID START_TICKS BOOT_ID\\n` on stdout: its start as the host's kernel knows it ("-" where
+/proc is missing), so the journal names the step's process and `resume` tells it from a recycled pid,
+at no extra round trip (issue #10). When it ends the agent prints `\\x1eID RC\\n` on stdout and
+`\\x1eID\\n` on stderr. A command that needs stdin goes through a session of its own (`SshTransport.run`).
 
 Failure meanings are the transport's: could not send the command = nothing ran (`TransportError`);
 the link or the agent died before the end marker = in doubt (`TransportDropped`).
@@ -22,13 +24,14 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import paramiko
 
 from opskit.errors import TransportDropped, TransportError, UsageError
-from opskit.transport.base import CommandResult, OutputSink, StartSink
+from opskit.transport.base import CommandResult, OutputSink, RemoteStart, StartSink
+from opskit.transport.remote_script import read_start_fields
 from opskit.transport.ssh import SshTransport
 from opskit.transport.streams import command_result, open_tails
 
@@ -48,7 +51,10 @@ _AFTER_CANCEL_S = 3.0  # how long a cancelled command's end marker is waited for
 AGENT = r"""set -m
 while IFS=' ' read -r __id __n; do
   LC_ALL=C IFS= read -r -d '' -N "$__n" __s || exit 0
-  ( printf '\035%s %s\n' "$__id" "$BASHPID"; unset __id __n; __c=$__s; unset __s; eval "$__c" ) </dev/null &
+  ( __t=; __b=; { read -r __t < /proc/$BASHPID/stat; read -r __b < /proc/sys/kernel/random/boot_id; } 2>/dev/null
+    __t=${__t##*) }; set -- $__t; __t=${20:--}; set --
+    printf '\035%s %s %s %s\n' "$__id" "$BASHPID" "$__t" "${__b:--}"
+    unset __id __n __t __b; __c=$__s; unset __s; eval "$__c" ) </dev/null &
   __c=$!
   { IFS= read -r __x; kill -TERM -- -$__c; sleep 2; kill -KILL -- -$__c; } <&0 >/dev/null 2>&1 &
   __w=$!
@@ -87,6 +93,8 @@ class _Framed:
         self.buf = bytearray()
         self.want_pid = pid_first
         self.pgid: int | None = None
+        self.start_ticks: str | None = None
+        self.boot_id: str | None = None
         self.done = False
         self.trailer = b""
 
@@ -98,8 +106,7 @@ class _Framed:
                 return
             line = bytes(self.buf[:cut])
             if line.startswith(self.pid_mark):
-                with contextlib.suppress(ValueError):
-                    self.pgid = int(line[len(self.pid_mark) :])
+                self._read_pid_line(line[len(self.pid_mark) :].decode(errors="replace"))
             del self.buf[: cut + 1]
             self.want_pid = False
         at = self.buf.find(self.end)
@@ -120,6 +127,9 @@ class _Framed:
         if hold:
             self.tail.feed(bytes(self.buf[:hold]))  # type: ignore[attr-defined]
             del self.buf[:hold]
+
+    def _read_pid_line(self, text: str) -> None:
+        self.pgid, self.start_ticks, self.boot_id = read_start_fields(text)
 
 
 class AgentTransport:
@@ -183,13 +193,12 @@ class AgentTransport:
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
-        on_start: StartSink | None = None,  # no local process to name: the journal names the host
+        on_start: StartSink | None = None,
     ) -> CommandResult:
         """Run `command` in a subshell of the host's agent; stdin input takes a session of its own."""
         if stdin is not None:
-            return self._ssh.run(
-                command, env=env, stdin=stdin, timeout_s=timeout_s, on_output=on_output
-            )
+            return self._ssh.run(command, env=env, stdin=stdin, timeout_s=timeout_s,
+                                 on_output=on_output, on_start=on_start)  # fmt: skip
         body = script(command, env)
         with self._lock:
             chan = self._agent()
@@ -207,7 +216,7 @@ class AgentTransport:
             err = _Framed(ident, b"\n", tails["stderr"], pid_first=False)
             deadline = None if timeout_s is None else started + timeout_s
             try:
-                timed_out = self._pump(chan, out, err, deadline)
+                timed_out = self._pump(chan, out, err, deadline, self._announcer(out, on_start))
             except BaseException:
                 self._cancel(out.pgid)
                 self._chan = None  # its framing is lost; the next command starts a fresh agent
@@ -222,14 +231,31 @@ class AgentTransport:
                 command, int(out.trailer or b"-1"), tails, started=started, timed_out=False
             )
 
+    def _announcer(self, out: _Framed, on_start: StartSink | None) -> Callable[[], None]:
+        """Tells `on_start`, once, where the command runs as soon as its pid line has come."""
+        told = on_start is None
+
+        def announce() -> None:
+            nonlocal told
+            if told or out.pgid is None or on_start is None:
+                return
+            told = True
+            target = self._ssh.target
+            on_start(out.pgid, RemoteStart(self.label, target.hostname, target.port,
+                                           out.start_ticks, out.boot_id))  # fmt: skip
+
+        return announce
+
     def _pump(
-        self, chan: paramiko.Channel, out: _Framed, err: _Framed, deadline: float | None
-    ) -> bool:
+        self, chan: paramiko.Channel, out: _Framed, err: _Framed, deadline: float | None,
+        announce: Callable[[], None],
+    ) -> bool:  # fmt: skip
         """Read until both end markers came; True when the deadline came first (the command is killed)."""
         cancelled_at: float | None = None
         while not (out.done and err.done):
             while chan.recv_ready():
                 out.feed(chan.recv(65536))
+            announce()
             while chan.recv_stderr_ready():
                 err.feed(chan.recv_stderr(65536))
             if out.done and err.done:

@@ -22,9 +22,24 @@ class HostSpec:
 
 # Called with (stream, line) for each line of output as it arrives; stream is "stdout" or "stderr".
 OutputSink = Callable[[str, str], None]
-# Called once the command's process exists, with its pid on this machine (local steps only), so the
-# journal can say where a step runs and `resume` can refuse while it still does.
-StartSink = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RemoteStart:
+    """Where a command started over SSH, as the host's kernel knows it (a recycled pid is a stranger)."""
+
+    host: str  # the runbook's name for the host
+    address: str  # where opskit connected, after ~/.ssh/config
+    port: int
+    start_ticks: str | None  # field 22 of /proc/PID/stat: clock ticks after boot (None: no /proc)
+    boot_id: str | None  # /proc/sys/kernel/random/boot_id: the ticks count from this boot
+
+
+class StartSink(Protocol):
+    """Called once the command's process exists, so the journal can say where a step runs and `resume`
+    can refuse while it still does: the pid on this machine, or on the host named by `remote`."""
+
+    def __call__(self, pid: int, remote: RemoteStart | None = None) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ survived opskit's kill -9 and ran twice after `resume`). So opskit keeps the cha
 the command runs, and the wrapper watches it: EOF (opskit died, the link dropped, or opskit closed it for
 a timeout or Ctrl-C) ends every descendant of the wrapper, SIGTERM then SIGKILL after 2 s. A process the
 command deliberately daemonized (setsid + double fork, re-parented to init) is the one that escapes.
+
+Before the command starts, the wrapper prints `\\x1dPID START_TICKS BOOT_ID\\n` on stdout: its own pid
+and start as the host's kernel knows it ("-" where /proc is missing), so the journal names where the
+step runs and `resume` can ask later whether it still does (issue #10). `SshTransport` strips the line.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ _READER = (
     '{ echo "opskit: the remote shell could not decode the command (is base64 installed?)" >&2; '
     f"exit {DECODE_FAILED_RC}; }}; "
     "case \"$__n\" in ''|*[!0-9]*) __n=0;; esac; "
+    "{ read -r __t </proc/$$/stat; read -r __b </proc/sys/kernel/random/boot_id; } 2>/dev/null; "
+    "__t=${__t##*) }; set -- $__t; __t=${20:--}; set --; "
+    'printf \'\\035%s %s %s\\n\' "$$" "$__t" "${__b:--}"; unset __t __b; '
     + _TREE
     + _END
     + "trap '__stop=1' USR1; exec 3<&0 </dev/null; "
@@ -105,3 +112,15 @@ def cancel_line(token: str) -> str:
         'for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$g" 2>/dev/null || exit 0; sleep 0.2; done; '
         'kill -KILL -- "-$g" 2>/dev/null; exit 0'
     )
+
+
+START_MARK = b"\x1d"
+
+
+def read_start_fields(text: str) -> tuple[int | None, str | None, str | None]:
+    """`PID START_TICKS BOOT_ID` from a start line (after its marker); a field not given is None."""
+    fields = [*text.split(), "-", "-", "-"]
+    pid = int(fields[0]) if fields[0].isdigit() else None
+    ticks = fields[1] if fields[1].isdigit() else None
+    boot = fields[2] if fields[2] != "-" else None
+    return pid, ticks, boot

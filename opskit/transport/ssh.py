@@ -14,7 +14,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import paramiko
 
 from opskit.errors import HostKeyError, TransportDropped, TransportError
 from opskit.transport import jump, known_hosts, remote_script
-from opskit.transport.base import CommandResult, HostSpec, OutputSink, StartSink
+from opskit.transport.base import CommandResult, HostSpec, OutputSink, RemoteStart, StartSink
 from opskit.transport.ssh_config import SshTarget, resolve
 from opskit.transport.streams import StreamTail, command_result, open_tails
 
@@ -49,6 +49,32 @@ def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
     with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
         if data:
             chan.sendall(data)
+
+
+class _AfterStartLine:
+    """Stdout of a wrapped command: the wrapper's start line goes to `announce`, the rest to the tail."""
+
+    def __init__(self, tail: StreamTail, announce: Callable[[str], None]) -> None:
+        self.tail = tail
+        self.announce = announce
+        self.head: bytearray | None = bytearray()  # None once the start line is through
+
+    def feed(self, data: bytes) -> None:
+        if self.head is None:
+            self.tail.feed(data)
+            return
+        self.head += data
+        if not self.head.startswith(remote_script.START_MARK[: len(self.head)]):
+            data, self.head = bytes(self.head), None  # no start line: all of it is output
+            self.tail.feed(data)
+            return
+        cut = self.head.find(b"\n")
+        if cut < 0:
+            return
+        line, rest = bytes(self.head[1:cut]), bytes(self.head[cut + 1 :])
+        self.head = None
+        self.announce(line.decode(errors="replace"))
+        self.tail.feed(rest)
 
 
 class SshTransport:
@@ -214,7 +240,7 @@ class SshTransport:
         stdin: str | None = None,
         timeout_s: float | None = None,
         on_output: OutputSink | None = None,
-        on_start: StartSink | None = None,  # no local process to name: the journal names the host
+        on_start: StartSink | None = None,
     ) -> CommandResult:
         """Run `command` in bash on the host; env and the command itself travel over stdin."""
         data = (stdin or "").encode()
@@ -236,13 +262,14 @@ class SshTransport:
                 self.label, f"could not start the command on {self._where()}: {exc} (nothing ran)"
             ) from None
         tails = open_tails(on_output)
+        stdout = _AfterStartLine(tails["stdout"], self._announcer(on_start))
         deadline = None if timeout_s is None else started + timeout_s
         # A writer thread: a command that answers while it reads (cat) would otherwise fill both
         # windows and deadlock us against it.
         writer = threading.Thread(target=_send_stdin, args=(chan, data), daemon=True)
         writer.start()
         try:
-            timed_out = self._pump(chan, tails, deadline)
+            timed_out = self._pump(chan, stdout, tails["stderr"], deadline)
         except (paramiko.SSHException, OSError, EOFError):
             timed_out = False  # the drop is diagnosed below from the transport's state
         except BaseException:
@@ -258,15 +285,28 @@ class SshTransport:
             rc = self._exit_code(chan, transport)
         return command_result(command, rc, tails, started=started, timed_out=timed_out)
 
+    def _announcer(self, on_start: StartSink | None) -> Callable[[str], None]:
+        """What to do with the wrapper's start line: tell `on_start` where the command runs."""
+
+        def announce(line: str) -> None:
+            pid, ticks, boot = remote_script.read_start_fields(line)
+            if on_start is not None and pid is not None:
+                target = self.target
+                on_start(pid, RemoteStart(self.label, target.hostname, target.port, ticks, boot))
+
+        return announce
+
     @staticmethod
-    def _pump(chan: paramiko.Channel, tails: dict[str, StreamTail], deadline: float | None) -> bool:
+    def _pump(
+        chan: paramiko.Channel, stdout: _AfterStartLine, stderr: StreamTail, deadline: float | None
+    ) -> bool:
         """Stream the channel until the command exits; True when the deadline came first."""
         exited_at: float | None = None
         while True:
             while chan.recv_ready():
-                tails["stdout"].feed(chan.recv(65536))
+                stdout.feed(chan.recv(65536))
             while chan.recv_stderr_ready():
-                tails["stderr"].feed(chan.recv_stderr(65536))
+                stderr.feed(chan.recv_stderr(65536))
             now = time.monotonic()
             if chan.exit_status_ready():
                 if chan.eof_received or chan.closed:
