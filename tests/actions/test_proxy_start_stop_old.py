@@ -63,6 +63,8 @@ def _setup(
     tmp_path: Path, target: int, fail: str = "", engine: str = "builtin"
 ) -> tuple[Path, Path, int]:
     """The runbook, the old service's pid file (in a directory with a space: quoting matters), its port."""
+    if engine == "haproxy":
+        require_binary("haproxy")
     port = free_port()
     script = tmp_path / "old_service.py"
     script.write_text(OLD_SERVICE)
@@ -123,8 +125,6 @@ def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_ol
     engine: str,
 ) -> None:
     """Clients in a tight loop across the stop: none refused; rollback stops the bridge, restarts the old service."""
-    if engine == "haproxy":
-        require_binary("haproxy")
     path, pid_file, port = _setup(tmp_path, health_http.port, engine=engine)
     _start_old(tmp_path, pid_file, port)
     first_pid = _wait_for_pid(pid_file)
@@ -212,9 +212,7 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
     engine: str,
 ) -> None:
     """On the old host over SSH, either engine: the port held while stop_old runs, nobody refused; a failed stop leaves none."""
-    if engine == "haproxy":
-        require_binary("haproxy")
-    _, pid_file, port = _setup(tmp_path, health_http.port)
+    _, pid_file, port = _setup(tmp_path, health_http.port, engine=engine)
     stats = tmp_path / "old-host" / "bridge.json"
     path = write(
         tmp_path,
@@ -322,8 +320,6 @@ def test_clients_the_old_service_never_accepted_are_carried_not_reset(
     engine: str,
 ) -> None:
     """Clients queued at a stuck old service when it is stopped: the bridge answers them all, none is reset."""
-    if engine == "haproxy":
-        require_binary("haproxy")
     path, pid_file, port = _setup(tmp_path, health_http.port, engine=engine)
     _start_stuck(tmp_path, pid_file, port, sockets=1)
     try:

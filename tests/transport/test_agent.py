@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from opskit.transport.ssh import SshTransport
 from tests.servers.sshd import Sshd, start_sshd
 
 pytestmark = pytest.mark.sshd
-
-
-@pytest.fixture
-def agent(sshd: Sshd) -> Iterator[AgentTransport]:
-    """An agent transport to the session sshd, closed after the test."""
-    t = AgentTransport(SshTransport(sshd.spec()))
-    yield t
-    t.close()
 
 
 def test_exit_code_stdout_stderr_and_env_per_command(agent: AgentTransport) -> None:

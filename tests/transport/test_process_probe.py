@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from opskit.transport.ssh import SshTransport
 from tests.servers.sshd import Sshd
 
 pytestmark = pytest.mark.sshd
-
-
-@pytest.fixture
-def agent(sshd: Sshd) -> Iterator[AgentTransport]:
-    """An agent transport to the session sshd, closed after the test."""
-    t = AgentTransport(SshTransport(sshd.spec()))
-    yield t
-    t.close()
 
 
 def _stat(pid: int) -> list[str]:
