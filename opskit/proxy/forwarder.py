@@ -1968,6 +1968,13 @@ def _socket_fds(pid: int, wanted: set[str], proc: str = "/proc") -> list[int]:
     return fds
 
 
+def _fd_target(pid: int, fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None  # closed, or the process is gone
+
+
 def _process_name(pid: int, proc: str = "/proc") -> str:
     try:
         with open(os.path.join(proc, str(pid), "comm")) as f:
@@ -2001,6 +2008,7 @@ class TakenListener:
         self, sock: socket.socket, inode: str, holders: list[tuple[int, int, str]]
     ) -> None:
         self.sock, self.inode = sock, inode
+        self.held = {(pid, fd) for pid, fd, _ in holders}
         self.holders = sorted({(pid, name) for pid, _, name in holders})
 
     def describe(self) -> str:
@@ -2009,18 +2017,20 @@ class TakenListener:
 
     def when_released(self, deadline: float) -> socket.socket:
         """The socket, ready to accept, once no other process holds it; EADDRINUSE at the deadline."""
-        wanted = {f"socket:[{self.inode}]"}
-        pending = [pid for pid, _ in self.holders]
+        wanted = f"socket:[{self.inode}]"
+        held = set(self.held)
         pidfds: dict[int, int] = {}
         try:
             while True:  # bounded by the deadline
-                # Only the known holders are looked at each turn (a scan of every process costs
-                # milliseconds); once they let go, one full scan catches a fork that inherited it.
-                pending = [pid for pid in pending if _socket_fds(pid, wanted)]
-                if not pending:
-                    pending = [pid for pid, _, _ in socket_holders([self.inode], skip=os.getpid())]
-                    if not pending:
+                # Only the known (pid, fd) places are looked at each turn (a scan of every process
+                # costs milliseconds); once they let go, one full scan catches a dup or a fork.
+                held = {(pid, fd) for pid, fd in held if _fd_target(pid, fd) == wanted}
+                if not held:
+                    found = socket_holders([self.inode], skip=os.getpid())
+                    held = {(pid, fd) for pid, fd, _ in found}
+                    if not held:
                         return self._ready()
+                pending = sorted({pid for pid, _ in held})
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise OSError(errno.EADDRINUSE, "still held by the old service")

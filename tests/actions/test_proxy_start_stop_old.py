@@ -353,3 +353,68 @@ def test_an_old_service_on_several_sockets_is_waited_for_by_binding(
         with contextlib.suppress(OSError, ValueError, KeyError):
             bridge = json.loads((tmp_path / "bridge.json").read_text())
             os.kill(int(bridge["pid"]), signal.SIGTERM)
+
+
+# An old service that stops gracefully, as `nginx -s quit` does: on SIGTERM it closes its listener and
+# goes on draining (here: 5 s) before it exits.
+GRACEFUL_SERVICE = """
+import os, signal, socket, sys, time
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+def quit(signum, frame):
+    server.close()
+    time.sleep(5)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, quit)
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    conn, _ = server.accept()
+    conn.recv(100)
+    conn.sendall(b"old\\n")
+    conn.close()
+"""
+
+
+def test_a_service_that_closes_its_port_and_drains_on_hands_over_without_a_refusal(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """A graceful stop (listener closed, process still draining): the bridge serves at once, nobody refused."""
+    path, pid_file, port = _setup(tmp_path, health_http.port)
+    script = tmp_path / "graceful_service.py"
+    script.write_text(GRACEFUL_SERVICE)
+    subprocess.Popen(
+        [sys.executable, str(script), str(port), str(pid_file)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    old_pid = _wait_for_pid(pid_file)
+    seen: Counter[str] = Counter()
+    done = threading.Event()
+
+    def clients() -> None:
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:  # bounded: 30 s at most
+            seen[_ask(port)] += 1
+            time.sleep(0.001)
+
+    loop = threading.Thread(target=clients, daemon=True)
+    loop.start()
+    try:
+        result = opskit("run", str(path), expect=ExitCode.OK)
+        done.set()
+        loop.join(timeout=10)
+
+        assert seen["refused"] == 0, seen
+        assert seen["new"] > 0, seen
+        assert "holds the old service's own listening socket" in result.stdout + result.stderr
+        state = Path(f"/proc/{old_pid}/stat").read_text().rpartition(")")[2].split()[0]
+        assert state != "Z", "the bridge waited for the old service to exit, not for its port"
+    finally:
+        done.set()
+        _kill_old(pid_file)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            bridge = json.loads((tmp_path / "bridge.json").read_text())
+            os.kill(int(bridge["pid"]), signal.SIGTERM)
