@@ -222,8 +222,10 @@ def keep(
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select() via the wakeup fd
     try:
         pid = _spawn(command, env, close=(lifeline, report))
-    except OSError:
-        _exit_like(127 << 8, report)  # as a shell says "command not found"
+    except OSError as e:  # as a shell would: say why, exit 127
+        with contextlib.suppress(OSError):
+            os.write(2, f"opskit: cannot run {command[0]}: {e.strerror}\n".encode())
+        _exit_like(127 << 8, report)
     _COMMAND_PID = pid
     status: int | None = None
     while not stop:

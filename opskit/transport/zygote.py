@@ -138,6 +138,8 @@ class Zygote:
                 [sys.executable, "-I", "-S", str(SUPERVISOR), "--zygote", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                # Not opskit's stderr: `opskit run ... 2>&1 | tee` must never wait on it.
+                stderr=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,  # Ctrl-C aimed at opskit's group never reaches it
             )
