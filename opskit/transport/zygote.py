@@ -120,7 +120,7 @@ class Zygote:
                 keeper = self._request(spec.encode(), lifeline, stdin=stdin)
                 if isinstance(keeper, Keeper):
                     return keeper
-                self._stop()
+                self._stop(kill=keeper is _SILENT)
                 if keeper is _SILENT:
                     # A keeper may still start late: the caller closes this lifeline, which ends it at once.
                     return None
@@ -187,12 +187,14 @@ class Zygote:
             os.fdopen(err_r, "rb", buffering=0),
         )
 
-    def _stop(self) -> None:
+    def _stop(self, *, kill: bool = False) -> None:
         if self._finalizer is not None:
             self._finalizer()  # closes our socket end: the zygote reads EOF and exits
             self._finalizer = None
         self._sock = None
         if self._proc is not None:
+            if kill:  # stuck: it would not read the EOF either
+                self._proc.kill()
             try:
                 self._proc.wait(timeout=_ZYGOTE_EXIT_WAIT_S)
             except subprocess.TimeoutExpired:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from opskit.transport import zygote as zygote_module
 from opskit.transport.local import LocalTransport
 from tests.servers.sleepers import alive, gone_within, kill_all, sleep_marker
 
@@ -195,4 +197,42 @@ def test_without_the_zygote_the_per_step_supervisor_still_stops_the_tree(
         assert result.timed_out
         assert gone_within(marker, 3.0)
     finally:
+        kill_all(marker)
+
+
+def test_a_stuck_zygote_falls_back_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zygote that stops answering (SIGSTOP) is replaced: the step runs under a per-step supervisor."""
+    monkeypatch.setattr(zygote_module, "_START_TIMEOUT_S", 0.5)
+    transport = LocalTransport()
+    try:
+        _, _, stuck, _ = _who(transport)
+        os.kill(stuck, signal.SIGSTOP)
+        started = time.monotonic()
+
+        _, _, parent, _ = _who(transport)
+
+        assert time.monotonic() - started < 5
+        assert parent == os.getpid()  # the fallback: a per-step supervisor, our own child
+        assert _gone(stuck, 3.0)
+        _, _, zygote, _ = _who(transport)  # and the next step has a zygote again
+        assert "supervisor.py --zygote" in _cmdline(zygote)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)
+        transport.close()
+
+
+def test_what_a_step_daemonizes_outlives_it_and_the_zygote() -> None:
+    """A command that exits by itself leaves its setsid'd daemon running, even after close()."""
+    marker = sleep_marker(820000)
+    transport = LocalTransport()
+    try:
+        result = transport.run(f"setsid sleep {marker} </dev/null >/dev/null 2>&1 & echo started")
+        transport.close()
+        time.sleep(0.3)
+
+        assert result.ok
+        assert alive(marker)
+    finally:
+        transport.close()
         kill_all(marker)
