@@ -149,8 +149,8 @@ class Zygote:
         finally:
             theirs.close()
         self._sock = ours
-        # A transport dropped without close() must not leave its zygote behind until opskit exits.
-        self._finalizer = weakref.finalize(self, _close_quietly, ours)
+        # A transport dropped without close() (notify's one-off) must not leave its zygote behind.
+        self._finalizer = weakref.finalize(self, _shut, ours, self._proc)
         return True
 
     def _request(self, spec: bytes, lifeline: int, *, stdin: bool) -> Keeper | object:
@@ -188,19 +188,13 @@ class Zygote:
         )
 
     def _stop(self, *, kill: bool = False) -> None:
+        if kill and self._proc is not None:  # stuck: it would not read the EOF either
+            self._proc.kill()
         if self._finalizer is not None:
-            self._finalizer()  # closes our socket end: the zygote reads EOF and exits
-            self._finalizer = None
+            self._finalizer()
+        self._finalizer = None
         self._sock = None
-        if self._proc is not None:
-            if kill:  # stuck: it would not read the EOF either
-                self._proc.kill()
-            try:
-                self._proc.wait(timeout=_ZYGOTE_EXIT_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        self._proc = None
 
 
 def _read_pid(report: int) -> tuple[int, bytes] | object:
@@ -229,6 +223,12 @@ def _cwd() -> str | None:
         return None
 
 
-def _close_quietly(sock: socket.socket) -> None:
+def _shut(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    """Close our end of the socket (the zygote reads EOF and exits) and reap the zygote."""
     with contextlib.suppress(OSError):
         sock.close()
+    try:
+        proc.wait(timeout=_ZYGOTE_EXIT_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
