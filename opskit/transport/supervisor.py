@@ -332,12 +332,14 @@ def _become_keeper(fds: list[int], spec: dict[str, object]) -> NoReturn:
         os.closerange(low + 1, high)  # the zygote's socket and every other step's fds
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    with contextlib.suppress(OSError, TypeError):
-        os.chdir(str(spec["cwd"]))
-    env = spec.get("env")
+    argv, env, cwd, grace_s = (spec.get(k) for k in ("argv", "env", "cwd", "grace_s"))
+    if isinstance(cwd, str):
+        # A directory deleted since: the command runs where the zygote is, as opskit itself would.
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
     keep(
-        lifeline, float(spec.get("grace_s", 2.0)),  # type: ignore[arg-type]
-        [str(a) for a in spec["argv"]],  # type: ignore[attr-defined]
+        lifeline, float(grace_s) if isinstance(grace_s, (int, float)) else 2.0,
+        [str(a) for a in argv] if isinstance(argv, list) else [],
         env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else None,
         report=report,
     )  # fmt: skip

@@ -15,6 +15,7 @@ per-step supervisor.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import os
 import select
@@ -34,8 +35,11 @@ SUPERVISOR = Path(__file__).with_name("supervisor.py")
 _START_TIMEOUT_S = 10.0
 _ZYGOTE_EXIT_WAIT_S = 2.0
 _HEADER_SIZE = 4  # supervisor.py's _HEADER: the JSON's length, big-endian
-_GONE = object()  # the zygote died before the keeper started: safe to retry
-_SILENT = object()  # no word from the keeper in time: in doubt, never retried
+
+
+class _NoKeeper(enum.Enum):
+    GONE = "the zygote died before the keeper started: safe to retry"
+    SILENT = "no word from the keeper in time: in doubt, never retried"
 
 
 class Keeper:
@@ -101,11 +105,6 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._finalizer: weakref.finalize[..., Zygote] | None = None
 
-    @property
-    def pid(self) -> int | None:
-        """The zygote's pid while one runs."""
-        return None if self._proc is None else self._proc.pid
-
     def start(
         self, argv: Sequence[str], env: Mapping[str, str], lifeline: int, *, stdin: bool
     ) -> Keeper | None:
@@ -117,11 +116,16 @@ class Zygote:
             for _ in range(2):  # a zygote found dead is replaced once
                 if self._proc is None and not self._spawn():
                     return None
-                keeper = self._request(spec.encode(), lifeline, stdin=stdin)
+                try:
+                    keeper = self._request(spec.encode(), lifeline, stdin=stdin)
+                except BaseException:
+                    # Ctrl-C halfway through a request: the zygote's stream is out of step, replace it.
+                    self._stop(kill=True)
+                    raise
                 if isinstance(keeper, Keeper):
                     return keeper
-                self._stop(kill=keeper is _SILENT)
-                if keeper is _SILENT:
+                self._stop(kill=keeper is _NoKeeper.SILENT)
+                if keeper is _NoKeeper.SILENT:
                     # A keeper may still start late: the caller closes this lifeline, which ends it at once.
                     return None
         return None
@@ -153,22 +157,22 @@ class Zygote:
         self._finalizer = weakref.finalize(self, _shut, ours, self._proc)
         return True
 
-    def _request(self, spec: bytes, lifeline: int, *, stdin: bool) -> Keeper | object:
-        """Send one command: the keeper once it reported its pid, _GONE (never started) or _SILENT."""
+    def _request(self, spec: bytes, lifeline: int, *, stdin: bool) -> Keeper | _NoKeeper:
+        """Send one command: the keeper once it reported its pid, or why there is none."""
         report_r, report_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         in_r, in_w = os.pipe() if stdin else (-1, -1)
         theirs = [lifeline, report_w, out_w, err_w] + ([in_r] if stdin else [])
         ours = [report_r, out_r, err_r] + ([in_w] if stdin else [])
-        got: tuple[int, bytes] | object = _GONE
+        got: tuple[int, bytes] | _NoKeeper = _NoKeeper.GONE
         try:
             if self._sock is not None:
                 socket.send_fds(self._sock, [len(spec).to_bytes(_HEADER_SIZE, "big")], theirs)
                 self._sock.sendall(spec)
                 got = _read_pid(report_r)
         except OSError:
-            got = _GONE
+            got = _NoKeeper.GONE
         finally:
             for fd in theirs[1:]:  # the lifeline's read end is the caller's to close
                 os.close(fd)
@@ -197,20 +201,20 @@ class Zygote:
         self._proc = None
 
 
-def _read_pid(report: int) -> tuple[int, bytes] | object:
-    """The keeper's pid and what it wrote after; _GONE when the pipe closed first, _SILENT on timeout.
+def _read_pid(report: int) -> tuple[int, bytes] | _NoKeeper:
+    """The keeper's pid and what it wrote after; GONE when the pipe closed first, SILENT on timeout.
 
-    The keeper writes its pid before it forks the command, so _GONE means the command never started.
+    The keeper writes its pid before it starts the command, so GONE means the command never started.
     """
     buffer = b""
     deadline = time.monotonic() + _START_TIMEOUT_S
     while b"\n" not in buffer:
         ready, _, _ = select.select([report], [], [], max(deadline - time.monotonic(), 0))
         if not ready:
-            return _SILENT
+            return _NoKeeper.SILENT
         data = os.read(report, 64)
         if not data:
-            return _GONE
+            return _NoKeeper.GONE
         buffer += data
     line, rest = buffer.split(b"\n", 1)
     return int(line), rest
