@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,10 +56,13 @@ def test_many_steps_reuse_one_zygote() -> None:
     transport = LocalTransport()
     try:
         seen = [_who(transport) for _ in range(20)]
+        parents = {parent for _, _, parent, _ in seen}
+        commands = [_cmdline(parent) for parent in parents]
     finally:
         transport.close()
 
-    assert len({parent for _, _, parent, _ in seen}) == 1
+    assert len(parents) == 1
+    assert "supervisor.py --zygote" in commands[0]  # not us: no Python start per step
     assert len({keeper for _, keeper, _, _ in seen}) == 20
     # What the journal records (on_start) is the keeper, and the keeper's pid names the step's session.
     assert all(start == keeper == session for start, keeper, _, session in seen)
@@ -236,3 +240,43 @@ def test_what_a_step_daemonizes_outlives_it_and_the_zygote() -> None:
     finally:
         transport.close()
         kill_all(marker)
+
+
+def test_the_command_runs_in_opskits_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory change after the zygote started still applies to the next command."""
+    transport = LocalTransport()
+    try:
+        transport.run("true")
+        monkeypatch.chdir(tmp_path)
+
+        result = transport.run("pwd")
+    finally:
+        transport.close()
+
+    assert result.stdout.strip() == str(tmp_path)
+
+
+def test_commands_from_several_threads_each_get_their_own_output() -> None:
+    """Four threads sharing one transport: every command gets its own output and exit code."""
+    transport = LocalTransport()
+    results: dict[int, tuple[int, str]] = {}
+
+    def work(worker: int) -> None:
+        for i in range(10):
+            n = worker * 100 + i
+            done = transport.run(f"echo {n}; exit {n % 7}")
+            results[n] = (done.rc, done.stdout)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        transport.close()
+
+    assert len(results) == 40
+    assert all(results[n] == (n % 7, f"{n}\n") for n in results)
