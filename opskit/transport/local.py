@@ -3,6 +3,10 @@
 The supervisor (supervisor.py) holds the read end of a pipe whose only write end is ours: when opskit dies,
 by kill -9 included, or closes it for a timeout or Ctrl-C, every process the step started is stopped, however
 it used exec, nohup, setsid or its own process group (issue #10).
+
+Each command's supervisor is a keeper forked by the transport's zygote (zygote.py), one Python start per
+transport rather than per step (issue #3's overhead goal); a per-step supervisor process is the fallback
+when no zygote can be started, or with OPSKIT_ZYGOTE=0.
 """
 
 from __future__ import annotations
@@ -18,17 +22,17 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from opskit.transport.base import CommandResult, OutputSink, StartSink
 from opskit.transport.streams import TAIL_BYTES, StreamTail, command_result, open_tails
+from opskit.transport.zygote import SUPERVISOR, Zygote
 
 # After the shell exits, a background child (`daemon &`) may keep our pipes open forever; stop
 # reading once they have been quiet this long instead of waiting for an EOF that never comes.
 _DRAIN_QUIET_S = 0.5
 # SIGTERM first so the step can clean up; SIGKILL if the group is still there after this.
 _KILL_GRACE_S = 2.0
-_SUPERVISOR = Path(__file__).with_name("supervisor.py")
 # The supervisor needs its grace period plus a sweep for late forks before we stop waiting for it.
 _SUPERVISOR_WAIT_S = _KILL_GRACE_S + 6.0
 
@@ -36,6 +40,19 @@ _SUPERVISOR_WAIT_S = _KILL_GRACE_S + 6.0
 def _shell() -> list[str]:
     bash = shutil.which("bash")
     return [bash, "-c"] if bash else ["/bin/sh", "-c"]
+
+
+class _Step(Protocol):
+    """What run() needs of a step's supervisor: a `subprocess.Popen`, or a zygote's `Keeper`."""
+
+    pid: int
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class _Lifeline:
@@ -50,7 +67,7 @@ class _Lifeline:
             self._fd = -1
 
 
-def _stop_step(proc: subprocess.Popen[bytes], lifeline: _Lifeline) -> None:
+def _stop_step(proc: _Step, lifeline: _Lifeline) -> None:
     """Close the lifeline (the supervisor ends the tree), wait for it; kill its session as a last resort."""
     lifeline.close()
     try:
@@ -74,6 +91,9 @@ class LocalTransport:
 
     def __init__(self, *, cap_bytes: int | None = None) -> None:
         self._cap = cap_bytes
+        self._zygote = (
+            Zygote(_KILL_GRACE_S) if os.environ.get("OPSKIT_ZYGOTE", "1") != "0" else None
+        )
 
     @property
     def label(self) -> str:
@@ -92,24 +112,9 @@ class LocalTransport:
         """Run `command` through bash; the timeout, Ctrl-C and opskit's death stop its whole tree."""
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
-        lifeline_r, lifeline_w = os.pipe()
-        lifeline = _Lifeline(lifeline_w)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_SUPERVISOR), str(lifeline_r), str(_KILL_GRACE_S),
-                 *_shell(), command],
-                env={**os.environ, **(env or {})},
-                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(lifeline_r,),
-                start_new_session=True,
-            )  # fmt: skip
-        except BaseException:
-            lifeline.close()
-            raise
-        finally:
-            os.close(lifeline_r)
+        proc, lifeline = self._start(
+            command, {**os.environ, **(env or {})}, stdin=stdin is not None
+        )
         tails = open_tails(on_output, TAIL_BYTES if self._cap is None else self._cap)
         timed_out = False
         try:
@@ -136,10 +141,26 @@ class LocalTransport:
             tail.close()
         return command_result(command, rc, tails, started=started, timed_out=timed_out)
 
+    def _start(self, command: str, env: dict[str, str], *, stdin: bool) -> tuple[_Step, _Lifeline]:
+        """The step's supervisor, started, and our end of its lifeline."""
+        argv = [*_shell(), command]
+        if self._zygote is not None:
+            lifeline_r, lifeline_w = os.pipe()
+            lifeline = _Lifeline(lifeline_w)
+            try:
+                keeper = self._zygote.start(argv, env, lifeline_r, stdin=stdin)
+            except BaseException:
+                lifeline.close()  # Ctrl-C while it started: a keeper that did start ends at once
+                raise
+            finally:
+                os.close(lifeline_r)
+            if keeper is not None:
+                return keeper, lifeline
+            lifeline.close()  # a keeper that starts late anyway finds it closed and ends at once
+        return _supervised(argv, env, stdin=stdin)
+
     @staticmethod
-    def _pump(
-        proc: subprocess.Popen[bytes], tails: dict[str, StreamTail], deadline: float | None
-    ) -> bool:
+    def _pump(proc: _Step, tails: dict[str, StreamTail], deadline: float | None) -> bool:
         """Stream both pipes until they close (or go quiet after exit); True when the deadline hit."""
         sel = selectors.DefaultSelector()
         for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
@@ -183,4 +204,36 @@ class LocalTransport:
         """This machine is always reachable."""
 
     def close(self) -> None:
-        """Nothing to release locally."""
+        """End the zygote; running steps are not affected."""
+        if self._zygote is not None:
+            self._zygote.close()
+
+
+def _supervised(argv: list[str], env: dict[str, str], *, stdin: bool) -> tuple[_Step, _Lifeline]:
+    """A supervisor process of its own for one step (the fallback: a Python start per step)."""
+    lifeline_r, lifeline_w = os.pipe()
+    lifeline = _Lifeline(lifeline_w)
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                str(SUPERVISOR),
+                str(lifeline_r),
+                str(_KILL_GRACE_S),
+                *argv,
+            ],
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(lifeline_r,),
+            start_new_session=True,
+        )
+    except BaseException:
+        lifeline.close()
+        raise
+    finally:
+        os.close(lifeline_r)
+    return proc, lifeline
