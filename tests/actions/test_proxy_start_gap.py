@@ -26,7 +26,7 @@ def test_the_bridge_takes_the_port_when_the_old_service_lets_go(
     tmp_path: Path,
     health_http: HealthHttp,  # noqa: F811
 ) -> None:
-    """Started while the port is still taken, the bridge binds when it is freed; the first client in is carried."""
+    """Started while the port is still taken, the bridge takes it when it is freed; no client is refused meanwhile."""
     port = free_port()
     old_service = socket.create_server(("127.0.0.1", port))
     stats = tmp_path / "stats.json"
@@ -42,7 +42,6 @@ def test_the_bridge_takes_the_port_when_the_old_service_lets_go(
         time.sleep(0.3)
         assert not outcome  # still waiting for the port, not failed
         old_service.close()
-        released = time.monotonic()
         refused = 0
         for _ in range(5000):  # bounded: about 5 s of 1 ms tries
             try:
@@ -51,14 +50,14 @@ def test_the_bridge_takes_the_port_when_the_old_service_lets_go(
             except ConnectionRefusedError:
                 refused += 1
                 time.sleep(0.001)
-        took_s = time.monotonic() - released
         starter.join(timeout=15)
 
         assert outcome
         assert outcome[0].ok, outcome[0].summary
         assert answer.startswith(b"HTTP/1.0 200")
-        assert took_s < 1.0
-        assert refused <= 20  # the 5 ms bind retry, not the bridge process's start-up
+        # The listener was held, not re-bound: a client arriving while the bridge process starts waits
+        # in its queue (how long that takes is benchmarks' business, not this test's).
+        assert refused == 0
     finally:
         if stats.exists():
             bridge.stop(stats_file=stats, timeout_s=5)
