@@ -35,12 +35,11 @@ from opskit.runbook.lock import RunbookLock, RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.notify import notify
 from opskit.runbook.replay import replay
-from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.scope import render_hosts, render_with, step_context
 from opskit.runbook.shell import Command, render_command, secret_env_name
 from opskit.runbook.templates import (
     TemplateProblem,
     render,
-    render_value,
     truth,
 )
 from opskit.runbook.validate import load_runbook
@@ -330,7 +329,7 @@ class Runner:
         if step.run:
             return render_command(step.run, view).shown
         if step.uses:
-            params = render_value(dict(step.with_), view)
+            params = render_with(step.uses, step.with_, view)
             try:
                 described = actions.load(step.uses).from_params(actions.Params(params)).describe()
             except Exception:  # noqa: BLE001 - only the display falls back; the run reports the real problem
@@ -390,11 +389,13 @@ class Runner:
                 step, hosts, lambda host, n: self.host_action(step, host, display, n)
             )
         if step.uses:
-            params = render_value(dict(step.with_), ctx)
             try:
+                params = render_with(
+                    step.uses, step.with_, ctx, self.context(step, self.s.shell_view)
+                )
                 action = actions.load(step.uses).from_params(actions.Params(params))
             except (OpskitError, ImportError) as exc:
-                return Attempt(ok=False, summary=f"{step.uses}: {exc}"), 0
+                return Attempt(ok=False, summary=f"{step.uses}: {self.s.masker.text(str(exc))}"), 0
             return self.on_hosts(
                 step, hosts, lambda host, n: self.action(step, action, host, display, n)
             )
@@ -514,7 +515,12 @@ class Runner:
     ) -> Attempt:
         """A fleet step's action on one host, its `with:` rendered with that host's values."""
         try:
-            params = render_value(dict(step.with_), self.context(step, self.s.secrets, host))
+            params = render_with(
+                step.uses,
+                step.with_,
+                self.context(step, self.s.secrets, host),
+                self.context(step, self.s.shell_view, host),
+            )
             action = actions.load(step.uses or "").from_params(actions.Params(params))
         except (OpskitError, ImportError, TemplateProblem) as exc:
             return Attempt(ok=False, summary=f"{step.uses}: {self.s.masker.text(str(exc))}")

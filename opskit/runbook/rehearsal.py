@@ -29,7 +29,7 @@ from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_s
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.replay import past_durations
-from opskit.runbook.scope import step_context
+from opskit.runbook.scope import render_with, step_context
 from opskit.runbook.shell import Raw
 from opskit.runbook.templates import (
     TemplateProblem,
@@ -37,7 +37,6 @@ from opskit.runbook.templates import (
     is_template,
     names,
     render,
-    render_value,
     truth,
 )
 from opskit.runbook.validate import load_runbook
@@ -283,8 +282,9 @@ class _Rehearsal:
         if self.s.runbook.groups:  # the host's own values (inventory_hostname, host vars)
             ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
         try:
+            shell_ctx = {**ctx, **self.s.shell_view}  # shell commands: secrets as references
             action = actions.load(step.uses or "").from_params(
-                actions.Params(render_value(dict(step.with_), ctx))
+                actions.Params(render_with(step.uses, step.with_, ctx, shell_ctx))
             )
             at = self.started + timedelta(seconds=self.elapsed_s)
             result = action.rehearse(

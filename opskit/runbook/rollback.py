@@ -29,8 +29,8 @@ from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import RunState, StepState
 from opskit.runbook.resume import changes_nothing, load_for_resume
+from opskit.runbook.scope import render_with
 from opskit.runbook.shell import render_command
-from opskit.runbook.templates import render_value
 
 GATE_ID = "rollback"  # what --approve names to pass the rollback's own gate
 UNDO_AGAIN = ("succeeded", "undo_failed", "undo_in_doubt")
@@ -322,13 +322,23 @@ def _describe(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> str
     if step.undo and step.undo.run:
         return render_command(step.undo.run, view).shown
     if step.undo and step.undo.uses:
-        params = render_value(dict(step.undo.with_), view)
-        shown = " ".join(f"{k}={v}" for k, v in params.items())
+        params = render_with(step.undo.uses, step.undo.with_, view)
+        shown = " ".join(f"{k}={getattr(v, 'shown', v)}" for k, v in params.items())
         return runner.s.masker.text(f"{step.undo.uses} {shown}".strip())
     hosts = fleet_runner.undo_order(runner.fleet.of(step.id))
     if hosts:  # a fleet step: each host's own undo data
         return runner.s.masker.text(f"{step.uses} undo on {', '.join(hosts)}")
+    described = getattr(_action_class(step.uses), "describe_undo", None)
+    if described is not None and data:  # the action says what its journaled data means
+        return runner.s.masker.text(f"{step.uses} undo: {described(data)}")
     return runner.s.masker.text(f"{step.uses} undo: {_restores(data or {})}")
+
+
+def _action_class(uses: str | None) -> Any:
+    try:
+        return actions.load(uses or "")
+    except (actions.UnknownAction, ImportError):
+        return None
 
 
 def _restores(data: Mapping[str, Any]) -> str:
@@ -421,14 +431,15 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
         record = runner.fleet.of(step.id).get(host or "")
         if record is not None:  # a fleet step: this host's own undo data
             data = record.undo
+        shell_ctx = runner.context(step, s.shell_view, host)
         if undo is not None and undo.uses:
             action = actions.load(undo.uses).from_params(
-                actions.Params(render_value(dict(undo.with_), ctx))
+                actions.Params(render_with(undo.uses, undo.with_, ctx, shell_ctx))
             )
             result = action.run(actx)
         else:
             action = actions.load(step.uses or "").from_params(
-                actions.Params(render_value(dict(step.with_), ctx))
+                actions.Params(render_with(step.uses, step.with_, ctx, shell_ctx))
             )
             undone = action.undo(actx, data or {})
             if undone is None:
