@@ -44,7 +44,7 @@ from opskit.runbook.templates import (
 )
 from opskit.runbook.validate import load_runbook
 from opskit.runbook.waits import step_timeout_s, wait_left_s
-from opskit.transport.base import RemoteStart
+from opskit.transport.base import RemoteStart, StartSink
 
 
 @dataclass(frozen=True)
@@ -479,20 +479,9 @@ class Runner:
         self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[label],
                             command=display, **where_it_runs())  # fmt: skip
         transport = self.s.transport(host)
-
-        def on_start(pid: int, remote: RemoteStart | None = None) -> None:
-            # Where the step's processes live, for `resume` to check (issue #10).
-            if remote is None:
-                self.journal.append(
-                    "step_process", step=step.id, host=socket.gethostname(), pid=pid
-                )
-                return
-            self.journal.append("step_process", step=step.id, host=remote.host, pid=pid, remote=True,
-                                address=remote.address, port=remote.port,
-                                start_ticks=remote.start_ticks, boot_id=remote.boot_id)  # fmt: skip
-
         res = transport.run(command.text, env=env, timeout_s=step.timeout_s,
-                            on_output=self.s.sink(step.id, label), on_start=on_start)  # fmt: skip
+                            on_output=self.s.sink(step.id, label),
+                            on_start=self.process_journaler(step.id))  # fmt: skip
         if res.timed_out:
             summary = f"timed out after {step.timeout_s:g}s on {label}"
         elif res.rc == 0:
@@ -502,6 +491,25 @@ class Runner:
         return Attempt(
             ok=res.ok, summary=summary, rc=res.rc, stdout=res.stdout, timed_out=res.timed_out
         )
+
+    def process_journaler(self, step_id: str, kind: str | None = None) -> StartSink:
+        """The `on_start` of a command run for `step_id`: journals where its processes live
+        (`step_process`), so `resume` and `rollback` refuse while they still run (issue #10).
+
+        `kind`: "undo" (run by rollback) or "check"; None is the step's own command."""
+        which = {} if kind is None else {"kind": kind}
+
+        def on_start(pid: int, remote: RemoteStart | None = None) -> None:
+            if remote is None:
+                self.journal.append(
+                    "step_process", step=step_id, host=socket.gethostname(), pid=pid, **which
+                )
+                return
+            self.journal.append("step_process", step=step_id, host=remote.host, pid=pid, remote=True,
+                                address=remote.address, port=remote.port, start_ticks=remote.start_ticks,
+                                boot_id=remote.boot_id, **which)  # fmt: skip
+
+        return on_start
 
     def environment(self, step: Step, ctx: Mapping[str, Any], command: Command) -> dict[str, str]:
         """Secrets the command refers to (as $OPSKIT_SECRET_*) plus the step's `env:`, rendered."""
@@ -560,7 +568,8 @@ class Runner:
             env = self.environment(step, ctx, command)
             label = host or LOCAL
             res = self.s.transport(host).run(command.text, env=env, timeout_s=step.timeout_s,
-                                             on_output=self.s.sink(step.id, label))  # fmt: skip
+                                             on_output=self.s.sink(step.id, label),
+                                             on_start=self.process_journaler(step.id, "check"))  # fmt: skip
             if not res.ok:
                 return False, f"check failed on {label} (exit {res.rc}): running it again"
         return True, "check passed: it took effect, not running it again"

@@ -28,7 +28,7 @@ from opskit.runbook.journal import run_dir
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import RunState, StepState
-from opskit.runbook.resume import changes_nothing, load_for_resume
+from opskit.runbook.resume import changes_nothing, load_for_resume, running_what, still_running
 from opskit.runbook.scope import render_with
 from opskit.runbook.shell import render_command
 
@@ -134,21 +134,22 @@ def _rollback_locked(  # noqa: PLR0917 - private: the state loaded under the loc
     events: Sequence[Mapping[str, Any]], options: RunOptions, reporter: Reporter,
 ) -> RollbackOutcome:  # fmt: skip
     todo = _candidates(state, runbook, events)
-    undecided = [
-        c.step.id for c in todo
-        if c.state.status == "undo_in_doubt" and not c.step.check
-        and not (options.rerun_in_doubt or options.skip_in_doubt)
-    ]  # fmt: skip
-    if undecided:
-        raise Blocked(
-            f"the undo of {', '.join(undecided)} was cut off and the step has no check:; see on its host "
-            "whether the undo took effect, then roll back with --skip-in-doubt (it did) or "
-            "--rerun-in-doubt (it did not)"
-        )
     session = Session.open(runbook, run_id, directory, options.state_dir, reporter, options.operator,
                            accept_new_host_keys=options.accept_new_host_keys, secrets=read_secrets(runbook))  # fmt: skip
     results: list[UndoResult] = []
     try:
+        _refuse_while_running(todo, events, session)
+        undecided = [
+            c.step.id for c in todo
+            if c.state.status == "undo_in_doubt" and not c.step.check
+            and not (options.rerun_in_doubt or options.skip_in_doubt)
+        ]  # fmt: skip
+        if undecided:
+            raise Blocked(
+                f"the undo of {', '.join(undecided)} was cut off and the step has no check:; see on its "
+                "host whether the undo took effect, then roll back with --skip-in-doubt (it did) or "
+                "--rerun-in-doubt (it did not)"
+            )
         session.captures.update(state.captured)
         runner = Runner(session, options)
         _confirm(runner, run_id, todo)
@@ -162,6 +163,22 @@ def _rollback_locked(  # noqa: PLR0917 - private: the state loaded under the loc
         return _undo_all(session, runner, run_id, todo, results, options)
     finally:
         session.close()
+
+
+def _refuse_while_running(
+    todo: list[_Candidate], events: Sequence[Mapping[str, Any]], session: Session
+) -> None:
+    """Blocked while a cut-off step, undo or check still runs, here or on its host: a rollback that
+    ran the undo again meanwhile would run it twice at once (issue #10)."""
+    for c in todo:
+        if c.state.status not in ("in_doubt", "undo_in_doubt"):
+            continue
+        where = still_running(events, c.step.id, session.transport, then="roll back")
+        if where is not None:
+            raise Blocked(
+                f"{running_what(events, c.step.id)} is still running ({where}); wait for it to end "
+                "or stop it, then roll back"
+            )
 
 
 def _confirm(runner: Runner, run_id: str, todo: list[_Candidate]) -> None:
@@ -416,6 +433,7 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
                 res = s.transport(host).run(
                     command.text, env=env, timeout_s=step.timeout_s,
                     on_output=s.sink(step.id, label),
+                    on_start=runner.process_journaler(step.id, "undo"),
                 )  # fmt: skip
             except TransportError as exc:
                 return False, str(exc)
