@@ -10,9 +10,14 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from opskit.errors import ExitCode
 from tests.conftest import Invoke
 from tests.runbook.helpers import events, lines, run_id, wait_for, write
+from tests.servers.relay import relay_to
+from tests.servers.sleepers import alive, kill_all, sleep_marker
+from tests.servers.sshd import Sshd
 
 Proc = Callable[..., subprocess.Popen[str]]
 
@@ -110,3 +115,55 @@ def test_resume_refuses_while_a_cut_off_check_still_runs(
         _end(shell, supervisor)
     (tmp_path / "fast").touch()
     opskit("resume", rid, expect=ExitCode.OK)
+
+
+@pytest.mark.sshd
+def test_rollback_refuses_while_a_cut_off_undo_runs_on_behind_a_partition(
+    opskit: Invoke, opskit_proc: Proc, tmp_path: Path, sshd: Sshd
+) -> None:
+    """The host never saw opskit die: its undo runs on, and rollback names host and pid until it ends."""
+    marker = sleep_marker(730000)
+    with relay_to(sshd.host, sshd.port) as relay:
+        known = tmp_path / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{relay.port} {sshd.host_key_public}\n")
+        path = write(
+            tmp_path,
+            f"""
+            name: remote-undo
+            hosts:
+              target: {{address: 127.0.0.1, port: {relay.port}, user: {sshd.user},
+                        key_file: "{sshd.client_key}", known_hosts: "{known}"}}
+            steps:
+              - id: pay
+                on: target
+                run: echo paid >> {tmp_path}/log
+                undo: test -f {tmp_path}/fast || sleep {marker}; echo refund >> {tmp_path}/log
+            """,
+        )
+        rid = run_id(opskit("run", str(path), expect=ExitCode.OK).stdout)
+        proc = opskit_proc("rollback", rid, "--yes")
+        try:
+
+            def undo_process() -> list[dict[str, object]]:
+                evs = events(tmp_path / "state", rid)
+                return [e for e in evs if e["event"] == "step_process" and e.get("kind") == "undo"]
+
+            wait_for(lambda: bool(alive(marker)) and bool(undo_process()), what="remote undo")
+            relay.freeze()  # the host never hears that opskit died: its undo runs on
+            proc.kill()
+            proc.wait(timeout=10)
+            (ev,) = undo_process()
+            assert ev["remote"] is True
+            assert ev["start_ticks"]
+
+            refused = opskit("rollback", rid, "--yes", "--rerun-in-doubt", expect=ExitCode.BLOCKED)
+
+            assert "the undo of step pay is still running (target (127.0.0.1:" in refused.stderr
+            assert f"pid {ev['pid']} since {ev['ts']}" in refused.stderr
+            kill_all(marker)  # the first copy ends by itself: it refunds, once
+            wait_for(lambda: lines(tmp_path / "log") == ["paid", "refund"], what="the refund")
+            wait_for(lambda: not Path(f"/proc/{ev['pid']}").exists(), what="the undo ended")
+            opskit("rollback", rid, "--yes", "--skip-in-doubt", expect=ExitCode.OK)
+        finally:
+            kill_all(marker)
+    assert lines(tmp_path / "log") == ["paid", "refund"]
