@@ -279,10 +279,12 @@ class _Rehearsal:
 
     def rehearse_action(self, step: Step, host: str | None) -> tuple[bool, str, float | None]:
         ctx = step_context(step, self.s.base, self.s.secrets, self.s.captures)
+        # shell commands (stop_old) see each secret as a reference, as in the run
+        shell_ctx = step_context(step, self.s.base, self.s.shell_view, self.s.captures)
         if self.s.runbook.groups:  # the host's own values (inventory_hostname, host vars)
             ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
+            shell_ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
         try:
-            shell_ctx = {**ctx, **self.s.shell_view}  # shell commands: secrets as references
             action = actions.load(step.uses or "").from_params(
                 actions.Params(render_with(step.uses, step.with_, ctx, shell_ctx))
             )

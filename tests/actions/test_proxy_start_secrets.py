@@ -123,3 +123,43 @@ def test_validate_reads_stop_old_as_a_shell_command(
     assert "with.stop_old: a secret cannot be read in a <<'EOF' here-document" in result.stderr
     listed = opskit("actions", "proxy.start", expect=ExitCode.OK).stdout
     assert any(line.split()[:3] == ["stop_old", "shell", "command"] for line in listed.splitlines())
+
+
+def test_a_secret_passed_through_the_shipped_bridge_playbook_is_one_argument(
+    opskit: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """Via an include's bridge_stop_old (inserted with | raw), the secret is one argument and *** in plan and run."""
+    monkeypatch.setenv("API_PW", SECRET)
+    (tmp_path / "argv.py").write_text(ARGV)
+    (tmp_path / "playbooks").mkdir()
+    shipped = Path(__file__).parents[2] / "playbooks" / "proxy-bridge.yaml"
+    (tmp_path / "playbooks" / "proxy-bridge.yaml").write_text(shipped.read_text())
+    path = write(
+        tmp_path,
+        f"""
+        name: via-playbook
+        secrets:
+          api_pw: {{env: API_PW}}
+        steps:
+          - include: playbooks/proxy-bridge.yaml
+            id: bridge
+            with:
+              bridge_listen: "127.0.0.1:{free_port()}"
+              bridge_to: "127.0.0.1:{health_http.port}"
+              bridge_stats_file: "{tmp_path}/bridge.json"
+              bridge_stop_old: "{sys.executable} {tmp_path}/argv.py {tmp_path}/stop -u admin:{{{{ api_pw }}}}"
+        """,
+    )
+
+    plan = opskit("plan", str(path), expect=ExitCode.OK)
+    ran = opskit("run", str(path), expect=ExitCode.OK)
+    opskit("rollback", run_id(ran.stdout), "--yes", expect=ExitCode.OK)
+
+    assert json.loads((tmp_path / "stop").read_text()) == ["-u", f"admin:{SECRET}"]
+    assert "-u admin:***" in plan.stdout
+    assert "-u admin:***" in ran.stdout
+    assert "my pass" not in plan.stdout + plan.stderr + ran.stdout + ran.stderr
+    assert "my pass" not in _journal_text(tmp_path)
