@@ -181,7 +181,8 @@ class ParamSpec:
     """One `with:` key as an action's `from_params` reads it: what `opskit actions` shows."""
 
     key: str
-    type: str  # text | shell command | whole number | true/false | duration | list of text | mapping | one of: a, b
+    # text | shell command | whole number | true/false | duration | list of text | mapping | one of: a, b
+    type: str
     required: bool
     default: Any = None
 

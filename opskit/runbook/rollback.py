@@ -170,13 +170,18 @@ def _refuse_while_running(
 ) -> None:
     """Blocked while a cut-off step, undo or check still runs, here or on its host: a rollback that
     ran the undo again meanwhile would run it twice at once (issue #10)."""
+    starts = [i for i, e in enumerate(events) if e.get("event") == "rollback_started"]
+    # An undo cut off ran in the last rollback: the step's own command ended long before (its pid
+    # may be another process's by now), so only that rollback's processes count.
+    last_rollback = events[starts[-1] :] if starts else events
     for c in todo:
         if c.state.status not in ("in_doubt", "undo_in_doubt"):
             continue
-        where = still_running(events, c.step.id, session.transport, then="roll back")
+        since = last_rollback if c.state.status == "undo_in_doubt" else events
+        where = still_running(since, c.step.id, session.transport, then="roll back")
         if where is not None:
             raise Blocked(
-                f"{running_what(events, c.step.id)} is still running ({where}); wait for it to end "
+                f"{running_what(since, c.step.id)} is still running ({where}); wait for it to end "
                 "or stop it, then roll back"
             )
 
