@@ -81,7 +81,7 @@ class Params:
     def command(self, key: str, default: Any = _MISSING) -> Any:
         """Shell text run on the step's host: a ShellCommand (the engine renders it like `run:`)."""
         value = self.text(key, default)
-        if value is default or isinstance(value, ShellCommand):
+        if value is default:
             return value
         raw = self._raw.get(key)
         return raw if isinstance(raw, ShellCommand) else ShellCommand(value)
