@@ -9,7 +9,7 @@ import importlib
 from typing import cast
 
 from opskit.actions.base import Action, ActionContext, ActionKind, ActionResult, BaseAction
-from opskit.actions.params import ParamError, Params
+from opskit.actions.params import ParamError, Params, ShellCommand
 
 REGISTRY: dict[str, str] = {
     "http.check": "opskit.actions.http_check:HttpCheck",
@@ -52,6 +52,7 @@ __all__ = [
     "BaseAction",
     "ParamError",
     "Params",
+    "ShellCommand",
     "UnknownAction",
     "load",
     "names",

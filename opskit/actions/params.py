@@ -28,6 +28,27 @@ class ParamError(OpskitError):
         self.key, self.problem = key, problem
 
 
+class ShellCommand(str):
+    """A `with:` value that is a shell command (proxy.start's `stop_old`), rendered like `run:` (issue #10).
+
+    The text is what runs: each `{{ }}` value quoted as one argument, each secret a `$OPSKIT_SECRET_*`
+    reference, never its value. `shown` is what the operator reads (secrets as ***); `secret_vars` maps
+    each environment variable the text reads to the secret it carries, so the value can be handed over
+    in the environment when the command runs, and looked up again when a journaled command runs later.
+    """
+
+    shown: str
+    secret_vars: Mapping[str, str]
+
+    def __new__(
+        cls, text: str, shown: str | None = None, secret_vars: Mapping[str, str] | None = None
+    ) -> ShellCommand:
+        command = super().__new__(cls, text)
+        command.shown = text if shown is None else shown
+        command.secret_vars = dict(secret_vars or {})
+        return command
+
+
 class Params:
     """A `with:` mapping read through typed getters; `finish()` rejects keys nobody asked for."""
 
@@ -56,6 +77,14 @@ class Params:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ParamError(key, f"expected a string, got {type(value).__name__}")
         return str(value)
+
+    def command(self, key: str, default: Any = _MISSING) -> Any:
+        """Shell text run on the step's host: a ShellCommand (the engine renders it like `run:`)."""
+        value = self.text(key, default)
+        if value is default:
+            return value
+        raw = self._raw.get(key)
+        return raw if isinstance(raw, ShellCommand) else ShellCommand(value)
 
     def integer(self, key: str, default: Any = _MISSING) -> Any:
         """A whole number."""
@@ -152,7 +181,8 @@ class ParamSpec:
     """One `with:` key as an action's `from_params` reads it: what `opskit actions` shows."""
 
     key: str
-    type: str  # text | whole number | true/false | duration | list of text | mapping | one of: a, b
+    # text | shell command | whole number | true/false | duration | list of text | mapping | one of: a, b
+    type: str
     required: bool
     default: Any = None
 
@@ -176,6 +206,7 @@ _SAMPLES: dict[str, Any] = {
 }
 _TYPE_SAMPLES: dict[str, Any] = {
     "text": "example",
+    "shell command": "systemctl stop dispatch",
     "whole number": 1,
     "true/false": True,
     "duration": "30s",
@@ -219,6 +250,10 @@ class SpecRecorder(Params):
     def text(self, key: str, default: Any = _MISSING) -> Any:
         self._note(key, "text", default)
         return super().text(key, default)
+
+    def command(self, key: str, default: Any = _MISSING) -> Any:
+        self._note(key, "shell command", default)
+        return super().command(key, default)
 
     def integer(self, key: str, default: Any = _MISSING) -> Any:
         self._note(key, "whole number", default)

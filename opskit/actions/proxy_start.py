@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from opskit.actions.base import ActionContext, ActionKind, ActionResult, BaseAction
-from opskit.actions.params import ParamError, Params
+from opskit.actions.params import ParamError, Params, ShellCommand
 from opskit.actions.traffic_drained import (
     LOWERED_FACT,
     SWITCH_FACT,
@@ -63,7 +64,8 @@ class ProxyStart(BaseAction):
     """
 
     kind: ClassVar[ActionKind] = ActionKind.MUTATE
-    # `with:` values that are shell text: `validate` lists their `| raw` parts and quotes their values.
+    # `with:` values that are shell text, rendered like `run:` (each value one argument, each secret a
+    # `$OPSKIT_SECRET_*` reference); `validate` lists their `| raw` parts.
     command_params: ClassVar[tuple[str, ...]] = ("stop_old", "start_old")
     listen: str
     to: str
@@ -84,8 +86,8 @@ class ProxyStart(BaseAction):
     # takes it the moment it is free (retried every 5 ms, up to this long) instead of failing. With
     # stop_old the retry starts before that command, so this covers its run time too.
     bind_timeout_s: float = 30.0
-    stop_old: str | None = None
-    start_old: str | None = None
+    stop_old: ShellCommand | None = None
+    start_old: ShellCommand | None = None
     stop_timeout_s: float = 300.0
 
     @classmethod
@@ -111,8 +113,8 @@ class ProxyStart(BaseAction):
             python=params.text("python", "python3"),
             bind_timeout_s=params.seconds("bind_timeout", 30.0),
             # empty is "none": a playbook passes its blank default on
-            stop_old=params.text("stop_old", None) or None,
-            start_old=params.text("start_old", None) or None,
+            stop_old=params.command("stop_old", None) or None,
+            start_old=params.command("start_old", None) or None,
             stop_timeout_s=params.seconds("stop_timeout", 300.0),
         )
         params.finish()
@@ -135,7 +137,9 @@ class ProxyStart(BaseAction):
     def describe(self) -> str:
         engine = "http (mitmproxy)" if self.mode == "http" else self.engine
         then = (
-            f", stopping the old service ({self.stop_old}) once it waits" if self.stop_old else ""
+            f", stopping the old service ({self.stop_old.shown}) once it waits"
+            if self.stop_old
+            else ""
         )
         return f"start the bridge {self.listen} -> {self.to} ({engine}){then}"
 
@@ -251,9 +255,10 @@ class ProxyStart(BaseAction):
         """Run `stop_old` on the step's host; Negative, with its output, when it fails."""
         if not self.stop_old:
             return
-        ctx.log(f"the bridge waits for the port; stopping the old service: {self.stop_old}")
+        ctx.log(f"the bridge waits for the port; stopping the old service: {self.stop_old.shown}")
         result = ctx.transport().run(
             self.stop_old,
+            env=_secret_env(ctx, self.stop_old.secret_vars),
             timeout_s=self.stop_timeout_s,
             on_output=lambda _stream, line: ctx.log(line),
         )
@@ -269,8 +274,16 @@ class ProxyStart(BaseAction):
                 "the bridge was not started"
             )
 
-    def _undo_start_old(self) -> dict[str, str]:
-        return {"start_old": self.start_old} if self.start_old else {}
+    def _undo_start_old(self) -> dict[str, Any]:
+        """start_old as journaled for the rollback: secrets as references, never their values (#10)."""
+        if not self.start_old:
+            return {}
+        secrets = {"start_old_secrets": dict(self.start_old.secret_vars)}
+        return {
+            "start_old": str(self.start_old),
+            "start_old_shown": self.start_old.shown,
+            **(secrets if self.start_old.secret_vars else {}),
+        }
 
     def _run_remote(self, ctx: ActionContext) -> ActionResult:
         from opskit.proxy import remote  # noqa: PLC0415
@@ -380,8 +393,14 @@ class ProxyStart(BaseAction):
         start_old = data.get("start_old")
         if not start_old or not stopped.ok:
             return stopped  # a bridge still holding the port: the old service could not take it
+        shown = data.get("start_old_shown") or start_old
+        try:
+            env = _secret_env(ctx, data.get("start_old_secrets") or {})
+        except OpskitError as exc:  # the runbook no longer has that secret
+            return ActionResult(ok=False, summary=f"{stopped.summary}; start_old not run: {exc}")
         result = ctx.transport(data.get("host")).run(
             str(start_old),
+            env=env,
             timeout_s=self.stop_timeout_s,
             on_output=lambda _stream, line: ctx.log(line),
         )
@@ -392,8 +411,29 @@ class ProxyStart(BaseAction):
                 summary=f"{stopped.summary}; start_old failed (exit {result.rc}): {output}",
             )
         return dataclasses.replace(
-            stopped, summary=f"{stopped.summary}; the old service started again ({start_old})"
+            stopped, summary=f"{stopped.summary}; the old service started again ({shown})"
         )
+
+    @staticmethod
+    def describe_undo(data: Mapping[str, Any]) -> str:
+        """What the undo does with its journaled data, as `rollback --dry-run` shows it."""
+        where = f" on {data['host']}" if data.get("host") else ""
+        then = (
+            f", then start the old service: {data.get('start_old_shown') or data['start_old']}"
+            if data.get("start_old")
+            else ""
+        )
+        return f"stop the bridge{where} (pid {data.get('pid')}, {data.get('stats_file')}){then}"
+
+
+def _secret_env(ctx: ActionContext, secret_vars: Mapping[str, str]) -> dict[str, str]:
+    """The environment a command param reads its secrets from ($OPSKIT_SECRET_* -> value)."""
+    # Read back from the journal at rollback: a name like LD_PRELOAD must never be set from it.
+    return {
+        var: ctx.secret(str(name))
+        for var, name in secret_vars.items()
+        if re.fullmatch(r"OPSKIT_SECRET_[A-Z0-9_]+", str(var))
+    }
 
 
 def _only_in_use(problem: str) -> bool:

@@ -35,17 +35,16 @@ from opskit.runbook.lock import RunbookLock, RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.notify import notify
 from opskit.runbook.replay import replay
-from opskit.runbook.scope import render_hosts, step_context
+from opskit.runbook.scope import render_hosts, render_with, step_context
 from opskit.runbook.shell import Command, render_command, secret_env_name
 from opskit.runbook.templates import (
     TemplateProblem,
     render,
-    render_value,
     truth,
 )
 from opskit.runbook.validate import load_runbook
 from opskit.runbook.waits import step_timeout_s, wait_left_s
-from opskit.transport.base import RemoteStart
+from opskit.transport.base import RemoteStart, StartSink
 
 
 @dataclass(frozen=True)
@@ -330,7 +329,7 @@ class Runner:
         if step.run:
             return render_command(step.run, view).shown
         if step.uses:
-            params = render_value(dict(step.with_), view)
+            params = render_with(step.uses, step.with_, view)
             try:
                 described = actions.load(step.uses).from_params(actions.Params(params)).describe()
             except Exception:  # noqa: BLE001 - only the display falls back; the run reports the real problem
@@ -390,11 +389,13 @@ class Runner:
                 step, hosts, lambda host, n: self.host_action(step, host, display, n)
             )
         if step.uses:
-            params = render_value(dict(step.with_), ctx)
             try:
+                params = render_with(
+                    step.uses, step.with_, ctx, self.context(step, self.s.shell_view)
+                )
                 action = actions.load(step.uses).from_params(actions.Params(params))
             except (OpskitError, ImportError) as exc:
-                return Attempt(ok=False, summary=f"{step.uses}: {exc}"), 0
+                return Attempt(ok=False, summary=f"{step.uses}: {self.s.masker.text(str(exc))}"), 0
             return self.on_hosts(
                 step, hosts, lambda host, n: self.action(step, action, host, display, n)
             )
@@ -478,20 +479,9 @@ class Runner:
         self.journal.append("step_started", step=step.id, attempt=attempt, hosts=[label],
                             command=display, **where_it_runs())  # fmt: skip
         transport = self.s.transport(host)
-
-        def on_start(pid: int, remote: RemoteStart | None = None) -> None:
-            # Where the step's processes live, for `resume` to check (issue #10).
-            if remote is None:
-                self.journal.append(
-                    "step_process", step=step.id, host=socket.gethostname(), pid=pid
-                )
-                return
-            self.journal.append("step_process", step=step.id, host=remote.host, pid=pid, remote=True,
-                                address=remote.address, port=remote.port,
-                                start_ticks=remote.start_ticks, boot_id=remote.boot_id)  # fmt: skip
-
         res = transport.run(command.text, env=env, timeout_s=step.timeout_s,
-                            on_output=self.s.sink(step.id, label), on_start=on_start)  # fmt: skip
+                            on_output=self.s.sink(step.id, label),
+                            on_start=self.process_journaler(step.id))  # fmt: skip
         if res.timed_out:
             summary = f"timed out after {step.timeout_s:g}s on {label}"
         elif res.rc == 0:
@@ -501,6 +491,25 @@ class Runner:
         return Attempt(
             ok=res.ok, summary=summary, rc=res.rc, stdout=res.stdout, timed_out=res.timed_out
         )
+
+    def process_journaler(self, step_id: str, kind: str | None = None) -> StartSink:
+        """The `on_start` of a command run for `step_id`: journals where its processes live
+        (`step_process`), so `resume` and `rollback` refuse while they still run (issue #10).
+
+        `kind`: "undo" (run by rollback) or "check"; None is the step's own command."""
+        which = {} if kind is None else {"kind": kind}
+
+        def on_start(pid: int, remote: RemoteStart | None = None) -> None:
+            if remote is None:
+                self.journal.append(
+                    "step_process", step=step_id, host=socket.gethostname(), pid=pid, **which
+                )
+                return
+            self.journal.append("step_process", step=step_id, host=remote.host, pid=pid, remote=True,
+                                address=remote.address, port=remote.port, start_ticks=remote.start_ticks,
+                                boot_id=remote.boot_id, **which)  # fmt: skip
+
+        return on_start
 
     def environment(self, step: Step, ctx: Mapping[str, Any], command: Command) -> dict[str, str]:
         """Secrets the command refers to (as $OPSKIT_SECRET_*) plus the step's `env:`, rendered."""
@@ -514,7 +523,12 @@ class Runner:
     ) -> Attempt:
         """A fleet step's action on one host, its `with:` rendered with that host's values."""
         try:
-            params = render_value(dict(step.with_), self.context(step, self.s.secrets, host))
+            params = render_with(
+                step.uses,
+                step.with_,
+                self.context(step, self.s.secrets, host),
+                self.context(step, self.s.shell_view, host),
+            )
             action = actions.load(step.uses or "").from_params(actions.Params(params))
         except (OpskitError, ImportError, TemplateProblem) as exc:
             return Attempt(ok=False, summary=f"{step.uses}: {self.s.masker.text(str(exc))}")
@@ -554,7 +568,8 @@ class Runner:
             env = self.environment(step, ctx, command)
             label = host or LOCAL
             res = self.s.transport(host).run(command.text, env=env, timeout_s=step.timeout_s,
-                                             on_output=self.s.sink(step.id, label))  # fmt: skip
+                                             on_output=self.s.sink(step.id, label),
+                                             on_start=self.process_journaler(step.id, "check"))  # fmt: skip
             if not res.ok:
                 return False, f"check failed on {label} (exit {res.rc}): running it again"
         return True, "check passed: it took effect, not running it again"

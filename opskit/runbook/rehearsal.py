@@ -29,7 +29,7 @@ from opskit.runbook.context import LOCAL, Reporter, Session, StepContext, read_s
 from opskit.runbook.engine import Runner, RunOptions, open_new_run
 from opskit.runbook.model import Kind, Step
 from opskit.runbook.replay import past_durations
-from opskit.runbook.scope import step_context
+from opskit.runbook.scope import render_with, step_context
 from opskit.runbook.shell import Raw
 from opskit.runbook.templates import (
     TemplateProblem,
@@ -37,7 +37,6 @@ from opskit.runbook.templates import (
     is_template,
     names,
     render,
-    render_value,
     truth,
 )
 from opskit.runbook.validate import load_runbook
@@ -280,11 +279,14 @@ class _Rehearsal:
 
     def rehearse_action(self, step: Step, host: str | None) -> tuple[bool, str, float | None]:
         ctx = step_context(step, self.s.base, self.s.secrets, self.s.captures)
+        # shell commands (stop_old) see each secret as a reference, as in the run
+        shell_ctx = step_context(step, self.s.base, self.s.shell_view, self.s.captures)
         if self.s.runbook.groups:  # the host's own values (inventory_hostname, host vars)
             ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
+            shell_ctx.update(fleet_hosts.host_context(self.s.runbook, host, {}))
         try:
             action = actions.load(step.uses or "").from_params(
-                actions.Params(render_value(dict(step.with_), ctx))
+                actions.Params(render_with(step.uses, step.with_, ctx, shell_ctx))
             )
             at = self.started + timedelta(seconds=self.elapsed_s)
             result = action.rehearse(

@@ -117,19 +117,20 @@ def plan_resume(run_id: str, options: RunOptions, reporter: Reporter) -> Plan:
 
 def still_running(
     events: Sequence[Mapping[str, Any]], step_id: str, transport: Callable[[str], Transport],
-    only: Collection[str] | None = None,
+    only: Collection[str] | None = None, *, then: str = "resume",
 ) -> str | None:  # fmt: skip
     """Where a cut-off step's processes still run ("H: pid P, ..."), or None.
 
     A remote step's process is asked about over SSH (`transport(host)`); a host that cannot be asked
     is Blocked ("cannot tell"): resuming blindly could run the step twice. `only`: the hosts this
-    resume works on (`--limit`); a host left out is not touched, so it is not asked either.
+    resume works on (`--limit`); a host left out is not touched, so it is not asked either. `then`:
+    the command that waits for the answer (resume, roll back), as the refusal names it.
     """
     started = [e for e in events if e.get("event") == "step_process" and e.get("step") == step_id]
     for host, ev in _unfinished_remote(events, step_id).items():
         if only is not None and host not in only:
             continue
-        if (where := _still_running_remote(step_id, host, ev, transport)) is not None:
+        if (where := _still_running_remote(step_id, host, ev, transport, then)) is not None:
             return where
     here = socket.gethostname()
     if not started or started[-1].get("remote") or started[-1].get("host") != here:
@@ -140,6 +141,18 @@ def still_running(
     while (pids := session_members(session)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return f"{here}: pid {', '.join(map(str, pids))}" if pids else None
+
+
+def running_what(events: Sequence[Mapping[str, Any]], step_id: str) -> str:
+    """What of a step still runs, from its last journaled process: "step X", "the undo of step X" or
+    "the check of step X" (rollback runs undos, resume and rollback run checks)."""
+    kinds = [
+        e.get("kind")
+        for e in events
+        if e.get("event") == "step_process" and e.get("step") == step_id
+    ]
+    kind = kinds[-1] if kinds else None
+    return f"the {kind} of step {step_id}" if kind in ("undo", "check") else f"step {step_id}"
 
 
 def _unfinished_remote(
@@ -158,7 +171,7 @@ def _unfinished_remote(
 
 
 def _still_running_remote(
-    step_id: str, host: str, ev: Mapping[str, Any], transport: Callable[[str], Transport]
+    step_id: str, host: str, ev: Mapping[str, Any], transport: Callable[[str], Transport], then: str
 ) -> str | None:
     pid = int(ev.get("pid") or 0)
     at = f" ({ev['address']}:{ev.get('port')})" if ev.get("address") else ""
@@ -178,8 +191,8 @@ def _still_running_remote(
     else:
         return where if alive else None
     raise Blocked(
-        f"cannot tell whether step {step_id} still runs on {where} ({why}); resume once {host} "
-        "answers over SSH: resuming blindly could run the step twice"
+        f"cannot tell whether step {step_id} still runs on {where} ({why}); {then} once {host} "
+        "answers over SSH: going on blindly could run the step twice"
     )
 
 
@@ -266,8 +279,8 @@ def _decide(  # noqa: PLR0917 - private: the state loaded under the locks
         where = still_running(events, step.id, transport, limited)
         if where is not None:
             raise Blocked(
-                f"step {step.id} is still running ({where}); wait for it to end or stop it, "
-                "then resume"
+                f"{running_what(events, step.id)} is still running ({where}); wait for it to end "
+                "or stop it, then resume"
             )
         if fleet.of(s.id):
             continue  # a fleet step is settled host by host when it runs again (opskit/fleet/runner.py)

@@ -28,9 +28,9 @@ from opskit.runbook.journal import run_dir
 from opskit.runbook.lock import RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.replay import RunState, StepState
-from opskit.runbook.resume import changes_nothing, load_for_resume
+from opskit.runbook.resume import changes_nothing, load_for_resume, running_what, still_running
+from opskit.runbook.scope import render_with
 from opskit.runbook.shell import render_command
-from opskit.runbook.templates import render_value
 
 GATE_ID = "rollback"  # what --approve names to pass the rollback's own gate
 UNDO_AGAIN = ("succeeded", "undo_failed", "undo_in_doubt")
@@ -134,21 +134,22 @@ def _rollback_locked(  # noqa: PLR0917 - private: the state loaded under the loc
     events: Sequence[Mapping[str, Any]], options: RunOptions, reporter: Reporter,
 ) -> RollbackOutcome:  # fmt: skip
     todo = _candidates(state, runbook, events)
-    undecided = [
-        c.step.id for c in todo
-        if c.state.status == "undo_in_doubt" and not c.step.check
-        and not (options.rerun_in_doubt or options.skip_in_doubt)
-    ]  # fmt: skip
-    if undecided:
-        raise Blocked(
-            f"the undo of {', '.join(undecided)} was cut off and the step has no check:; see on its host "
-            "whether the undo took effect, then roll back with --skip-in-doubt (it did) or "
-            "--rerun-in-doubt (it did not)"
-        )
     session = Session.open(runbook, run_id, directory, options.state_dir, reporter, options.operator,
                            accept_new_host_keys=options.accept_new_host_keys, secrets=read_secrets(runbook))  # fmt: skip
     results: list[UndoResult] = []
     try:
+        _refuse_while_running(todo, events, session)
+        undecided = [
+            c.step.id for c in todo
+            if c.state.status == "undo_in_doubt" and not c.step.check
+            and not (options.rerun_in_doubt or options.skip_in_doubt)
+        ]  # fmt: skip
+        if undecided:
+            raise Blocked(
+                f"the undo of {', '.join(undecided)} was cut off and the step has no check:; see on its "
+                "host whether the undo took effect, then roll back with --skip-in-doubt (it did) or "
+                "--rerun-in-doubt (it did not)"
+            )
         session.captures.update(state.captured)
         runner = Runner(session, options)
         _confirm(runner, run_id, todo)
@@ -162,6 +163,27 @@ def _rollback_locked(  # noqa: PLR0917 - private: the state loaded under the loc
         return _undo_all(session, runner, run_id, todo, results, options)
     finally:
         session.close()
+
+
+def _refuse_while_running(
+    todo: list[_Candidate], events: Sequence[Mapping[str, Any]], session: Session
+) -> None:
+    """Blocked while a cut-off step, undo or check still runs, here or on its host: a rollback that
+    ran the undo again meanwhile would run it twice at once (issue #10)."""
+    starts = [i for i, e in enumerate(events) if e.get("event") == "rollback_started"]
+    # An undo cut off ran in the last rollback: the step's own command ended long before (its pid
+    # may be another process's by now), so only that rollback's processes count.
+    last_rollback = events[starts[-1] :] if starts else events
+    for c in todo:
+        if c.state.status not in ("in_doubt", "undo_in_doubt"):
+            continue
+        since = last_rollback if c.state.status == "undo_in_doubt" else events
+        where = still_running(since, c.step.id, session.transport, then="roll back")
+        if where is not None:
+            raise Blocked(
+                f"{running_what(since, c.step.id)} is still running ({where}); wait for it to end "
+                "or stop it, then roll back"
+            )
 
 
 def _confirm(runner: Runner, run_id: str, todo: list[_Candidate]) -> None:
@@ -322,13 +344,23 @@ def _describe(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> str
     if step.undo and step.undo.run:
         return render_command(step.undo.run, view).shown
     if step.undo and step.undo.uses:
-        params = render_value(dict(step.undo.with_), view)
-        shown = " ".join(f"{k}={v}" for k, v in params.items())
+        params = render_with(step.undo.uses, step.undo.with_, view)
+        shown = " ".join(f"{k}={getattr(v, 'shown', v)}" for k, v in params.items())
         return runner.s.masker.text(f"{step.undo.uses} {shown}".strip())
     hosts = fleet_runner.undo_order(runner.fleet.of(step.id))
     if hosts:  # a fleet step: each host's own undo data
         return runner.s.masker.text(f"{step.uses} undo on {', '.join(hosts)}")
+    described = getattr(_action_class(step.uses), "describe_undo", None)
+    if described is not None and data:  # the action says what its journaled data means
+        return runner.s.masker.text(f"{step.uses} undo: {described(data)}")
     return runner.s.masker.text(f"{step.uses} undo: {_restores(data or {})}")
+
+
+def _action_class(uses: str | None) -> Any:
+    try:
+        return actions.load(uses or "")
+    except (actions.UnknownAction, ImportError):
+        return None
 
 
 def _restores(data: Mapping[str, Any]) -> str:
@@ -406,6 +438,7 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
                 res = s.transport(host).run(
                     command.text, env=env, timeout_s=step.timeout_s,
                     on_output=s.sink(step.id, label),
+                    on_start=runner.process_journaler(step.id, "undo"),
                 )  # fmt: skip
             except TransportError as exc:
                 return False, str(exc)
@@ -421,14 +454,15 @@ def _perform(runner: Runner, step: Step, data: Mapping[str, Any] | None) -> tupl
         record = runner.fleet.of(step.id).get(host or "")
         if record is not None:  # a fleet step: this host's own undo data
             data = record.undo
+        shell_ctx = runner.context(step, s.shell_view, host)
         if undo is not None and undo.uses:
             action = actions.load(undo.uses).from_params(
-                actions.Params(render_value(dict(undo.with_), ctx))
+                actions.Params(render_with(undo.uses, undo.with_, ctx, shell_ctx))
             )
             result = action.run(actx)
         else:
             action = actions.load(step.uses or "").from_params(
-                actions.Params(render_value(dict(step.with_), ctx))
+                actions.Params(render_with(step.uses, step.with_, ctx, shell_ctx))
             )
             undone = action.undo(actx, data or {})
             if undone is None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opskit import actions
 from opskit.errors import SourceLocation
 from opskit.runbook.model import Runbook, Step
-from opskit.runbook.shell import render_fragment
+from opskit.runbook.shell import render_command, render_fragment, secret_env_name
 from opskit.runbook.templates import TemplateProblem, render, render_value
 
 BUILTINS = ("run_id", "operator")
@@ -55,6 +56,36 @@ def _layer_value(step: Step, name: str, value: Any, ctx: Mapping[str, Any]) -> A
     if name in step.raw_names and isinstance(value, str):
         return render_fragment(value, ctx)
     return render_value(value, ctx)
+
+
+def command_params(uses: str | None) -> tuple[str, ...]:
+    """The `with:` keys of action `uses` that are shell commands (proxy.start's stop_old, start_old)."""
+    if not uses:
+        return ()
+    try:
+        return tuple(getattr(actions.load(uses), "command_params", ()))
+    except (actions.UnknownAction, ImportError):
+        return ()  # the step's own load reports it
+
+
+def render_with(
+    uses: str | None,
+    with_: Mapping[str, Any],
+    ctx: Mapping[str, Any],
+    shell_ctx: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An action's `with:` rendered: its shell commands like `run:`, in `shell_ctx` (each value one
+    argument, each secret a reference, issue #10), everything else with the values of `ctx`."""
+    commands = command_params(uses)
+    rendered: dict[str, Any] = {}
+    for key, value in with_.items():
+        if key in commands and isinstance(value, str):
+            command = render_command(value, ctx if shell_ctx is None else shell_ctx)
+            secret_vars = {secret_env_name(n): n for n in sorted(command.secrets)}
+            rendered[key] = actions.ShellCommand(command.text, command.shown, secret_vars)
+        else:
+            rendered[key] = render_value(value, ctx)
+    return rendered
 
 
 def render_hosts(step: Step, ctx: Mapping[str, Any]) -> tuple[str, ...]:

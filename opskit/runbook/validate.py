@@ -499,7 +499,27 @@ def _check_action(  # noqa: PLR0917 - private, called twice
             else locs.get("with", where)
         )
         c.bad(key_where, f"{name}: {exc}")
+    _check_shell_params(c, name, cls, with_, where, locs, ctx)
     return Kind(str(cls.kind))
+
+
+def _check_shell_params(  # noqa: PLR0917 - private, one caller
+    c: _Checker, name: str, cls: Any, with_: Mapping[str, Any], where: SourceLocation,
+    locs: Mapping[str, SourceLocation], ctx: Mapping[str, Any],
+) -> None:  # fmt: skip
+    """An action's shell commands (proxy.start's stop_old) render as `run:` does when the step runs:
+    a problem only the shell renderer sees (a secret in a <<'EOF' body) is reported here, at its key."""
+    shell_ctx = {**ctx, **shell.secret_view(c.runbook.secrets)}
+    for key in getattr(cls, "command_params", ()):
+        value = with_.get(key)
+        if not isinstance(value, str) or not is_template(value):
+            continue
+        try:
+            if not names(value) <= set(shell_ctx):
+                continue  # an undefined name is reported by names_ok; a captured one is known later
+            shell.render_command(value, shell_ctx)
+        except TemplateProblem as exc:
+            c.bad(locs.get(f"with.{key}", locs.get("with", where)), f"{name}: with.{key}: {exc}")
 
 
 def render_params(

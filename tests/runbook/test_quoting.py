@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from opskit.errors import ExitCode
+from opskit.runbook.scope import render_with
 from opskit.runbook.shell import masked_view, render_command, secret_view
 from opskit.runbook.templates import TemplateProblem
 from tests.conftest import Invoke
@@ -260,3 +261,18 @@ def test_a_value_in_a_here_document_is_its_exact_text_and_cannot_end_it() -> Non
     assert literal == "cat <<'EOF'\na $HOME `x` 'q'\nEOF"
     with pytest.raises(TemplateProblem, match="would end the here-document"):
         render_command("cat <<EOF\n{{ v }}\nEOF", {"v": "x\nEOF\ntouch /tmp/p"})
+
+
+def test_an_action_shell_command_param_is_rendered_like_run() -> None:
+    """proxy.start's stop_old quotes each value, carries a secret by reference and shows it as ***."""
+    with_ = {"listen": "{{ addr }}", "stop_old": "curl -u admin:{{ pw }} {{ url }}"}
+    ctx = {"addr": "127.0.0.1:80", "url": "http://x/a b", "pw": "real"}
+
+    rendered = render_with("proxy.start", with_, ctx, {**ctx, **secret_view(["pw"])})
+
+    assert rendered["listen"] == "127.0.0.1:80"
+    stop_old = rendered["stop_old"]
+    assert stop_old == "curl -u admin:\"${OPSKIT_SECRET_PW}\" 'http://x/a b'"
+    assert stop_old.shown == "curl -u admin:*** 'http://x/a b'"
+    assert stop_old.secret_vars == {"OPSKIT_SECRET_PW": "pw"}
+    assert "real" not in stop_old + stop_old.shown
