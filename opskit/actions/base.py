@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 from opskit.actions.params import Params
 from opskit.redaction import Masker
-from opskit.transport.base import Transport
+from opskit.transport.base import StartSink, Transport
 
 
 class ActionKind(enum.StrEnum):
@@ -92,6 +92,11 @@ class ActionContext(Protocol):
 
     def cancelled(self) -> bool:
         """True once the step must stop (Ctrl-C or its timeout): long waits poll this."""
+        ...
+
+    def process_sink(self) -> StartSink | None:
+        """The `on_start` for a command the action runs itself (proxy.start's stop_old): journaled as
+        the step's process, so resume and rollback refuse while it still runs; None: not journaled."""
         ...
 
     def record_undo(self, data: Mapping[str, Any]) -> None:

@@ -261,6 +261,7 @@ class ProxyStart(BaseAction):
             env=_secret_env(ctx, self.stop_old.secret_vars),
             timeout_s=self.stop_timeout_s,
             on_output=lambda _stream, line: ctx.log(line),
+            on_start=ctx.process_sink(),
         )
         if not result.ok:
             how = (
@@ -403,6 +404,7 @@ class ProxyStart(BaseAction):
             env=env,
             timeout_s=self.stop_timeout_s,
             on_output=lambda _stream, line: ctx.log(line),
+            on_start=ctx.process_sink(),
         )
         if not result.ok:
             output = " | ".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-3:])

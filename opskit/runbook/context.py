@@ -18,9 +18,10 @@ from opskit.errors import OpskitError, UsageError
 from opskit.redaction import Masker
 from opskit.runbook.journal import Journal, read_journal
 from opskit.runbook.model import Runbook, SecretRef
+from opskit.runbook.processes import process_journaler
 from opskit.runbook.scope import base_vars
 from opskit.runbook.templates import display_secrets, render, shell_secrets
-from opskit.transport.base import HostSpec, OutputSink, Transport
+from opskit.transport.base import HostSpec, OutputSink, StartSink, Transport
 
 LOCAL = "local"
 
@@ -325,6 +326,13 @@ class StepContext:
 
     def cancelled(self) -> bool:
         return self._session.cancel.is_set() or self.timed_out
+
+    def process_sink(self) -> StartSink | None:
+        """A command the action runs: the step's process (the undo's, in a rollback)."""
+        if self.dry_run:
+            return None
+        kind = "undo" if self._undoing else None
+        return process_journaler(self._session.journal, self.step_id, kind)
 
     def record_undo(self, data: Mapping[str, Any]) -> None:
         """`step_undo_ready`, fsynced before the action mutates; rollback uses a step's earliest undo data."""

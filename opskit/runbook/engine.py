@@ -34,6 +34,7 @@ from opskit.runbook.journal import new_run_id, private_dir, read_journal, runs_d
 from opskit.runbook.lock import RunbookLock, RunLock
 from opskit.runbook.model import GateLevel, Kind, Runbook, Step
 from opskit.runbook.notify import notify
+from opskit.runbook.processes import process_journaler
 from opskit.runbook.replay import replay
 from opskit.runbook.scope import render_hosts, render_with, step_context
 from opskit.runbook.shell import Command, render_command, secret_env_name
@@ -44,7 +45,7 @@ from opskit.runbook.templates import (
 )
 from opskit.runbook.validate import load_runbook
 from opskit.runbook.waits import step_timeout_s, wait_left_s
-from opskit.transport.base import RemoteStart, StartSink
+from opskit.transport.base import StartSink
 
 
 @dataclass(frozen=True)
@@ -494,22 +495,8 @@ class Runner:
 
     def process_journaler(self, step_id: str, kind: str | None = None) -> StartSink:
         """The `on_start` of a command run for `step_id`: journals where its processes live
-        (`step_process`), so `resume` and `rollback` refuse while they still run (issue #10).
-
-        `kind`: "undo" (run by rollback) or "check"; None is the step's own command."""
-        which = {} if kind is None else {"kind": kind}
-
-        def on_start(pid: int, remote: RemoteStart | None = None) -> None:
-            if remote is None:
-                self.journal.append(
-                    "step_process", step=step_id, host=socket.gethostname(), pid=pid, **which
-                )
-                return
-            self.journal.append("step_process", step=step_id, host=remote.host, pid=pid, remote=True,
-                                address=remote.address, port=remote.port, start_ticks=remote.start_ticks,
-                                boot_id=remote.boot_id, **which)  # fmt: skip
-
-        return on_start
+        (`step_process`), so `resume` and `rollback` refuse while they still run (issue #10)."""
+        return process_journaler(self.journal, step_id, kind)
 
     def environment(self, step: Step, ctx: Mapping[str, Any], command: Command) -> dict[str, str]:
         """Secrets the command refers to (as $OPSKIT_SECRET_*) plus the step's `env:`, rendered."""

@@ -54,5 +54,8 @@ class PlainContext:
     def cancelled(self) -> bool:
         return False
 
+    def process_sink(self) -> None:
+        return None
+
     def record_undo(self, data: Mapping[str, Any]) -> None:
         self.undo_records.append(dict(data))

@@ -167,3 +167,41 @@ def test_rollback_refuses_while_a_cut_off_undo_runs_on_behind_a_partition(
         finally:
             kill_all(marker)
     assert lines(tmp_path / "log") == ["paid", "refund"]
+
+
+def test_resume_refuses_while_an_actions_own_command_still_runs(
+    opskit: Invoke, opskit_proc: Proc, tmp_path: Path
+) -> None:
+    """kill -9 while proxy.start's stop_old runs, stop_old living on: resume exits 3 naming it, never a second stop."""
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    path = write(
+        tmp_path,
+        f"""
+        name: slow-stop
+        steps:
+          - id: bridge
+            uses: proxy.start
+            with:
+              listen: "127.0.0.1:{port.getsockname()[1]}"
+              to: "127.0.0.1:9"
+              stats_file: "{tmp_path}/bridge.json"
+              bind_timeout: 60s
+              stop_old: "echo $$ >> {tmp_path}/stop-pids; test -f {tmp_path}/fast || sleep 60"
+        """,
+    )
+    port.close()
+    proc = opskit_proc("run", str(path))
+    shell, supervisor = _kill_9_with_its_supervisor(proc, tmp_path / "stop-pids")
+    try:
+        rid = next(p.name for p in (tmp_path / "state" / "runs").iterdir())
+        refused = opskit("resume", rid, "--rerun-in-doubt", expect=ExitCode.BLOCKED)
+
+        assert (
+            f"step bridge is still running ({socket.gethostname()}: pid {shell}" in refused.stderr
+        )
+        assert lines(tmp_path / "stop-pids") == [str(shell)]  # not stopped a second time
+        journaled = [e for e in events(tmp_path / "state", rid) if e["event"] == "step_process"]
+        assert [e["pid"] for e in journaled] == [supervisor]
+    finally:
+        _end(shell, supervisor)
