@@ -12,7 +12,6 @@ abandons the socket and fails the step with the command's output.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import os
@@ -21,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -37,6 +36,7 @@ from opskit.actions.traffic_drained import (
 )
 from opskit.durations import format_seconds
 from opskit.errors import Blocked, Negative, OpskitError
+from opskit.proxy.detach import die_with_parent
 
 MODES = ("tcp", "http")
 ENGINES = ("builtin", "haproxy")
@@ -83,8 +83,8 @@ class ProxyStart(BaseAction):
     margin_s: float = 0.0
     python: str = "python3"
     # The old service may still hold the port for a moment after its stop command returns: the bridge
-    # takes it the moment it is free (retried every 5 ms, up to this long) instead of failing. With
-    # stop_old the retry starts before that command, so this covers its run time too.
+    # takes it the moment it is free (up to this long) instead of failing. With stop_old the bridge
+    # waits from before that command, so the wait also covers stop_old's own time (`_hold_s`).
     bind_timeout_s: float = 30.0
     stop_old: ShellCommand | None = None
     start_old: ShellCommand | None = None
@@ -134,6 +134,12 @@ class ProxyStart(BaseAction):
             raise ParamError("start_old", "undoes stop_old: give stop_old too")
         return action
 
+    @property
+    def _hold_s(self) -> float:
+        """How long the bridge may wait for the port from before stop_old runs: stop_old's own time
+        (up to stop_timeout) plus bind_timeout, so a slow stop never leaves the port to nobody."""
+        return self.bind_timeout_s + (self.stop_timeout_s if self.stop_old else 0.0)
+
     def describe(self) -> str:
         engine = "http (mitmproxy)" if self.mode == "http" else self.engine
         then = (
@@ -172,7 +178,7 @@ class ProxyStart(BaseAction):
             nudge_after_s=self.nudge_after_s if nudge_not_before else None,
             nudge_not_before=nudge_not_before,
             log_file=stats_file.with_suffix(".log"),
-            bind_retry_s=self.bind_timeout_s,
+            bind_retry_s=self._hold_s,
         )
 
     def _local_stats_file(self, ctx: ActionContext) -> Path:
@@ -216,7 +222,7 @@ class ProxyStart(BaseAction):
             # process that already waits while stop_old runs; the kernel queues clients while the
             # bridge process starts and inherits it (HAProxy as `bind fd@N`), so nobody is refused in
             # between (issue #11: 6 of 22 were).
-            with BindInBackground(listen, self.bind_timeout_s) as attempt:
+            with BindInBackground(listen, self._hold_s) as attempt:
                 if attempt.holds_old_socket:
                     ctx.log(
                         "the bridge holds the old service's own listening socket: clients queue "
@@ -469,23 +475,12 @@ def wait_until_free(listen: tuple[str, int], timeout_s: float) -> None:
         time.sleep(0.005)
 
 
-@contextlib.contextmanager
-def bind_when_free(listen: tuple[str, int], timeout_s: float) -> Iterator[socket.socket]:
-    """A socket listening on `listen`, bound the moment the port is free (retried every 5 ms while it
-    is in use, up to `timeout_s`); closed here once the bridge process holds its own copy."""
-    sock = _bound_when_free(listen, timeout_s)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
 # Runs in its own process: there no other thread holds the GIL at the moment the port frees (in
 # opskit's process the thread reading stop_old's output can, for up to the 5 ms switch interval).
 # First byte: "t" it holds the old service's own listening socket, "r" it retries the bind; then "b"
 # with the socket, or "e" with an errno.
 _BIND_CHILD = r"""
-import socket, sys
+import os, socket, sys
 from opskit.proxy.forwarder import listeners_when_free
 host, port, timeout_s, fd = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 chan = socket.socket(fileno=fd)
@@ -494,18 +489,23 @@ def waiting(how):
     said.append(b"t" if how else b"r")
     chan.sendall(said[0])
 try:
-    socks = listeners_when_free(host, port, timeout_s, waiting)
-except OSError as exc:
-    chan.sendall((b"" if said else b"r") + b"e%d" % (exc.errno or 0))
-    sys.exit(1)
-if not said:
-    chan.sendall(b"r")
-socket.send_fds(chan, [b"b"], [socks[0].fileno()])
+    try:
+        socks = listeners_when_free(host, port, timeout_s, waiting)
+    except OSError as exc:
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            raise
+        chan.sendall((b"" if said else b"r") + b"e%d" % (exc.errno or 0))
+        sys.exit(1)
+    if not said:
+        chan.sendall(b"r")
+    socket.send_fds(chan, [b"b"], [socks[0].fileno()])
+except (BrokenPipeError, ConnectionResetError):
+    os._exit(1)  # opskit gave up on this attempt (or died): nothing to say, nobody to say it to
 """
 
 
 class BindInBackground:
-    """`bind_when_free` in a helper process, so the old service can be stopped while it retries.
+    """`listeners_when_free` in a helper process, so the old service can be stopped while it waits.
 
     Used as a context manager: entering returns once the helper retries; leaving abandons the attempt
     (the helper is ended, a socket it bound is closed), so a failed stop leaves nothing listening."""
@@ -526,10 +526,16 @@ class BindInBackground:
             pass_fds=(self._child_end.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            # It holds the old service's socket: it must not outlive opskit (kill -9 included), or it
+            # would take the port after the service stops and then drop the clients queued in it.
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - the step's thread outlives the child
         )
         self._child_end.close()
         self._chan.settimeout(30)  # a python start-up, even on a loaded host
-        first = self._chan.recv(1)
+        try:
+            first = self._chan.recv(1)
+        except OSError:  # TimeoutError included: `with` does not call __exit__ when this raises
+            first = b""
         if first not in (b"r", b"t"):
             self.__exit__()
             raise Blocked(f"could not start waiting for {self._where}")
@@ -569,35 +575,3 @@ class BindInBackground:
         self._chan.close()
         if self._sock is not None:
             self._sock.close()
-
-
-def _bound_when_free(listen: tuple[str, int], timeout_s: float) -> socket.socket:
-    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        deadline = time.monotonic() + timeout_s
-        while True:  # bounded by timeout_s
-            try:
-                sock.bind(listen)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
-                    from opskit.proxy.listeners import address_taken  # noqa: PLC0415
-
-                    holder = address_taken(*listen) if exc.errno == errno.EADDRINUSE else None
-                    raise Blocked(
-                        f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"
-                        + (
-                            f" (still in use after {format_seconds(timeout_s)}"
-                            + (f", by {holder})" if holder else ")")
-                            if exc.errno == errno.EADDRINUSE
-                            else ""
-                        )
-                    ) from None
-                time.sleep(0.005)
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

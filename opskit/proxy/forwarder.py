@@ -2576,7 +2576,10 @@ def hold_then_exec(args: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"error: cannot listen on {host}:{port}: {why(exc)}\n")
         return 1
-    os.dup2(sock.fileno(), fd)
+    if sock.fileno() == fd:
+        os.set_inheritable(fd, True)  # dup2 onto itself would leave it close-on-exec
+    else:
+        os.dup2(sock.fileno(), fd)  # inheritable
     try:
         os.execvp(args[3], args[3:])  # noqa: S606 - the HAProxy command opskit built
     except OSError as exc:

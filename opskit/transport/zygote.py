@@ -39,7 +39,9 @@ _HEADER_SIZE = 4  # supervisor.py's _HEADER: the JSON's length, big-endian
 
 class _NoKeeper(enum.Enum):
     GONE = "the zygote died before the keeper started: safe to retry"
-    SILENT = "no word from the keeper in time: in doubt, never retried"
+    # The zygote is killed and the step's lifeline closed before a per-step supervisor runs the
+    # command: a keeper that wakes late finds its lifeline closed and never starts it (keep()).
+    SILENT = "no word from the keeper in time"
 
 
 class Keeper:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,18 @@ def _kill_old(pid_file: Path) -> None:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
+def _clean_up(pid_file: Path, *stats_files: Path) -> None:
+    """The old service, and any bridge a run left behind (a failed assertion skips the rollback)."""
+    _kill_old(pid_file)
+    for stats in stats_files:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            doc = json.loads(stats.read_text())
+            if doc["state"] == "running":  # a stopped bridge's pid may be another process's now
+                os.kill(int(doc["pid"]), signal.SIGTERM)
+        with contextlib.suppress(OSError, ValueError):  # HAProxy's daemon on an "old host"
+            os.kill(int(stats.with_suffix(".pid").read_text()), signal.SIGTERM)
+
+
 def _ask(port: int) -> str:
     """Who answers one client: old, new (the bridge carried it), refused, or reset."""
     try:
@@ -158,7 +171,7 @@ def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_ol
         assert _ask(port) == "old"
     finally:
         done.set()
-        _kill_old(pid_file)
+        _clean_up(pid_file, tmp_path / "bridge.json")
 
 
 def test_a_failed_stop_old_leaves_no_bridge_behind(
@@ -178,7 +191,7 @@ def test_a_failed_stop_old_leaves_no_bridge_behind(
         assert _ask(port) == "refused"  # the bind the bridge took meanwhile was let go
         assert not (tmp_path / "bridge.json").exists()  # no bridge was started
     finally:
-        _kill_old(pid_file)
+        _clean_up(pid_file, tmp_path / "bridge.json")
 
 
 REMOTE_RUNBOOK = """
@@ -256,11 +269,7 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
                 assert "fd@3" in (tmp_path / "old-host" / "bridge.haproxy.cfg").read_text()
     finally:
         done.set()
-        _kill_old(pid_file)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            os.kill(int(json.loads(stats.read_text())["pid"]), signal.SIGTERM)
-        with contextlib.suppress(OSError, ValueError):  # HAProxy's daemon
-            os.kill(int((tmp_path / "old-host" / "bridge.pid").read_text()), signal.SIGTERM)
+        _clean_up(pid_file, stats)
 
 
 # An old service that stopped accepting (busy, or hung): clients wait in its queue. Optionally it
@@ -329,10 +338,7 @@ def test_clients_the_old_service_never_accepted_are_carried_not_reset(
         assert [_answer(conn) for conn in waiting] == ["new"] * 5
         assert "holds the old service's own listening socket" in result.stdout + result.stderr
     finally:
-        _kill_old(pid_file)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            bridge = json.loads((tmp_path / "bridge.json").read_text())
-            os.kill(int(bridge["pid"]), signal.SIGTERM)
+        _clean_up(pid_file, tmp_path / "bridge.json")
 
 
 def test_an_old_service_on_several_sockets_is_waited_for_by_binding(
@@ -349,10 +355,7 @@ def test_an_old_service_on_several_sockets_is_waited_for_by_binding(
         assert "holds the old service's own listening socket" not in result.stdout + result.stderr
         assert _ask(port) == "new"
     finally:
-        _kill_old(pid_file)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            bridge = json.loads((tmp_path / "bridge.json").read_text())
-            os.kill(int(bridge["pid"]), signal.SIGTERM)
+        _clean_up(pid_file, tmp_path / "bridge.json")
 
 
 # An old service that stops gracefully, as `nginx -s quit` does: on SIGTERM it closes its listener and
@@ -414,7 +417,121 @@ def test_a_service_that_closes_its_port_and_drains_on_hands_over_without_a_refus
         assert state != "Z", "the bridge waited for the old service to exit, not for its port"
     finally:
         done.set()
+        _clean_up(pid_file, tmp_path / "bridge.json")
+
+
+@pytest.mark.sshd
+def test_haproxy_over_ssh_starts_on_a_port_it_had_to_bind_itself(
+    opskit: Invoke,
+    tmp_path: Path,
+    sshd: Sshd,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """An old service on two SO_REUSEPORT sockets cannot be held: HAProxy still starts on the port bound for it."""
+    _, pid_file, port = _setup(tmp_path, health_http.port, engine="haproxy")
+    stats = tmp_path / "old-host" / "bridge.json"
+    path = write(
+        tmp_path,
+        REMOTE_RUNBOOK.format(
+            ssh_port=sshd.port, user=sshd.user, key=sshd.client_key, known=sshd.known_hosts,
+            port=port, target=health_http.port, stats=stats, pid_file=pid_file, fail="",
+            engine="haproxy",
+        ),
+        name="remote.yaml",
+    )  # fmt: skip
+    _start_stuck(tmp_path, pid_file, port, sockets=2)
+    try:
+        opskit("run", str(path), expect=ExitCode.OK)
+
+        assert _ask(port) == "new"
+        log = (tmp_path / "old-host" / "bridge.log").read_text()
+        assert "holding the listening socket" not in log, log
+    finally:
+        _clean_up(pid_file, stats)
+
+
+SLOW_STOP_RUNBOOK = """
+    name: slow-stop
+    steps:
+      - id: bridge
+        uses: proxy.start
+        with:
+          listen: "127.0.0.1:{port}"
+          to: "127.0.0.1:{target}"
+          stats_file: "{stats}"
+          bind_timeout: {bind_timeout}
+          stop_old: "touch '{pid_file}.stopping'; sleep {sleep_s}; kill -TERM $(cat '{pid_file}')"
+"""
+
+
+def test_a_stop_old_slower_than_bind_timeout_still_hands_the_port_over(
+    opskit: Invoke,
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """bind_timeout counts after stop_old: a 2 s stop with bind_timeout 1s still ends with the bridge serving."""
+    _, pid_file, port = _setup(tmp_path, health_http.port)
+    path = write(
+        tmp_path,
+        SLOW_STOP_RUNBOOK.format(
+            port=port, target=health_http.port, stats=tmp_path / "bridge.json", pid_file=pid_file,
+            sleep_s=2, bind_timeout="1s",
+        ),
+        name="slow.yaml",
+    )  # fmt: skip
+    _start_old(tmp_path, pid_file, port)
+    try:
+        opskit("run", str(path), expect=ExitCode.OK)
+
+        assert _ask(port) == "new"
+    finally:
+        _clean_up(pid_file, tmp_path / "bridge.json")
+
+
+def _port_waiters(port: int) -> list[int]:
+    """Processes of proxy.start's helper that wait for this port (its command line names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"listeners_when_free" in b" ".join(argv) and str(port).encode() in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_helper_holding_the_port_dies_with_opskit(
+    opskit_proc: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    health_http: HealthHttp,  # noqa: F811
+) -> None:
+    """kill -9 of opskit while stop_old runs: the helper holding the old socket ends too, nothing takes the port."""
+    _, pid_file, port = _setup(tmp_path, health_http.port)
+    path = write(
+        tmp_path,
+        SLOW_STOP_RUNBOOK.format(
+            port=port, target=health_http.port, stats=tmp_path / "bridge.json", pid_file=pid_file,
+            sleep_s=30, bind_timeout="60s",
+        ),
+        name="slow.yaml",
+    )  # fmt: skip
+    _start_old(tmp_path, pid_file, port)
+    proc = opskit_proc("run", str(path))
+    try:
+        stopping = Path(f"{pid_file}.stopping")
+        deadline = time.monotonic() + 20
+        while not stopping.exists() and time.monotonic() < deadline:  # bounded: 20 s
+            time.sleep(0.05)
+        assert stopping.exists(), "stop_old never started"
+        assert _port_waiters(port), "no helper holds the port while stop_old runs"
+        proc.kill()
+        proc.communicate(timeout=10)
+        deadline = time.monotonic() + 5
+        while _port_waiters(port) and time.monotonic() < deadline:  # bounded: 5 s
+            time.sleep(0.05)
+
+        assert _port_waiters(port) == []
         _kill_old(pid_file)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            bridge = json.loads((tmp_path / "bridge.json").read_text())
-            os.kill(int(bridge["pid"]), signal.SIGTERM)
+        time.sleep(0.3)
+        assert _ask(port) == "refused"  # nothing of opskit's took the port after it died
+    finally:
+        _clean_up(pid_file, tmp_path / "bridge.json")
