@@ -163,9 +163,9 @@ def start(
     """Copy forwarder.py to the host, start it detached (setsid nohup), and wait until it runs.
 
     Files go next to `stats_file` on the host, or under ~/.opskit/bridge/ when it is not given.
-    `once_retrying` runs while the forwarder already retries the bind (it stops the old service, so
-    the port is taken within 5 ms of its release); if it raises, the forwarder is killed before it
-    binds and the error goes on.
+    `once_retrying` runs once the forwarder waits for the port (holding the old service's own socket,
+    or retrying the bind every 50 us): it stops the old service. If it raises, the forwarder is
+    killed before it serves and the error goes on.
     """
     where = layout(transport.label, config.listen_host_port[1], stats_file)
     remote = dataclasses.replace(

@@ -464,22 +464,26 @@ SLOW_STOP_RUNBOOK = """
 """
 
 
+def _slow_stop(
+    tmp_path: Path, target: int, *, sleep_s: int, bind_timeout: str
+) -> tuple[Path, Path, int]:
+    """The old service running, and a runbook whose stop_old takes `sleep_s` before it stops it."""
+    _, pid_file, port = _setup(tmp_path, target)
+    text = SLOW_STOP_RUNBOOK.format(
+        port=port, target=target, stats=tmp_path / "bridge.json", pid_file=pid_file,
+        sleep_s=sleep_s, bind_timeout=bind_timeout,
+    )  # fmt: skip
+    _start_old(tmp_path, pid_file, port)
+    return write(tmp_path, text, name="slow.yaml"), pid_file, port
+
+
 def test_a_stop_old_slower_than_bind_timeout_still_hands_the_port_over(
     opskit: Invoke,
     tmp_path: Path,
     health_http: HealthHttp,  # noqa: F811
 ) -> None:
     """bind_timeout counts after stop_old: a 2 s stop with bind_timeout 1s still ends with the bridge serving."""
-    _, pid_file, port = _setup(tmp_path, health_http.port)
-    path = write(
-        tmp_path,
-        SLOW_STOP_RUNBOOK.format(
-            port=port, target=health_http.port, stats=tmp_path / "bridge.json", pid_file=pid_file,
-            sleep_s=2, bind_timeout="1s",
-        ),
-        name="slow.yaml",
-    )  # fmt: skip
-    _start_old(tmp_path, pid_file, port)
+    path, pid_file, port = _slow_stop(tmp_path, health_http.port, sleep_s=2, bind_timeout="1s")
     try:
         opskit("run", str(path), expect=ExitCode.OK)
 
@@ -505,16 +509,7 @@ def test_the_helper_holding_the_port_dies_with_opskit(
     health_http: HealthHttp,  # noqa: F811
 ) -> None:
     """kill -9 of opskit while stop_old runs: the helper holding the old socket ends too, nothing takes the port."""
-    _, pid_file, port = _setup(tmp_path, health_http.port)
-    path = write(
-        tmp_path,
-        SLOW_STOP_RUNBOOK.format(
-            port=port, target=health_http.port, stats=tmp_path / "bridge.json", pid_file=pid_file,
-            sleep_s=30, bind_timeout="60s",
-        ),
-        name="slow.yaml",
-    )  # fmt: skip
-    _start_old(tmp_path, pid_file, port)
+    path, pid_file, port = _slow_stop(tmp_path, health_http.port, sleep_s=30, bind_timeout="60s")
     proc = opskit_proc("run", str(path))
     try:
         stopping = Path(f"{pid_file}.stopping")
