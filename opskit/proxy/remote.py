@@ -176,8 +176,7 @@ def start(
     )
     q = shlex.quote
     _run(transport, f"mkdir -p {q(where.directory)} && chmod 700 {q(where.directory)}", "mkdir")
-    script = f"{where.directory}/forwarder.py"
-    transport.put_file(FORWARDER_PATH, script, mode=0o600)
+    script = _copy_forwarder(transport, where)
     argv = " ".join(q(a) for a in forwarder_argv(remote))
     _launch(transport, where, f"{q(python)} {q(script)} {argv}", "the forwarder", once_retrying)
     # The forwarder waits up to --bind-retry for the old service to free the port, then starts.
@@ -198,6 +197,13 @@ def start(
         f"{transport.label}: the bridge on {config.listen} did not start within "
         f"{wait_s:g}s: {' | '.join(log.strip().splitlines()) or 'no log'}"
     )
+
+
+def _copy_forwarder(transport: Transport, where: RemoteBridge) -> str:
+    """forwarder.py, copied next to the bridge's files on the host (the bridge, or HAProxy's port holder)."""
+    script = f"{where.directory}/forwarder.py"
+    transport.put_file(FORWARDER_PATH, script, mode=0o600)
+    return script
 
 
 def _launch(
@@ -403,8 +409,7 @@ def start_haproxy(
             "starting haproxy",
         )
     else:
-        script = f"{where.directory}/forwarder.py"
-        transport.put_file(FORWARDER_PATH, script, mode=0o600)
+        script = _copy_forwarder(transport, where)
         hold = (
             f"{q(python)} {q(script)} --hold-then-exec {q(config.listen)} "
             f"{config.bind_retry_s:g}s {HELD_FD} {daemon}"

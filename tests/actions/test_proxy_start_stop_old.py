@@ -130,6 +130,28 @@ def _ask(port: int) -> str:
     return "new" if answer.startswith(b"HTTP/1.0 200") else "reset"
 
 
+class ClientLoop:
+    """Clients reconnecting in a loop from a thread, each outcome counted in `seen` (old, new, refused, reset)."""
+
+    def __init__(self, port: int, *, every_s: float, limit_s: float) -> None:
+        self.seen: Counter[str] = Counter()
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(port, every_s, limit_s), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, port: int, every_s: float, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while not self._done.is_set() and time.monotonic() < deadline:  # bounded by limit_s
+            self.seen[_ask(port)] += 1
+            time.sleep(every_s)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+
 @pytest.mark.parametrize("engine", ["builtin", "haproxy"])
 def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_old_service(
     opskit: Invoke,
@@ -141,23 +163,13 @@ def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_ol
     path, pid_file, port = _setup(tmp_path, health_http.port, engine=engine)
     _start_old(tmp_path, pid_file, port)
     first_pid = _wait_for_pid(pid_file)
-    seen: Counter[str] = Counter()
-    done = threading.Event()
-
-    def clients() -> None:
-        deadline = time.monotonic() + 60
-        while not done.is_set() and time.monotonic() < deadline:  # bounded: 60 s at most
-            seen[_ask(port)] += 1
-            time.sleep(0.0005)
-
-    loop = threading.Thread(target=clients, daemon=True)
-    loop.start()
+    clients = ClientLoop(port, every_s=0.0005, limit_s=60)
+    seen = clients.seen
     try:
         time.sleep(0.2)
         result = opskit("run", str(path), expect=ExitCode.OK)
         time.sleep(0.3)
-        done.set()
-        loop.join(timeout=10)
+        clients.stop()
 
         assert seen["refused"] == 0, seen
         assert seen["old"] > 0, seen
@@ -170,7 +182,7 @@ def test_stop_old_in_the_bridge_step_refuses_nobody_and_its_undo_restarts_the_ol
         _wait_for_pid(pid_file, not_pid=first_pid)
         assert _ask(port) == "old"
     finally:
-        done.set()
+        clients.stop()
         _clean_up(pid_file, tmp_path / "bridge.json")
 
 
@@ -237,30 +249,19 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
         name="remote.yaml",
     )  # fmt: skip
     _start_old(tmp_path, pid_file, port)
-    seen: Counter[str] = Counter()
-    done = threading.Event()
-
-    def clients() -> None:
-        deadline = time.monotonic() + 60
-        while not done.is_set() and time.monotonic() < deadline:  # bounded: 60 s at most
-            seen[_ask(port)] += 1
-            time.sleep(0.001)
-
-    loop = threading.Thread(target=clients, daemon=True)
-    loop.start()
+    clients = ClientLoop(port, every_s=0.001, limit_s=60)
+    seen = clients.seen
     try:
         if fail:
             result = opskit("run", str(path), expect=ExitCode.NEGATIVE)
-            done.set()
-            loop.join(timeout=10)
+            clients.stop()
             assert "dispatch: stop job failed" in result.stdout + result.stderr
             time.sleep(0.5)  # the forwarder's SIGTERM is sent; give it a moment to be gone
             assert _ask(port) == "refused"  # no forwarder took the port after all
         else:
             opskit("run", str(path), expect=ExitCode.OK)
             time.sleep(0.3)
-            done.set()
-            loop.join(timeout=10)
+            clients.stop()
             assert seen["refused"] == 0, seen
             assert seen["new"] > 0, seen
             log = "".join(p.read_text() for p in (tmp_path / "old-host").glob("*.log"))
@@ -268,7 +269,7 @@ def test_stop_old_over_ssh_runs_once_the_forwarder_waits_and_a_failure_leaves_no
             if engine == "haproxy":
                 assert "fd@3" in (tmp_path / "old-host" / "bridge.haproxy.cfg").read_text()
     finally:
-        done.set()
+        clients.stop()
         _clean_up(pid_file, stats)
 
 
@@ -363,16 +364,17 @@ def test_an_old_service_on_several_sockets_is_waited_for_by_binding(
 GRACEFUL_SERVICE = """
 import os, signal, socket, sys, time
 server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-def quit(signum, frame):
-    server.close()
-    time.sleep(5)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, quit)
+# Only the listener closes on SIGTERM: a client it is answering right then still gets its answer.
+signal.signal(signal.SIGTERM, lambda signum, frame: server.close())
 with open(sys.argv[2] + ".tmp", "w") as f:
     f.write(str(os.getpid()))
 os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 while True:
-    conn, _ = server.accept()
+    try:
+        conn, _ = server.accept()
+    except OSError:
+        time.sleep(5)
+        sys.exit(0)
     conn.recv(100)
     conn.sendall(b"old\\n")
     conn.close()
@@ -394,21 +396,11 @@ def test_a_service_that_closes_its_port_and_drains_on_hands_over_without_a_refus
         stdin=subprocess.DEVNULL,
     )
     old_pid = _wait_for_pid(pid_file)
-    seen: Counter[str] = Counter()
-    done = threading.Event()
-
-    def clients() -> None:
-        deadline = time.monotonic() + 30
-        while not done.is_set() and time.monotonic() < deadline:  # bounded: 30 s at most
-            seen[_ask(port)] += 1
-            time.sleep(0.001)
-
-    loop = threading.Thread(target=clients, daemon=True)
-    loop.start()
+    clients = ClientLoop(port, every_s=0.001, limit_s=30)
+    seen = clients.seen
     try:
         result = opskit("run", str(path), expect=ExitCode.OK)
-        done.set()
-        loop.join(timeout=10)
+        clients.stop()
 
         assert seen["refused"] == 0, seen
         assert seen["new"] > 0, seen
@@ -416,7 +408,7 @@ def test_a_service_that_closes_its_port_and_drains_on_hands_over_without_a_refus
         state = Path(f"/proc/{old_pid}/stat").read_text().rpartition(")")[2].split()[0]
         assert state != "Z", "the bridge waited for the old service to exit, not for its port"
     finally:
-        done.set()
+        clients.stop()
         _clean_up(pid_file, tmp_path / "bridge.json")
 
 
